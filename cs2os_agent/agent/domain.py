@@ -1,0 +1,126 @@
+"""What the agent needs to know from libvirt about a Nova instance."""
+
+import dataclasses
+from xml.etree import ElementTree
+
+import libvirt
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+SHUTOFF = "shutoff"
+
+
+def _ignore_libvirt_error(ctxt, error):
+    # libvirt's default handler prints every error to stderr; we turn them
+    # into exceptions instead (as Nova does).
+    pass
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    state: str
+    root_disk_path: str
+    root_disk_format: str
+
+
+def root_disk(domain_xml):
+    """(source file, driver type) of the domain's first file disk.
+
+    Nova attaches the root disk first; a domain whose first disk is not a
+    file (RBD, LVM) is not something the qcow2 method can adopt.
+    """
+    # The XML comes from the local libvirtd, not from a user.
+    root = ElementTree.fromstring(domain_xml)  # noqa: S314
+    for disk in root.findall("./devices/disk"):
+        if disk.get("device") != "disk":
+            continue
+        source = disk.find("source")
+        driver = disk.find("driver")
+        if disk.get("type") != "file" or source is None:
+            return None, None
+        fmt = driver.get("type") if driver is not None else None
+        return source.get("file"), fmt
+    return None, None
+
+
+class LibvirtHost:
+    """A libvirt connection per call: survives libvirtd restarts."""
+
+    def __init__(self, uri, host):
+        self._uri = uri
+        self._host = host
+
+    def _open(self):
+        try:
+            return libvirt.open(self._uri)
+        except libvirt.libvirtError as exc:
+            raise exception.LibvirtError(
+                operation="connect to %s" % self._uri,
+                reason=exc.get_error_message(),
+            ) from None
+
+    def _lookup(self, conn, instance_uuid):
+        try:
+            return conn.lookupByUUIDString(instance_uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.InstanceNotFound(
+                    instance_uuid=instance_uuid, host=self._host
+                ) from None
+            raise exception.LibvirtError(
+                operation="look up %s" % instance_uuid,
+                reason=exc.get_error_message(),
+            ) from None
+
+    def domain_info(self, instance_uuid):
+        conn = self._open()
+        try:
+            dom = self._lookup(conn, instance_uuid)
+            try:
+                state, _reason = dom.state()
+                xml = dom.XMLDesc(0)
+                name = dom.name()
+            except libvirt.libvirtError as exc:
+                raise exception.LibvirtError(
+                    operation="read domain %s" % instance_uuid,
+                    reason=exc.get_error_message(),
+                ) from None
+        finally:
+            conn.close()
+        path, fmt = root_disk(xml)
+        if not path:
+            raise exception.InstanceDiskNotFound(
+                instance_uuid=instance_uuid,
+                reason="the domain has no file-backed root disk; cs2os "
+                "needs Nova's qcow2 image backend (images_type = qcow2)",
+            )
+        return DomainInfo(
+            name=name,
+            state=STATE_NAMES.get(state, "unknown(%d)" % state),
+            root_disk_path=path,
+            root_disk_format=fmt or "raw",
+        )
+
+    def version(self):
+        conn = self._open()
+        try:
+            return conn.getLibVersion()
+        finally:
+            conn.close()

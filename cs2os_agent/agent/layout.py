@@ -1,0 +1,61 @@
+"""Names of the files cs2os keeps in a Nova instance directory.
+
+Everything the agent writes lives next to Nova's ``disk`` with a
+``disk.cs2os-`` prefix, so an operator can tell at a glance what is ours and
+``cleanup`` can remove exactly that.
+"""
+
+import os
+
+
+class InstanceFiles:
+    def __init__(self, instance_dir):
+        self.instance_dir = instance_dir
+
+    def _name(self, name):
+        return os.path.join(self.instance_dir, name)
+
+    @property
+    def disk(self):
+        """Nova's root disk; the domain XML points at this path."""
+        return self._name("disk")
+
+    @property
+    def staged(self):
+        """A verified overlay, rebased onto the base, ready to swap in."""
+        return self._name("disk.cs2os-staged")
+
+    @property
+    def partial(self):
+        """A copy in progress; never mistaken for a finished one."""
+        return self._name("disk.cs2os-staged.part")
+
+    @property
+    def staged_meta(self):
+        """JSON: which migration and which source the staged file holds."""
+        return self._name("disk.cs2os-staged.json")
+
+    @property
+    def orig(self):
+        """Nova's original root disk, kept for rollback."""
+        return self._name("disk.cs2os-orig")
+
+    def ours(self):
+        return [self.staged, self.partial, self.staged_meta, self.orig]
+
+
+def fsync_dir(path):
+    """Make renames and unlinks in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_if_exists(path):
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

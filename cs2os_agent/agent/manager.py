@@ -1,0 +1,269 @@
+"""cs2os-agent RPC endpoints: adopt a CloudStack overlay into Nova's disk.
+
+Every method is idempotent: the conductor may repeat any call after a
+crash or timeout on either side and gets the same end state.  Work on one
+instance is serialised; a second migration touching the same instance is
+refused at once rather than queued behind an hour-long copy.
+"""
+
+import contextlib
+import json
+import os
+import threading
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_utils import uuidutils
+
+import cs2os_agent
+from cs2os_agent import qemu_img
+from cs2os_agent import transfer
+from cs2os_agent.agent import domain
+from cs2os_agent.agent import layout
+from cs2os_agent.agent import overlay
+from cs2os_agent.agent import rpcapi
+from cs2os_agent.agent import swap
+from cs2os_agent.common import exception
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from cs2os_agent.transfer import monitor as transfer_monitor
+
+LOG = logging.getLogger(__name__)
+
+
+class AgentManager:
+    target = messaging.Target(version=rpcapi.RPC_API_VERSION)
+
+    def __init__(self, conf, libvirt_host=None, progress_sink=None):
+        self.conf = conf
+        self.host = conf.host
+        self.libvirt = libvirt_host or domain.LibvirtHost(
+            conf.libvirt.connection_uri, conf.host
+        )
+        # progress_sink(context, migration_id, progress); the default casts
+        # to the conductor, which records it on the migration.
+        self._progress_sink = progress_sink
+        self._conductor = None
+        self._lock = threading.Lock()
+        self._busy = {}  # instance uuid -> migration id
+        # migration id -> Event set by cancel() while sync_overlay runs
+        self._cancel_events = {}
+
+    # -- helpers -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self, instance_uuid, migration_id):
+        with self._lock:
+            owner = self._busy.get(instance_uuid)
+            if owner is not None:
+                raise exception.MigrationBusy(
+                    instance_uuid=instance_uuid,
+                    owner=owner,
+                    migration_id=migration_id,
+                )
+            self._busy[instance_uuid] = migration_id
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._busy[instance_uuid]
+
+    def _locate(self, instance_uuid):
+        """Domain facts and the instance's files, checked against Nova's
+        instances_path (a UUID that is not one could walk out of it)."""
+        if not uuidutils.is_uuid_like(instance_uuid):
+            raise exception.Invalid(
+                reason="instance_uuid %r is not a UUID" % (instance_uuid,)
+            )
+        info = self.libvirt.domain_info(instance_uuid)
+        instances_path = os.path.realpath(self.conf.agent.instances_path)
+        instance_dir = os.path.join(instances_path, instance_uuid)
+        disk_path = os.path.realpath(info.root_disk_path)
+        if disk_path != os.path.join(instance_dir, "disk"):
+            raise exception.InstanceDiskOutsideInstancesPath(
+                instance_uuid=instance_uuid,
+                path=info.root_disk_path,
+                instances_path=instances_path,
+            )
+        return info, layout.InstanceFiles(instance_dir)
+
+    def _require_shutoff(self, info, instance_uuid):
+        if info.state != domain.SHUTOFF:
+            raise exception.DomainNotShutOff(
+                instance_uuid=instance_uuid, state=info.state
+            )
+
+    def _report(self, context, migration_id, progress):
+        if self._progress_sink is not None:
+            self._progress_sink(context, migration_id, progress)
+            return
+        if self._conductor is None:
+            self._conductor = conductor_rpcapi.ConductorAPI()
+        self._conductor.report_progress(context, migration_id, progress)
+
+    # -- RPC API 1.0 -------------------------------------------------------
+
+    def get_agent_info(self, context):
+        return {
+            "host": self.host,
+            "version": cs2os_agent.__version__,
+            "rpc_api_version": rpcapi.RPC_API_VERSION,
+            "instances_path": self.conf.agent.instances_path,
+            "libvirt_version": self.libvirt.version(),
+            "transports": transfer.supported_transports(),
+        }
+
+    def probe_instance(self, context, instance_uuid):
+        info, files = self._locate(instance_uuid)
+        disk = qemu_img.info(
+            files.disk, info.root_disk_format, force_share=True
+        )
+        return {
+            "instance_uuid": instance_uuid,
+            "domain_name": info.name,
+            "domain_state": info.state,
+            "instance_dir": files.instance_dir,
+            "disk_path": files.disk,
+            "disk_format": info.root_disk_format,
+            "backing_file": disk.get("full-backing-filename")
+            or disk.get("backing-filename"),
+            "backing_format": disk.get("backing-filename-format"),
+            "virtual_size": disk["virtual-size"],
+            "actual_size": disk.get("actual-size"),
+            "staged": os.path.exists(files.staged),
+            "swapped": os.path.exists(files.orig),
+        }
+
+    def sync_overlay(self, context, migration_id, instance_uuid, source):
+        with self._exclusive(instance_uuid, migration_id):
+            info, files = self._locate(instance_uuid)
+            reference = overlay.reference_for(
+                files, info.root_disk_format, instance_uuid
+            )
+            with transfer.get_source(source, self.conf) as src:
+                fingerprint = src.fingerprint()
+                reused = self._reusable_staged(
+                    files, migration_id, fingerprint, reference
+                )
+                if reused is not None:
+                    LOG.info(
+                        "Migration %s: %s already staged from the same "
+                        "source; not copying again",
+                        migration_id,
+                        files.staged,
+                    )
+                    return dict(reused, reused=True)
+                LOG.info(
+                    "Migration %s: staging %s for instance %s",
+                    migration_id,
+                    src.describe(),
+                    instance_uuid,
+                )
+                cancel_event = threading.Event()
+                self._cancel_events[migration_id] = cancel_event
+                try:
+                    result = overlay.stage(
+                        src,
+                        files,
+                        reference,
+                        lambda total: self._new_monitor(
+                            context, migration_id, total, cancel_event
+                        ),
+                    )
+                finally:
+                    self._cancel_events.pop(migration_id, None)
+            result.update(migration_id=migration_id, source=fingerprint)
+            self._write_meta(files, result)
+            LOG.info(
+                "Migration %s: staged %d bytes in %.1f s",
+                migration_id,
+                result["bytes_copied"],
+                result["seconds"],
+            )
+            return dict(result, reused=False)
+
+    def swap_disk(self, context, migration_id, instance_uuid):
+        with self._exclusive(instance_uuid, migration_id):
+            info, files = self._locate(instance_uuid)
+            self._require_shutoff(info, instance_uuid)
+            reference = overlay.reference_for(
+                files, info.root_disk_format, instance_uuid
+            )
+            if os.path.exists(files.staged):
+                overlay.verify(files.staged, reference)
+            result = swap.swap_in(files, instance_uuid)
+            return dict(
+                result,
+                disk_path=files.disk,
+                orig_path=files.orig,
+                migration_id=migration_id,
+            )
+
+    def restore_disk(self, context, migration_id, instance_uuid):
+        with self._exclusive(instance_uuid, migration_id):
+            info, files = self._locate(instance_uuid)
+            self._require_shutoff(info, instance_uuid)
+            return dict(
+                swap.restore(files, instance_uuid),
+                disk_path=files.disk,
+                migration_id=migration_id,
+            )
+
+    def cleanup(self, context, migration_id, instance_uuid):
+        with self._exclusive(instance_uuid, migration_id):
+            _info, files = self._locate(instance_uuid)
+            return dict(swap.cleanup(files), migration_id=migration_id)
+
+    def cancel(self, context, migration_id):
+        event = self._cancel_events.get(migration_id)
+        if event is None:
+            return {"migration_id": migration_id, "cancelled": False}
+        event.set()
+        LOG.info("Migration %s: cancel requested", migration_id)
+        return {"migration_id": migration_id, "cancelled": True}
+
+    # -- internals ---------------------------------------------------------
+
+    def _new_monitor(self, context, migration_id, total, cancel_event):
+        return transfer_monitor.TransferMonitor(
+            migration_id,
+            "sync_overlay",
+            total,
+            report=lambda p: self._report(context, migration_id, p),
+            interval=self.conf.agent.progress_interval,
+            max_bandwidth_mbps=self.conf.transfer.max_bandwidth_mbps,
+            cancel_event=cancel_event,
+        )
+
+    def _reusable_staged(self, files, migration_id, fingerprint, reference):
+        """The earlier result if ``staged`` already holds this very copy."""
+        if not os.path.exists(files.staged):
+            return None
+        try:
+            with open(files.staged_meta) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if meta.get("migration_id") != migration_id or meta.get(
+            "source"
+        ) != fingerprint:
+            return None
+        try:
+            overlay.verify(files.staged, reference)
+        except exception.Cs2osException:
+            LOG.warning(
+                "Migration %s: staged file fails verification; copying "
+                "again",
+                migration_id,
+                exc_info=True,
+            )
+            return None
+        return meta
+
+    def _write_meta(self, files, result):
+        tmp = files.staged_meta + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, files.staged_meta)
+        layout.fsync_dir(files.instance_dir)

@@ -1,0 +1,228 @@
+"""Inspect, rebase and verify a CloudStack overlay on a compute node.
+
+The method's unsafe step is ``qemu-img rebase -u`` onto Nova's cached base
+D: it is correct because D holds the same guest-visible bytes as the
+CloudStack template the overlay was made on.  Everything here makes sure
+nothing else about the file can surprise Nova or qemu later: the format is
+qcow2, no external data file, no larger than the instance disk, and its only
+backing file is D.
+"""
+
+import dataclasses
+import os
+import time
+
+from oslo_log import log as logging
+from oslo_utils.imageutils import format_inspector
+
+from cs2os_agent import qemu_img
+from cs2os_agent.agent import layout
+from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
+
+# The qcow2 header and its extensions sit in the first cluster (64 KiB by
+# default, 2 MiB at most); this is enough for the pre-flight inspection.
+HEADER_BYTES = 2 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlayHeader:
+    virtual_size: int
+    has_backing: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a staged overlay must fit: the instance disk and its base D."""
+
+    base_path: str
+    base_format: str
+    virtual_size: int
+
+
+def _detect(data):
+    for name, cls in format_inspector.ALL_FORMATS.items():
+        if name == "raw":
+            continue
+        inspector = cls()
+        try:
+            inspector.eat_chunk(data)
+        except format_inspector.ImageFormatError:
+            continue  # a malformed file of that format, or not it at all
+        if inspector.format_match:
+            return name
+    return "raw or unknown"
+
+
+def inspect_header(data, shown_path):
+    """Check the first bytes of an untrusted overlay before anything reads it.
+
+    Uses the same format inspector Nova and Glance use against malicious
+    images (CVE-2024-32498): qcow2 only, no data-file, no unknown features.
+    A backing file is expected and allowed: it is replaced by D.
+    """
+    inspector = format_inspector.QcowInspector()
+    inspector.eat_chunk(data)
+    if not inspector.format_match:
+        raise exception.NotQcow2(path=shown_path, detected=_detect(data))
+    has_backing = False
+    try:
+        inspector.safety_check()
+    except format_inspector.SafetyCheckFailed as exc:
+        failures = dict(exc.failures)
+        has_backing = failures.pop("backing_file", None) is not None
+        if failures:
+            raise exception.UnsafeImage(
+                path=shown_path,
+                reason="; ".join(
+                    "%s: %s" % item for item in sorted(failures.items())
+                ),
+            ) from None
+    except format_inspector.ImageFormatError as exc:
+        raise exception.ImageCorrupt(path=shown_path, reason=exc) from None
+    return OverlayHeader(inspector.virtual_size, has_backing)
+
+
+def reference_for(files, disk_format, instance_uuid):
+    """Read base D and the size Nova gave the root disk.
+
+    After a swap ``disk`` is the migrated overlay, so Nova's original
+    (``orig``) is the reference whenever it exists.
+    """
+    if disk_format != "qcow2":
+        raise exception.InstanceDiskNotFound(
+            instance_uuid=instance_uuid,
+            reason="the root disk is %s, not qcow2; cs2os needs Nova's qcow2 "
+            "image backend (images_type = qcow2)" % disk_format,
+        )
+    path = files.orig if os.path.exists(files.orig) else files.disk
+    info = qemu_img.info(path, "qcow2", force_share=True)
+    base = info.get("full-backing-filename") or info.get("backing-filename")
+    base_format = info.get("backing-filename-format")
+    if not base or not base_format:
+        raise exception.InstanceDiskNotFound(
+            instance_uuid=instance_uuid,
+            reason="root disk %s has no backing file with a format; cs2os "
+            "needs an image-backed server with use_cow_images = True" % path,
+        )
+    if not os.path.isfile(base):
+        raise exception.InstanceDiskNotFound(
+            instance_uuid=instance_uuid,
+            reason="base image %s of the root disk is missing" % base,
+        )
+    return Reference(base, base_format, info["virtual-size"])
+
+
+def verify(path, reference):
+    """Prove ``path`` is a sound qcow2 Nova can boot as this root disk.
+
+    Returns the ``qemu-img info`` dict.  A standalone image (no backing
+    file) is accepted: CloudStack's FAT/SPARSE volumes have none.
+    """
+    qemu_img.check(path, "qcow2")
+    info = qemu_img.info(path, "qcow2")
+    problems = []
+    data = info.get("format-specific", {}).get("data", {})
+    if data.get("data-file"):
+        problems.append("it has an external data file")
+    backing = info.get("full-backing-filename") or info.get(
+        "backing-filename"
+    )
+    if backing and (
+        backing != reference.base_path
+        or info.get("backing-filename-format") != reference.base_format
+    ):
+        problems.append(
+            "backing file is %s (%s), expected %s (%s)"
+            % (
+                backing,
+                info.get("backing-filename-format"),
+                reference.base_path,
+                reference.base_format,
+            )
+        )
+    if info["virtual-size"] != reference.virtual_size:
+        problems.append(
+            "virtual size is %d, the instance disk's is %d"
+            % (info["virtual-size"], reference.virtual_size)
+        )
+    if problems:
+        raise exception.StagedImageInvalid(
+            path=path, reason="; ".join(problems)
+        )
+    return info
+
+
+def stage(source, files, reference, make_monitor):
+    """Copy ``source`` into the instance dir and publish it as ``staged``.
+
+    The copy lands in ``disk.cs2os-staged.part`` and is renamed to
+    ``disk.cs2os-staged`` only after it verified, so a staged file is always
+    a finished one.  On any failure the partial file is removed and nothing
+    else in the directory has changed.  ``make_monitor(total)`` returns the
+    TransferMonitor for the copy.
+    """
+    header = inspect_header(
+        source.read_header(HEADER_BYTES), source.describe()
+    )
+    # Refuse before moving a byte: the size is in the header.
+    if header.virtual_size > reference.virtual_size:
+        raise exception.OverlayTooLarge(
+            overlay_size=header.virtual_size,
+            disk_size=reference.virtual_size,
+        )
+    monitor = make_monitor(source.bytes_to_copy())
+    started = time.monotonic()
+    layout.remove_if_exists(files.partial)
+    try:
+        copied = source.copy_to(files.partial, monitor)
+        monitor.check_cancelled()
+        # The file may have changed after the pre-flight; judge the copy.
+        with open(files.partial, "rb") as f:
+            header = inspect_header(f.read(HEADER_BYTES), files.partial)
+        if header.virtual_size > reference.virtual_size:
+            raise exception.OverlayTooLarge(
+                overlay_size=header.virtual_size,
+                disk_size=reference.virtual_size,
+            )
+        if header.has_backing:
+            qemu_img.rebase(
+                files.partial,
+                "qcow2",
+                reference.base_path,
+                reference.base_format,
+                unsafe=True,
+            )
+        # Judge the metadata before resize writes into it: a corrupt image
+        # must be reported as corrupt, not as a failed resize.
+        qemu_img.check(files.partial, "qcow2")
+        if header.virtual_size < reference.virtual_size:
+            qemu_img.resize(files.partial, "qcow2", reference.virtual_size)
+        info = verify(files.partial, reference)
+        os.rename(files.partial, files.staged)
+        layout.fsync_dir(files.instance_dir)
+    except BaseException:
+        layout.remove_if_exists(files.partial)
+        raise
+    monitor.finish()
+    elapsed = time.monotonic() - started
+    result = {
+        "staged_path": files.staged,
+        "bytes_copied": copied,
+        "virtual_size": info["virtual-size"],
+        "source_virtual_size": header.virtual_size,
+        "grown": header.virtual_size < reference.virtual_size,
+        "backing_file": reference.base_path if header.has_backing else None,
+        "backing_format": (
+            reference.base_format if header.has_backing else None
+        ),
+        "full_copy": not header.has_backing,
+        "seconds": round(elapsed, 3),
+    }
+    if result["full_copy"]:
+        result["note"] = (
+            "the overlay has no backing file (CloudStack FAT/SPARSE "
+            "provisioning): it was copied whole and stays standalone"
+        )
+    return result

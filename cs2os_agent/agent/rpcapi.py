@@ -1,0 +1,87 @@
+"""Client side of the cs2os-agent RPC API (what the conductor calls).
+
+API version history:
+
+    1.0 - Initial version: get_agent_info, probe_instance, sync_overlay,
+          swap_disk, restore_disk, cleanup, cancel.
+"""
+
+import oslo_messaging as messaging
+
+from cs2os_agent import conf
+from cs2os_agent.common import rpc
+
+CONF = conf.CONF
+
+TOPIC = "cs2os-agent"
+RPC_API_VERSION = "1.0"
+
+
+class AgentAPI:
+    """Calls one agent, addressed by its nova-compute host name."""
+
+    def __init__(self, topic=TOPIC):
+        target = messaging.Target(topic=topic, version=RPC_API_VERSION)
+        self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
+
+    def _prepare(self, host, long_running=False):
+        if long_running:
+            # The call monitor (heartbeats every rpc_response_timeout / 2)
+            # lets an hour-long copy finish without hiding a dead agent,
+            # as Nova's long_rpc_timeout does.
+            return self.client.prepare(
+                server=host,
+                version="1.0",
+                call_monitor_timeout=CONF.rpc_response_timeout,
+                timeout=CONF.long_rpc_timeout,
+            )
+        return self.client.prepare(server=host, version="1.0")
+
+    def get_agent_info(self, context, host, timeout=None):
+        cctxt = self.client.prepare(
+            server=host, version="1.0", timeout=timeout
+        )
+        return cctxt.call(context, "get_agent_info")
+
+    def probe_instance(self, context, host, instance_uuid):
+        return self._prepare(host).call(
+            context, "probe_instance", instance_uuid=instance_uuid
+        )
+
+    def sync_overlay(self, context, host, migration_id, instance_uuid, source):
+        return self._prepare(host, long_running=True).call(
+            context,
+            "sync_overlay",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+            source=source,
+        )
+
+    def swap_disk(self, context, host, migration_id, instance_uuid):
+        return self._prepare(host, long_running=True).call(
+            context,
+            "swap_disk",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+        )
+
+    def restore_disk(self, context, host, migration_id, instance_uuid):
+        return self._prepare(host).call(
+            context,
+            "restore_disk",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+        )
+
+    def cleanup(self, context, host, migration_id, instance_uuid):
+        return self._prepare(host).call(
+            context,
+            "cleanup",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+        )
+
+    def cancel(self, context, host, migration_id):
+        return self._prepare(host).call(
+            context, "cancel", migration_id=migration_id
+        )

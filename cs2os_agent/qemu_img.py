@@ -1,0 +1,228 @@
+"""Small argv-building wrappers around ``qemu-img``.
+
+Every call names the image format explicitly (``-f``, and ``-F`` for a
+backing file): letting qemu-img probe a format is how a guest-written raw
+disk gets read as qcow2 with a backing file of the attacker's choosing.
+Output is ``--output=json`` wherever qemu-img offers it.
+
+Failures surface as :mod:`cs2os_agent.common.exception` types; no caller
+ever needs to parse qemu-img's stderr.
+"""
+
+import json
+import signal
+
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
+
+QEMU_IMG = "qemu-img"
+
+# Limits for commands that parse an untrusted image header (the Nova
+# QEMU_IMG_LIMITS values): a crafted image must not be able to make
+# qemu-img eat the host's memory or spin forever.
+QEMU_IMG_LIMITS = processutils.ProcessLimits(address_space=1024**3,
+                                             cpu_time=30)
+
+# Enough of stderr to say what went wrong without flooding logs or RPC.
+_STDERR_TAIL = 2000
+
+# qemu-img check exit codes (see qemu-img(1)).
+_CHECK_CORRUPT = 2
+_CHECK_LEAKS_ONLY = 3
+# qemu-img compare: 0 identical, 1 different, >= 2 error.
+_COMPARE_DIFFER = 1
+
+
+def _run(args, prlimit=None):
+    """Run one command and return its stdout (str).
+
+    The only place a process is started, so unit tests patch this.
+    Raises ``ProcessExecutionError`` on a non-zero exit and ``OSError``
+    when the program cannot be started.
+    """
+    stdout, _stderr = processutils.execute(*args, prlimit=prlimit)
+    return stdout
+
+
+def _error(command, exc):
+    if exc.exit_code in (-signal.SIGXCPU, -signal.SIGKILL):
+        # The prlimit CPU cap (or an operator) stopped it: say so rather
+        # than report a meaningless exit code.
+        return exception.QemuImgTimeout(
+            command=command,
+            reason="killed by %s" % signal.Signals(-exc.exit_code).name,
+        )
+    return exception.QemuImgError(
+        command=command,
+        exit_code=exc.exit_code,
+        stderr=(exc.stderr or "").strip()[-_STDERR_TAIL:],
+    )
+
+
+def _execute(args, prlimit=None, passthrough=()):
+    """Run qemu-img with *args* and return its stdout.
+
+    Raises QemuImgError, except that a ProcessExecutionError whose exit
+    code is in *passthrough* is re-raised for the caller to interpret.
+    """
+    try:
+        return _run([QEMU_IMG, *args], prlimit=prlimit)
+    except processutils.ProcessExecutionError as e:
+        if e.exit_code in passthrough:
+            raise
+        raise _error(args[0], e) from e
+    except OSError as e:
+        raise exception.QemuImgError(command=args[0], exit_code=None,
+                                     stderr=str(e)) from e
+
+
+def info(path, fmt, backing_chain=False, force_share=False):
+    """Return ``qemu-img info`` as a dict (a list of dicts, top first,
+    with *backing_chain*).
+
+    Keys are qemu-img's own (``virtual-size``, ``backing-filename``,
+    ``backing-filename-format``, ``format-specific``...).  Without
+    *backing_chain* the backing file is not opened, so it may be absent.
+    With it, a layer whose header records no backing format has its
+    backing file's format probed by qemu-img: check
+    ``backing-filename-format`` before trusting the chain.
+    """
+    args = ["info", "--output=json", "-f", fmt]
+    if backing_chain:
+        args.append("--backing-chain")
+    if force_share:
+        args.append("-U")
+    args.append(path)
+    return json.loads(_execute(args, prlimit=QEMU_IMG_LIMITS))
+
+
+def create(path, fmt, size=None, backing_file=None, backing_fmt=None):
+    """Create an image of *size* bytes, or an overlay on *backing_file*.
+
+    Without *size*, an overlay takes its backing file's virtual size.
+    qemu-img opens the backing file either way, so it must exist.
+    """
+    args = ["create", "-f", fmt]
+    if backing_file is not None:
+        if not backing_fmt:
+            raise ValueError("backing_fmt is required with backing_file")
+        args += ["-b", backing_file, "-F", backing_fmt]
+    args.append(path)
+    if size is not None:
+        args.append(str(int(size)))
+    _execute(args)
+
+
+def rebase(path, fmt, backing_file, backing_fmt, unsafe=True):
+    """Point *path* at *backing_file* (``None``: no backing file).
+
+    With *unsafe* (the default) only the header changes: the caller
+    guarantees the new backing file has the same guest-visible content.
+    """
+    args = ["rebase", "-f", fmt]
+    if unsafe:
+        args.append("-u")
+    if backing_file is None:
+        args += ["-b", ""]
+    else:
+        args += ["-b", backing_file, "-F", backing_fmt]
+    args.append(path)
+    _execute(args)
+
+
+def check(path, fmt):
+    """Return ``qemu-img check`` as a dict.
+
+    Leaked clusters alone waste space but harm no data, so they are only
+    logged.  Raises ImageCorrupt when qemu-img finds corruptions, and
+    QemuImgError when the check cannot run or complete (including
+    formats without checks, such as raw: exit code 63).
+    """
+    args = ["check", "--output=json", "-f", fmt, path]
+    passthrough = (_CHECK_CORRUPT, _CHECK_LEAKS_ONLY)
+    try:
+        return json.loads(_execute(args, QEMU_IMG_LIMITS, passthrough))
+    except processutils.ProcessExecutionError as e:
+        exit_code = e.exit_code
+        # Exits 2 and 3 still print the JSON report on stdout.
+        try:
+            result = json.loads(e.stdout or "")
+        except ValueError:
+            raise _error("check", e) from e
+    if exit_code == _CHECK_CORRUPT:
+        raise exception.ImageCorrupt(
+            path=path,
+            reason="%s corruptions, %s leaked clusters"
+            % (result.get("corruptions", 0), result.get("leaks", 0)),
+        )
+    LOG.warning("Image %s has %s leaked clusters (harmless)",
+                path, result.get("leaks", 0))
+    return result
+
+
+def compare(left, right, left_fmt, right_fmt, strict=False,
+            force_share=False):
+    """Return None if both images show the guest the same content.
+
+    Raises ImagesDiffer (``detail`` names the first mismatch) when they
+    differ, QemuImgError when either cannot be read.  Without *strict*,
+    an image's extra tail counts as equal if it reads as zeros.
+    """
+    args = ["compare", "-f", left_fmt, "-F", right_fmt]
+    if strict:
+        args.append("-s")
+    if force_share:
+        args.append("-U")
+    args += [left, right]
+    try:
+        _execute(args, passthrough=(_COMPARE_DIFFER,))
+    except processutils.ProcessExecutionError as e:
+        # stdout is qemu-img's verdict, e.g. "Content mismatch at offset
+        # 1048576!", after "Warning: Image size mismatch!" if sizes differ.
+        detail = " ".join((e.stdout or "").splitlines()).strip()
+        raise exception.ImagesDiffer(left=left, right=right,
+                                     detail=detail) from e
+
+
+def images_equal(left, right, left_fmt, right_fmt, strict=False,
+                 force_share=False):
+    """Like :func:`compare`, but return False instead of raising
+    ImagesDiffer."""
+    try:
+        compare(left, right, left_fmt, right_fmt, strict=strict,
+                force_share=force_share)
+    except exception.ImagesDiffer:
+        return False
+    return True
+
+
+def map(path, fmt, force_share=False):  # noqa: A001
+    """Return ``qemu-img map`` extents (dicts with start, length, depth,
+    present, zero, data and, for data, offset), covering the whole
+    virtual size in order.  ``depth`` 0 is *path* itself."""
+    args = ["map", "--output=json", "-f", fmt]
+    if force_share:
+        args.append("-U")
+    args.append(path)
+    return json.loads(_execute(args, prlimit=QEMU_IMG_LIMITS))
+
+
+def resize(path, fmt, size):
+    """Set the virtual size to *size* bytes; shrinking is refused by
+    qemu-img (QemuImgError)."""
+    _execute(["resize", "-f", fmt, path, str(int(size))])
+
+
+def allocated_bytes(path, fmt):
+    """Return how many guest bytes the top layer of *path* stores data
+    for; zeroed clusters (``data`` false) and backing content don't
+    count."""
+    return sum(
+        extent["length"]
+        for extent in map(path, fmt)
+        if extent.get("data") and extent.get("depth") == 0
+    )

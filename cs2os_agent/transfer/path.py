@@ -1,0 +1,193 @@
+"""The ``path`` transport: the overlay is a file this node can open.
+
+This is how a compute node that mounts CloudStack's NFS primary storage
+reads an overlay.  The file is copied extent by extent (SEEK_DATA /
+SEEK_HOLE) so holes are never read or written, with ``copy_file_range`` so
+the data does not pass through user space when the kernel can avoid it.
+"""
+
+import errno
+import os
+import stat
+
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+from cs2os_agent.transfer import base
+
+LOG = logging.getLogger(__name__)
+
+# copy_file_range cannot work between these file systems or on this kernel;
+# the plain read/write loop can.
+_NO_COPY_FILE_RANGE = (
+    errno.EXDEV,
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.EOPNOTSUPP,
+    errno.EBADF,
+)
+
+
+def resolve_under_roots(fd, shown_path, roots):
+    """Return the real path of open ``fd`` if it lies under one of ``roots``.
+
+    Checking the descriptor after ``open`` (not the name before it) leaves
+    no window for a symlink to be swapped in between check and use.
+    """
+    real = os.readlink("/proc/self/fd/%d" % fd)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if os.path.commonpath([real, real_root]) == real_root:
+            return real
+    raise exception.SourceNotAllowed(
+        path=shown_path, roots=", ".join(roots) or "(none configured)"
+    )
+
+
+def data_extents(fd, size):
+    """Yield (offset, length) of every data range of ``fd``."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                yield offset, size - offset  # no hole support: all data
+                return
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end > start:
+            yield start, end - start
+        offset = end
+
+
+class PathSource(base.OverlaySource):
+    transport = "path"
+
+    def __init__(self, path, allowed_roots, chunk_size):
+        if not os.path.isabs(path):
+            raise exception.InvalidSource(
+                source=path, reason="the path must be absolute"
+            )
+        self.path = path
+        self._chunk_size = chunk_size
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise exception.SourceNotFound(path=path) from None
+        except PermissionError as exc:
+            raise exception.SourceUnreadable(
+                path=path, reason=exc.strerror
+            ) from None
+        try:
+            self.real_path = resolve_under_roots(
+                self._fd, path, allowed_roots
+            )
+            self._stat = os.fstat(self._fd)
+            if not stat.S_ISREG(self._stat.st_mode):
+                raise exception.InvalidSource(
+                    source=path, reason="not a regular file"
+                )
+        except Exception:
+            os.close(self._fd)
+            raise
+
+    def describe(self):
+        return "path:%s" % self.path
+
+    def fingerprint(self):
+        st = os.fstat(self._fd)
+        return {
+            "transport": self.transport,
+            "path": self.real_path,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "inode": st.st_ino,
+        }
+
+    def read_header(self, nbytes):
+        try:
+            return os.pread(self._fd, nbytes, 0)
+        except OSError as exc:
+            raise exception.SourceUnreadable(
+                path=self.path, reason=exc.strerror
+            ) from None
+
+    def bytes_to_copy(self):
+        return sum(n for _, n in data_extents(self._fd, self._size()))
+
+    def copy_to(self, dest_path, monitor):
+        size = self._size()
+        copied = 0
+        dst = os.open(
+            dest_path,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            copier = _RangeCopier(self._fd, dst, self._chunk_size)
+            for start, length in data_extents(self._fd, size):
+                end = start + length
+                pos = start
+                while pos < end:
+                    n = copier.copy(pos, min(self._chunk_size, end - pos))
+                    if n == 0:
+                        raise exception.SourceUnreadable(
+                            path=self.path,
+                            reason="file shrank while it was being copied",
+                        )
+                    pos += n
+                    copied += n
+                    monitor.advance(n)
+            # Holes at the end leave the copy short; give it the same size.
+            os.ftruncate(dst, size)
+            os.fsync(dst)
+        except OSError as exc:
+            raise exception.TransferFailed(
+                source=self.describe(), dest=dest_path, reason=exc.strerror
+            ) from None
+        finally:
+            os.close(dst)
+        LOG.debug("Copied %d bytes of %s", copied, self.path)
+        return copied
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _size(self):
+        return os.fstat(self._fd).st_size
+
+
+class _RangeCopier:
+    """Copies one range with copy_file_range, else pread/pwrite."""
+
+    def __init__(self, src, dst, chunk_size):
+        self._src = src
+        self._dst = dst
+        self._chunk_size = chunk_size
+        self._buffer = None  # allocated only if the fallback is needed
+
+    def copy(self, offset, length):
+        if self._buffer is None:
+            try:
+                return os.copy_file_range(
+                    self._src,
+                    self._dst,
+                    length,
+                    offset_src=offset,
+                    offset_dst=offset,
+                )
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_FILE_RANGE:
+                    raise
+                self._buffer = bytearray(self._chunk_size)
+        view = memoryview(self._buffer)[:length]
+        n = os.preadv(self._src, [view], offset)
+        written = 0
+        while written < n:
+            written += os.pwrite(self._dst, view[written:n], offset + written)
+        return n

@@ -1,0 +1,92 @@
+"""A real cs2os-agent process, started and stopped by the test (by PID)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from cs2os_agent.common import exception
+
+CONF_TEMPLATE = """[DEFAULT]
+host = %(host)s
+transport_url = %(transport_url)s
+control_exchange = %(exchange)s
+rpc_response_timeout = 10
+debug = True
+log_file = %(log_file)s
+
+[agent]
+instances_path = %(instances_path)s
+allowed_source_roots = %(allowed_source_roots)s
+progress_interval = 1
+
+[transfer]
+max_bandwidth_mbps = %(max_bandwidth_mbps)d
+"""
+
+
+class AgentProcess:
+    def __init__(self, workdir, host, transport_url, exchange,
+                 instances_path, allowed_source_roots,
+                 max_bandwidth_mbps=0):
+        self.workdir = workdir
+        self.host = host
+        self.conf_file = os.path.join(workdir, "%s.conf" % host)
+        self.log_file = os.path.join(workdir, "%s.log" % host)
+        with open(self.conf_file, "w") as f:
+            f.write(CONF_TEMPLATE % {
+                "host": host,
+                "transport_url": transport_url,
+                "exchange": exchange,
+                "log_file": self.log_file,
+                "instances_path": instances_path,
+                "allowed_source_roots": ",".join(allowed_source_roots),
+                "max_bandwidth_mbps": max_bandwidth_mbps,
+            })
+        self.proc = None
+
+    def start(self, agent_api, context, timeout=60):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cs2os_agent.cmd.agent",
+             "--config-file", self.conf_file],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_file + ".stderr", "w"),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "cs2os-agent exited with %s; see %s"
+                    % (self.proc.returncode, self.log_file)
+                )
+            try:
+                return agent_api.get_agent_info(context, self.host, timeout=2)
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        "cs2os-agent did not answer in %ds: %s"
+                        % (timeout, exc)
+                    ) from exc
+                time.sleep(0.2)
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self):
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+
+__all__ = ["AgentProcess", "exception"]

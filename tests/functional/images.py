@@ -1,0 +1,281 @@
+"""Real disk images laid out the way CloudStack and Nova lay them out.
+
+CloudStack (KVM, NFS primary storage): template B and volume overlay A live
+in /mnt/<pool uuid>/, A's header names B by that absolute path.  Nova
+(libvirt, qcow2 backend): D = raw copy of the Glance image in
+<instances_path>/_base/<sha1(image id)>, C = <instances_path>/<uuid>/disk, a
+qcow2 overlay on D sized from the flavor.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+MiB = 1024 * 1024
+
+
+def run(*argv):
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def qemu_io_write(path, fmt, pattern, offset, length):
+    run(
+        "qemu-io",
+        "-f",
+        fmt,
+        "-c",
+        "write -P 0x%02x %d %d" % (pattern, offset, length),
+        path,
+    )
+
+
+@dataclasses.dataclass
+class CloudStackVolume:
+    pool_dir: str
+    template: str  # B, as it sits on primary storage
+    overlay: str  # A, its header names the CloudStack host's path of B
+    reference: str  # A rebased onto our local B: the guest's view
+    header_backing: str
+    written: int  # bytes written into A
+    template_message: str  # what a guest booted from B alone prints
+    message: str  # what a guest booted from A's chain prints
+
+
+def make_cloudstack_volume(
+    root,
+    template_size=64 * MiB,
+    volume_size=None,
+    writes=((0xA1, 1 * MiB, 1 * MiB), (0xA2, 30 * MiB, 4 * MiB)),
+    pool_uuid=None,
+):
+    """Template B with data, overlay A with data at known offsets."""
+    volume_size = volume_size or template_size
+    pool_uuid = pool_uuid or str(uuid.uuid4())
+    template_uuid = str(uuid.uuid4())
+    pool_dir = os.path.join(root, "mnt", pool_uuid)
+    os.makedirs(pool_dir, exist_ok=True)
+    template = os.path.join(pool_dir, template_uuid)
+    overlay = os.path.join(pool_dir, str(uuid.uuid4()))
+    run("qemu-img", "create", "-q", "-f", "qcow2", template,
+        str(template_size))
+    qemu_io_write(template, "qcow2", 0x11, 0, 2 * MiB)
+    template_message = "cs2os template %s" % template_uuid
+    write_bytes(template, 0, boot_sector() + message_sector(template_message))
+    qemu_io_write(template, "qcow2", 0x22, 10 * MiB, 2 * MiB)
+    qemu_io_write(template, "qcow2", 0x33, template_size - MiB, MiB)
+    run(
+        "qemu-img", "create", "-q", "-f", "qcow2", "-b", template,
+        "-F", "qcow2", overlay, str(volume_size),
+    )
+    message = "cs2os CloudStack volume %s" % os.path.basename(overlay)
+    write_bytes(overlay, 512, message_sector(message))
+    written = 0
+    for pattern, offset, length in writes:
+        qemu_io_write(overlay, "qcow2", pattern, offset, length)
+        written += length
+    # What a CloudStack KVM host's overlay header says; that path does not
+    # exist on a compute node (nor here).
+    header_backing = "/mnt/%s/%s" % (pool_uuid, template_uuid)
+    run(
+        "qemu-img", "rebase", "-u", "-f", "qcow2", "-b", header_backing,
+        "-F", "qcow2", overlay,
+    )
+    reference = os.path.join(root, "reference-%s.qcow2" % uuid.uuid4().hex)
+    shutil.copyfile(overlay, reference)
+    run(
+        "qemu-img", "rebase", "-u", "-f", "qcow2", "-b", template,
+        "-F", "qcow2", reference,
+    )
+    return CloudStackVolume(
+        pool_dir, template, overlay, reference, header_backing, written,
+        template_message, message,
+    )
+
+
+@dataclasses.dataclass
+class NovaInstance:
+    uuid: str
+    instance_dir: str
+    disk: str
+    base: str
+    disk_size: int
+    domain_name: str
+
+    def domain_xml(self):
+        return DOMAIN_XML % {
+            "name": self.domain_name,
+            "uuid": self.uuid,
+            "disk": self.disk,
+            "console": os.path.join(self.instance_dir, "console.log"),
+        }
+
+
+def make_nova_instance(instances_path, template, disk_size, name_prefix):
+    """D from the template like Nova's image cache, C on D like a boot."""
+    image_id = str(uuid.uuid4())
+    base_dir = os.path.join(instances_path, "_base")
+    os.makedirs(base_dir, exist_ok=True)
+    base = os.path.join(base_dir, hashlib.sha1(image_id.encode()).hexdigest())
+    if not os.path.exists(base):
+        run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", template, base)
+    instance_uuid = str(uuid.uuid4())
+    instance_dir = os.path.join(instances_path, instance_uuid)
+    os.makedirs(instance_dir)
+    disk = os.path.join(instance_dir, "disk")
+    run(
+        "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw",
+        disk, str(disk_size),
+    )
+    with open(os.path.join(instance_dir, "disk.info"), "w") as f:
+        json.dump({disk: "qcow2"}, f)
+    return NovaInstance(
+        uuid=instance_uuid,
+        instance_dir=instance_dir,
+        disk=disk,
+        base=base,
+        disk_size=disk_size,
+        domain_name="%s-%s" % (name_prefix, instance_uuid[:8]),
+    )
+
+
+# Close to what Nova's libvirt driver defines, minus devices these tests do
+# not need (network, graphics).
+DOMAIN_XML = """<domain type='kvm'>
+  <name>%(name)s</name>
+  <uuid>%(uuid)s</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='%(disk)s'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='%(console)s'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_state(path):
+    """Names, sizes and content hashes of a directory's files."""
+    return {
+        name: (os.path.getsize(os.path.join(path, name)),
+               sha256(os.path.join(path, name)))
+        for name in sorted(os.listdir(path))
+        if name != "console.log"
+    }
+
+
+def qemu_io_write_unsafe(path, pattern, offset, length):
+    """Write into an overlay whose backing file is not reachable here.
+
+    The overlay names /mnt/<pool>/<template> as a CloudStack host does; a
+    json: filename opens it without its backing file, as a running
+    CloudStack VM's own writes would land.
+    """
+    spec = json.dumps({
+        "driver": "qcow2",
+        "file": {"driver": "file", "filename": path},
+        "backing": None,
+    })
+    run("qemu-io", "-c", "write -P 0x%02x %d %d" % (pattern, offset, length),
+        "json:" + spec)
+
+
+def make_corrupt_overlay(volume, dest):
+    """A copy of the volume's overlay whose first refcount block is zeroed.
+
+    The header stays valid (the pre-flight inspection passes); only
+    ``qemu-img check`` can tell, and reports corruptions (exit 2).
+    """
+    shutil.copyfile(volume.overlay, dest)
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", dest],
+        check=True, capture_output=True, text=True).stdout)
+    cluster = info["cluster-size"]
+    with open(dest, "r+b") as f:
+        f.seek(48)  # refcount_table_offset, big-endian u64
+        table = int.from_bytes(f.read(8), "big")
+        f.seek(table)
+        block = int.from_bytes(f.read(8), "big")
+        f.seek(block)
+        f.write(b"\0" * cluster)
+
+
+# A 512-byte x86 boot sector: read disk sector 1 (LBA 1) into 0x7e00 with
+# BIOS int 13h and write it, up to a NUL byte, to COM1.  Whatever text the
+# overlay holds at LBA 1 therefore shows up in the domain's console log: the
+# guest itself proves which disk content it booted from.
+BOOT_CODE = bytes([
+    0xFA, 0xFC,              # cli; cld
+    0x31, 0xC0,              # xor ax, ax
+    0x8E, 0xD8,              # mov ds, ax
+    0x8E, 0xC0,              # mov es, ax
+    0x8E, 0xD0,              # mov ss, ax
+    0xBC, 0x00, 0x7C,        # mov sp, 0x7c00
+    0xFB,                    # sti
+    0xB8, 0x01, 0x02,        # mov ax, 0x0201   ; read 1 sector
+    0xB9, 0x02, 0x00,        # mov cx, 0x0002   ; cylinder 0, sector 2
+    0x30, 0xF6,              # xor dh, dh       ; head 0, dl = boot drive
+    0xBB, 0x00, 0x7E,        # mov bx, 0x7e00
+    0xCD, 0x13,              # int 0x13
+    0xBE, 0x00, 0x7E,        # mov si, 0x7e00
+    0xAC,                    # next: lodsb
+    0x84, 0xC0,              # test al, al
+    0x74, 0x12,              # jz done
+    0x88, 0xC4,              # mov ah, al
+    0xBA, 0xFD, 0x03,        # mov dx, 0x3fd    ; line status
+    0xEC,                    # wait: in al, dx
+    0xA8, 0x20,              # test al, 0x20    ; transmitter empty
+    0x74, 0xFB,              # jz wait
+    0xBA, 0xF8, 0x03,        # mov dx, 0x3f8    ; COM1 data
+    0x88, 0xE0,              # mov al, ah
+    0xEE,                    # out dx, al
+    0xEB, 0xE9,              # jmp next
+    0xF4,                    # done: hlt
+    0xEB, 0xFD,              # jmp done
+])
+
+
+def boot_sector():
+    sector = bytearray(512)
+    sector[:len(BOOT_CODE)] = BOOT_CODE
+    sector[510:] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def write_bytes(path, offset, data, spec=None):
+    """Write raw bytes into an image through qemu-io (any size/offset)."""
+    scratch = path + ".bytes"
+    with open(scratch, "wb") as f:
+        f.write(data)
+    try:
+        target = "json:" + json.dumps(spec) if spec else path
+        argv = ["qemu-io"] + ([] if spec else ["-f", "qcow2"])
+        run(*argv, "-c", "write -s %s %d %d" % (scratch, offset, len(data)),
+            target)
+    finally:
+        os.unlink(scratch)
+
+
+def message_sector(text):
+    data = text.encode() + b"\r\n\0"
+    return data + b"\0" * (512 - len(data))

@@ -1,0 +1,118 @@
+"""A copy can be cancelled, and survives the agent being killed."""
+
+import os
+import threading
+import time
+import uuid
+
+import oslo_messaging as messaging
+import pytest
+
+from cs2os_agent import qemu_img
+from cs2os_agent.common import exception
+from tests.functional import images
+
+MiB = images.MiB
+
+
+class Call(threading.Thread):
+    """An RPC call running in the background; keeps result or error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self.result = self.error = None
+
+    def run(self):
+        try:
+            self.result = self._fn(*self._args)
+        except Exception as exc:  # noqa: BLE001
+            self.error = exc
+
+
+def wait_for(predicate, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def slow_agent(agents):
+    return agents.start("throttled", max_bandwidth_mbps=40)  # 5 MB/s
+
+
+def test_cancel_stops_the_copy_and_cleans_up(slow_agent, agent_api, ctxt,
+                                            cloudstack_volume, nova_instance):
+    vol = cloudstack_volume(writes=((0x5A, 4 * MiB, 40 * MiB),))
+    inst = nova_instance(vol.template, 64 * MiB)
+    before = images.dir_state(inst.instance_dir)
+    migration = "mig-cancel-%s" % uuid.uuid4().hex
+    part = os.path.join(inst.instance_dir, "disk.cs2os-staged.part")
+    call = Call(agent_api.sync_overlay, ctxt, slow_agent.host, migration,
+                inst.uuid, {"transport": "path", "path": vol.overlay})
+    call.start()
+    wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 0,
+             what="the copy to start")
+    answer = agent_api.cancel(ctxt, slow_agent.host, migration)
+    assert answer == {"migration_id": migration, "cancelled": True}
+    call.join(30)
+    assert isinstance(call.error, exception.MigrationCancelled), call.error
+    assert migration in str(call.error)
+    assert images.dir_state(inst.instance_dir) == before
+    # Nothing left to cancel now.
+    again = agent_api.cancel(ctxt, slow_agent.host, migration)
+    assert again["cancelled"] is False
+
+
+def test_second_migration_on_a_busy_instance_is_refused(
+        slow_agent, agent_api, ctxt, cloudstack_volume, nova_instance):
+    vol = cloudstack_volume(writes=((0x5A, 4 * MiB, 20 * MiB),))
+    inst = nova_instance(vol.template, 64 * MiB)
+    source = {"transport": "path", "path": vol.overlay}
+    call = Call(agent_api.sync_overlay, ctxt, slow_agent.host, "mig-first",
+                inst.uuid, source)
+    call.start()
+    part = os.path.join(inst.instance_dir, "disk.cs2os-staged.part")
+    wait_for(lambda: os.path.exists(part), what="the copy to start")
+    with pytest.raises(exception.MigrationBusy) as err:
+        agent_api.sync_overlay(ctxt, slow_agent.host, "mig-second",
+                               inst.uuid, source)
+    assert "mig-first" in str(err.value)
+    call.join(60)
+    assert call.error is None, call.error
+    qemu_img.compare(vol.reference, call.result["staged_path"], "qcow2",
+                     "qcow2")
+
+
+def test_agent_killed_mid_copy_then_retry(agents, agent_api, ctxt,
+                                          cloudstack_volume, nova_instance):
+    victim = agents.start("victim", max_bandwidth_mbps=40)
+    vol = cloudstack_volume(writes=((0x5A, 4 * MiB, 30 * MiB),))
+    inst = nova_instance(vol.template, 64 * MiB)
+    migration = "mig-kill-%s" % uuid.uuid4().hex
+    source = {"transport": "path", "path": vol.overlay}
+    part = os.path.join(inst.instance_dir, "disk.cs2os-staged.part")
+    staged = os.path.join(inst.instance_dir, "disk.cs2os-staged")
+    call = Call(agent_api.sync_overlay, ctxt, victim.host, migration,
+                inst.uuid, source)
+    call.start()
+    wait_for(lambda: os.path.exists(part)
+             and os.path.getsize(part) > 4 * MiB, what="a partial copy")
+    victim.kill()  # SIGKILL: no cleanup of any kind runs
+    call.join(60)
+    # The caller learns the agent is gone (call monitor), not after an hour.
+    assert isinstance(call.error, messaging.MessagingTimeout), call.error
+    # A half-written file is never mistaken for a finished one.
+    assert os.path.exists(part)
+    assert not os.path.exists(staged)
+
+    victim.start(agent_api, ctxt)
+    with pytest.raises(exception.NothingStaged):
+        agent_api.swap_disk(ctxt, victim.host, migration, inst.uuid)
+    result = agent_api.sync_overlay(ctxt, victim.host, migration, inst.uuid,
+                                    source)
+    assert result["reused"] is False
+    assert not os.path.exists(part)
+    qemu_img.compare(vol.reference, staged, "qcow2", "qcow2")

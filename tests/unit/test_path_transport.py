@@ -1,0 +1,134 @@
+import os
+
+import pytest
+
+from cs2os_agent import conf
+from cs2os_agent import transfer
+from cs2os_agent.common import exception
+from cs2os_agent.transfer import monitor
+from cs2os_agent.transfer import path
+
+MiB = 1024 * 1024
+
+
+def sparse_file(p, extents, size):
+    with open(p, "wb") as f:
+        f.truncate(size)
+        for offset, data in extents:
+            f.seek(offset)
+            f.write(data)
+    return p
+
+
+def source(p, roots, chunk=MiB):
+    return path.PathSource(str(p), allowed_roots=[str(r) for r in roots],
+                           chunk_size=chunk)
+
+
+def test_copies_content_and_keeps_holes(tmp_path):
+    data = [(0, b"a" * MiB), (8 * MiB, os.urandom(3 * MiB + 17))]
+    src = sparse_file(tmp_path / "src", data, 32 * MiB)
+    dst = tmp_path / "dst"
+    with source(src, [tmp_path], chunk=MiB) as s:
+        total = s.bytes_to_copy()
+        mon = monitor.TransferMonitor("m", "s", total)
+        copied = s.copy_to(str(dst), mon)
+    assert open(src, "rb").read() == open(dst, "rb").read()
+    assert copied == mon.done == total
+    # Only data moved (tmpfs/ext4 report holes at 4 KiB granularity).
+    assert copied < 5 * MiB
+    assert os.stat(dst).st_blocks * 512 < 6 * MiB
+
+
+def test_data_extents_of_a_file_that_is_all_hole(tmp_path):
+    p = sparse_file(tmp_path / "hole", [], 4 * MiB)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert list(path.data_extents(fd, 4 * MiB)) == []
+    finally:
+        os.close(fd)
+
+
+def test_outside_roots_refused(tmp_path):
+    (tmp_path / "root").mkdir()
+    src = sparse_file(tmp_path / "elsewhere", [(0, b"x")], 10)
+    with pytest.raises(exception.SourceNotAllowed, match="elsewhere"):
+        source(src, [tmp_path / "root"])
+
+
+def test_symlink_out_of_root_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    target = sparse_file(tmp_path / "secret", [(0, b"x")], 10)
+    (root / "link").symlink_to(target)
+    with pytest.raises(exception.SourceNotAllowed):
+        source(root / "link", [root])
+
+
+def test_symlink_inside_root_allowed(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    target = sparse_file(root / "real", [(0, b"x")], 10)
+    (root / "link").symlink_to(target)
+    with source(root / "link", [root]) as s:
+        assert s.fingerprint()["path"] == str(target)
+
+
+def test_root_prefix_is_not_a_parent(tmp_path):
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt2").mkdir()
+    src = sparse_file(tmp_path / "mnt2" / "f", [(0, b"x")], 10)
+    with pytest.raises(exception.SourceNotAllowed):
+        source(src, [tmp_path / "mnt"])
+
+
+def test_no_roots_configured_refuses_everything(tmp_path):
+    src = sparse_file(tmp_path / "f", [(0, b"x")], 10)
+    with pytest.raises(exception.SourceNotAllowed, match="none configured"):
+        source(src, [])
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(exception.SourceNotFound):
+        source(tmp_path / "nope", [tmp_path])
+    (tmp_path / "d").mkdir()
+    with pytest.raises(exception.InvalidSource, match="regular file"):
+        source(tmp_path / "d", [tmp_path])
+
+
+def test_fingerprint_changes_when_the_file_does(tmp_path):
+    p = sparse_file(tmp_path / "f", [(0, b"x")], 10)
+    with source(p, [tmp_path]) as s:
+        first = s.fingerprint()
+    with open(p, "ab") as f:
+        f.write(b"more")
+    with source(p, [tmp_path]) as s:
+        assert s.fingerprint() != first
+
+
+def test_cancel_mid_copy(tmp_path):
+    src = sparse_file(tmp_path / "src", [(0, os.urandom(4 * MiB))], 4 * MiB)
+    mon = monitor.TransferMonitor("m9", "sync_overlay", 4 * MiB)
+    real_advance = mon.advance
+
+    def advance_then_cancel(n):
+        real_advance(n)
+        mon.cancel()
+
+    mon.advance = advance_then_cancel
+    with source(src, [tmp_path]) as s:
+        with pytest.raises(exception.MigrationCancelled):
+            s.copy_to(str(tmp_path / "dst"), mon)
+    assert mon.done == MiB
+
+
+@pytest.mark.parametrize("bad, words", [
+    (None, "must be a dict"),
+    ({"path": "/x"}, "unknown transport"),
+    ({"transport": "nfs", "path": "/x"}, "supported: path"),
+    ({"transport": "path"}, "missing path"),
+    ({"transport": "path", "path": "/x", "port": 1}, "unknown port"),
+])
+def test_get_source_rejects_malformed_requests(bad, words):
+    with pytest.raises(exception.InvalidSource, match=words):
+        transfer.get_source(bad, conf.CONF)
