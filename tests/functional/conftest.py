@@ -31,6 +31,10 @@ TRANSPORT_URL = os.environ.get(
 )
 LIBVIRT_URI = os.environ.get("CS2OS_TEST_LIBVIRT_URI", "qemu:///system")
 HINT = "start the test services with: tools/test-services.sh start"
+# Short on purpose: throttled copies outlast it, so they pass only because
+# the call monitor keeps long calls alive, and a killed agent is noticed
+# within seconds.
+RPC_RESPONSE_TIMEOUT = 3
 
 
 def _require_binaries():
@@ -87,7 +91,8 @@ def services(workdir):
     client_conf = os.path.join(workdir, "client.conf")
     with open(client_conf, "w") as f:
         f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
-                "rpc_response_timeout = 10\n" % (TRANSPORT_URL, exchange))
+                "rpc_response_timeout = %d\n"
+                % (TRANSPORT_URL, exchange, RPC_RESPONSE_TIMEOUT))
     config.parse_args(["--config-file", client_conf],
                       default_config_files=[])
     rpc.init(conf.CONF)
