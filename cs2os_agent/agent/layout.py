@@ -31,6 +31,11 @@ class InstanceFiles:
         return self._name("disk.cs2os-staged.part")
 
     @property
+    def partial_meta(self):
+        """JSON: which source the partial copy is of, how much is durable."""
+        return self._name("disk.cs2os-staged.part.json")
+
+    @property
     def staged_meta(self):
         """JSON: which migration and which source the staged file holds."""
         return self._name("disk.cs2os-staged.json")
@@ -41,21 +46,10 @@ class InstanceFiles:
         return self._name("disk.cs2os-orig")
 
     def ours(self):
-        return [self.staged, self.partial, self.staged_meta, self.orig]
-
-
-def fsync_dir(path):
-    """Make renames and unlinks in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_if_exists(path):
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
+        return [
+            self.staged,
+            self.partial,
+            self.partial_meta,
+            self.staged_meta,
+            self.orig,
+        ]

@@ -24,6 +24,7 @@ from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
 from cs2os_agent.common import exception
+from cs2os_agent.common import fileutils
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.transfer import monitor as transfer_monitor
 
@@ -168,6 +169,7 @@ class AgentManager:
                         lambda total: self._new_monitor(
                             context, migration_id, total, cancel_event
                         ),
+                        self.conf.transfer.checkpoint_mib * 1024 * 1024,
                     )
                 finally:
                     self._cancel_events.pop(migration_id, None)
@@ -266,4 +268,4 @@ class AgentManager:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, files.staged_meta)
-        layout.fsync_dir(files.instance_dir)
+        fileutils.fsync_dir(files.instance_dir)

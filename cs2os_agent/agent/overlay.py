@@ -16,8 +16,9 @@ from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
 
 from cs2os_agent import qemu_img
-from cs2os_agent.agent import layout
 from cs2os_agent.common import exception
+from cs2os_agent.common import fileutils
+from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
 
@@ -154,14 +155,15 @@ def verify(path, reference):
     return info
 
 
-def stage(source, files, reference, make_monitor):
+def stage(source, files, reference, make_monitor, checkpoint_bytes):
     """Copy ``source`` into the instance dir and publish it as ``staged``.
 
     The copy lands in ``disk.cs2os-staged.part`` and is renamed to
     ``disk.cs2os-staged`` only after it verified, so a staged file is always
-    a finished one.  On any failure the partial file is removed and nothing
-    else in the directory has changed.  ``make_monitor(total)`` returns the
-    TransferMonitor for the copy.
+    a finished one.  A copy interrupted by a crash resumes from its last
+    durable checkpoint when the source is unchanged.  On any failure but a
+    crash the partial file is removed and nothing else in the directory has
+    changed.  ``make_monitor(total)`` returns the TransferMonitor.
     """
     header = inspect_header(
         source.read_header(HEADER_BYTES), source.describe()
@@ -172,44 +174,34 @@ def stage(source, files, reference, make_monitor):
             overlay_size=header.virtual_size,
             disk_size=reference.virtual_size,
         )
-    monitor = make_monitor(source.bytes_to_copy())
+    partial = transfer_partial.PartialFile(
+        files.partial, files.partial_meta, source.fingerprint(),
+        checkpoint_bytes,
+    )
+    offset = partial.resume_offset()
+    if offset:
+        LOG.info("Resuming the copy of %s at byte %d", source.describe(),
+                 offset)
+    monitor = make_monitor(source.bytes_to_copy(offset))
     started = time.monotonic()
-    layout.remove_if_exists(files.partial)
     try:
-        copied = source.copy_to(files.partial, monitor)
+        partial.open(offset)
+        copied = source.copy_to(partial, monitor, offset)
         monitor.check_cancelled()
-        # The file may have changed after the pre-flight; judge the copy.
-        with open(files.partial, "rb") as f:
-            header = inspect_header(f.read(HEADER_BYTES), files.partial)
-        if header.virtual_size > reference.virtual_size:
-            raise exception.OverlayTooLarge(
-                overlay_size=header.virtual_size,
-                disk_size=reference.virtual_size,
-            )
-        if header.has_backing:
-            qemu_img.rebase(
-                files.partial,
-                "qcow2",
-                reference.base_path,
-                reference.base_format,
-                unsafe=True,
-            )
-        # Judge the metadata before resize writes into it: a corrupt image
-        # must be reported as corrupt, not as a failed resize.
-        qemu_img.check(files.partial, "qcow2")
-        if header.virtual_size < reference.virtual_size:
-            qemu_img.resize(files.partial, "qcow2", reference.virtual_size)
-        info = verify(files.partial, reference)
+        partial.finish(source.size())
+        info = _adopt(files.partial, header, reference)
         os.rename(files.partial, files.staged)
-        layout.fsync_dir(files.instance_dir)
+        fileutils.remove_if_exists(files.partial_meta)
+        fileutils.fsync_dir(files.instance_dir)
     except BaseException:
-        layout.remove_if_exists(files.partial)
+        partial.discard()
         raise
     monitor.finish()
     elapsed = time.monotonic() - started
     result = {
         "staged_path": files.staged,
         "bytes_copied": copied,
+        "resumed_at": offset,
         "virtual_size": info["virtual-size"],
         "source_virtual_size": header.virtual_size,
         "grown": header.virtual_size < reference.virtual_size,
@@ -226,3 +218,26 @@ def stage(source, files, reference, make_monitor):
             "provisioning): it was copied whole and stays standalone"
         )
     return result
+
+
+def _adopt(path, source_header, reference):
+    """Rebase the finished copy onto D, grow it, verify it; return info."""
+    # The source may have changed after the pre-flight: judge the copy.
+    with open(path, "rb") as f:
+        header = inspect_header(f.read(HEADER_BYTES), path)
+    if header != source_header:
+        raise exception.TransferFailed(
+            source=path, dest=path,
+            reason="the overlay header changed during the copy",
+        )
+    if header.has_backing:
+        qemu_img.rebase(
+            path, "qcow2", reference.base_path, reference.base_format,
+            unsafe=True,
+        )
+    # Judge the metadata before resize writes into it: a corrupt image
+    # must be reported as corrupt, not as a failed resize.
+    qemu_img.check(path, "qcow2")
+    if header.virtual_size < reference.virtual_size:
+        qemu_img.resize(path, "qcow2", reference.virtual_size)
+    return verify(path, reference)

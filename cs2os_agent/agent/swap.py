@@ -11,8 +11,8 @@ import stat
 
 from oslo_log import log as logging
 
-from cs2os_agent.agent import layout
 from cs2os_agent.common import exception
+from cs2os_agent.common import fileutils
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def swap_in(files, instance_uuid):
     if not os.path.exists(files.orig):
         os.link(files.disk, files.orig)
     os.rename(files.staged, files.disk)
-    layout.fsync_dir(files.instance_dir)
+    fileutils.fsync_dir(files.instance_dir)
     LOG.info("Instance %s: staged overlay swapped in", instance_uuid)
     return {"swapped": True}
 
@@ -68,14 +68,14 @@ def restore(files, instance_uuid):
         else:
             os.link(files.disk, files.staged)
     os.rename(files.orig, files.disk)
-    layout.fsync_dir(files.instance_dir)
+    fileutils.fsync_dir(files.instance_dir)
     LOG.info("Instance %s: original disk restored", instance_uuid)
     return {"restored": True}
 
 
 def cleanup(files):
     """Remove every file cs2os left in the instance directory."""
-    removed = [p for p in files.ours() if layout.remove_if_exists(p)]
+    removed = [p for p in files.ours() if fileutils.remove_if_exists(p)]
     if removed:
-        layout.fsync_dir(files.instance_dir)
+        fileutils.fsync_dir(files.instance_dir)
     return {"removed": removed}

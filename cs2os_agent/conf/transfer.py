@@ -15,6 +15,21 @@ transfer_opts = [
         "megabits per second. 0 means unlimited.",
     ),
     cfg.IntOpt(
+        "checkpoint_mib",
+        default=256,
+        min=1,
+        help="Every this many MiB a running copy is fsynced and its "
+        "position recorded, so a copy interrupted by an agent crash or a "
+        "power loss resumes there instead of starting over.",
+    ),
+    cfg.IntOpt(
+        "stall_timeout",
+        default=120,
+        min=5,
+        help="Seconds without a single byte arriving after which a remote "
+        "copy (ssh, nfs) is given up as stalled.",
+    ),
+    cfg.IntOpt(
         "chunk_size_kib",
         default=8192,
         min=64,

@@ -32,15 +32,21 @@ class OverlaySource(abc.ABC):
         """The first ``nbytes`` bytes (fewer if the file is shorter)."""
 
     @abc.abstractmethod
-    def bytes_to_copy(self):
-        """How many bytes :meth:`copy_to` will move (progress total)."""
+    def size(self):
+        """The file's size in bytes."""
 
     @abc.abstractmethod
-    def copy_to(self, dest_path, monitor):
-        """Write the whole file to ``dest_path``, fsync it, return bytes moved.
+    def bytes_to_copy(self, offset=0):
+        """How many bytes :meth:`copy_to` from ``offset`` will move."""
 
-        ``dest_path`` is created or truncated; on any exception it may hold
-        a partial copy, which the caller removes.
+    @abc.abstractmethod
+    def copy_to(self, partial, monitor, offset=0):
+        """Copy the file from ``offset`` on into ``partial``; bytes moved.
+
+        ``partial`` is a :class:`~cs2os_agent.transfer.partial.PartialFile`
+        opened at ``offset``: write at the file's own offsets into
+        ``partial.fd`` and call ``partial.advanced(position)`` as the copy
+        goes.  The caller finishes (size, fsync) or discards it.
         """
 
     def close(self):  # noqa: B027 - optional hook, most need nothing

@@ -44,9 +44,8 @@ def resolve_under_roots(fd, shown_path, roots):
     )
 
 
-def data_extents(fd, size):
-    """Yield (offset, length) of every data range of ``fd``."""
-    offset = 0
+def data_extents(fd, size, offset=0):
+    """Yield (offset, length) of every data range of ``fd`` from ``offset``."""
     while offset < size:
         try:
             start = os.lseek(fd, offset, os.SEEK_DATA)
@@ -115,20 +114,17 @@ class PathSource(base.OverlaySource):
                 path=self.path, reason=exc.strerror
             ) from None
 
-    def bytes_to_copy(self):
-        return sum(n for _, n in data_extents(self._fd, self._size()))
+    def size(self):
+        return os.fstat(self._fd).st_size
 
-    def copy_to(self, dest_path, monitor):
-        size = self._size()
+    def bytes_to_copy(self, offset=0):
+        return sum(n for _, n in data_extents(self._fd, self.size(), offset))
+
+    def copy_to(self, partial, monitor, offset=0):
         copied = 0
-        dst = os.open(
-            dest_path,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-            0o600,
-        )
+        copier = _RangeCopier(self._fd, partial.fd, self._chunk_size)
         try:
-            copier = _RangeCopier(self._fd, dst, self._chunk_size)
-            for start, length in data_extents(self._fd, size):
+            for start, length in data_extents(self._fd, self.size(), offset):
                 end = start + length
                 pos = start
                 while pos < end:
@@ -140,16 +136,13 @@ class PathSource(base.OverlaySource):
                         )
                     pos += n
                     copied += n
+                    partial.advanced(pos)
                     monitor.advance(n)
-            # Holes at the end leave the copy short; give it the same size.
-            os.ftruncate(dst, size)
-            os.fsync(dst)
         except OSError as exc:
             raise exception.TransferFailed(
-                source=self.describe(), dest=dest_path, reason=exc.strerror
+                source=self.describe(), dest=partial.path,
+                reason=exc.strerror,
             ) from None
-        finally:
-            os.close(dst)
         LOG.debug("Copied %d bytes of %s", copied, self.path)
         return copied
 
@@ -157,9 +150,6 @@ class PathSource(base.OverlaySource):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    def _size(self):
-        return os.fstat(self._fd).st_size
 
 
 class _RangeCopier:

@@ -23,6 +23,8 @@ progress_interval = 1
 
 [transfer]
 max_bandwidth_mbps = %(max_bandwidth_mbps)d
+# Small, so that an interrupted copy in a test has checkpoints to resume at.
+checkpoint_mib = 4
 """
 
 

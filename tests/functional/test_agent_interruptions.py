@@ -111,8 +111,15 @@ def test_agent_killed_mid_copy_then_retry(agents, agent_api, ctxt,
     victim.start(agent_api, ctxt)
     with pytest.raises(exception.NothingStaged):
         agent_api.swap_disk(ctxt, victim.host, migration, inst.uuid)
+    killed_at = os.path.getsize(part)
     result = agent_api.sync_overlay(ctxt, victim.host, migration, inst.uuid,
                                     source)
     assert result["reused"] is False
+    # It resumed at a durable checkpoint (every 4 MiB here) instead of
+    # starting over, and moved only the rest.
+    assert 0 < result["resumed_at"] <= killed_at
+    assert result["bytes_copied"] <= os.path.getsize(vol.overlay) - result[
+        "resumed_at"]
     assert not os.path.exists(part)
+    assert not os.path.exists(part + ".json")
     qemu_img.compare(vol.reference, staged, "qcow2", "qcow2")

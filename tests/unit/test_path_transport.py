@@ -6,6 +6,7 @@ from cs2os_agent import conf
 from cs2os_agent import transfer
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import monitor
+from cs2os_agent.transfer import partial as partial_file
 from cs2os_agent.transfer import path
 
 MiB = 1024 * 1024
@@ -20,6 +21,18 @@ def sparse_file(p, extents, size):
     return p
 
 
+def copy(src, dst, mon, offset=0, checkpoint=64 * MiB):
+    part = partial_file.PartialFile(str(dst), str(dst) + ".json",
+                                    src.fingerprint(), checkpoint)
+    part.open(offset)
+    try:
+        copied = src.copy_to(part, mon, offset)
+        part.finish(src.size())
+    finally:
+        part.close()
+    return copied
+
+
 def source(p, roots, chunk=MiB):
     return path.PathSource(str(p), allowed_roots=[str(r) for r in roots],
                            chunk_size=chunk)
@@ -32,7 +45,7 @@ def test_copies_content_and_keeps_holes(tmp_path):
     with source(src, [tmp_path], chunk=MiB) as s:
         total = s.bytes_to_copy()
         mon = monitor.TransferMonitor("m", "s", total)
-        copied = s.copy_to(str(dst), mon)
+        copied = copy(s, dst, mon)
     assert open(src, "rb").read() == open(dst, "rb").read()
     assert copied == mon.done == total
     # Only data moved (tmpfs/ext4 report holes at 4 KiB granularity).
@@ -118,7 +131,7 @@ def test_cancel_mid_copy(tmp_path):
     mon.advance = advance_then_cancel
     with source(src, [tmp_path]) as s:
         with pytest.raises(exception.MigrationCancelled):
-            s.copy_to(str(tmp_path / "dst"), mon)
+            copy(s, tmp_path / "dst", mon)
     assert mon.done == MiB
 
 
@@ -132,3 +145,17 @@ def test_cancel_mid_copy(tmp_path):
 def test_get_source_rejects_malformed_requests(bad, words):
     with pytest.raises(exception.InvalidSource, match=words):
         transfer.get_source(bad, conf.CONF)
+
+
+def test_copy_from_an_offset_moves_only_the_rest(tmp_path):
+    data = os.urandom(6 * MiB)
+    src = sparse_file(tmp_path / "src", [(0, data)], 6 * MiB)
+    dst = tmp_path / "dst"
+    with open(dst, "wb") as f:
+        f.write(data[:2 * MiB])  # what an interrupted copy left
+    with source(src, [tmp_path]) as s:
+        assert s.bytes_to_copy(2 * MiB) == 4 * MiB
+        copied = copy(s, dst, monitor.TransferMonitor("m", "s", 4 * MiB),
+                      offset=2 * MiB)
+    assert copied == 4 * MiB
+    assert open(dst, "rb").read() == data
