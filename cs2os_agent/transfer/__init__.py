@@ -12,9 +12,23 @@ def _path_source(source, conf):
     )
 
 
+def _ssh_source(source, conf):
+    from cs2os_agent.transfer import ssh
+
+    return ssh.SshSource.from_request(source, conf)
+
+
+def _nfs_source(source, conf):
+    from cs2os_agent.transfer import nfs
+
+    return nfs.NfsSource.from_request(source, conf)
+
+
 # transport name -> (required keys, optional keys, factory)
 _TRANSPORTS = {
     "path": ({"path"}, set(), _path_source),
+    "ssh": ({"host", "path"}, {"port", "user"}, _ssh_source),
+    "nfs": ({"server", "export", "path"}, {"version"}, _nfs_source),
 }
 
 

@@ -31,7 +31,7 @@ checkpoint_mib = 4
 class AgentProcess:
     def __init__(self, workdir, host, transport_url, exchange,
                  instances_path, allowed_source_roots,
-                 max_bandwidth_mbps=0):
+                 max_bandwidth_mbps=0, transfer_options=None):
         self.workdir = workdir
         self.host = host
         self.conf_file = os.path.join(workdir, "%s.conf" % host)
@@ -46,6 +46,9 @@ class AgentProcess:
                 "allowed_source_roots": ",".join(allowed_source_roots),
                 "max_bandwidth_mbps": max_bandwidth_mbps,
             })
+            # More [transfer] options, e.g. the ssh key and known_hosts.
+            for name, value in (transfer_options or {}).items():
+                f.write("%s = %s\n" % (name, value))
         self.proc = None
 
     def start(self, agent_api, context, timeout=60):

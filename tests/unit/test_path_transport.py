@@ -138,7 +138,7 @@ def test_cancel_mid_copy(tmp_path):
 @pytest.mark.parametrize("bad, words", [
     (None, "must be a dict"),
     ({"path": "/x"}, "unknown transport"),
-    ({"transport": "nfs", "path": "/x"}, "supported: path"),
+    ({"transport": "nfs", "path": "/x"}, "missing export, server"),
     ({"transport": "path"}, "missing path"),
     ({"transport": "path", "path": "/x", "port": 1}, "unknown port"),
 ])
