@@ -189,6 +189,7 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes):
         copied = source.copy_to(partial, monitor, offset)
         monitor.check_cancelled()
         partial.finish(source.size())
+        copy_seconds = time.monotonic() - started
         info = _adopt(files.partial, header, reference)
         os.rename(files.partial, files.staged)
         fileutils.remove_if_exists(files.partial_meta)
@@ -211,6 +212,7 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes):
         ),
         "full_copy": not header.has_backing,
         "seconds": round(elapsed, 3),
+        "copy_seconds": round(copy_seconds, 3),
     }
     if result["full_copy"]:
         result["note"] = (

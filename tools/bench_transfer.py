@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Benchmark: the agent's sync_overlay against the raw transport, same run.
+
+Builds a CloudStack-like overlay (default 1 GiB virtual, 600 MiB of random
+data allocated) on a template, a Nova-like instance to adopt it, and a real
+cs2os-agent process on RabbitMQ.  For each transport and each run it times
+the raw baseline (``cp`` for path, ``ssh host cat > file`` for ssh,
+``nfs-cp`` for nfs) and the agent's ``sync_overlay`` into the same
+directory, alternating which goes first, and prints medians: MB/s of both,
+their ratio, bytes moved against the overlay's allocated bytes, and the
+agent's peak RSS.  Both read the overlay from the page cache (it is read
+once before the first run), so the figures compare the copy mechanisms,
+not the disk.
+
+Needs root, libvirtd and RabbitMQ (tools/test-services.sh start) and the
+transports' servers, which it starts itself.  Not a test: it asserts
+nothing; it prints the figures and the targets next to them.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import libvirt
+
+from cs2os_agent import conf
+from cs2os_agent import qemu_img
+from cs2os_agent.agent import domain  # noqa: F401 - quiets libvirt's stderr
+from cs2os_agent.agent import rpcapi
+from cs2os_agent.common import config
+from cs2os_agent.common import context
+from cs2os_agent.common import rpc
+from tests.functional import agent_process
+from tests.functional import images
+
+MiB = images.MiB
+
+
+def make_overlay(root, virtual_mib, allocated_mib):
+    """A CloudStack volume whose overlay holds ``allocated_mib`` of random
+    data (incompressible, so no transport can cheat) past the template."""
+    vol = images.make_cloudstack_volume(
+        root, template_size=virtual_mib * MiB, writes=())
+    random_file = os.path.join(root, "random.bin")
+    with open(random_file, "wb") as f:
+        for _ in range(allocated_mib // 8):
+            f.write(os.urandom(8 * MiB))
+    spec = {"driver": "qcow2",
+            "file": {"driver": "file", "filename": vol.overlay},
+            "backing": None}
+    # Whole clusters only, so the missing backing file is never read.
+    images.run("qemu-io", "-c", "write -s %s %d %d"
+               % (random_file, 64 * MiB, allocated_mib // 8 * 8 * MiB),
+               "json:" + json.dumps(spec))
+    os.unlink(random_file)
+    # The guest's view again (A on the real B), for qemu-img map.
+    shutil.copyfile(vol.overlay, vol.reference)
+    images.run("qemu-img", "rebase", "-u", "-f", "qcow2", "-b", vol.template,
+               "-F", "qcow2", vol.reference)
+    return vol
+
+
+def read_once(path):
+    with open(path, "rb") as f:
+        while f.read(8 * MiB):
+            pass
+
+
+def peak_rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PathTransport:
+    name = "path"
+    baseline_name = "cp"
+
+    def __init__(self, work, vol):
+        self.vol = vol
+
+    def agent_options(self):
+        return {}
+
+    def source(self):
+        return {"transport": "path", "path": self.vol.overlay}
+
+    def baseline(self, dest):
+        subprocess.run(["cp", self.vol.overlay, dest], check=True)
+
+    def stop(self):
+        pass
+
+
+TRANSPORTS = {"path": PathTransport}
+
+
+def timed(fn, *args):
+    # Dirty pages of the previous step would otherwise be written back
+    # during this one and charge its time.
+    os.sync()
+    started = time.monotonic()
+    result = fn(*args)
+    return time.monotonic() - started, result
+
+
+def bench_transport(cls, args, work, vol, inst, api, ctxt, exchange, url,
+                    roots):
+    transport = cls(work, vol)
+    agent = agent_process.AgentProcess(
+        work, "bench-%s-%s" % (transport.name, uuid.uuid4().hex[:6]), url,
+        exchange, os.path.dirname(inst.instance_dir), roots,
+        transfer_options=transport.agent_options())
+    try:
+        agent.start(api, ctxt)
+        allocated = qemu_img.allocated_bytes(vol.reference, "qcow2")
+        rows = []
+        dest = os.path.join(inst.instance_dir, "baseline.copy")
+        for run in range(args.runs):
+
+            def agent_run():
+                os.sync()
+                migration = "bench-%s" % uuid.uuid4().hex[:8]
+                result = api.sync_overlay(ctxt, agent.host, migration,
+                                          inst.uuid, transport.source())
+                api.cleanup(ctxt, agent.host, migration, inst.uuid)
+                return result
+
+            def baseline_run():
+                seconds, _ = timed(transport.baseline, dest)
+                moved = os.path.getsize(dest)
+                os.unlink(dest)
+                return seconds, moved
+
+            if run % 2:
+                base_s, base_bytes = baseline_run()
+                result = agent_run()
+            else:
+                result = agent_run()
+                base_s, base_bytes = baseline_run()
+            rows.append({
+                "baseline_mbs": base_bytes / base_s / 1e6,
+                "copy_mbs": result["bytes_copied"] / result["copy_seconds"]
+                / 1e6,
+                "sync_mbs": result["bytes_copied"] / result["seconds"] / 1e6,
+                "bytes_moved": result["bytes_copied"],
+            })
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        med.update(
+            transport=transport.name,
+            baseline=transport.baseline_name,
+            ratio_copy=med["copy_mbs"] / med["baseline_mbs"],
+            ratio_sync=med["sync_mbs"] / med["baseline_mbs"],
+            allocated=allocated,
+            moved_vs_allocated=med["bytes_moved"] / allocated,
+            peak_rss_mib=peak_rss_mib(agent.proc.pid),
+            runs=args.runs,
+        )
+        return med
+    finally:
+        agent.stop()
+        transport.stop()
+
+
+def print_table(results, args):
+    print("\ncs2os transfer benchmark: %d GiB virtual, %d MiB allocated, "
+          "medians of %d runs, %s, %d cores"
+          % (args.virtual_gib, args.allocated_mib, args.runs,
+             os.uname().machine, os.cpu_count()))
+    print("%-5s %-10s %9s %9s %9s %7s %7s %10s %8s" % (
+        "", "baseline", "base MB/s", "copy MB/s", "sync MB/s",
+        "copy/b", "sync/b", "moved/alloc", "peak RSS"))
+    for r in results:
+        print("%-5s %-10s %9.0f %9.0f %9.0f %7.2f %7.2f %10.4f %6.0f MiB" % (
+            r["transport"], r["baseline"], r["baseline_mbs"], r["copy_mbs"],
+            r["sync_mbs"], r["ratio_copy"], r["ratio_sync"],
+            r["moved_vs_allocated"], r["peak_rss_mib"]))
+    print("targets: copy/baseline >= 0.90, moved/allocated <= 1.01, "
+          "peak RSS < 150 MiB.  copy = the data path; sync = the whole "
+          "sync_overlay call (copy + rebase + check + resize + verify).")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--virtual-gib", type=int, default=1)
+    parser.add_argument("--allocated-mib", type=int, default=600)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--transports", default=",".join(TRANSPORTS))
+    parser.add_argument("--transport-url",
+                        default="rabbit://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    unknown = set(args.transports.split(",")) - set(TRANSPORTS)
+    if unknown:
+        parser.error("unknown transports: %s" % ", ".join(sorted(unknown)))
+
+    run_id = uuid.uuid4().hex[:8]
+    work = tempfile.mkdtemp(prefix="cs2os-bench-%s-" % run_id, dir="/var/tmp")
+    os.chmod(work, 0o755)  # noqa: S103 - qemu runs as libvirt-qemu
+    conn = libvirt.open("qemu:///system")
+    dom = None
+    try:
+        cs_root = os.path.join(work, "cloudstack")
+        vol = make_overlay(cs_root, args.virtual_gib * 1024,
+                           args.allocated_mib)
+        read_once(vol.overlay)
+        instances = os.path.join(work, "instances")
+        inst = images.make_nova_instance(
+            instances, vol.template, args.virtual_gib * 1024 * MiB,
+            "cs2os-bench-%s" % run_id)
+        dom = conn.defineXML(inst.domain_xml())
+
+        exchange = "cs2os-bench-%s" % run_id
+        client_conf = os.path.join(work, "client.conf")
+        with open(client_conf, "w") as f:
+            f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
+                    % (args.transport_url, exchange))
+        config.parse_args(["--config-file", client_conf],
+                          default_config_files=[])
+        rpc.init(conf.CONF)
+        api = rpcapi.AgentAPI()
+        ctxt = context.get_admin_context()
+        results = []
+        for name in args.transports.split(","):
+            print("==> %s" % name, flush=True)
+            results.append(bench_transport(
+                TRANSPORTS[name], args, work, vol, inst, api, ctxt,
+                exchange, args.transport_url,
+                [os.path.join(cs_root, "mnt")]))
+        print_table(results, args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
+    finally:
+        rpc.cleanup()
+        if dom is not None:
+            dom.undefine()
+        conn.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
