@@ -10,6 +10,7 @@ backing file is D.
 
 import dataclasses
 import os
+import struct
 import time
 
 from oslo_log import log as logging
@@ -31,6 +32,17 @@ HEADER_BYTES = 2 * 1024 * 1024
 class OverlayHeader:
     virtual_size: int
     has_backing: bool
+    # The backing file name the header records, as the CloudStack host
+    # sees it: the real chain, never guessed from names.
+    backing_file: str = None
+
+
+def _backing_file_name(data):
+    """The backing file name stored in a qcow2 header, or None."""
+    offset, size = struct.unpack_from(">QI", data, 8)
+    if not offset or not size or offset + size > len(data):
+        return None
+    return data[offset:offset + size].decode("utf-8", errors="replace")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +94,11 @@ def inspect_header(data, shown_path):
             ) from None
     except format_inspector.ImageFormatError as exc:
         raise exception.ImageCorrupt(path=shown_path, reason=exc) from None
-    return OverlayHeader(inspector.virtual_size, has_backing)
+    return OverlayHeader(
+        inspector.virtual_size,
+        has_backing,
+        _backing_file_name(data) if has_backing else None,
+    )
 
 
 def reference_for(files, disk_format, instance_uuid):

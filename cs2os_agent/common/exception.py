@@ -171,3 +171,188 @@ class MigrationCancelled(Cs2osException):
 
 class LibvirtError(Cs2osException):
     msg_fmt = "libvirt %(operation)s failed: %(reason)s"
+
+
+class MigrationNotFound(Cs2osException):
+    msg_fmt = "Migration %(migration_id)s not found"
+    code = 404
+
+
+class MigrationStateConflict(Cs2osException):
+    msg_fmt = "Migration %(migration_id)s is %(state)s: cannot %(action)s"
+    code = 409
+
+
+# -- the ssh transport -------------------------------------------------------
+
+
+class RemoteSourceNotAllowed(SourceNotAllowed):
+    msg_fmt = (
+        "Overlay source %(path)s is outside the allowed remote source roots "
+        "%(roots)s ([transfer] remote_source_roots)"
+    )
+
+
+class SshClientConfigInvalid(Cs2osException):
+    msg_fmt = "[transfer] %(option)s = %(path)s cannot be used: %(reason)s"
+
+
+class SourceHostKeyRefused(Cs2osException):
+    msg_fmt = (
+        "Refusing %(host)s port %(port)s: its SSH host key could not be "
+        "verified against %(known_hosts)s ([transfer] ssh_known_hosts_file): "
+        "%(reason)s"
+    )
+    code = 403
+
+
+class SourceHostKeyUnknown(SourceHostKeyRefused):
+    msg_fmt = (
+        "Refusing %(host)s port %(port)s: its SSH host key is not in "
+        "%(known_hosts)s ([transfer] ssh_known_hosts_file). Verify the "
+        "host's key fingerprint out of band (on the host: ssh-keygen -lf "
+        "/etc/ssh/ssh_host_ed25519_key.pub), then add it with: "
+        "ssh-keyscan -p %(port)s %(host)s >> %(known_hosts)s"
+    )
+
+
+class SourceHostKeyChanged(SourceHostKeyRefused):
+    msg_fmt = (
+        "Refusing %(host)s port %(port)s: its SSH host key does not match "
+        "the one in %(known_hosts)s ([transfer] ssh_known_hosts_file); the "
+        "host was reinstalled or someone is intercepting the connection. "
+        "Only after verifying the new key's fingerprint out of band, "
+        "replace the old one: ssh-keygen -f %(known_hosts)s -R %(entry)s "
+        "&& ssh-keyscan -p %(port)s %(host)s >> %(known_hosts)s"
+    )
+
+
+class SourceUnreachable(Cs2osException):
+    msg_fmt = "Cannot reach %(host)s port %(port)s over SSH: %(reason)s"
+    code = 503
+
+
+class SourceAuthFailed(Cs2osException):
+    msg_fmt = (
+        "SSH login as %(user)s to %(host)s port %(port)s was refused "
+        "(%(reason)s); the public key of [transfer] ssh_private_key_file "
+        "must be in that user's authorized_keys on the host"
+    )
+    code = 403
+
+
+class SourceSshError(Cs2osException):
+    msg_fmt = "SSH to %(host)s port %(port)s failed: %(reason)s"
+    code = 502
+
+
+class SourceRemoteCommandFailed(Cs2osException):
+    msg_fmt = (
+        "%(command)s on %(host)s port %(port)s failed (exit code "
+        "%(exit_code)s): %(stderr)s"
+    )
+    code = 502
+
+
+class OpenStackError(Cs2osException):
+    msg_fmt = "OpenStack: %(operation)s failed: %(reason)s"
+    code = 502
+
+
+# -- the CloudStack management API -------------------------------------------
+
+
+class CloudStackError(Cs2osException):
+    msg_fmt = "CloudStack %(command)s failed: %(reason)s"
+    code = 502
+
+
+class CloudStackNotConfigured(CloudStackError):
+    msg_fmt = "[cloudstack] %(option)s is not set"
+    code = 500
+
+
+class CloudStackUnreachable(CloudStackError):
+    msg_fmt = (
+        "CloudStack management server %(endpoint)s did not answer "
+        "%(command)s: %(reason)s"
+    )
+    code = 503
+
+
+class CloudStackAuthFailed(CloudStackError):
+    msg_fmt = (
+        "CloudStack refused %(command)s (error %(errorcode)s: "
+        "%(errortext)s); check [cloudstack] api_key and secret_key, that the "
+        "key belongs to an enabled root admin, and this host's clock (signed "
+        "requests expire)"
+    )
+
+
+class CloudStackAPIError(CloudStackError):
+    msg_fmt = (
+        "CloudStack %(command)s returned error %(errorcode)s: %(errortext)s"
+    )
+
+
+class CloudStackVMNotFound(CloudStackError):
+    msg_fmt = "CloudStack has no VM with id or name %(ref)s"
+    code = 404
+
+
+class CloudStackVMAmbiguous(CloudStackError):
+    msg_fmt = (
+        "CloudStack has %(count)s VMs named %(ref)s (ids %(ids)s); name the "
+        "one to move by its id"
+    )
+    code = 409
+
+
+class CloudStackObjectNotFound(CloudStackError):
+    msg_fmt = "CloudStack has no %(kind)s %(id)s"
+    code = 404
+
+
+class CloudStackJobFailed(CloudStackError):
+    msg_fmt = (
+        "CloudStack job %(job_id)s (%(command)s %(target)s) failed with error "
+        "%(errorcode)s: %(errortext)s"
+    )
+
+
+class CloudStackJobTimeout(CloudStackError):
+    msg_fmt = (
+        "CloudStack job %(job_id)s (%(command)s %(target)s) did not finish "
+        "within %(timeout)s seconds ([cloudstack] job_timeout); it may still "
+        "finish in CloudStack"
+    )
+    code = 504
+
+
+class NfsServerUnreachable(SourceUnreachable):
+    msg_fmt = (
+        "Cannot reach NFS server %(host)s port %(port)s (%(version)s): "
+        "%(reason)s"
+    )
+
+
+class NfsExportUnavailable(Cs2osException):
+    msg_fmt = (
+        "NFS server %(server)s does not export %(export)s to this node, or "
+        "refused it (%(version)s): %(reason)s"
+    )
+    code = 404
+
+
+class NfsClientUnavailable(Cs2osException):
+    msg_fmt = (
+        "The nfs transport cannot load libnfs: %(reason)s; install the "
+        "libnfs13 package (tools/install-deps.sh)"
+    )
+
+
+class NfsExportNotAllowed(SourceNotAllowed):
+    msg_fmt = (
+        "NFS export %(path)s is not one of [transfer] nfs_allowed_exports "
+        "%(roots)s"
+    )

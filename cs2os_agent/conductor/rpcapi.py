@@ -1,11 +1,13 @@
 """Client side of the cs2os-conductor RPC API.
 
-Only the part the agent needs exists so far; the conductor service adds
-the rest of the API.
+This is the API other OpenStack services (and cs2os-api) use to run
+migrations; the agents use ``report_progress``.
 
 API version history:
 
-    1.0 - Initial version: report_progress.
+    1.0 - Initial version: create_migration, get_migration,
+          list_migrations, cancel_migration, retry_migration,
+          report_progress.
 """
 
 import oslo_messaging as messaging
@@ -20,6 +22,36 @@ class ConductorAPI:
     def __init__(self, topic=TOPIC):
         target = messaging.Target(topic=topic, version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
+
+    def _call(self, context, method, **kwargs):
+        return self.client.prepare(version="1.0").call(
+            context, method, **kwargs)
+
+    def create_migration(self, context, request):
+        """Validate ``request`` and queue it; returns the migration record.
+
+        ``request``: {"source": CloudStack VM id or name (required),
+        "host": compute host, "flavor": name or id, "mode": "cold",
+        "delete_source": bool}.
+        """
+        return self._call(context, "create_migration", request=request)
+
+    def get_migration(self, context, migration_id):
+        return self._call(context, "get_migration",
+                          migration_id=migration_id)
+
+    def list_migrations(self, context, filters=None, limit=None,
+                        marker=None):
+        return self._call(context, "list_migrations", filters=filters or {},
+                          limit=limit, marker=marker)
+
+    def cancel_migration(self, context, migration_id):
+        return self._call(context, "cancel_migration",
+                          migration_id=migration_id)
+
+    def retry_migration(self, context, migration_id):
+        return self._call(context, "retry_migration",
+                          migration_id=migration_id)
 
     def report_progress(self, context, migration_id, progress):
         """Fire-and-forget: a copy must not wait on the conductor."""

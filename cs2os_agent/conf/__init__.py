@@ -8,14 +8,27 @@ options without caring about registration order.
 from oslo_config import cfg
 
 from cs2os_agent.conf import agent
+from cs2os_agent.conf import cloudstack
+from cs2os_agent.conf import conductor
+from cs2os_agent.conf import database
 from cs2os_agent.conf import default
 from cs2os_agent.conf import libvirt
+from cs2os_agent.conf import openstack
 from cs2os_agent.conf import transfer
 
 CONF = cfg.CONF
 
 # Every option module, in the order the sample config lists them.
-ALL_MODULES = (default, agent, libvirt, transfer)
+ALL_MODULES = (
+    default,
+    agent,
+    libvirt,
+    transfer,
+    conductor,
+    database,
+    openstack,
+    cloudstack,
+)
 
 for _module in ALL_MODULES:
     _module.register_opts(CONF)

@@ -1,4 +1,4 @@
-"""A real cs2os-agent process, started and stopped by the test (by PID)."""
+"""cs2os services as real processes, started and stopped by the test."""
 
 import os
 import signal
@@ -28,51 +28,40 @@ checkpoint_mib = 4
 """
 
 
-class AgentProcess:
-    def __init__(self, workdir, host, transport_url, exchange,
-                 instances_path, allowed_source_roots,
-                 max_bandwidth_mbps=0, transfer_options=None):
-        self.workdir = workdir
-        self.host = host
-        self.conf_file = os.path.join(workdir, "%s.conf" % host)
-        self.log_file = os.path.join(workdir, "%s.log" % host)
-        with open(self.conf_file, "w") as f:
-            f.write(CONF_TEMPLATE % {
-                "host": host,
-                "transport_url": transport_url,
-                "exchange": exchange,
-                "log_file": self.log_file,
-                "instances_path": instances_path,
-                "allowed_source_roots": ",".join(allowed_source_roots),
-                "max_bandwidth_mbps": max_bandwidth_mbps,
-            })
-            # More [transfer] options, e.g. the ssh key and known_hosts.
-            for name, value in (transfer_options or {}).items():
-                f.write("%s = %s\n" % (name, value))
+class ServiceProcess:
+    """One cs2os console script with its own config and log file (by PID)."""
+
+    module = None  # e.g. "cs2os_agent.cmd.agent"
+
+    def __init__(self, workdir, name):
+        self.name = name
+        self.conf_file = os.path.join(workdir, "%s.conf" % name)
+        self.log_file = os.path.join(workdir, "%s.log" % name)
         self.proc = None
 
-    def start(self, agent_api, context, timeout=60):
+    def launch(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cs2os_agent.cmd.agent",
+            [sys.executable, "-m", self.module,
              "--config-file", self.conf_file],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log_file + ".stderr", "w"),
         )
+
+    def wait_ready(self, probe, timeout=60):
+        """Call ``probe()`` until it answers; fail if the process dies."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    "cs2os-agent exited with %s; see %s"
-                    % (self.proc.returncode, self.log_file)
-                )
+                    "%s exited with %s; see %s"
+                    % (self.module, self.proc.returncode, self.log_file))
             try:
-                return agent_api.get_agent_info(context, self.host, timeout=2)
+                return probe()
             except Exception as exc:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline:
                     raise AssertionError(
-                        "cs2os-agent did not answer in %ds: %s"
-                        % (timeout, exc)
-                    ) from exc
+                        "%s did not answer in %ds: %s"
+                        % (self.module, timeout, exc)) from exc
                 time.sleep(0.2)
 
     def stop(self):
@@ -94,4 +83,33 @@ class AgentProcess:
             return f.read()
 
 
-__all__ = ["AgentProcess", "exception"]
+class AgentProcess(ServiceProcess):
+    module = "cs2os_agent.cmd.agent"
+
+    def __init__(self, workdir, host, transport_url, exchange,
+                 instances_path, allowed_source_roots,
+                 max_bandwidth_mbps=0, transfer_options=None):
+        super().__init__(workdir, host)
+        self.host = host
+        with open(self.conf_file, "w") as f:
+            f.write(CONF_TEMPLATE % {
+                "host": host,
+                "transport_url": transport_url,
+                "exchange": exchange,
+                "log_file": self.log_file,
+                "instances_path": instances_path,
+                "allowed_source_roots": ",".join(allowed_source_roots),
+                "max_bandwidth_mbps": max_bandwidth_mbps,
+            })
+            # More [transfer] options, e.g. the ssh key and known_hosts.
+            for name, value in (transfer_options or {}).items():
+                f.write("%s = %s\n" % (name, value))
+
+    def start(self, agent_api, context, timeout=60):
+        self.launch()
+        return self.wait_ready(
+            lambda: agent_api.get_agent_info(context, self.host, timeout=2),
+            timeout)
+
+
+__all__ = ["AgentProcess", "ServiceProcess", "exception"]

@@ -218,11 +218,31 @@ class RecordingConductor:
 
     def __init__(self):
         self.reports = []
-        self.received = threading.Event()
+        self._cond = threading.Condition()
 
     def report_progress(self, context, migration_id, progress):
-        self.reports.append((migration_id, progress))
-        self.received.set()
+        with self._cond:
+            self.reports.append((migration_id, progress))
+            self._cond.notify_all()
+
+    def final_reports(self, migration_id, timeout=30):
+        """Every report of ``migration_id`` once its last (100%) arrived.
+
+        Casts travel apart from the RPC reply, so the final report may
+        land a moment after sync_overlay returned.
+        """
+        def mine():
+            return [p for m, p in self.reports if m == migration_id]
+
+        def complete():
+            got = mine()
+            return got and got[-1]["bytes_done"] == got[-1]["bytes_total"]
+
+        with self._cond:
+            if not self._cond.wait_for(complete, timeout):
+                raise AssertionError("no final progress report for %s: %r"
+                                     % (migration_id, mine()))
+            return mine()
 
 
 @pytest.fixture(scope="session")

@@ -100,10 +100,7 @@ def test_cold_migration_end_to_end(agent, agent_api, ctxt, cloudstack_volume,
     assert info["backing-filename-format"] == "raw"
     qemu_img.compare(vol.reference, staged, "qcow2", "qcow2")
     # The agent reported progress to the conductor topic, ending at 100%.
-    assert conductor_stub.received.wait(10)
-    reports = [p for m, p in conductor_stub.reports if m == migration]
-    assert reports, conductor_stub.reports
-    assert reports[-1]["bytes_done"] == reports[-1]["bytes_total"]
+    reports = conductor_stub.final_reports(migration)
     assert reports[-1]["bytes_done"] == result["bytes_copied"]
 
     # Swap refuses while the domain runs, and changes nothing.
@@ -230,7 +227,7 @@ def test_bandwidth_limit_and_progress(agents, agent_api, ctxt,
     assert result["seconds"] >= result["bytes_copied"] / 5e6 * 0.95
     # Longer than the RPC timeout: the call monitor kept the call alive.
     assert result["seconds"] > conftest.RPC_RESPONSE_TIMEOUT
-    reports = [p for m, p in conductor_stub.reports if m == "mig-slow"]
+    reports = conductor_stub.final_reports("mig-slow")
     # progress_interval is 1 s: intermediate reports, then the final one.
     assert len(reports) >= 2
     assert reports[0]["bytes_done"] < reports[-1]["bytes_done"]

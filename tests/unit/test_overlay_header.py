@@ -37,6 +37,7 @@ def test_overlay_with_backing_is_allowed():
     h = overlay.inspect_header(
         qcow2_header(backing=b"/mnt/pool/template"), "/v")
     assert h.has_backing is True
+    assert h.backing_file == "/mnt/pool/template"
 
 
 def test_external_data_file_is_refused():

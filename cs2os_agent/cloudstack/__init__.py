@@ -1,0 +1,1 @@
+"""The CloudStack side: the management API client and VM discovery."""

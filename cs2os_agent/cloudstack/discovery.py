@@ -1,0 +1,197 @@
+"""What cs2os needs to know about a CloudStack VM, as one plain dict.
+
+The dict is stored in the database and sent over RPC, so it holds only
+JSON types.  It says what CloudStack's API says; the real backing chain is
+read from the files later (names and ids are not proof of what a qcow2
+header points to).
+"""
+
+import posixpath
+
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
+
+# LibvirtStorageAdaptor mounts an NFS pool at /mnt/<pool uuid> on every KVM
+# host (hard-coded there, not a setting).
+KVM_MOUNT_PARENT = "/mnt"
+NFS = "NetworkFilesystem"
+# Directory pools: the KVM agent uses the pool's own path (a mount point
+# the admin made, or local disk), not /mnt/<uuid>.
+DIRECTORY_POOLS = ("SharedMountPoint", "Filesystem")
+MOVABLE_STATES = ("Running", "Stopped")
+
+_VM_KEYS = ("id", "name", "displayname", "instancename", "state",
+            "hypervisor", "account", "domain", "zoneid", "zonename",
+            "cpunumber", "cpuspeed", "memory")
+_NIC_KEYS = ("id", "networkid", "networkname", "macaddress", "ipaddress",
+             "netmask", "gateway", "isdefault", "deviceid", "traffictype",
+             "type")
+_VOLUME_KEYS = ("id", "name", "type", "path", "size", "provisioningtype",
+                "storageid", "state", "deviceid")
+_POOL_KEYS = ("id", "name", "type", "path", "ipaddress", "scope", "state")
+_TEMPLATE_KEYS = ("id", "name", "format", "size", "hypervisor")
+_OFFERING_KEYS = ("id", "name", "cpunumber", "cpuspeed", "memory",
+                  "iscustomized")
+
+
+def _pick(entry, keys):
+    return {key: entry.get(key) for key in keys}
+
+
+def overlay_path(pool, volume_path):
+    """Where a KVM host sees the volume file: ``/mnt/<pool id>/<path>``.
+
+    ``path`` (not the volume id) is the file name: it starts as the volume
+    uuid but changes when the volume is migrated between pools.
+    """
+    if not pool or not volume_path:
+        return None
+    if pool.get("type") == NFS:
+        return posixpath.join(KVM_MOUNT_PARENT, pool["id"], volume_path)
+    if pool.get("type") in DIRECTORY_POOLS and pool.get("path"):
+        return posixpath.join(pool["path"], volume_path)
+    return None
+
+
+def _nic_order(nic):
+    try:
+        return int(nic.get("deviceid"))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _host(client, vm):
+    host = {"id": vm.get("hostid"), "name": vm.get("hostname"),
+            "ipaddress": None}
+    if host["id"]:
+        try:
+            host["ipaddress"] = client.get_host(host["id"]).get("ipaddress")
+        except (exception.CloudStackAuthFailed, exception.CloudStackAPIError,
+                exception.CloudStackObjectNotFound) as exc:
+            # listHosts is for root admins only; the name is still known.
+            LOG.warning("No address for CloudStack host %s: %s",
+                        host["id"], exc)
+    return host
+
+
+def _template(client, vm):
+    template = {key: None for key in _TEMPLATE_KEYS}
+    template.update(id=vm.get("templateid"), name=vm.get("templatename"))
+    if template["id"]:
+        try:
+            template.update(_pick(client.get_template(template["id"]),
+                                  _TEMPLATE_KEYS))
+        except exception.CloudStackObjectNotFound:
+            # Deleted since, or an ISO: the VM still names it.
+            LOG.warning("CloudStack template %s of VM %s is not listed",
+                        template["id"], vm["id"])
+    return template
+
+
+def _offering(client, vm):
+    offering = {"id": vm.get("serviceofferingid"),
+                "name": vm.get("serviceofferingname"),
+                "cpunumber": vm.get("cpunumber"),
+                "cpuspeed": vm.get("cpuspeed"), "memory": vm.get("memory"),
+                "iscustomized": None}
+    if offering["id"]:
+        try:
+            listed = client.get_service_offering(offering["id"])
+            # A custom offering lists no cpu or memory: keep the VM's.
+            offering.update({k: v for k, v in _pick(listed, _OFFERING_KEYS)
+                             .items() if v is not None})
+        except exception.CloudStackObjectNotFound:
+            LOG.warning("CloudStack service offering %s of VM %s is not "
+                        "listed", offering["id"], vm["id"])
+    return offering
+
+
+def describe_vm(client, ref):
+    """Describe the VM with id or name *ref* (see the module docstring).
+
+    Keys: the VM's own (``id``, ``name``, ``displayname``,
+    ``instancename``, ``state``, ``hypervisor``, ``account``, ``domain``,
+    ``zoneid``, ``zonename``, ``cpunumber``, ``cpuspeed``, ``memory`` in
+    MiB); ``host`` {id, name, ipaddress} (all None while the VM is
+    stopped); ``serviceoffering`` and ``template``; ``nics`` in device
+    order; ``root_volume`` {id, name, type, path, size, provisioningtype,
+    storageid, state, deviceid, ``storage``: the pool {id, name, type, path,
+    ipaddress, scope, state}} or None; ``datadisks`` (same volume keys,
+    without the pool); ``overlay_path``: the root volume file as a KVM host
+    sees it, or None when that cannot be known.
+    """
+    vm = client.find_vm(ref)
+    desc = _pick(vm, _VM_KEYS)
+    desc["host"] = _host(client, vm)
+    desc["serviceoffering"] = _offering(client, vm)
+    desc["template"] = _template(client, vm)
+    desc["nics"] = [_pick(nic, _NIC_KEYS)
+                    for nic in sorted(vm.get("nic") or [], key=_nic_order)]
+    volumes = client.list_volumes(vm["id"])
+    roots = [v for v in volumes if v.get("type") == "ROOT"]
+    root = _pick(roots[0], _VOLUME_KEYS) if roots else None
+    if root is not None:
+        root["storage"] = None
+        if root["storageid"]:
+            root["storage"] = _pick(
+                client.get_storage_pool(root["storageid"]), _POOL_KEYS)
+    desc["root_volume"] = root
+    desc["datadisks"] = [_pick(v, _VOLUME_KEYS) for v in volumes
+                         if v.get("type") == "DATADISK"]
+    desc["overlay_path"] = (overlay_path(root["storage"], root["path"])
+                            if root else None)
+    return desc
+
+
+def validate_vm(desc):
+    """What stops cs2os from moving the described VM, in plain words."""
+    name = "VM %s (%s)" % (desc.get("name"), desc.get("id"))
+    problems = []
+    hypervisor = desc.get("hypervisor") or "an unknown hypervisor"
+    if hypervisor.upper() != "KVM":
+        problems.append("%s runs on %s; cs2os moves KVM VMs only"
+                        % (name, hypervisor))
+    if desc.get("state") not in MOVABLE_STATES:
+        problems.append(
+            "%s is %s; it must be Running or Stopped (wait until CloudStack "
+            "has finished what it is doing with it)" % (name, desc["state"]))
+    root = desc.get("root_volume")
+    if root is None:
+        problems.append("%s has no ROOT volume CloudStack lists" % name)
+    elif not root.get("path") or not desc.get("instancename"):
+        problems.append(
+            "CloudStack hides the volume path, storage pool and instance "
+            "name of %s from this API key: [cloudstack] api_key must belong "
+            "to a root admin" % name)
+    else:
+        problems.extend(_root_volume_problems(name, root))
+    datadisks = desc.get("datadisks") or []
+    if datadisks:
+        problems.append(
+            "%s has data disks attached (%s); cs2os moves the ROOT volume "
+            "only so far: detach them in CloudStack first"
+            % (name, ", ".join("%s (%s)" % (d.get("name"), d.get("id"))
+                               for d in datadisks)))
+    return problems
+
+
+def _root_volume_problems(name, root):
+    volume = "root volume %s (%s) of %s" % (root.get("name"), root.get("id"),
+                                            name)
+    problems = []
+    if root.get("state") not in (None, "Ready"):
+        problems.append("%s is %s, not Ready" % (volume, root["state"]))
+    pool = root.get("storage") or {}
+    if pool.get("type") != NFS:
+        # Directory pools keep files at <pool path>/<file>, and their
+        # overlays name templates by that path: the transports only know
+        # NFS's /mnt/<pool uuid> layout so far.
+        problems.append(
+            "%s is on %s primary storage %s; cs2os reads volumes from NFS "
+            "primary storage (type %s) only so far"
+            % (volume, pool.get("type") or "unknown",
+               pool.get("name") or root.get("storageid"), NFS))
+    return problems

@@ -1,0 +1,55 @@
+"""cs2os-conductor: runs migrations; the controller side of cs2os."""
+
+import sys
+
+from oslo_log import log as logging
+
+from cs2os_agent import conf
+from cs2os_agent.common import config
+from cs2os_agent.common import rpc
+from cs2os_agent.common import service
+from cs2os_agent.conductor import clients as conductor_clients
+from cs2os_agent.conductor import engine as conductor_engine
+from cs2os_agent.conductor import manager
+from cs2os_agent.conductor import notify
+from cs2os_agent.conductor import rpcapi
+from cs2os_agent.conductor.flow import context as flow_context
+from cs2os_agent.db import api as db_api
+from cs2os_agent.db import migration as db_migration
+
+CONF = conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+def main():
+    config.parse_args(sys.argv[1:])
+    logging.setup(CONF, "cs2os-conductor")
+    db = db_api.Database(CONF.database.connection,
+                         CONF.database.sqlite_busy_timeout)
+    current, head = db_migration.current_version(db), \
+        db_migration.head_version()
+    if current != head:
+        LOG.error("Database schema is at %s, this conductor needs %s: run "
+                  "cs2os-manage db sync", current or "nothing", head)
+        return 1
+    rpc.init(CONF)
+    notifier = notify.MigrationNotifier(CONF, CONF.host)
+    clients = conductor_clients.Clients(CONF)
+
+    def make_context(migration):
+        return flow_context.FlowContext(migration, db, CONF, clients,
+                                        notifier)
+
+    engine = conductor_engine.Engine(
+        db, CONF.host, CONF.conductor.workers, CONF.conductor.lease_seconds,
+        make_context)
+    endpoint = manager.ConductorManager(db, engine, notifier, clients.agent)
+    rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [endpoint])
+    rpc_service.on_start = engine.start
+    rpc_service.on_stop = engine.stop
+    service.run(rpc_service)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

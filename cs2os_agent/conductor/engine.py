@@ -1,0 +1,116 @@
+"""Runs migrations on worker threads and keeps them claimed.
+
+A conductor claims a migration in the database before running it and
+renews the claim while it runs.  On start, and every renewal period, it
+takes over migrations whose claim expired: those of a conductor that died,
+its own earlier self included.  So a migration survives any conductor
+restart, and several conductors can share one database.
+"""
+
+import concurrent.futures
+import datetime
+import threading
+
+from oslo_log import log as logging
+from oslo_utils import timeutils
+
+from cs2os_agent.conductor.flow import runner
+
+LOG = logging.getLogger(__name__)
+
+ACTIVE_STATES = ("queued", "running", "cancelling")
+
+
+class Engine:
+    def __init__(self, db, name, workers, lease_seconds, make_context):
+        self.db = db
+        self.name = name
+        self.lease = datetime.timedelta(seconds=lease_seconds)
+        self._make_context = make_context
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="migration")
+        self._lock = threading.Lock()
+        self._running = {}  # migration id -> FlowContext
+        self._stop = threading.Event()
+        self._renewer = None
+
+    def start(self):
+        self.adopt()
+        self._renewer = threading.Thread(target=self._renew_loop,
+                                         name="lease-renewer", daemon=True)
+        self._renewer.start()
+
+    def stop(self):
+        self._stop.set()
+        for ctx in list(self._running.values()):
+            # Ends at the next step boundary; the record stays "running"
+            # and the next conductor resumes it.
+            if ctx is not None:
+                ctx.request_stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, migration_id):
+        with self._lock:
+            if migration_id in self._running:
+                return False
+            now = timeutils.utcnow()
+            if not self.db.claim(migration_id, self.name, now,
+                                 now + self.lease):
+                return False
+            self._running[migration_id] = None
+        self._pool.submit(self._run, migration_id)
+        return True
+
+    def cancel(self, migration_id):
+        """Ask the flow running ``migration_id`` here to stop."""
+        ctx = self._running.get(migration_id)
+        if ctx is not None:
+            ctx.request_cancel()
+            return ctx
+        return None
+
+    def adopt(self):
+        """Claim and run every unfinished migration nobody runs."""
+        for migration_id in self.db.claimable(self.name, timeutils.utcnow(),
+                                              ACTIVE_STATES):
+            if self.submit(migration_id):
+                LOG.info("Resuming migration %s", migration_id)
+
+    def _run(self, migration_id):
+        try:
+            migration = self.db.get_migration(migration_id)
+            if migration["state"] == "cancelling" and \
+                    migration["step"] == "validate":
+                self.db.update_migration(migration_id,
+                                         {"state": "cancelled"})
+                return
+            ctx = self._make_context(migration)
+            if migration["state"] == "cancelling":
+                ctx.request_cancel()
+            with self._lock:
+                self._running[migration_id] = ctx
+            if self._stop.is_set():
+                return
+            runner.run(ctx)
+        except Exception:
+            LOG.exception("Migration %s: conductor error", migration_id)
+        finally:
+            with self._lock:
+                self._running.pop(migration_id, None)
+            # Release the claim only if the migration ended; an unfinished
+            # one keeps it until it expires, then anybody resumes it.
+            current = self.db.get_migration(migration_id)
+            if current["state"] not in ACTIVE_STATES:
+                self.db.update_migration(migration_id, {"lease_until": None})
+
+    def _renew_loop(self):
+        period = self.lease.total_seconds() / 3
+        while not self._stop.wait(period):
+            try:
+                with self._lock:
+                    ids = list(self._running)
+                self.db.renew(self.name, ids,
+                              timeutils.utcnow() + self.lease)
+                self.adopt()
+            except Exception:
+                LOG.exception("Renewing migration claims failed")

@@ -1,0 +1,305 @@
+"""The steps of a cold migration, and how each is undone.
+
+Every step first looks at what the record says was already done (and at
+the real world: the server, the VM), so that calling it twice is harmless.
+"""
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+
+from oslo_log import log as logging
+
+from cs2os_agent import transfer
+from cs2os_agent.agent import overlay
+from cs2os_agent.cloudstack import discovery
+from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import sources
+from cs2os_agent.openstack import client as os_client
+from cs2os_agent.transfer import monitor as transfer_monitor
+from cs2os_agent.transfer import partial as transfer_partial
+
+LOG = logging.getLogger(__name__)
+GiB = 1024 ** 3
+SYNC_BUSY_POLL = 10
+
+
+def validate(ctx):
+    cs = ctx.clients.cloudstack
+    vm = discovery.describe_vm(cs, ctx.migration["source_ref"])
+    problems = discovery.validate_vm(vm)
+    if problems:
+        raise exception.Invalid(
+            reason="CloudStack VM %s cannot be migrated: %s"
+            % (vm["name"], "; ".join(problems)))
+    overlay_source = sources.source_for(ctx.conf, vm, vm["overlay_path"])
+    with transfer.get_source(overlay_source, ctx.conf) as src:
+        header = overlay.inspect_header(
+            src.read_header(overlay.HEADER_BYTES), src.describe())
+    if not header.has_backing:
+        raise exception.Invalid(
+            reason="root volume %s has no backing file (CloudStack FAT or "
+            "SPARSE provisioning); the conductor needs its template"
+            % vm["overlay_path"])
+    # The template as the file says, not as names suggest.
+    sources.pool_relative(header.backing_file,
+                          vm["root_volume"]["storage"]["id"])
+    openstack = ctx.clients.openstack
+    disk_gib = math.ceil(header.virtual_size / GiB)
+    if ctx.migration["flavor"]:
+        flavor = openstack.get_flavor(ctx.migration["flavor"])
+        if flavor.disk * GiB < header.virtual_size:
+            raise exception.OverlayTooLarge(
+                overlay_size=header.virtual_size, disk_size=flavor.disk * GiB)
+    else:
+        flavor = openstack.smallest_flavor(vm["cpunumber"], vm["memory"],
+                                           disk_gib)
+    host = ctx.migration["target_host"]
+    if host:
+        openstack.check_compute_host(host)
+        _require_agent(ctx, host)
+    ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"])
+    ctx.resource(
+        flavor_id=flavor.id,
+        flavor_name=flavor.name,
+        overlay_source=overlay_source,
+        overlay_virtual_size=header.virtual_size,
+        template_path=header.backing_file,
+        source_state_at_start=vm["state"],
+    )
+
+
+def image(ctx):
+    resources = ctx.resources
+    vm = ctx.migration["source"]
+    template_source = sources.source_for(ctx.conf, vm,
+                                         resources["template_path"])
+    openstack = ctx.clients.openstack
+    with transfer.get_source(template_source, ctx.conf) as src:
+        header = overlay.inspect_header(
+            src.read_header(overlay.HEADER_BYTES), src.describe())
+        if header.has_backing:
+            raise exception.Invalid(
+                reason="template %s has a backing file of its own (%s)"
+                % (resources["template_path"], header.backing_file))
+        fingerprint = _fingerprint_key(src.fingerprint())
+        found = openstack.find_template_image(vm["template"]["id"],
+                                              fingerprint)
+        if found is not None:
+            ctx.resource(image_id=found.id)
+            ctx.result(image_reused=True, template_bytes_moved=0)
+            ctx.event("image", "template already in Glance as image %s"
+                      % found.id)
+            return
+        with tempfile.TemporaryDirectory(
+                dir=ctx.conf.conductor.image_spool_dir) as spool:
+            path = os.path.join(spool, "template.qcow2")
+            copied = _spool(ctx, src, path)
+            digest = _sha512(path)
+            image = openstack.upload_image(
+                "cloudstack-template-%s" % vm["template"]["name"], path,
+                "qcow2",
+                {os_client.TEMPLATE_KEY: vm["template"]["id"],
+                 os_client.FINGERPRINT_KEY: fingerprint,
+                 os_client.HASH_KEY: digest})
+    # Glance hashed what it stored: it must be what we read at the source,
+    # or the unsafe rebase onto Nova's copy of it would be wrong.
+    if image.hash_algo == "sha512" and image.hash_value != digest:
+        openstack.conn.image.delete_image(image.id)
+        raise exception.ImagesDiffer(
+            left=resources["template_path"], right="image %s" % image.id,
+            detail="sha512 %s at the source, %s in Glance"
+            % (digest, image.hash_value))
+    ctx.resource(image_id=image.id)
+    ctx.result(image_reused=False, template_bytes_moved=copied,
+               template_sha512=digest)
+
+
+def boot(ctx):
+    openstack = ctx.clients.openstack
+    resources = ctx.resources
+    server = None
+    if resources.get("server_id"):
+        server = _existing_server(openstack, resources["server_id"])
+    if server is None:
+        server = openstack.find_server(ctx.id)
+    if server is None:
+        vm = ctx.migration["source"]
+        server = openstack.create_server(
+            vm["name"], resources["image_id"], resources["flavor_id"],
+            ctx.migration["target_host"], ctx.id,
+            {"cloudstack_vm_id": vm["id"]})
+    ctx.resource(server_id=server.id)
+    if openstack.get_server(server.id).status != "SHUTOFF":
+        server = openstack.wait_server(server.id, "ACTIVE")
+    server = openstack.get_server(server.id)
+    host = server.compute_host
+    ctx.resource(host=host)
+    _require_agent(ctx, host)
+    probe = ctx.clients.agent.probe_instance(ctx.admin_context, host,
+                                             server.id)
+    if probe["virtual_size"] < resources["overlay_virtual_size"]:
+        raise exception.OverlayTooLarge(
+            overlay_size=resources["overlay_virtual_size"],
+            disk_size=probe["virtual_size"])
+    # Through Nova: a domain stopped behind its back is restarted by the
+    # power-state sync.
+    openstack.stop_server(server.id)
+
+
+def stop_source(ctx):
+    cs = ctx.clients.cloudstack
+    vm = cs.find_vm(ctx.migration["source_vm_id"])
+    if vm["state"] == "Running":
+        # Recorded first: if we die during the stop, rollback starts it.
+        ctx.resource(source_stopped=True)
+        cs.stop_vm(vm["id"])
+    elif vm["state"] != "Stopped":
+        raise exception.Invalid(
+            reason="CloudStack VM %s is %s" % (vm["name"], vm["state"]))
+
+
+def sync(ctx):
+    resources = ctx.resources
+    while True:
+        try:
+            result = ctx.clients.agent.sync_overlay(
+                ctx.admin_context, resources["host"], ctx.id,
+                resources["server_id"], resources["overlay_source"])
+            break
+        except exception.MigrationBusy as exc:
+            # Our own copy, started before a conductor restart, is still
+            # running on the agent: wait for it, then collect its result.
+            if exc.kwargs.get("owner") != ctx.id:
+                raise
+            ctx.check_cancelled("sync")
+            time.sleep(SYNC_BUSY_POLL)
+    ctx.save(bytes_done=result["bytes_copied"],
+             bytes_total=result["bytes_copied"])
+    ctx.result(sync=result)
+
+
+def swap(ctx):
+    resources = ctx.resources
+    ctx.clients.agent.swap_disk(ctx.admin_context, resources["host"],
+                                ctx.id, resources["server_id"])
+    ctx.resource(swapped=True)
+
+
+def start(ctx):
+    resources = ctx.resources
+    server = ctx.clients.openstack.start_server(resources["server_id"])
+    ctx.resource(committed=True)
+    ctx.clients.agent.cleanup(ctx.admin_context, resources["host"], ctx.id,
+                              resources["server_id"])
+    ctx.result(server_id=server.id, host=resources["host"],
+               server_status=server.status)
+    if ctx.migration["delete_source"]:
+        ctx.clients.cloudstack.destroy_vm(ctx.migration["source_vm_id"])
+        ctx.result(source_deleted=True)
+
+
+COLD = [
+    ("validate", validate),
+    ("image", image),
+    ("boot", boot),
+    ("stop_source", stop_source),
+    ("sync", sync),
+    ("swap", swap),
+    ("start", start),
+]
+
+
+# -- rollback ------------------------------------------------------------
+
+
+def undo_swap(ctx):
+    resources = ctx.resources
+    if not resources.get("swapped") or resources.get("committed"):
+        return None
+    ctx.clients.openstack.stop_server(resources["server_id"])
+    ctx.clients.agent.restore_disk(ctx.admin_context, resources["host"],
+                                   ctx.id, resources["server_id"])
+    ctx.resource(swapped=False)
+    return "put Nova's original disk back on server %s" % (
+        resources["server_id"])
+
+
+def undo_boot(ctx):
+    resources = ctx.resources
+    if not resources.get("server_id") or resources.get("committed"):
+        return None
+    ctx.clients.openstack.delete_server(resources["server_id"])
+    ctx.resource(server_id=None, host=None)
+    return "deleted server %s" % resources["server_id"]
+
+
+def undo_stop_source(ctx):
+    if not ctx.resources.get("source_stopped"):
+        return None
+    ctx.clients.cloudstack.start_vm(ctx.migration["source_vm_id"])
+    ctx.resource(source_stopped=False)
+    return "started CloudStack VM %s again" % ctx.migration["source_vm_name"]
+
+
+ROLLBACK = [
+    ("undo_swap", undo_swap),
+    ("undo_boot", undo_boot),
+    ("undo_stop_source", undo_stop_source),
+]
+
+
+# -- helpers -------------------------------------------------------------
+
+
+def _require_agent(ctx, host):
+    try:
+        ctx.clients.agent.get_agent_info(ctx.admin_context, host, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure means no agent
+        raise exception.Invalid(
+            reason="no cs2os-agent answers on compute host %s (%s)"
+            % (host, type(exc).__name__)) from None
+
+
+def _existing_server(openstack, server_id):
+    try:
+        return openstack.get_server(server_id)
+    except Exception:  # noqa: BLE001 - gone: boot anew
+        return None
+
+
+def _fingerprint_key(fingerprint):
+    return hashlib.sha256(
+        json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def _spool(ctx, src, path):
+    partial = transfer_partial.PartialFile(
+        path, path + ".json", src.fingerprint(),
+        ctx.conf.transfer.checkpoint_mib * 1024 * 1024)
+    partial.resume_offset()
+    monitor = transfer_monitor.TransferMonitor(
+        ctx.id, "image", src.bytes_to_copy(),
+        report=ctx.progress,
+        interval=ctx.conf.agent.progress_interval,
+        max_bandwidth_mbps=ctx.conf.transfer.max_bandwidth_mbps)
+    partial.open(0)
+    try:
+        copied = src.copy_to(partial, monitor)
+        partial.finish(src.size())
+    except BaseException:
+        partial.discard()
+        raise
+    monitor.finish()
+    return copied
+
+
+def _sha512(path):
+    digest = hashlib.sha512()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 * 1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,119 @@
+"""cs2os-conductor RPC endpoints.
+
+The conductor is the only writer of migration records.  A request is
+checked and recorded here, then run by the engine on a worker thread; the
+call returns the record at once.
+"""
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_utils import uuidutils
+
+from cs2os_agent.common import exception
+from cs2os_agent.conductor import request as request_schema
+from cs2os_agent.conductor import rpcapi
+
+LOG = logging.getLogger(__name__)
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+MAX_LIMIT = 1000
+
+
+class ConductorManager:
+    target = messaging.Target(version=rpcapi.RPC_API_VERSION)
+
+    def __init__(self, db, engine, notifier=None, agent_api=None):
+        self.db = db
+        self.engine = engine
+        self.notifier = notifier
+        self.agent_api = agent_api
+
+    def create_migration(self, context, request):
+        req = request_schema.validate(request)
+        migration = self.db.create_migration({
+            "id": uuidutils.generate_uuid(),
+            "source_ref": req["source"],
+            "mode": req["mode"],
+            "target_host": req["host"],
+            "flavor": req["flavor"],
+            "delete_source": req["delete_source"],
+            "state": "queued",
+            "step": "validate",
+            "user_id": context.user_id,
+            "project_id": context.project_id,
+            "request_id": context.request_id,
+            "options": {},
+            "source": {},
+            "resources": {},
+            "result": {},
+        })
+        LOG.info("Migration %s of CloudStack VM %s requested by %s",
+                 migration["id"], req["source"], context.user_id)
+        if self.notifier is not None:
+            self.notifier.emit(context, "create", migration)
+        self.engine.submit(migration["id"])
+        return migration
+
+    def get_migration(self, context, migration_id):
+        return self.db.get_migration(migration_id)
+
+    def list_migrations(self, context, filters=None, limit=None,
+                        marker=None):
+        if limit is not None and not 0 < limit <= MAX_LIMIT:
+            raise exception.Invalid(
+                reason="limit must be between 1 and %d" % MAX_LIMIT)
+        return self.db.list_migrations(filters, limit=limit, marker=marker)
+
+    def cancel_migration(self, context, migration_id):
+        migration = self.db.get_migration(migration_id)
+        state = migration["state"]
+        if state in FINAL_STATES:
+            raise exception.MigrationStateConflict(
+                migration_id=migration_id, state=state, action="cancel")
+        if state == "queued" and self.db.update_migration(
+                migration_id, {"state": "cancelled",
+                               "error": "cancelled before it started"},
+                expect={"state": "queued"}):
+            return self.db.get_migration(migration_id)
+        self.db.update_migration(migration_id, {"state": "cancelling"})
+        self.engine.cancel(migration_id)
+        # A copy in progress stops at once, wherever its flow runs.
+        host = migration["resources"].get("host")
+        if migration["step"] == "sync" and host and self.agent_api:
+            try:
+                self.agent_api.cancel(context, host, migration_id)
+            except Exception:  # noqa: BLE001 - the flow notices anyway
+                LOG.warning("Migration %s: agent on %s did not take the "
+                            "cancel", migration_id, host, exc_info=True)
+        return self.db.get_migration(migration_id)
+
+    def retry_migration(self, context, migration_id):
+        updated = None
+        for state in ("failed", "cancelled"):
+            updated = self.db.update_migration(
+                migration_id,
+                {"state": "queued", "step": "validate", "error": None,
+                 "finished_at": None, "lease_until": None,
+                 "conductor": None},
+                expect={"state": state})
+            if updated:
+                break
+        if not updated:
+            migration = self.db.get_migration(migration_id)
+            raise exception.MigrationStateConflict(
+                migration_id=migration_id, state=migration["state"],
+                action="retry (only failed or cancelled ones can be)")
+        self.db.add_event(migration_id, "retry", "info",
+                          "retry requested by %s" % context.user_id)
+        self.engine.submit(migration_id)
+        return self.db.get_migration(migration_id)
+
+    def report_progress(self, context, migration_id, progress):
+        try:
+            self.db.update_migration(migration_id, {
+                "bytes_done": int(progress["bytes_done"]),
+                "bytes_total": int(progress["bytes_total"]),
+                "rate_bps": int(progress["rate_bps"]),
+            })
+        except exception.MigrationNotFound:
+            LOG.warning("Progress for unknown migration %s", migration_id)

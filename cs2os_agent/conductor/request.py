@@ -1,0 +1,44 @@
+"""Checks a create_migration request before anything is recorded."""
+
+from cs2os_agent.common import exception
+
+MODES = ("cold",)
+_FIELDS = {
+    "source": str,
+    "host": str,
+    "flavor": str,
+    "mode": str,
+    "delete_source": bool,
+}
+
+
+def validate(request):
+    """Return the request with defaults, or raise Invalid naming the field."""
+    if not isinstance(request, dict):
+        raise exception.Invalid(reason="a request must be a dict")
+    unknown = set(request) - set(_FIELDS)
+    if unknown:
+        raise exception.Invalid(
+            reason="unknown field(s) %s; known: %s"
+            % (", ".join(sorted(unknown)), ", ".join(sorted(_FIELDS))))
+    for name, kind in _FIELDS.items():
+        value = request.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise exception.Invalid(
+                reason="%s must be a %s" % (name, kind.__name__))
+    source = (request.get("source") or "").strip()
+    if not source:
+        raise exception.Invalid(
+            reason="source (the CloudStack VM id or name) is required")
+    mode = request.get("mode") or "cold"
+    if mode not in MODES:
+        raise exception.Invalid(
+            reason="mode %s is not supported; supported: %s"
+            % (mode, ", ".join(MODES)))
+    return {
+        "source": source,
+        "host": request.get("host") or None,
+        "flavor": request.get("flavor") or None,
+        "mode": mode,
+        "delete_source": bool(request.get("delete_source", False)),
+    }

@@ -1,0 +1,71 @@
+from oslo_config import cfg
+
+cloudstack_group = cfg.OptGroup(
+    "cloudstack",
+    title="CloudStack management API options",
+    help="How the conductor reaches the CloudStack management server the "
+    "VMs are moved from. The API key must belong to a root admin: "
+    "CloudStack shows volume paths, storage pool ids, instance names and "
+    "hosts to root admins only.",
+)
+
+cloudstack_opts = [
+    cfg.URIOpt(
+        "endpoint",
+        schemes=["http", "https"],
+        sample_default="https://cloudstack.example.com:8443/client/api",
+        help="URL of the CloudStack API servlet (ends in /client/api).",
+    ),
+    cfg.StrOpt(
+        "api_key",
+        help="API key of a CloudStack root admin user.",
+    ),
+    cfg.StrOpt(
+        "secret_key",
+        secret=True,
+        help="Secret key belonging to api_key. It signs every request and "
+        "is never sent or logged.",
+    ),
+    cfg.IntOpt(
+        "timeout",
+        default=30,
+        min=1,
+        help="Seconds to wait for the answer to one API request.",
+    ),
+    cfg.BoolOpt(
+        "verify",
+        default=True,
+        help="Verify the management server's TLS certificate. Turn off "
+        "only in a lab: the requests carry a signature anyone in the "
+        "middle could replay until it expires.",
+    ),
+    cfg.StrOpt(
+        "ca_file",
+        help="CA bundle to verify the management server's certificate "
+        "with, instead of the system's.",
+    ),
+    cfg.FloatOpt(
+        "job_poll_interval",
+        default=2.0,
+        min=0.1,
+        help="Seconds between two queryAsyncJobResult calls while waiting "
+        "for an asynchronous CloudStack job (stop, start, destroy).",
+    ),
+    cfg.IntOpt(
+        "job_timeout",
+        default=1800,
+        min=1,
+        help="Seconds to wait for one asynchronous CloudStack job. A stop "
+        "waits for the guest to shut down cleanly, which CloudStack lets "
+        "take minutes before it forces it.",
+    ),
+]
+
+
+def register_opts(conf):
+    conf.register_group(cloudstack_group)
+    conf.register_opts(cloudstack_opts, group=cloudstack_group)
+
+
+def list_opts():
+    return {cloudstack_group: cloudstack_opts}

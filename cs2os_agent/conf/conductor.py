@@ -1,0 +1,63 @@
+from oslo_config import cfg
+
+conductor_group = cfg.OptGroup(
+    "conductor",
+    title="cs2os-conductor options",
+    help="Options of the controller-side service that runs migrations.",
+)
+
+conductor_opts = [
+    cfg.IntOpt(
+        "workers",
+        default=4,
+        min=1,
+        help="Migrations one conductor runs at the same time; more wait "
+        "in state 'queued'.",
+    ),
+    cfg.IntOpt(
+        "lease_seconds",
+        default=120,
+        min=10,
+        help="A conductor renews its claim on the migrations it runs this "
+        "often (a third of it); a migration whose claim has expired (its "
+        "conductor died) is taken over and resumed by another conductor.",
+    ),
+    cfg.IntOpt(
+        "wait_timeout",
+        default=600,
+        min=10,
+        help="Seconds to wait for a Nova server or a CloudStack job to "
+        "reach the state a step asked for.",
+    ),
+    cfg.StrOpt(
+        "overlay_transport",
+        default="path",
+        choices=["path", "ssh", "nfs"],
+        help="How agents read a CloudStack overlay: 'path' from "
+        "<primary_storage_mount>/<pool uuid>/<volume path> on the compute "
+        "node, 'ssh' from the CloudStack KVM host running the VM, 'nfs' "
+        "straight from the primary storage NFS server.",
+    ),
+    cfg.StrOpt(
+        "image_spool_dir",
+        default="/var/lib/cs2os/images",
+        help="Where a CloudStack template is staged on its way to Glance "
+        "(once per template: later migrations reuse the image).",
+    ),
+    cfg.StrOpt(
+        "primary_storage_mount",
+        default="/mnt",
+        help="Where CloudStack NFS primary storage pools are mounted on "
+        "compute nodes (and on this node, for templates), one directory "
+        "per pool uuid, as CloudStack's KVM hosts mount them.",
+    ),
+]
+
+
+def register_opts(conf):
+    conf.register_group(conductor_group)
+    conf.register_opts(conductor_opts, group=conductor_group)
+
+
+def list_opts():
+    return {conductor_group: conductor_opts}

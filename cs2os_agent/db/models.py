@@ -1,0 +1,77 @@
+"""Tables of cs2os-conductor: one row per migration, plus its history."""
+
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class Migration(Base):
+    __tablename__ = "migrations"
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+    started_at = sa.Column(sa.DateTime)
+    finished_at = sa.Column(sa.DateTime)
+
+    # What was asked for.
+    source_ref = sa.Column(sa.String(255), nullable=False)
+    mode = sa.Column(sa.String(16), nullable=False, default="cold")
+    target_host = sa.Column(sa.String(255))
+    flavor = sa.Column(sa.String(255))
+    delete_source = sa.Column(sa.Boolean, nullable=False, default=False)
+    options = sa.Column(sa.JSON, nullable=False, default=dict)
+    user_id = sa.Column(sa.String(64))
+    project_id = sa.Column(sa.String(64))
+    request_id = sa.Column(sa.String(64))
+
+    # What was found and done.
+    source_vm_id = sa.Column(sa.String(36), index=True)
+    source_vm_name = sa.Column(sa.String(255))
+    source = sa.Column(sa.JSON, nullable=False, default=dict)
+    state = sa.Column(sa.String(16), nullable=False, index=True)
+    step = sa.Column(sa.String(32), nullable=False)
+    resources = sa.Column(sa.JSON, nullable=False, default=dict)
+    result = sa.Column(sa.JSON, nullable=False, default=dict)
+    error = sa.Column(sa.Text)
+    bytes_done = sa.Column(sa.BigInteger, nullable=False, default=0)
+    bytes_total = sa.Column(sa.BigInteger, nullable=False, default=0)
+    rate_bps = sa.Column(sa.BigInteger, nullable=False, default=0)
+
+    # Which conductor runs it, until when its claim holds.
+    conductor = sa.Column(sa.String(255))
+    lease_until = sa.Column(sa.DateTime, index=True)
+
+    events = orm.relationship(
+        "MigrationEvent",
+        order_by="MigrationEvent.id",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+    )
+
+
+class MigrationEvent(Base):
+    __tablename__ = "migration_events"
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    migration_id = sa.Column(
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    step = sa.Column(sa.String(32), nullable=False)
+    kind = sa.Column(sa.String(16), nullable=False)
+    message = sa.Column(sa.Text, nullable=False)

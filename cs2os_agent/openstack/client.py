@@ -1,0 +1,174 @@
+"""Glance and Nova through openstacksdk, as the conductor needs them.
+
+Every wait has a deadline and every failure becomes a cs2os exception that
+names the server or image, so a migration record says what went wrong.
+"""
+
+import time
+
+import openstack
+from keystoneauth1 import loading as ks_loading
+from openstack import exceptions as sdk_exc
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+from cs2os_agent.conf import openstack as openstack_conf
+
+LOG = logging.getLogger(__name__)
+
+# 2.74: host on POST /servers (boot on the node whose agent adopts the
+# disk); it includes 2.37 (networks "none").
+COMPUTE_MICROVERSION = "2.74"
+
+# Metadata and image properties cs2os sets, so that a retry finds what an
+# earlier attempt created instead of creating it twice.
+MIGRATION_KEY = "cs2os_migration_id"
+TEMPLATE_KEY = "cs2os_cloudstack_template_id"
+FINGERPRINT_KEY = "cs2os_template_fingerprint"
+HASH_KEY = "cs2os_template_sha512"
+
+
+def connect(conf):
+    group = openstack_conf.GROUP
+    auth = ks_loading.load_auth_from_conf_options(conf, group)
+    session = ks_loading.load_session_from_conf_options(conf, group,
+                                                        auth=auth)
+    return openstack.connection.Connection(
+        session=session,
+        region_name=conf[group].region_name,
+        interface=conf[group].interface,
+        compute_api_version=COMPUTE_MICROVERSION,
+    )
+
+
+class OpenStackClient:
+    def __init__(self, conn, wait_timeout=600, poll_interval=2):
+        self.conn = conn
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+
+    # -- images ------------------------------------------------------------
+
+    def find_template_image(self, template_id, fingerprint):
+        """An active image made from this very template file, or None."""
+        for image in self.conn.image.images(
+                **{TEMPLATE_KEY: template_id}):
+            props = image.properties or {}
+            if (image.status == "active"
+                    and props.get(FINGERPRINT_KEY) == fingerprint):
+                return image
+        return None
+
+    def upload_image(self, name, path, disk_format, properties):
+        """Upload a local file; returns the active image."""
+        try:
+            with open(path, "rb") as data:
+                image = self.conn.image.create_image(
+                    name=name, data=data, disk_format=disk_format,
+                    container_format="bare", validate_checksum=False,
+                    wait=True, timeout=self.wait_timeout, **properties)
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="upload image %s" % name, reason=exc) from None
+        return self.conn.image.get_image(image.id)
+
+    # -- flavors -----------------------------------------------------------
+
+    def get_flavor(self, ref):
+        flavor = self.conn.compute.find_flavor(ref, ignore_missing=True)
+        if flavor is None:
+            raise exception.Invalid(reason="flavor %s not found" % ref)
+        return flavor
+
+    def smallest_flavor(self, vcpus, ram_mib, disk_gib):
+        fitting = [
+            f for f in self.conn.compute.flavors(details=True)
+            if f.vcpus >= vcpus and f.ram >= ram_mib and f.disk >= disk_gib
+        ]
+        if not fitting:
+            raise exception.Invalid(
+                reason="no flavor has %d vCPUs, %d MiB RAM and a %d GiB "
+                "root disk; create one or name it with --flavor"
+                % (vcpus, ram_mib, disk_gib))
+        return min(fitting, key=lambda f: (f.disk, f.ram, f.vcpus, f.name))
+
+    # -- compute hosts -----------------------------------------------------
+
+    def check_compute_host(self, host):
+        services = list(self.conn.compute.services(binary="nova-compute",
+                                                   host=host))
+        if not services:
+            raise exception.Invalid(
+                reason="%s is not a nova-compute host" % host)
+        service = services[0]
+        if service.status != "enabled" or service.state != "up":
+            raise exception.Invalid(
+                reason="nova-compute on %s is %s and %s" % (
+                    host, service.status, service.state))
+
+    # -- servers -----------------------------------------------------------
+
+    def find_server(self, migration_id):
+        for server in self.conn.compute.servers(all_projects=True,
+                                                details=True):
+            if (server.metadata or {}).get(MIGRATION_KEY) == migration_id:
+                return server
+        return None
+
+    def create_server(self, name, image_id, flavor_id, host, migration_id,
+                      metadata):
+        kwargs = {}
+        if host:
+            kwargs["host"] = host
+        try:
+            return self.conn.compute.create_server(
+                name=name, image_id=image_id, flavor_id=flavor_id,
+                networks="none",
+                metadata=dict(metadata, **{MIGRATION_KEY: migration_id}),
+                **kwargs)
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="boot server %s" % name, reason=exc) from None
+
+    def get_server(self, server_id):
+        return self.conn.compute.get_server(server_id)
+
+    def wait_server(self, server_id, status):
+        """Wait for ``status``; ERROR or a deadline is a clear failure."""
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            server = self.conn.compute.get_server(server_id)
+            if server.status == status and not server.task_state:
+                return server
+            if server.status == "ERROR":
+                fault = (server.fault or {}).get("message", "no fault")
+                raise exception.OpenStackError(
+                    operation="server %s to become %s" % (server_id, status),
+                    reason="it went to ERROR: %s" % fault)
+            if time.monotonic() > deadline:
+                raise exception.OpenStackError(
+                    operation="server %s to become %s" % (server_id, status),
+                    reason="still %s after %d s" % (server.status,
+                                                    self.wait_timeout))
+            time.sleep(self.poll_interval)
+
+    def stop_server(self, server_id):
+        server = self.conn.compute.get_server(server_id)
+        if server.status != "SHUTOFF":
+            self.conn.compute.stop_server(server_id)
+        return self.wait_server(server_id, "SHUTOFF")
+
+    def start_server(self, server_id):
+        server = self.conn.compute.get_server(server_id)
+        if server.status != "ACTIVE":
+            self.conn.compute.start_server(server_id)
+        return self.wait_server(server_id, "ACTIVE")
+
+    def delete_server(self, server_id):
+        try:
+            self.conn.compute.delete_server(server_id)
+            self.conn.compute.wait_for_delete(
+                self.conn.compute.get_server(server_id),
+                wait=self.wait_timeout)
+        except sdk_exc.NotFoundException:
+            pass

@@ -1,0 +1,297 @@
+"""A CloudStack management API stand-in (no real one can run here).
+
+A WSGI app on /client/api that checks signatures exactly as ApiServer does
+(cloudstack_signature), answers ``response=json`` in CloudStack's shapes
+and error codes, and runs stop/start/destroy as asynchronous jobs whose VMs
+are real (cloudstack_kvm.LibvirtKVM) or flags (MemoryKVM, unit tests).
+
+Tests build the cloud through Python::
+
+    cloud = FakeCloudStack(cloudstack_kvm.LibvirtKVM(root))
+    admin = cloud.add_account("admin")
+    host = cloud.add_host(cloud.add_zone("zone-1"), "kvm-1")
+    vm = cloud.add_kvm_vm("web-1", volume, admin, host)  # tests/functional/
+    endpoint = cloud.serve()                  # images.CloudStackVolume
+    ...
+    cloud.shutdown()
+
+What CloudStack does that this does not: XML responses, sessions, domains
+and projects, events, most commands.  Where CloudStack's behaviour was
+inferred rather than read, the code says so.
+"""
+
+import base64
+import http
+import json
+import os
+import random
+import socketserver
+import threading
+import urllib.parse
+from wsgiref import simple_server
+
+from cs2os_agent import qemu_img
+from tests.fakes import cloudstack_handlers
+from tests.fakes import cloudstack_kvm
+from tests.fakes import cloudstack_model as model
+from tests.fakes import cloudstack_signature as signature
+
+API_PATH = "/client/api"
+JSON_TYPE = "application/json; charset=UTF-8"  # json.content.type default
+NFS = "NetworkFilesystem"
+_HIDDEN = ("apikey", "signature")
+
+
+class FakeCloudStack:
+    def __init__(self, kvm=None, instance_name="VM", first_vm_id=None):
+        self.kvm = kvm or cloudstack_kvm.MemoryKVM()
+        self.instance_name = instance_name  # the instance.name setting
+        self.lock = threading.RLock()
+        self.accounts, self.zones, self.hosts, self.pools = [], [], [], []
+        self.templates, self.offerings, self.networks = [], [], []
+        self.vms, self.volumes, self.jobs = [], [], {}
+        self.job_threads, self.vm_locks = [], {}
+        # Spread internal ids so two runs on one libvirtd do not clash.
+        self._next_vm = first_vm_id or random.randrange(10, 90000)
+        self._next_account = 2  # 1 is CloudStack's system account
+        self.calls = []  # (HTTP method, command, params without secrets)
+        self._server = None
+        self._thread = None
+
+    # -- building the cloud ----------------------------------------------
+
+    def add_account(self, name, admin=True):
+        with self.lock:
+            account = model.Account(
+                name=name, admin=admin, apikey=_key(), secretkey=_key(),
+                internal_id=self._next_account)
+            self._next_account += 1
+            self.accounts.append(account)
+            return account
+
+    def add_zone(self, name):
+        return self._add(self.zones, model.Zone(name))
+
+    def add_host(self, zone, name, ipaddress="127.0.0.1"):
+        return self._add(self.hosts, model.Host(name, ipaddress, zone))
+
+    def add_storage_pool(self, zone, name, type=NFS,  # noqa: A002
+                         path="/export/primary", ipaddress="127.0.0.1",
+                         pool_id=None):
+        pool = model.Pool(name, type, path, ipaddress, zone)
+        pool.id = pool_id or pool.id
+        return self._add(self.pools, pool)
+
+    def add_template(self, zone, name, size, owner, template_id=None):
+        template = model.Template(name, size, zone, owner)
+        template.id = template_id or template.id
+        return self._add(self.templates, template)
+
+    def add_service_offering(self, name, cpunumber=1, cpuspeed=1000,
+                             memory=64):
+        return self._add(self.offerings,
+                         model.Offering(name, cpunumber, cpuspeed, memory))
+
+    def add_network(self, zone, name):
+        return self._add(self.networks, model.Network(name, zone))
+
+    def add_vm(self, name, account, host, template, offering, root_pool,
+               root_path, root_size, networks=(), hypervisor="KVM",
+               root_volume_id=None):
+        """A Stopped VM with its ROOT volume (file root_path on the pool)."""
+        with self.lock:
+            while True:
+                internal_id = self._next_vm
+                self._next_vm += 1
+                instancename = "i-%d-%d-%s" % (
+                    account.internal_id, internal_id, self.instance_name)
+                if not self.kvm.name_taken(instancename):
+                    break
+            vm = model.Vm(name, internal_id, instancename, account,
+                          host.zone, template, offering, hypervisor, host)
+            for index, network in enumerate(networks):
+                vm.nics.append(model.Nic(
+                    network, "10.1.1.%d" % (10 + index + internal_id % 200),
+                    "1e:00:%02x:%02x:%02x:%02x" % (
+                        internal_id >> 16 & 255, internal_id >> 8 & 255,
+                        internal_id & 255, index),
+                    index, index == 0))
+            self.vms.append(vm)
+            root = model.Volume("ROOT-%d" % internal_id, "ROOT", root_pool,
+                                root_path, root_size, vm, 0)
+            root.id = root_volume_id or root_path
+            self.volumes.append(root)
+            return vm
+
+    def add_data_disk(self, vm, pool, path, size, name=None):
+        with self.lock:
+            deviceid = 1 + sum(v.vm is vm for v in self.volumes)
+            volume = model.Volume(name or "DATA-%d" % vm.internal_id,
+                                  "DATADISK", pool, path, size, vm, deviceid)
+            self.volumes.append(volume)
+            return volume
+
+    def add_kvm_vm(self, name, volume, account, host, offering=None,
+                   networks=(), start=True):
+        """A VM on files made by tests/functional/images.py.
+
+        ``volume`` has pool_dir (<root>/mnt/<pool uuid>), template
+        (.../<template uuid>) and overlay (.../<volume uuid>): the pool,
+        template and volume ids are those uuids, as on a real NFS pool.
+        """
+        pool_id = os.path.basename(volume.pool_dir)
+        pool = self._find(self.pools, pool_id) or self.add_storage_pool(
+            host.zone, "primary-%s" % pool_id[:8], pool_id=pool_id)
+        template_id = os.path.basename(volume.template)
+        template = self._find(self.templates, template_id) or \
+            self.add_template(host.zone, "template-%s" % template_id[:8],
+                              _virtual_size(volume.template),
+                              account, template_id=template_id)
+        offering = offering or self.add_service_offering("small-%s" % name)
+        vm = self.add_vm(name, account, host, template, offering, pool,
+                         os.path.basename(volume.overlay),
+                         _virtual_size(volume.overlay), networks)
+        if start:
+            cloudstack_handlers.power_on(self, vm)
+        return vm
+
+    def _add(self, collection, item):
+        with self.lock:
+            collection.append(item)
+            return item
+
+    @staticmethod
+    def _find(collection, object_id):
+        return next((x for x in collection if x.id == object_id), None)
+
+    # -- what the API shows ----------------------------------------------
+
+    def vm_state(self, vm):
+        with self.lock:
+            if vm.removed:
+                return "Expunging"
+            if vm.transition:
+                return vm.transition
+        return "Running" if self.kvm.is_running(vm.instancename) else (
+            "Stopped")
+
+    def root_volume(self, vm):
+        return next(v for v in self.volumes if v.vm is vm and v.type == "ROOT")
+
+    # -- WSGI ------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != API_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/html")])
+            return [b"<html><body>HTTP Status 404 - Not Found</body></html>"]
+        params = _params(environ)
+        command = params.get("command")
+        self.calls.append((environ["REQUEST_METHOD"], command, {
+            k: v for k, v in params.items() if k.lower() not in _HIDDEN}))
+        status, body = self._answer(command, params)
+        if params.get("response") != "json":
+            # CloudStack would answer XML; cs2os never asks for it.
+            status, body = 400, {"errorresponse": {
+                "errorcode": 431,
+                "errortext": "the stand-in answers response=json only"}}
+        data = json.dumps(body).encode()
+        start_response("%d %s" % (status, _reason(status)),
+                       [("Content-Type", JSON_TYPE),
+                        ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _answer(self, command, params):
+        handler = cloudstack_handlers.HANDLERS.get(command)
+        # An unknown command fails verifyRequest like a bad signature does.
+        caller = handler and signature.check(params, self._secret_for_key)
+        if not caller:
+            name = "%sresponse" % command.lower() if handler else None
+            return _error(name or "errorresponse", 401,
+                          "unable to verify user credentials and/or request "
+                          "signature", cserrorcode=None)
+        name = "%sresponse" % command.lower()
+        if handler.admin_only and not caller.admin:
+            # ApiServer.commandAvailable: a ServerApiException(UNAUTHORIZED)
+            return _error(name, 401, "The given command '%s' either does not"
+                          " exist, is not available for user." % command)
+        try:
+            return 200, {name: handler(self, caller, params)}
+        except cloudstack_handlers.ApiError as exc:
+            return _error(name, exc.code, exc.text)
+
+    def _secret_for_key(self, apikey):
+        for account in self.accounts:
+            if account.apikey == apikey:
+                return account, account.secretkey
+        return None
+
+    # -- serving ---------------------------------------------------------
+
+    def serve(self):
+        """Serve on 127.0.0.1:<free port>; return the endpoint URL."""
+        self._server = simple_server.make_server(
+            "127.0.0.1", 0, self, server_class=_ThreadingServer,
+            handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="cloudstack-stand-in",
+                                        daemon=True)
+        self._thread.start()
+        return "http://127.0.0.1:%d%s" % (self._server.server_port, API_PATH)
+
+    def shutdown(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+        cloudstack_handlers.wait_for_jobs(self)
+        self.kvm.cleanup()
+
+
+def _key():
+    # CloudStack's keys are 86 url-safe base64 characters.
+    return base64.urlsafe_b64encode(os.urandom(64)).decode().rstrip("=")
+
+
+def _virtual_size(path):
+    return qemu_img.info(path, "qcow2", force_share=True)["virtual-size"]
+
+
+def _params(environ):
+    pairs = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""),
+                                   keep_blank_values=True)
+    ctype = environ.get("CONTENT_TYPE", "")
+    if environ["REQUEST_METHOD"] == "POST" and ctype.startswith(
+            "application/x-www-form-urlencoded"):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length).decode("utf-8")
+        pairs += urllib.parse.parse_qsl(body, keep_blank_values=True)
+    params = {}
+    for key, value in pairs:  # the servlet keeps the first of repeats
+        params.setdefault(key, value)
+    return params
+
+
+def _error(name, code, text, cserrorcode=9999):
+    # ExceptionResponse; cserrorcode 9999 is ServerApiException's.
+    body = {"uuidList": [], "errorcode": code}
+    if cserrorcode is not None:
+        body["cserrorcode"] = cserrorcode
+    body["errortext"] = text
+    return code, {name: body}
+
+
+def _reason(status):
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002
+        pass  # the default prints every request line to stderr

@@ -1,0 +1,60 @@
+"""cs2os-conductor as a real process with its own database."""
+
+import subprocess
+import sys
+
+from tests.functional import agent_process
+
+CONF_TEMPLATE = """[DEFAULT]
+host = %(host)s
+transport_url = %(transport_url)s
+control_exchange = %(exchange)s
+rpc_response_timeout = 10
+debug = True
+log_file = %(log_file)s
+
+[oslo_messaging_notifications]
+driver = messagingv2
+topics = %(notification_topic)s
+
+[database]
+connection = %(db_url)s
+
+[conductor]
+lease_seconds = %(lease_seconds)d
+wait_timeout = 300
+"""
+
+
+class ConductorProcess(agent_process.ServiceProcess):
+    module = "cs2os_agent.cmd.conductor"
+
+    def __init__(self, workdir, host, transport_url, exchange, db_url,
+                 notification_topic, lease_seconds=30, sections=None):
+        """``sections``: {"cloudstack": {...}, "openstack": {...}, ...}"""
+        super().__init__(workdir, host)
+        self.host = host
+        with open(self.conf_file, "w") as f:
+            f.write(CONF_TEMPLATE % {
+                "host": host, "transport_url": transport_url,
+                "exchange": exchange, "log_file": self.log_file,
+                "notification_topic": notification_topic,
+                "db_url": db_url, "lease_seconds": lease_seconds,
+            })
+            for section, options in (sections or {}).items():
+                f.write("\n[%s]\n" % section)
+                for name, value in options.items():
+                    f.write("%s = %s\n" % (name, value))
+
+    def manage(self, *args):
+        """Run cs2os-manage with this conductor's config; its output."""
+        return subprocess.run(
+            [sys.executable, "-m", "cs2os_agent.cmd.manage",
+             "--config-file", self.conf_file, *args],
+            check=True, capture_output=True, text=True).stdout
+
+    def start(self, conductor_api, context, timeout=60):
+        self.launch()
+        return self.wait_ready(
+            lambda: conductor_api.list_migrations(context, limit=1),
+            timeout)

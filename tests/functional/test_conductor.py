@@ -1,0 +1,220 @@
+"""cs2os-conductor as its own process: RPC API, records, notifications.
+
+Real RabbitMQ, a real database made by ``cs2os-manage db sync``, and the
+CloudStack API stand-in over HTTP.  The whole flow against a real Nova is
+in tests/e2e; here the service itself is under test: requests are
+recorded and validated, a failing migration ends failed with a message that
+names the problem, notifications reach the bus, retry and cancel obey the
+states, and a migration a dead conductor left behind is taken over.
+"""
+
+import datetime
+import os
+import threading
+import time
+
+import oslo_messaging as messaging
+import pytest
+
+from cs2os_agent import conf
+from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.common import exception
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from cs2os_agent.db import api as db_api
+from tests.fakes import cloudstack_api
+from tests.functional import conductor_process
+from tests.functional import conftest
+
+RUN_ID = conftest.RUN_ID
+TOPIC = "notifications-%s" % RUN_ID
+
+
+class Notifications:
+    def __init__(self):
+        self.received = []
+        self._cond = threading.Condition()
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._add(event_type, payload)
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._add(event_type, payload)
+
+    def _add(self, event_type, payload):
+        with self._cond:
+            self.received.append((event_type, payload))
+            self._cond.notify_all()
+
+    def wait_for(self, migration_id, event_types, timeout=60):
+        def seen():
+            return [t for t, p in self.received
+                    if p.get("id") == migration_id]
+
+        with self._cond:
+            if not self._cond.wait_for(
+                    lambda: set(event_types) <= set(seen()), timeout):
+                raise AssertionError("saw only %s" % seen())
+            return seen()
+
+
+@pytest.fixture(scope="module")
+def notifications(services):
+    endpoint = Notifications()
+    listener = messaging.get_notification_listener(
+        messaging.get_notification_transport(conf.CONF),
+        [messaging.Target(topic=TOPIC)], [endpoint], executor="threading")
+    listener.start()
+    yield endpoint
+    listener.stop()
+    listener.wait()
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    api = cloudstack_api.FakeCloudStack()  # no VM here needs to run
+    api.admin = api.add_account("admin")
+    api.endpoint = api.serve()
+    yield api
+    api.shutdown()
+
+
+@pytest.fixture(scope="module")
+def conductor_api(services):
+    return conductor_rpcapi.ConductorAPI()
+
+
+@pytest.fixture(scope="module")
+def db_url(workdir):
+    return "sqlite:///%s" % os.path.join(workdir, "conductor.sqlite")
+
+
+@pytest.fixture(scope="module")
+def conductor(workdir, services, cloud, conductor_api, db_url,
+              notifications):
+    proc = conductor_process.ConductorProcess(
+        workdir, "cs2os-test-%s-conductor" % RUN_ID, conftest.TRANSPORT_URL,
+        services["exchange"], db_url, TOPIC, lease_seconds=30,
+        sections={"cloudstack": {"endpoint": cloud.endpoint,
+                                 "api_key": cloud.admin.apikey,
+                                 "secret_key": cloud.admin.secretkey,
+                                 "job_poll_interval": 0.2}})
+    proc.synced = proc.manage("db", "sync")
+    proc.start(conductor_api, cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def ctxt():
+    return cs2os_context.RequestContext(user_id="operator",
+                                        project_id="admin-project")
+
+
+def wait_state(api, ctxt, migration_id, states, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        migration = api.get_migration(ctxt, migration_id)
+        if migration["state"] in states:
+            return migration
+        if time.monotonic() > deadline:
+            raise AssertionError("migration stayed %s" % migration["state"])
+        time.sleep(0.2)
+
+
+def test_db_sync_and_version(conductor):
+    assert "database at revision 0001" in conductor.synced
+    assert conductor.manage("db", "version").strip() == \
+        "current: 0001, latest: 0001"
+
+
+def test_unknown_vm_fails_with_a_clear_error(conductor, conductor_api, ctxt,
+                                             notifications, cloud):
+    created = conductor_api.create_migration(ctxt, {"source": "no-such-vm"})
+    assert (created["state"], created["step"]) == ("queued", "validate")
+    assert created["user_id"] == "operator"
+    failed = wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    assert failed["step"] == "validate"
+    assert "no-such-vm" in failed["error"]
+    assert failed["finished_at"]
+    assert [e["kind"] for e in failed["events"]][-1] in ("error",
+                                                         "rollback")
+    seen = notifications.wait_for(created["id"], {
+        "cs2os.migration.create", "cs2os.migration.start",
+        "cs2os.migration.error"})
+    assert seen.index("cs2os.migration.create") < seen.index(
+        "cs2os.migration.error")
+    # The stand-in saw a signed listVirtualMachines for it.
+    assert any(call[1] == "listVirtualMachines" for call in cloud.calls)
+
+
+def test_list_filters_retry_and_cancel_rules(conductor, conductor_api, ctxt):
+    created = conductor_api.create_migration(ctxt, {"source": "ghost-vm"})
+    failed = wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    listed = conductor_api.list_migrations(ctxt, {"state": "failed"})
+    assert created["id"] in [m["id"] for m in listed]
+    assert "events" not in listed[0]
+    only_one = conductor_api.list_migrations(ctxt, {"state": "failed"},
+                                             limit=1)
+    assert len(only_one) == 1
+    with pytest.raises(exception.MigrationStateConflict):
+        conductor_api.cancel_migration(ctxt, created["id"])
+    retried = conductor_api.retry_migration(ctxt, created["id"])
+    assert retried["state"] in ("queued", "running", "failed")
+    again = wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    assert again["finished_at"] >= failed["finished_at"]
+    messages = [e["message"] for e in again["events"]]
+    assert "retry requested by operator" in messages
+
+
+def test_bad_requests_are_refused_with_their_type(conductor, conductor_api,
+                                                 ctxt):
+    with pytest.raises(exception.Invalid, match="mode warm"):
+        conductor_api.create_migration(ctxt, {"source": "vm",
+                                              "mode": "warm"})
+    with pytest.raises(exception.MigrationNotFound):
+        conductor_api.get_migration(ctxt, "00000000-0000-0000-0000-0")
+    with pytest.raises(exception.Invalid, match="unknown filter"):
+        conductor_api.list_migrations(ctxt, {"colour": "red"})
+
+
+def test_progress_reports_land_on_the_record(conductor, conductor_api,
+                                             ctxt):
+    created = conductor_api.create_migration(ctxt, {"source": "vm-p"})
+    wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    conductor_api.report_progress(ctxt, created["id"], {
+        "bytes_done": 10, "bytes_total": 40, "rate_bps": 5})
+    deadline = time.monotonic() + 10
+    while conductor_api.get_migration(ctxt, created["id"])[
+            "bytes_done"] != 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_dead_conductors_migration_is_taken_over(conductor, conductor_api,
+                                                  ctxt, db_url):
+    db = db_api.Database(db_url)
+    orphan = db.create_migration({
+        "id": "orphan-%s" % RUN_ID, "source_ref": "orphan-vm",
+        "state": "running", "step": "validate", "options": {},
+        "source": {}, "resources": {}, "result": {},
+        "conductor": "a-conductor-that-died",
+        "lease_until": datetime.datetime(2001, 1, 1)})
+    # The running conductor adopts expired claims every lease/3 seconds.
+    taken = wait_state(conductor_api, ctxt, orphan["id"], ("failed",),
+                       timeout=60)
+    assert taken["conductor"] == conductor.host
+    assert "orphan-vm" in taken["error"]
+
+
+def test_restarted_conductor_resumes_its_work(conductor, conductor_api,
+                                              ctxt, db_url):
+    conductor.stop()
+    db = db_api.Database(db_url)
+    queued = db.create_migration({
+        "id": "while-down-%s" % RUN_ID, "source_ref": "later-vm",
+        "state": "queued", "step": "validate", "options": {},
+        "source": {}, "resources": {}, "result": {}})
+    conductor.start(conductor_api, cs2os_context.get_admin_context())
+    done = wait_state(conductor_api, ctxt, queued["id"], ("failed",))
+    assert "later-vm" in done["error"]
+

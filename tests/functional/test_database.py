@@ -1,0 +1,74 @@
+"""The schema and the claim logic on SQLite and on a real PostgreSQL."""
+
+import concurrent.futures
+import datetime
+import os
+import uuid
+
+import pytest
+from alembic import autogenerate
+from alembic import migration as alembic_migration
+
+from cs2os_agent.db import api
+from cs2os_agent.db import migration
+from cs2os_agent.db import models
+from tests.functional import postgres
+
+NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def pg_cluster(workdir):
+    cluster = postgres.PostgresCluster(workdir)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, workdir):
+    name = "t_%s" % uuid.uuid4().hex[:12]
+    if request.param == "sqlite":
+        url = "sqlite:///%s" % os.path.join(workdir, name + ".sqlite")
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(name)
+    db = api.Database(url)
+    migration.upgrade(db)
+    yield db
+    db.engine.dispose()
+
+
+def test_migrations_build_exactly_the_models(database):
+    assert migration.current_version(database) == migration.head_version()
+    with database.engine.connect() as connection:
+        context = alembic_migration.MigrationContext.configure(connection)
+        diff = autogenerate.compare_metadata(context, models.Base.metadata)
+    assert diff == []
+
+
+def test_only_one_of_many_conductors_wins_a_claim(database):
+    database.create_migration({
+        "id": "contended", "source_ref": "vm", "state": "queued",
+        "step": "validate", "options": {}, "source": {}, "resources": {},
+        "result": {}})
+    until = NOW + datetime.timedelta(minutes=5)
+
+    def claim(n):
+        return database.claim("contended", "conductor-%d" % n, NOW, until)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(claim, range(8)))
+    assert wins.count(True) == 1
+    winner = "conductor-%d" % wins.index(True)
+    assert database.get_migration("contended")["conductor"] == winner
+
+
+def test_json_columns_round_trip(database):
+    database.create_migration({
+        "id": "j", "source_ref": "vm", "state": "queued", "step": "validate",
+        "options": {}, "source": {"nics": [{"mac": "fa:16:3e:00:00:01"}]},
+        "resources": {"image_id": "i"}, "result": {"n": 1}})
+    database.update_migration("j", {"bytes_total": 2 ** 40})
+    row = database.get_migration("j")
+    assert row["source"]["nics"][0]["mac"] == "fa:16:3e:00:00:01"
+    assert row["bytes_total"] == 2 ** 40

@@ -1,0 +1,311 @@
+"""The CloudStack client: the real cs library against the stand-in.
+
+The stand-in's WSGI app runs in this process (tests/fakes/wsgi_session);
+its VMs are flags (MemoryKVM).  The functional tests do the same over HTTP
+with real libvirt domains.
+"""
+
+import logging
+import threading
+import uuid
+
+import pytest
+import requests
+from oslo_config import fixture as config_fixture
+
+from cs2os_agent import conf
+from cs2os_agent.cloudstack import client as cs_client
+from cs2os_agent.common import exception
+from cs2os_agent.conf import cloudstack as cloudstack_conf
+from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_kvm
+from tests.fakes import wsgi_session
+
+ENDPOINT = wsgi_session.BASE_URL + "/client/api"
+
+
+class Cloud:
+    """A small cloud: one zone, host, NFS pool, template; VMs on demand."""
+
+    def __init__(self):
+        self.kvm = cloudstack_kvm.MemoryKVM()
+        self.api = cloudstack_api.FakeCloudStack(self.kvm)
+        self.admin = self.api.add_account("admin")
+        self.user = self.api.add_account("alice", admin=False)
+        self.zone = self.api.add_zone("zone-1")
+        self.host = self.api.add_host(self.zone, "kvm-1", "192.0.2.10")
+        self.pool = self.api.add_storage_pool(self.zone, "nfs-1")
+        self.template = self.api.add_template(self.zone, "tiny", 1 << 26,
+                                              self.admin)
+        self.offering = self.api.add_service_offering("small")
+        self.network = self.api.add_network(self.zone, "guest")
+
+    def vm(self, name, account=None, running=False):
+        vm = self.api.add_vm(name, account or self.user, self.host,
+                             self.template, self.offering, self.pool,
+                             str(uuid.uuid4()), 1 << 26, [self.network])
+        if running:
+            self.kvm.running.add(vm.instancename)
+        return vm
+
+    def client(self, account=None, secret=None, **kwargs):
+        account = account or self.admin
+        kwargs.setdefault("job_poll_interval", 0.01)
+        return cs_client.CloudStackClient(
+            ENDPOINT, account.apikey, secret or account.secretkey,
+            session=wsgi_session.session_for(self.api), **kwargs)
+
+
+@pytest.fixture
+def cloud():
+    made = Cloud()
+    yield made
+    made.api.shutdown()
+
+
+def test_find_vm_by_id_and_by_exact_name_across_accounts(cloud):
+    vm = cloud.vm("web-1")
+    cloud.vm("web-10")  # CloudStack's name filter matches substrings
+    client = cloud.client()
+    assert client.find_vm(vm.id)["name"] == "web-1"
+    assert client.find_vm(vm.id.upper())["id"] == vm.id
+    found = client.find_vm("web-1")
+    assert found["id"] == vm.id
+    # The VM belongs to another account: only listall=true shows it.
+    assert all(call[2].get("listall") == "true"
+               for call in cloud.api.calls if call[1] == "listVirtualMachines")
+
+
+def test_requests_are_signed_posts(cloud):
+    cloud.vm("web-1")
+    cloud.client().find_vm("web-1")
+    method, command, params = cloud.api.calls[-1]
+    assert (method, command) == ("POST", "listVirtualMachines")
+    assert params["signatureVersion"] == "3" and params["expires"]
+
+
+def test_unknown_vm(cloud):
+    client = cloud.client()
+    with pytest.raises(exception.CloudStackVMNotFound):
+        client.find_vm("nope")
+    # An unknown uuid is answered with 431 "Invalid parameter id value=".
+    with pytest.raises(exception.CloudStackVMNotFound) as info:
+        client.find_vm(str(uuid.uuid4()))
+    assert info.value.code == 404
+    with pytest.raises(exception.CloudStackVMNotFound):
+        client.find_vm("web~1")
+    assert not any("~" in str(c[2]) for c in cloud.api.calls)
+
+
+def test_a_uuid_shaped_name_is_found_by_name(cloud):
+    name = str(uuid.uuid4())
+    vm = cloud.vm(name)
+    assert cloud.client().find_vm(name)["id"] == vm.id
+
+
+def test_ambiguous_name_lists_the_ids(cloud):
+    first = cloud.vm("db", cloud.user)
+    second = cloud.vm("db", cloud.admin)
+    with pytest.raises(exception.CloudStackVMAmbiguous) as info:
+        cloud.client().find_vm("db")
+    assert first.id in str(info.value) and second.id in str(info.value)
+    assert info.value.code == 409
+
+
+def test_wrong_secret_or_key_is_auth_failed(cloud):
+    cloud.vm("web-1")
+    with pytest.raises(exception.CloudStackAuthFailed) as info:
+        cloud.client(secret="not-the-secret").find_vm("web-1")
+    assert info.value.kwargs["errorcode"] == 401
+    assert "unable to verify user credentials" in str(info.value)
+    stranger = cs_client.CloudStackClient(
+        ENDPOINT, "unknown-key", "x",
+        session=wsgi_session.session_for(cloud.api))
+    with pytest.raises(exception.CloudStackAuthFailed):
+        stranger.find_vm("web-1")
+
+
+def test_secrets_never_reach_the_log(cloud, caplog):
+    caplog.set_level(logging.DEBUG)
+    vm = cloud.vm("web-1")
+    client = cloud.client()
+    client.stop_vm(vm.id)
+    with pytest.raises(exception.CloudStackAuthFailed):
+        cloud.client(secret="wrong").find_vm("web-1")
+    assert "stopVirtualMachine" in caplog.text and vm.id in caplog.text
+    for secret in (cloud.admin.secretkey, "wrong", "signature"):
+        assert secret not in caplog.text
+    assert cloud.admin.secretkey not in repr(client)
+
+
+class _Failing(requests.adapters.BaseAdapter):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def send(self, request, **kwargs):
+        # requests puts the URL, query string and all, in the message.
+        raise self.error(
+            "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries "
+            "exceeded with url: /client/api?apiKey=k&signature=SIG%3D "
+            "(Caused by NewConnectionError('Connection refused'))")
+
+    def close(self):
+        pass
+
+
+def _failing_client(error):
+    session = requests.Session()
+    session.mount("http://", _Failing(error))
+    return cs_client.CloudStackClient(ENDPOINT, "k", "s", session=session)
+
+
+def test_connection_error_is_unreachable_without_the_query():
+    client = _failing_client(requests.exceptions.ConnectionError)
+    with pytest.raises(exception.CloudStackUnreachable) as info:
+        client.find_vm("web-1")
+    assert "Connection refused" in str(info.value)
+    assert "SIG" not in str(info.value) and "apiKey" not in str(info.value)
+    assert info.value.code == 503
+    with pytest.raises(exception.CloudStackUnreachable):
+        _failing_client(requests.exceptions.ReadTimeout).find_vm("web-1")
+
+
+def test_tls_failure_says_so():
+    with pytest.raises(exception.CloudStackError) as info:
+        _failing_client(requests.exceptions.SSLError).find_vm("web-1")
+    assert not isinstance(info.value, exception.CloudStackUnreachable)
+    assert "ca_file" in str(info.value) and "SIG" not in str(info.value)
+
+
+def test_a_page_that_is_not_the_api_is_a_cloudstack_error(cloud):
+    client = cs_client.CloudStackClient(
+        wsgi_session.BASE_URL + "/client/wrong", cloud.admin.apikey,
+        cloud.admin.secretkey, session=wsgi_session.session_for(cloud.api))
+    with pytest.raises(exception.CloudStackError) as info:
+        client.find_vm("web-1")
+    assert "404" in str(info.value)
+
+
+def test_non_admin_cannot_list_hosts(cloud):
+    with pytest.raises(exception.CloudStackAuthFailed) as info:
+        cloud.client(cloud.user).get_host(cloud.host.id)
+    assert "listHosts" in str(info.value)
+
+
+def test_lookups_of_pool_template_offering_host(cloud):
+    client = cloud.client()
+    assert client.get_storage_pool(cloud.pool.id)["type"] == (
+        "NetworkFilesystem")
+    assert client.get_template(cloud.template.id)["name"] == "tiny"
+    assert client.get_service_offering(cloud.offering.id)["memory"] == 64
+    assert client.get_host(cloud.host.id)["ipaddress"] == "192.0.2.10"
+    with pytest.raises(exception.CloudStackObjectNotFound) as info:
+        client.get_template(str(uuid.uuid4()))
+    assert "template" in str(info.value)
+    with pytest.raises(exception.CloudStackObjectNotFound):
+        client.get_storage_pool("not-a-uuid")
+
+
+def test_list_volumes_root_first(cloud):
+    vm = cloud.vm("web-1")
+    cloud.api.add_data_disk(vm, cloud.pool, "data-file", 1 << 20, "data-1")
+    volumes = cloud.client().list_volumes(vm.id)
+    assert [v["type"] for v in volumes] == ["ROOT", "DATADISK"]
+    with pytest.raises(exception.CloudStackVMNotFound):
+        cloud.client().list_volumes(str(uuid.uuid4()))
+
+
+def test_stop_start_destroy_wait_for_their_jobs(cloud):
+    vm = cloud.vm("web-1", running=True)
+    client = cloud.client()
+    assert client.find_vm(vm.id)["state"] == "Running"
+    assert client.find_vm(vm.id)["hostid"] == cloud.host.id
+    stopped = client.stop_vm(vm.id)
+    assert stopped["state"] == "Stopped" and "hostid" not in stopped
+    assert vm.instancename not in cloud.kvm.running
+    assert client.start_vm(vm.id)["state"] == "Running"
+    assert client.stop_vm(vm.id, forced=True)["state"] == "Stopped"
+    assert cloud.api.calls[-2][2]["forced"] == "true"
+    assert client.destroy_vm(vm.id)["state"] == "Destroyed"
+    client.destroy_vm(vm.id, expunge=True)
+    with pytest.raises(exception.CloudStackVMNotFound):
+        client.find_vm(vm.id)
+    assert cloud.kvm.deleted == [
+        "/mnt/%s/%s" % (cloud.pool.id, cloud.api.root_volume(vm).path)]
+
+
+def test_failed_job_carries_cloudstacks_error(cloud):
+    vm = cloud.vm("web-1")
+    cloud.kvm.fail_start[vm.instancename] = "no capacity on kvm-1"
+    with pytest.raises(exception.CloudStackJobFailed) as info:
+        cloud.client().start_vm(vm.id)
+    assert info.value.kwargs["errorcode"] == 530
+    assert "no capacity on kvm-1" in str(info.value)
+    assert "startVirtualMachine" in str(info.value)
+
+
+def test_action_on_unknown_vm_is_not_found(cloud):
+    with pytest.raises(exception.CloudStackVMNotFound):
+        cloud.client().stop_vm(str(uuid.uuid4()))
+
+
+def test_job_timeout_names_the_job_and_it_can_be_waited_for_again(cloud):
+    vm = cloud.vm("web-1")
+    release = threading.Event()
+    start = cloud.kvm.start
+
+    def slow_start(spec):
+        release.wait(10)
+        start(spec)
+
+    cloud.kvm.start = slow_start
+    client = cloud.client(job_timeout=0.2)
+    with pytest.raises(exception.CloudStackJobTimeout) as info:
+        client.start_vm(vm.id)
+    assert info.value.code == 504
+    assert client.find_vm(vm.id)["state"] == "Starting"
+    release.set()
+    result = client.wait_for_job(info.value.kwargs["job_id"])
+    assert result["virtualmachine"]["state"] == "Running"
+
+
+def test_tls_options_reach_cs():
+    def api(**kwargs):
+        return cs_client.CloudStackClient(
+            "https://cs.example/client/api", "k", "s", **kwargs)._api()
+
+    assert api().verify is True
+    # cs turns verify=False into True; the client must not rely on it.
+    assert api(verify=False).verify is False
+    assert api(ca_file="/etc/ssl/cs.pem").verify == "/etc/ssl/cs.pem"
+
+
+def test_missing_settings_are_named():
+    with pytest.raises(exception.CloudStackNotConfigured) as info:
+        cs_client.CloudStackClient("http://x/client/api", "k", None)
+    assert "secret_key" in str(info.value)
+
+
+def test_from_conf():
+    fixture = config_fixture.Config(conf.CONF)
+    fixture.setUp()
+    try:
+        fixture.config(group="cloudstack", endpoint="http://x/client/api",
+                       api_key="k", secret_key="s", job_timeout=7)
+        client = cs_client.CloudStackClient.from_conf(conf.CONF)
+        assert client.endpoint == "http://x/client/api"
+        assert client.job_timeout == 7
+        assert client.job_poll_interval == 2.0
+    finally:
+        fixture.cleanUp()
+
+
+def test_options():
+    c = conf.CONF.cloudstack
+    assert (c.endpoint, c.api_key, c.secret_key) == (None, None, None)
+    assert (c.timeout, c.verify, c.ca_file) == (30, True, None)
+    assert (c.job_poll_interval, c.job_timeout) == (2.0, 1800)
+    (options,) = cloudstack_conf.list_opts().values()
+    secret = {opt.name: opt.secret for opt in options}
+    assert secret["secret_key"] and not secret["api_key"]
