@@ -9,8 +9,10 @@ carries a per-run random part, and only those are removed afterwards.
 
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
+import urllib.parse
 import uuid
 
 import libvirt
@@ -26,9 +28,14 @@ from tests.functional import agent_process
 from tests.functional import images
 
 RUN_ID = uuid.uuid4().hex[:8]
-TRANSPORT_URL = os.environ.get(
-    "CS2OS_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/"
-)
+# The broker the test services run; each test run gets a vhost of its own.
+# Exchanges alone do not isolate runs: RabbitMQ queue names are global in a
+# vhost, so two runs' servers on one topic would share a queue and take
+# each other's messages.
+BROKER_URL = os.environ.get(
+    "CS2OS_TEST_BROKER_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+VHOST = "cs2os-test-%s" % RUN_ID
+TRANSPORT_URL = BROKER_URL.rstrip("/") + "/" + VHOST
 LIBVIRT_URI = os.environ.get("CS2OS_TEST_LIBVIRT_URI", "qemu:///system")
 HINT = "start the test services with: tools/test-services.sh start"
 # Short on purpose: throttled copies outlast it, so they pass only because
@@ -51,13 +58,23 @@ def _require_broker():
     import kombu
 
     # kombu names oslo.messaging's rabbit:// scheme amqp://.
-    url = TRANSPORT_URL.replace("rabbit://", "amqp://", 1)
+    url = BROKER_URL.replace("rabbit://", "amqp://", 1)
     try:
         with kombu.Connection(url, connect_timeout=5) as c:
             c.ensure_connection(max_retries=1)
     except Exception as exc:  # noqa: BLE001
         pytest.fail("RabbitMQ at %s is not reachable (%s); %s"
-                    % (TRANSPORT_URL, exc, HINT), pytrace=False)
+                    % (BROKER_URL, exc, HINT), pytrace=False)
+
+
+def _rabbitmqctl(*args):
+    try:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True,
+                       capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.fail("rabbitmqctl %s failed (%s); the tests need the "
+                    "broker's rabbitmqctl to make a vhost per run"
+                    % (" ".join(args), exc), pytrace=False)
 
 
 def _require_libvirt():
@@ -86,6 +103,9 @@ def workdir():
 def services(workdir):
     _require_binaries()
     _require_broker()
+    _rabbitmqctl("add_vhost", VHOST)
+    user = urllib.parse.urlsplit(BROKER_URL).username or "guest"
+    _rabbitmqctl("set_permissions", "-p", VHOST, user, ".*", ".*", ".*")
     _require_libvirt()
     exchange = "cs2os-test-%s" % RUN_ID
     client_conf = os.path.join(workdir, "client.conf")
@@ -98,6 +118,7 @@ def services(workdir):
     rpc.init(conf.CONF)
     yield {"exchange": exchange}
     rpc.cleanup()
+    _rabbitmqctl("delete_vhost", VHOST)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import uuid
 
@@ -51,22 +52,33 @@ def make_cloudstack_volume(
     volume_size=None,
     writes=((0xA1, 1 * MiB, 1 * MiB), (0xA2, 30 * MiB, 4 * MiB)),
     pool_uuid=None,
+    same_template_as=None,
 ):
-    """Template B with data, overlay A with data at known offsets."""
+    """Template B with data, overlay A with data at known offsets.
+
+    ``same_template_as``: another CloudStackVolume whose template (and
+    pool) the new volume shares, as two VMs made from one template do.
+    """
+    if same_template_as is not None:
+        template = same_template_as.template
+        pool_dir = same_template_as.pool_dir
+        pool_uuid = os.path.basename(pool_dir)
+        template_uuid = os.path.basename(template)
+        template_message = same_template_as.template_message
+        template_size = int(json.loads(subprocess.run(
+            ["qemu-img", "info", "--output=json", "-f", "qcow2", template],
+            check=True, capture_output=True, text=True).stdout)[
+                "virtual-size"])
+    else:
+        pool_uuid = pool_uuid or str(uuid.uuid4())
+        template_uuid = str(uuid.uuid4())
+        pool_dir = os.path.join(root, "mnt", pool_uuid)
+        os.makedirs(pool_dir, exist_ok=True)
+        template = os.path.join(pool_dir, template_uuid)
+        template_message = "cs2os template %s" % template_uuid
+        _make_template(template, template_size, template_message)
     volume_size = volume_size or template_size
-    pool_uuid = pool_uuid or str(uuid.uuid4())
-    template_uuid = str(uuid.uuid4())
-    pool_dir = os.path.join(root, "mnt", pool_uuid)
-    os.makedirs(pool_dir, exist_ok=True)
-    template = os.path.join(pool_dir, template_uuid)
     overlay = os.path.join(pool_dir, str(uuid.uuid4()))
-    run("qemu-img", "create", "-q", "-f", "qcow2", template,
-        str(template_size))
-    qemu_io_write(template, "qcow2", 0x11, 0, 2 * MiB)
-    template_message = "cs2os template %s" % template_uuid
-    write_bytes(template, 0, boot_sector() + message_sector(template_message))
-    qemu_io_write(template, "qcow2", 0x22, 10 * MiB, 2 * MiB)
-    qemu_io_write(template, "qcow2", 0x33, template_size - MiB, MiB)
     run(
         "qemu-img", "create", "-q", "-f", "qcow2", "-b", template,
         "-F", "qcow2", overlay, str(volume_size),
@@ -94,6 +106,14 @@ def make_cloudstack_volume(
         pool_dir, template, overlay, reference, header_backing, written,
         template_message, message,
     )
+
+
+def _make_template(template, size, message):
+    run("qemu-img", "create", "-q", "-f", "qcow2", template, str(size))
+    qemu_io_write(template, "qcow2", 0x11, 0, 2 * MiB)
+    write_bytes(template, 0, boot_sector(size) + message_sector(message))
+    qemu_io_write(template, "qcow2", 0x22, 10 * MiB, 2 * MiB)
+    qemu_io_write(template, "qcow2", 0x33, size - MiB, MiB)
 
 
 @dataclasses.dataclass
@@ -255,9 +275,16 @@ BOOT_CODE = bytes([
 ])
 
 
-def boot_sector():
+def boot_sector(disk_size=64 * MiB):
+    """BOOT_CODE plus one Linux partition entry over the rest of the disk:
+    Nova's image safety check (oslo.utils format_inspector) rejects an MBR
+    that defines no partition."""
     sector = bytearray(512)
     sector[:len(BOOT_CODE)] = BOOT_CODE
+    first_lba = 2048
+    # boot flag, start CHS, type 0x83 (Linux), end CHS, first LBA, sectors
+    sector[446:462] = struct.pack("<B3BB3BII", 0x80, 0, 0x21, 0, 0x83, 0, 0,
+                                  0, first_lba, disk_size // 512 - first_lba)
     sector[510:] = b"\x55\xaa"
     return bytes(sector)
 

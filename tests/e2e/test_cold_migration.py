@@ -1,0 +1,256 @@
+"""A CloudStack VM becomes a Nova server: the whole product, for real.
+
+Real Keystone + Glance + Placement + Nova (libvirt/KVM) from the minicloud;
+a CloudStack API stand-in whose VM is a running transient KVM domain on
+CloudStack's NFS layout; RabbitMQ; cs2os-conductor and cs2os-agent as their
+own processes.  The guest prints its disk's sector 1 on the serial console,
+so after the migration Nova's own console log says which disk the server
+booted from.
+"""
+
+import hashlib
+import os
+import time
+import uuid
+
+import pytest
+
+from cs2os_agent import qemu_img
+from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_kvm
+from tests.functional import agent_process
+from tests.functional import conductor_process
+from tests.functional import conftest as ft
+from tests.functional import images
+from tests.functional.conftest import agent_api  # noqa: F401 - fixtures
+from tests.functional.conftest import cloudstack_root  # noqa: F401
+from tests.functional.conftest import services  # noqa: F401
+from tests.functional.conftest import workdir  # noqa: F401
+
+MiB = images.MiB
+RUN_ID = ft.RUN_ID
+
+
+@pytest.fixture(scope="module")
+def cloud(cloudstack_root, minicloud):  # noqa: F811
+    kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, ft.LIBVIRT_URI,
+                                    stop_grace=1.0)
+    api = cloudstack_api.FakeCloudStack(kvm)
+    api.admin = api.add_account("admin")
+    api.kvm_host = api.add_host(api.add_zone("zone-%s" % RUN_ID),
+                                "kvm-%s" % RUN_ID, "127.0.0.1")
+    # 64 MiB like m1.tiny: the conductor must pick that flavor itself.
+    api.offering = api.add_service_offering("tiny-%s" % RUN_ID, cpunumber=1,
+                                            memory=64)
+    api.endpoint = api.serve()
+    yield api
+    api.shutdown()
+
+
+def _admin_auth(minicloud):
+    with open(minicloud.info["clouds_yaml"]) as f:
+        import yaml
+
+        clouds = yaml.safe_load(f)["clouds"]
+    auth = clouds[minicloud.info["admin_cloud"]]["auth"]
+    return {
+        "auth_type": "password",
+        "auth_url": auth["auth_url"],
+        "username": auth["username"],
+        "password": auth["password"],
+        "project_name": auth["project_name"],
+        "user_domain_name": auth.get("user_domain_name", "Default"),
+        "project_domain_name": auth.get("project_domain_name", "Default"),
+        "region_name": minicloud.info.get("region_name", "RegionOne"),
+        "interface": "public",
+    }
+
+
+@pytest.fixture(scope="module")
+def agent(workdir, services, agent_api, minicloud,  # noqa: F811
+          cloudstack_root):  # noqa: F811
+    proc = agent_process.AgentProcess(
+        workdir, minicloud.compute_host, ft.TRANSPORT_URL,
+        services["exchange"], minicloud.instances_path,
+        [os.path.join(cloudstack_root, "mnt")],
+        max_bandwidth_mbps=160)  # 20 MB/s: a cancel can land mid-copy
+    proc.start(agent_api, cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def conductor_api(services):  # noqa: F811
+    return conductor_rpcapi.ConductorAPI()
+
+
+@pytest.fixture(scope="module")
+def conductor(workdir, services, cloud, minicloud, agent,  # noqa: F811
+              conductor_api, cloudstack_root):  # noqa: F811
+    spool = os.path.join(workdir, "spool")
+    os.makedirs(spool, exist_ok=True)
+    proc = conductor_process.ConductorProcess(
+        workdir, "cs2os-e2e-%s-conductor" % RUN_ID, ft.TRANSPORT_URL,
+        services["exchange"],
+        "sqlite:///%s" % os.path.join(workdir, "e2e-conductor.sqlite"),
+        "notifications-e2e-%s" % RUN_ID,
+        sections={
+            "cloudstack": {"endpoint": cloud.endpoint,
+                           "api_key": cloud.admin.apikey,
+                           "secret_key": cloud.admin.secretkey,
+                           "job_poll_interval": 0.5},
+            "openstack": _admin_auth(minicloud),
+            "conductor": {"overlay_transport": "path",
+                          "primary_storage_mount":
+                              os.path.join(cloudstack_root, "mnt"),
+                          "image_spool_dir": spool},
+            "agent": {"allowed_source_roots":
+                      os.path.join(cloudstack_root, "mnt")},
+        })
+    proc.manage("db", "sync")
+    proc.start(conductor_api, cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def ctxt():
+    return cs2os_context.RequestContext(user_id="e2e", project_id="admin")
+
+
+def wait_state(api, ctxt, migration_id, states, timeout=600):
+    deadline = time.monotonic() + timeout
+    while True:
+        migration = api.get_migration(ctxt, migration_id)
+        if migration["state"] in states:
+            return migration
+        if time.monotonic() > deadline:
+            raise AssertionError("migration %s stayed %s at %s: %s" % (
+                migration_id, migration["state"], migration["step"],
+                migration["events"][-3:]))
+        time.sleep(1)
+
+
+def wait_console(path, text, timeout=120):
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                seen = f.read()
+            if text in seen:
+                return
+        time.sleep(0.5)
+    raise AssertionError("%s never showed %r (has %r)" % (path, text,
+                                                           seen[-300:]))
+
+
+def new_vm(cloud, cloudstack_root, **volume_args):  # noqa: F811
+    volume = images.make_cloudstack_volume(cloudstack_root, **volume_args)
+    vm = cloud.add_kvm_vm("e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6]),
+                          volume, cloud.admin, cloud.kvm_host,
+                          offering=cloud.offering)
+    vm.volume = volume
+    wait_console(cloud.kvm.console(vm.instancename), volume.message)
+    return vm
+
+
+def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
+                                  minicloud, cloudstack_root):  # noqa: F811
+    vm = new_vm(cloud, cloudstack_root)
+    created = conductor_api.create_migration(
+        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    assert [e["step"] for e in done["events"] if e["message"] == "done"] \
+        == ["validate", "image", "boot", "stop_source", "sync", "swap",
+            "start"]
+    resources, result = done["resources"], done["result"]
+    assert resources["flavor_name"] == "m1.tiny"
+    assert resources["host"] == minicloud.compute_host
+
+    # Nova manages it: ACTIVE on the compute host, its disk is the
+    # CloudStack VM's disk on Nova's cached base image.
+    server = minicloud.conn.compute.get_server(resources["server_id"])
+    assert server.status == "ACTIVE"
+    assert server.compute_host == minicloud.compute_host
+    disk = os.path.join(minicloud.instances_path, server.id, "disk")
+    base = os.path.join(minicloud.instances_path, "_base", hashlib.sha1(
+        resources["image_id"].encode()).hexdigest())
+    info = qemu_img.info(disk, "qcow2", force_share=True)
+    assert info["backing-filename"] == base
+    qemu_img.compare(vm.volume.reference, disk, "qcow2", "qcow2",
+                     force_share=True)
+    wait_console(os.path.join(minicloud.instances_path, server.id,
+                              "console.log"), vm.volume.message)
+    leftovers = [n for n in os.listdir(os.path.dirname(disk))
+                 if n.startswith("disk.cs2os")]
+    assert leftovers == []
+
+    # Only the overlay moved to the compute node; the template went to
+    # Glance once, and Glance holds exactly the bytes read at the source.
+    assert result["sync"]["bytes_copied"] <= os.path.getsize(
+        vm.volume.overlay)
+    image = minicloud.conn.image.get_image(resources["image_id"])
+    with open(vm.volume.template, "rb") as f:
+        assert image.hash_value == hashlib.sha512(f.read()).hexdigest()
+    assert result["template_sha512"] == image.hash_value
+
+    # CloudStack's VM is stopped (its transient domain is gone), not
+    # deleted: delete_source was not asked for.
+    assert cloud.vm_state(vm) == "Stopped"
+    assert os.path.exists(vm.volume.overlay)
+
+
+def test_second_vm_of_the_template_reuses_the_image(
+        conductor, conductor_api, ctxt, cloud, minicloud,
+        cloudstack_root):  # noqa: F811
+    first = new_vm(cloud, cloudstack_root)
+    m1 = conductor_api.create_migration(ctxt, {"source": first.id})
+    one = wait_state(conductor_api, ctxt, m1["id"], ("succeeded", "failed"))
+    assert one["state"] == "succeeded", one["error"]
+    second = new_vm(cloud, cloudstack_root, same_template_as=first.volume)
+    m2 = conductor_api.create_migration(ctxt, {"source": second.name,
+                                               "delete_source": True})
+    two = wait_state(conductor_api, ctxt, m2["id"], ("succeeded", "failed"))
+    assert two["state"] == "succeeded", two["error"]
+    assert two["result"]["image_reused"] is True
+    assert two["result"]["template_bytes_moved"] == 0
+    assert two["resources"]["image_id"] == one["resources"]["image_id"]
+    server = minicloud.conn.compute.get_server(two["resources"]["server_id"])
+    wait_console(os.path.join(minicloud.instances_path, server.id,
+                              "console.log"), second.volume.message)
+    assert two["result"]["source_deleted"] is True
+    assert cloud.vm_state(second) in ("Destroyed", "Expunged", None)
+
+
+def test_cancel_during_the_copy_rolls_everything_back(
+        conductor, conductor_api, ctxt, cloud, minicloud,
+        cloudstack_root):  # noqa: F811
+    # 60 MiB at 20 MB/s: three seconds of copy to cancel in.
+    vm = new_vm(cloud, cloudstack_root,
+                writes=((0x5A, 4 * MiB, 60 * MiB),))
+    created = conductor_api.create_migration(ctxt, {"source": vm.name})
+    deadline = time.monotonic() + 300
+    while conductor_api.get_migration(ctxt, created["id"])["step"] != \
+            "sync":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    conductor_api.cancel_migration(ctxt, created["id"])
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("cancelled", "failed", "succeeded"))
+    assert done["state"] == "cancelled", (done["error"], done["events"])
+    undone = done["result"]["rolled_back"]
+    assert any(m.startswith("deleted server") for m in undone), undone
+    assert any(m.startswith("started CloudStack VM") for m in undone)
+    # Nothing left in Nova, and the CloudStack VM runs again on its disk.
+    server_id = next(e["message"].split()[-1] for e in done["events"]
+                     if e["message"].startswith("deleted server"))
+    assert minicloud.conn.compute.find_server(server_id) is None
+    assert cloud.vm_state(vm) == "Running"
+    wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
+

@@ -1,0 +1,160 @@
+"""Fill the minicloud's Keystone catalog and Nova's flavors (openstacksdk).
+
+    register.py catalog   service project/users, demo project/user, endpoints
+    register.py flavors   the flavor set
+    register.py wait-service HOST TIMEOUT
+                          until nova-compute on HOST has registered, up
+    register.py wait-hypervisor HOST TIMEOUT
+                          until HOST's hypervisor is listed (after
+                          discover_hosts) and has an inventory in Placement
+
+Run by up.sh with the minicloud venv's Python.  One process with
+openstacksdk takes ~2 s where the same through the `openstack` CLI takes
+over a minute (a Python start per command).  Idempotent.
+"""
+
+import os
+import sys
+import time
+
+import openstack
+
+SERVICES = [
+    # name, type, port variable, path
+    ("glance", "image", "MC_GLANCE_PORT", ""),
+    ("placement", "placement", "MC_PLACEMENT_PORT", ""),
+    ("nova", "compute", "MC_NOVA_PORT", "/v2.1"),
+    # The Neutron API stand-in (fake_neutron.py): Nova 34 asks the network
+    # service about ports even for servers booted with networks 'none'.
+    ("neutron", "network", "MC_NEUTRON_PORT", ""),
+]
+
+# name, id, RAM MiB, disk GiB, vCPUs.  Small: the guests of the tests are a
+# boot sector, and several servers must fit beside the functional tests.
+FLAVORS = [
+    ("m1.tiny", "1", 64, 1, 1),
+    ("m1.small", "2", 128, 2, 1),
+    ("m1.medium", "3", 256, 4, 1),
+    ("m1.large", "4", 512, 8, 2),
+]
+
+
+def connect():
+    return openstack.connect(
+        auth_url=os.environ["MC_AUTH_URL"],
+        username="admin",
+        password=os.environ["MC_ADMIN_PASSWORD"],
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=os.environ["MC_REGION"],
+    )
+
+
+def ensure_user(idc, name, password, project, role_names, roles):
+    user = idc.find_user(name, domain_id="default")
+    if user is None:
+        user = idc.create_user(name=name, password=password,
+                               domain_id="default",
+                               default_project_id=project.id)
+    for r in role_names:
+        idc.assign_project_role_to_user(project, user, roles[r])
+    return user
+
+
+def catalog(conn):
+    idc = conn.identity
+    roles = {r.name: r for r in idc.roles()}
+    for name in ("service", "member"):
+        if name not in roles:
+            roles[name] = idc.create_role(name=name)
+    projects = {}
+    for name in ("service", "demo"):
+        projects[name] = (idc.find_project(name, domain_id="default")
+                          or idc.create_project(name=name,
+                                                domain_id="default"))
+    for user, _stype, _port, _path in SERVICES:
+        ensure_user(idc, user, os.environ["MC_SERVICE_PASSWORD"],
+                    projects["service"], ("admin", "service"), roles)
+    ensure_user(idc, "demo", os.environ["MC_DEMO_PASSWORD"],
+                projects["demo"], ("member",), roles)
+    for name, stype, port_var, path in SERVICES:
+        svc = next(iter(idc.services(type=stype)), None) or \
+            idc.create_service(name=name, type=stype)
+        have = {e.interface for e in idc.endpoints(service_id=svc.id)}
+        url = "http://127.0.0.1:%s%s" % (os.environ[port_var], path)
+        for interface in ("public", "internal", "admin"):
+            if interface not in have:
+                idc.create_endpoint(service_id=svc.id, interface=interface,
+                                    region_id=os.environ["MC_REGION"],
+                                    url=url)
+
+
+def flavors(conn):
+    have = {f.name for f in conn.compute.flavors(is_public=None)}
+    for name, flavor_id, ram, disk, vcpus in FLAVORS:
+        if name not in have:
+            conn.compute.create_flavor(name=name, id=flavor_id, ram=ram,
+                                       disk=disk, vcpus=vcpus)
+
+
+def _service_not_ready(conn, host):
+    services = list(conn.compute.services(binary="nova-compute", host=host))
+    if not services or services[0].state != "up":
+        return "services: %s" % [(s.host, s.state) for s in services]
+    return None
+
+
+def _hypervisor_not_ready(conn, host):
+    hypervisors = list(conn.compute.hypervisors(details=True))
+    for hv in hypervisors:
+        if (hv.service_details or {}).get("host") != host:
+            continue
+        inventories = conn.placement.resource_provider_inventories(hv.id)
+        if not any(i.resource_class == "VCPU" for i in inventories):
+            return "no VCPU inventory in Placement for %s" % hv.id
+        return None
+    return "hypervisors: %s" % [(hv.name, hv.service_details)
+                                for hv in hypervisors]
+
+
+def _wait(check, conn, host, timeout):
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        try:
+            why = check(conn, host)
+        except openstack.exceptions.SDKException as exc:
+            why = str(exc)
+        if why is None:
+            return
+        if time.monotonic() > deadline:
+            sys.exit("nova-compute on %s not ready after %ss (%s)"
+                     % (host, timeout, why))
+        time.sleep(0.5)
+
+
+def wait_service(conn, host, timeout):
+    _wait(_service_not_ready, conn, host, timeout)
+
+
+def wait_hypervisor(conn, host, timeout):
+    _wait(_hypervisor_not_ready, conn, host, timeout)
+
+
+def main():
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    actions = {"catalog": catalog, "flavors": flavors,
+               "wait-service": wait_service,
+               "wait-hypervisor": wait_hypervisor}
+    if what not in actions:
+        sys.exit("usage: register.py catalog|flavors"
+                 "|wait-service|wait-hypervisor HOST TIMEOUT")
+    conn = connect()
+    try:
+        actions[what](conn, *sys.argv[2:])
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+#!/bin/bash
+# Start the minicloud from a fresh state: a private PostgreSQL on a unix socket,
+# Keystone, Glance, Placement, Nova's API and the Neutron API stand-in under
+# uwsgi on 127.0.0.1, nova-conductor, nova-scheduler and nova-compute (libvirt,
+# KVM) on the broker and libvirtd that tools/test-services.sh runs.
+# Every process started is recorded in $MC_DIR/pids; down.sh stops those only.
+# A cloud that is already up is left as it is.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+T0=$(mc_now)
+step() { mc_log "[$(mc_since "$T0")s] $*"; }
+
+preflight() {
+    [ "$(id -u)" -eq 0 ] || mc_die "up must run as root"
+    [ -f "$MC_VENV/.cs2os-minicloud-installed" ] \
+        || mc_die "not installed: run tools/minicloud/minicloud.sh install"
+    virsh -q -c "$MC_LIBVIRT_URI" version >/dev/null 2>&1 \
+        || mc_die "libvirtd at $MC_LIBVIRT_URI does not answer: run tools/test-services.sh start"
+    local broker=${MC_RABBIT#*@}
+    (exec 3<>"/dev/tcp/${broker%:*}/${broker##*:}") 2>/dev/null \
+        || mc_die "no RabbitMQ at $broker: run tools/test-services.sh start"
+    [ -e /dev/kvm ] || [ "$MC_VIRT_TYPE" != kvm ] \
+        || mc_die "/dev/kvm is missing (set CS2OS_MINICLOUD_VIRT_TYPE=qemu to emulate)"
+    local port
+    for port in "$MC_KEYSTONE_PORT" "$MC_GLANCE_PORT" "$MC_PLACEMENT_PORT" \
+                "$MC_NOVA_PORT" "$MC_NEUTRON_PORT"; do
+        mc_port_free "$port" || mc_die "127.0.0.1:$port is in use by another process"
+    done
+}
+
+# Is a cloud recorded here already running?  0: all of it, 1: none of it.
+recorded_state() {
+    local pid st name alive=0 dead=0
+    [ -s "$MC_PIDS" ] || return 1
+    while read -r pid st name; do
+        if mc_alive "$pid" "$st"; then alive=$((alive + 1)); else dead=$((dead + 1)); fi
+    done < "$MC_PIDS"
+    [ "$alive" -gt 0 ] || return 1
+    [ "$dead" -eq 0 ] || mc_die "the minicloud in $MC_DIR is partly running ($dead of its processes died): run tools/minicloud/minicloud.sh down, then up"
+    return 0
+}
+
+fresh_state() {
+    # Domains an earlier run of this cloud left (it died without `down`):
+    # a new Nova would refuse to start beside them.
+    mc_remove_domains
+    # Instances Nova made in an earlier run are its own files: wiped with the
+    # rest when they live in the state dir, left alone elsewhere.
+    rm -rf "$MC_DIR/pg" "$MC_ETC" "$MC_DIR/data" "$MC_DIR/lock" "$MC_LOG.prev"
+    [ -d "$MC_LOG" ] && mv "$MC_LOG" "$MC_LOG.prev"
+    case "$MC_INSTANCES_PATH" in "$MC_DIR"/*) rm -rf "$MC_INSTANCES_PATH" ;; esac
+    rm -f "$MC_PIDS" "$MC_DIR"/clouds.yaml "$MC_DIR"/openrc* "$MC_DIR/minicloud.json"
+    mkdir -p "$MC_LOG" "$MC_INSTANCES_PATH"
+    # qemu runs as libvirt-qemu and must reach the instance directories.
+    chmod 0755 "$MC_DIR" "$MC_INSTANCES_PATH"
+    : > "$MC_PIDS"
+}
+
+password() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+write_state() {
+    local var
+    MC_ADMIN_PASSWORD=$(password)
+    MC_DEMO_PASSWORD=$(password)
+    MC_SERVICE_PASSWORD=$(password)
+    (
+        umask 077
+        {
+            echo "# Written by tools/minicloud/up.sh: the settings of the minicloud in"
+            echo "# $MC_DIR and its throwaway passwords (this local test cloud only)."
+            for var in "${MC_SETTINGS[@]}"; do
+                local mc="MC_${var#CS2OS_MINICLOUD_}"
+                printf '%s=%q\n' "$var" "${!mc}"
+            done
+            for var in MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD; do
+                printf '%s=%q\n' "$var" "${!var}"
+            done
+        } > "$MC_STATE"
+    )
+    export MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_TRANSPORT_URL \
+        MC_AUTH_URL MC_REGION MC_GLANCE_PORT MC_PLACEMENT_PORT MC_NOVA_PORT MC_NEUTRON_PORT
+}
+
+# Nova's own vhost on the shared broker, emptied: RPC messages left over from
+# an earlier run must not reach this one's services.
+rabbit_vhost() {
+    [ "$MC_RABBIT_VHOST" != / ] || return 0
+    mc_rabbitmqctl delete_vhost "$MC_RABBIT_VHOST" >/dev/null 2>&1 || true
+    mc_rabbitmqctl add_vhost "$MC_RABBIT_VHOST"
+    local user=${MC_RABBIT%%:*}
+    mc_rabbitmqctl set_permissions -p "$MC_RABBIT_VHOST" "$user" '.*' '.*' '.*'
+}
+
+start_postgres() {
+    local pgbin
+    pgbin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort -V | tail -n1)
+    [ -x "$pgbin/postgres" ] || mc_die "PostgreSQL server not found: run tools/minicloud/minicloud.sh install"
+    mkdir -p "$MC_DIR/pg/data" "$MC_PGSOCK"
+    chown -R postgres: "$MC_DIR/pg"
+    chmod 0700 "$MC_DIR/pg/data"
+    setpriv --reuid=postgres --regid=postgres --init-groups \
+        "$pgbin/initdb" -D "$MC_DIR/pg/data" -A trust -U postgres --no-sync -E UTF8 \
+        > "$MC_LOG/initdb.log" 2>&1 || mc_die "initdb failed; see $MC_LOG/initdb.log"
+    # Unix socket only (no TCP); durability off: a test cloud, rebuilt each up.
+    mc_start postgres setpriv --reuid=postgres --regid=postgres --init-groups \
+        "$pgbin/postgres" -D "$MC_DIR/pg/data" -c listen_addresses= \
+        -c unix_socket_directories="$MC_PGSOCK" -c max_connections=300 \
+        -c shared_buffers=32MB -c fsync=off -c synchronous_commit=off \
+        -c full_page_writes=off
+    mc_wait "PostgreSQL" postgres 60 "$pgbin/pg_isready" -q -h "$MC_PGSOCK"
+    local db args=()
+    for db in keystone glance placement nova_api nova_cell0 nova_cell1; do
+        args+=(-c "CREATE DATABASE $db")
+    done
+    psql -q -h "$MC_PGSOCK" -U postgres "${args[@]}" >/dev/null
+}
+
+# The schema syncs run side by side (they are most of the start-up time).
+sync_keystone() {
+    local k=("$MC_VENV/bin/keystone-manage" --config-file "$MC_ETC/keystone/keystone.conf")
+    "${k[@]}" db_sync
+    "${k[@]}" fernet_setup --keystone-user root --keystone-group root
+    "${k[@]}" credential_setup --keystone-user root --keystone-group root
+    "${k[@]}" bootstrap --bootstrap-password "$MC_ADMIN_PASSWORD" \
+        --bootstrap-region-id "$MC_REGION" --bootstrap-admin-url "$MC_AUTH_URL/" \
+        --bootstrap-internal-url "$MC_AUTH_URL/" --bootstrap-public-url "$MC_AUTH_URL/"
+}
+sync_glance() {
+    "$MC_VENV/bin/glance-manage" --config-file "$MC_ETC/glance/glance-api.conf" db_sync
+}
+sync_placement() {
+    "$MC_VENV/bin/placement-manage" --config-file "$MC_ETC/placement/placement.conf" db sync
+}
+sync_nova() {
+    local n=("$MC_VENV/bin/nova-manage" --config-file "$MC_ETC/nova/nova.conf")
+    "${n[@]}" api_db sync
+    "${n[@]}" cell_v2 map_cell0 --database_connection "$(mc_dburl nova_cell0)"
+    "${n[@]}" cell_v2 create_cell --name cell1
+    "${n[@]}" db sync
+}
+
+# Keystone starts and gets its catalog while the other schemas sync (Nova's
+# takes longest); the syncs are most of the start-up time.
+keystone_job() {
+    sync_keystone > "$MC_LOG/db-keystone.log" 2>&1
+    step "  keystone database ready"
+    OS_KEYSTONE_CONFIG_DIR=$MC_ETC/keystone \
+        mc_start_uwsgi keystone "$MC_KEYSTONE_PORT" keystone.wsgi.api:application
+    mc_wait "Keystone" keystone 90 mc_http_ok "$MC_AUTH_URL"
+    "$MC_VENV/bin/python" "$MC_HERE/register.py" catalog
+    step "  Keystone up; catalog, service users and demo project registered"
+}
+
+sync_databases() {
+    local pids=() pid rc=0 svc
+    keystone_job &
+    pids+=($!)
+    for svc in glance placement nova; do
+        (
+            "sync_$svc" > "$MC_LOG/db-$svc.log" 2>&1
+            step "  $svc database ready"
+        ) &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    [ "$rc" = 0 ] || mc_die "database sync or Keystone start failed; see $MC_LOG/db-*.log, $MC_LOG/keystone.log"
+}
+
+write_client_files() {
+    local cloud user project password file
+    (
+        umask 077
+        {
+            echo "# openstacksdk / openstack CLI: --os-cloud minicloud-admin|minicloud-demo"
+            echo "clouds:"
+            for cloud in admin demo; do
+                if [ "$cloud" = admin ]; then password=$MC_ADMIN_PASSWORD; else password=$MC_DEMO_PASSWORD; fi
+                cat <<EOF
+  minicloud-$cloud:
+    auth:
+      auth_url: $MC_AUTH_URL
+      username: $cloud
+      password: $password
+      project_name: $cloud
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: $MC_REGION
+    identity_api_version: 3
+    interface: public
+EOF
+            done
+        } > "$MC_DIR/clouds.yaml"
+        for cloud in admin demo; do
+            if [ "$cloud" = admin ]; then
+                password=$MC_ADMIN_PASSWORD file=$MC_DIR/openrc
+            else
+                password=$MC_DEMO_PASSWORD file=$MC_DIR/openrc-demo
+            fi
+            user=$cloud project=$cloud
+            cat > "$file" <<EOF
+# source me: the minicloud's $cloud credentials for the openstack CLI
+# ($MC_VENV/bin/openstack) and openstacksdk
+export OS_AUTH_URL=$MC_AUTH_URL OS_IDENTITY_API_VERSION=3 OS_REGION_NAME=$MC_REGION
+export OS_USERNAME=$user OS_PASSWORD=$password OS_PROJECT_NAME=$project
+export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_INTERFACE=public
+EOF
+        done
+    )
+    # What tests and the conductor need to find this cloud (no secrets).
+    "$MC_VENV/bin/python" - "$MC_DIR/minicloud.json" \
+        state_dir="$MC_DIR" auth_url="$MC_AUTH_URL" region_name="$MC_REGION" \
+        clouds_yaml="$MC_DIR/clouds.yaml" admin_cloud=minicloud-admin \
+        demo_cloud=minicloud-demo compute_host="$MC_HOST" \
+        instances_path="$MC_INSTANCES_PATH" instance_name_template="$MC_NAME_TEMPLATE" \
+        libvirt_uri="$MC_LIBVIRT_URI" images_type="$MC_IMAGES_TYPE" \
+        nova_transport_url="$MC_TRANSPORT_URL" nova_compute_conf="$MC_ETC/nova/nova-cpu.conf" \
+        venv="$MC_VENV" log_dir="$MC_LOG" <<'EOF'
+import json
+import sys
+
+info = dict(arg.split("=", 1) for arg in sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    json.dump(info, f, indent=2)
+    f.write("\n")
+EOF
+}
+
+start_apis() {
+    OS_GLANCE_CONFIG_DIR=$MC_ETC/glance \
+        mc_start_uwsgi glance-api "$MC_GLANCE_PORT" glance.wsgi.api:application \
+        --http-chunked-input --http-raw-body --chunked-input-limit 4096000
+    OS_PLACEMENT_CONFIG_DIR=$MC_ETC/placement \
+        mc_start_uwsgi placement-api "$MC_PLACEMENT_PORT" placement.wsgi.api:application
+    mc_start_uwsgi fake-neutron "$MC_NEUTRON_PORT" fake_neutron:application \
+        --pythonpath "$MC_HERE"
+    OS_NOVA_CONFIG_DIR=$MC_ETC/nova \
+        mc_start_uwsgi nova-api "$MC_NOVA_PORT" nova.wsgi.osapi_compute:application
+    mc_wait "Glance" glance-api 90 mc_http_ok "http://127.0.0.1:$MC_GLANCE_PORT/"
+    mc_wait "Placement" placement-api 90 mc_http_ok "http://127.0.0.1:$MC_PLACEMENT_PORT/"
+    mc_wait "the Neutron API stand-in" fake-neutron 90 mc_http_ok "http://127.0.0.1:$MC_NEUTRON_PORT/"
+    mc_wait "Nova API" nova-api 90 mc_http_ok "http://127.0.0.1:$MC_NOVA_PORT/"
+}
+
+# conductor and scheduler start beside the APIs; nova-compute only once the
+# conductor consumes its queue: compute's first call to the conductor is lost
+# otherwise (no queue yet) and costs a 10 s RPC timeout.
+start_conductor_scheduler() {
+    local conf=$MC_ETC/nova/nova.conf
+    mc_start nova-conductor "$MC_VENV/bin/nova-conductor" --config-file "$conf"
+    mc_start nova-scheduler "$MC_VENV/bin/nova-scheduler" --config-file "$conf"
+}
+
+conductor_started() { grep -q "Starting conductor node" "$MC_LOG/nova-conductor.log"; }
+
+start_compute() {
+    mc_wait "nova-conductor" nova-conductor 90 conductor_started
+    # The sudo shim goes first on nova-compute's PATH only (privsep-helper).
+    PATH=$MC_VENV/shim:$MC_VENV/bin:$PATH mc_start nova-compute \
+        "$MC_VENV/bin/python" "$MC_HERE/nova_compute.py" \
+        --config-file "$MC_ETC/nova/nova-cpu.conf"
+}
+
+on_error() {
+    local rc=$?
+    trap - EXIT
+    if [ "$rc" != 0 ]; then
+        mc_log "up failed after $(mc_since "$T0")s; stopping what it started (logs: $MC_LOG)"
+        "$MC_HERE/down.sh" --locked || true
+    fi
+    exit "$rc"
+}
+
+main() {
+    mc_lock
+    if recorded_state; then
+        mc_load_state
+        mc_log "already up (state in $MC_DIR); run down first for a fresh cloud"
+        return 0
+    fi
+    preflight
+    fresh_state
+    write_state
+    trap on_error EXIT
+    rabbit_vhost > "$MC_LOG/rabbit-vhost.log" 2>&1 &
+    local vhost_job=$!
+    start_postgres
+    step "PostgreSQL up on $MC_PGSOCK"
+    "$MC_HERE/configure.sh"
+    sync_databases
+    step "databases synced, Keystone up"
+    wait "$vhost_job" || mc_die "could not set up RabbitMQ vhost $MC_RABBIT_VHOST; see $MC_LOG/rabbit-vhost.log"
+    start_conductor_scheduler
+    start_apis
+    step "Glance, Placement, Nova API, Neutron stand-in answer"
+    start_compute
+    local reg=("$MC_VENV/bin/python" "$MC_HERE/register.py")
+    "${reg[@]}" flavors
+    "${reg[@]}" wait-service "$MC_HOST" "$MC_TIMEOUT" \
+        || mc_die "nova-compute on $MC_HOST did not register; see $MC_LOG/nova-compute.log"
+    step "nova-compute registered"
+    # Map the host into cell1 (discover_hosts_in_cells_interval is off).
+    "$MC_VENV/bin/nova-manage" --config-file "$MC_ETC/nova/nova.conf" \
+        cell_v2 discover_hosts --by-service > "$MC_LOG/discover-hosts.log" 2>&1 \
+        || mc_die "nova-manage cell_v2 discover_hosts failed; see $MC_LOG/discover-hosts.log"
+    "${reg[@]}" wait-hypervisor "$MC_HOST" "$MC_TIMEOUT" \
+        || mc_die "the hypervisor of $MC_HOST did not show; see $MC_LOG/nova-compute.log"
+    write_client_files
+    trap - EXIT
+    step "READY: minicloud up in $(mc_since "$T0")s (compute host $MC_HOST, instances $MC_INSTANCES_PATH)"
+    mc_log "clients: --os-cloud minicloud-admin with OS_CLIENT_CONFIG_FILE=$MC_DIR/clouds.yaml, or . $MC_DIR/openrc"
+}
+
+main "$@"
