@@ -20,6 +20,7 @@ nothing; it prints the figures and the targets next to them.
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -37,8 +38,10 @@ from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import config
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
+from cs2os_agent.transfer import ssh
 from tests.functional import agent_process
 from tests.functional import images
+from tests.functional import sshd
 
 MiB = images.MiB
 
@@ -101,7 +104,41 @@ class PathTransport:
         pass
 
 
-TRANSPORTS = {"path": PathTransport}
+class SshTransport:
+    """A private sshd on 127.0.0.1 plays the CloudStack KVM host."""
+
+    name = "ssh"
+    baseline_name = "ssh cat>f"
+
+    def __init__(self, work, vol):
+        self.vol = vol
+        self.server = sshd.Server(work).start()
+
+    def agent_options(self):
+        return {"ssh_private_key_file": self.server.client_key,
+                "ssh_known_hosts_file": self.server.known_hosts,
+                "remote_source_roots": os.path.dirname(self.vol.pool_dir)}
+
+    def source(self):
+        return {"transport": "ssh", "host": "127.0.0.1",
+                "port": self.server.port, "path": self.vol.overlay}
+
+    def baseline(self, dest):
+        # The same ssh command line (cipher included) the agent runs.
+        options = ssh.SshOptions(self.server.client_key,
+                                 self.server.known_hosts, 10, 60, 1 << 20)
+        target = ssh.SshTarget("127.0.0.1", self.server.port, "root",
+                               self.vol.overlay)
+        argv = ssh.build_argv(target, options,
+                              "cat -- %s" % shlex.quote(self.vol.overlay))
+        with open(dest, "wb") as f:
+            subprocess.run(argv, stdout=f, check=True)
+
+    def stop(self):
+        self.server.stop()
+
+
+TRANSPORTS = {"path": PathTransport, "ssh": SshTransport}
 
 
 def timed(fn, *args):
@@ -119,7 +156,8 @@ def bench_transport(cls, args, work, vol, inst, api, ctxt, exchange, url,
     agent = agent_process.AgentProcess(
         work, "bench-%s-%s" % (transport.name, uuid.uuid4().hex[:6]), url,
         exchange, os.path.dirname(inst.instance_dir), roots,
-        transfer_options=transport.agent_options())
+        # The shipped checkpoint interval, not the tests' small one.
+        transfer_options=dict(transport.agent_options(), checkpoint_mib=256))
     try:
         agent.start(api, ctxt)
         allocated = qemu_img.allocated_bytes(vol.reference, "qcow2")

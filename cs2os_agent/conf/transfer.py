@@ -46,14 +46,19 @@ ssh_opts = [
         "ssh_private_key_file",
         default="/etc/cs2os/ssh/id_ed25519",
         help="Private key the agent logs in to CloudStack KVM hosts with "
-        "(the 'ssh' transport). No ssh-agent and no password is used.",
+        "(the 'ssh' transport), readable by the agent's user only (mode "
+        "0600). No ssh-agent, no password and no ssh_config file is used. "
+        "The path must be absolute, without blanks, quotes, '%' or '~'.",
     ),
     cfg.StrOpt(
         "ssh_known_hosts_file",
         default="/etc/cs2os/ssh/known_hosts",
         help="known_hosts file holding the host keys of the CloudStack KVM "
         "hosts. A host whose key is not in it, or whose key changed, is "
-        "refused.",
+        "refused; the agent never adds or updates a key. Add a host with "
+        "'ssh-keyscan -p PORT HOST >> FILE' after checking the key's "
+        "fingerprint out of band. The path must be absolute, without "
+        "blanks, quotes, '%' or '~'.",
     ),
     cfg.StrOpt(
         "ssh_user",
@@ -64,7 +69,9 @@ ssh_opts = [
         "ssh_connect_timeout",
         default=10,
         min=1,
-        help="Seconds to wait for an SSH connection to be established.",
+        help="Seconds to wait for an SSH connection to be established. "
+        "A connection that stops answering is dropped after about a minute "
+        "(keepalives every 15 s).",
     ),
     cfg.ListOpt(
         "remote_source_roots",
@@ -80,8 +87,45 @@ nfs_opts = [
         "nfs_version",
         default="auto",
         choices=["auto", "3", "4"],
-        help="NFS protocol version for the 'nfs' transport; auto lets the "
-        "client negotiate.",
+        help="NFS protocol version for the 'nfs' transport; auto tries "
+        "NFSv4 (one port, no portmapper) and then NFSv3. A request's "
+        "'version' key overrides it.",
+    ),
+    cfg.PortOpt(
+        "nfs_port",
+        default=0,
+        help="TCP port of the NFS service on the NFS servers the 'nfs' "
+        "transport reads from. 0 means the standard one: 2049 for NFSv4, "
+        "the portmapper's answer for NFSv3.",
+    ),
+    cfg.PortOpt(
+        "nfs_mount_port",
+        default=0,
+        help="TCP port of the MOUNT service (NFSv3 only). 0 asks the "
+        "server's portmapper (rpcbind, port 111).",
+    ),
+    cfg.IntOpt(
+        "nfs_uid",
+        min=0,
+        help="AUTH_SYS user id the 'nfs' transport presents to the server. "
+        "Unset: the agent process's own uid. The export must let it read "
+        "the volume files (CloudStack's KVM hosts read them as root, so an "
+        "export for them usually has no_root_squash).",
+    ),
+    cfg.IntOpt(
+        "nfs_gid",
+        min=0,
+        help="AUTH_SYS group id the 'nfs' transport presents. Unset: the "
+        "agent process's own gid.",
+    ),
+    cfg.ListOpt(
+        "nfs_allowed_exports",
+        default=[],
+        help="NFS exports the 'nfs' transport may read from, each "
+        "'/export/path' (any server) or 'server:/export/path'. Empty allows "
+        "every export the NFS server grants this node. A request's path is "
+        "always relative to its export and can never leave it ('..' is "
+        "refused); [transfer] remote_source_roots does not apply to nfs.",
     ),
 ]
 

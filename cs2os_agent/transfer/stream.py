@@ -1,11 +1,15 @@
 """Copy a byte stream produced by a helper process into a partial file.
 
 Used by the transports whose fastest mechanism is an external program
-writing the file to its stdout (``ssh host cat``, ``nfs-cat``): the data
-passes through one reusable buffer, so memory does not grow with the file,
-and every chunk goes through the monitor (progress, bandwidth, cancel).
+writing the file to its stdout (``ssh host cat``): the data moves from the
+pipe into the file with ``splice`` (no copy through user space; a
+read/write loop through one reusable buffer where splice is refused), so
+memory does not grow with the file, and every chunk goes through the
+monitor (progress, bandwidth, cancel).
 """
 
+import ctypes
+import errno
 import fcntl
 import os
 import select
@@ -21,6 +25,59 @@ LOG = logging.getLogger(__name__)
 
 # How often a blocked read wakes up to notice a cancel.
 _POLL_SECONDS = 0.5
+# Module switches, so tests and benchmarks can compare both ways.
+USE_SPLICE = hasattr(os, "splice")
+USE_WRITE_BEHIND = True
+# Start the disk write-back of every this many new bytes (_WriteBehind).
+WRITE_BEHIND_BYTES = 16 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>; starts write-out, never waits
+# splice cannot serve this pipe/file pair: fall back to read/write.
+_NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
+
+
+def _load_sync_file_range():
+    """libc's sync_file_range (Python has no binding), or None."""
+    try:
+        # CDLL(None): the symbols already loaded, glibc's among them; no
+        # find_library, which would run ldconfig in a subprocess.
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+class _WriteBehind:
+    """Let the disk write while the network delivers.
+
+    A checkpoint fsync (PartialFile.advanced) otherwise finds everything
+    since the previous one dirty in the page cache and stops the copy until
+    it is on disk, so network time and disk time add up (measured: ~190
+    instead of ~400 MB/s for ``ssh cat`` into a file on a disk that fsyncs
+    ~350 MB/s).  Asking the kernel to start writing each range back right
+    after it was written (sync_file_range WRITE: asynchronous, no fsync
+    semantics) overlaps the two; the fsyncs still make the data durable.
+    """
+
+    def __init__(self, fd, position):
+        self._fd = fd
+        self._start = position
+        self._enabled = USE_WRITE_BEHIND and _sync_file_range is not None
+
+    def written(self, position):
+        if not self._enabled or position - self._start < WRITE_BEHIND_BYTES:
+            return
+        if _sync_file_range(self._fd, self._start, position - self._start,
+                            _SYNC_FILE_RANGE_WRITE) != 0:
+            self._enabled = False  # only a hint: go on without it
+            LOG.debug("sync_file_range failed (errno %d); not used again",
+                      ctypes.get_errno())
+        self._start = position
 
 
 class StreamProcess:
@@ -70,7 +127,8 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
         fcntl.fcntl(src, fcntl.F_SETPIPE_SZ, 1 << 20)
     except OSError:
         pass  # over /proc/sys/fs/pipe-max-size: the default still works
-    view = memoryview(bytearray(chunk_size))
+    mover = _Mover(src, dst, chunk_size)
+    write_behind = _WriteBehind(dst, offset)
     position = offset
     last_data = time.monotonic()
     try:
@@ -85,16 +143,48 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
                         reason="no data for %d s" % stall_timeout,
                     )
                 continue
-            n = os.readv(src, [view])
+            n = mover.move(position)
             if n == 0:
                 return position - offset
-            written = 0
-            while written < n:
-                written += os.pwrite(dst, view[written:n], position + written)
             position += n
+            write_behind.written(position)
             last_data = time.monotonic()
             partial.advanced(position)
             monitor.advance(n)
     except exception.MigrationCancelled:
         process.stop()
         raise
+
+
+class _Mover:
+    """Moves what the pipe holds into the file at a given offset."""
+
+    def __init__(self, src, dst, chunk_size):
+        self._src = src
+        self._dst = dst
+        self._chunk_size = chunk_size
+        self._splice = USE_SPLICE
+        self._view = None  # allocated only if splice is refused
+
+    def move(self, position):
+        """Bytes moved (0 at the end of the stream)."""
+        if self._splice:
+            try:
+                # The kernel moves the pages; Python never touches the data
+                # (measured 1-12% faster than read/write into a file, with
+                # ssh's two ends on the same 2 cores).
+                return os.splice(self._src, self._dst, self._chunk_size,
+                                 offset_dst=position)
+            except OSError as exc:
+                if exc.errno not in _NO_SPLICE:
+                    raise
+                LOG.debug("splice refused (%s); using read/write", exc)
+                self._splice = False
+        if self._view is None:
+            self._view = memoryview(bytearray(self._chunk_size))
+        n = os.readv(self._src, [self._view])
+        written = 0
+        while written < n:
+            written += os.pwrite(self._dst, self._view[written:n],
+                                 position + written)
+        return n
