@@ -41,6 +41,7 @@ from cs2os_agent.common import rpc
 from cs2os_agent.transfer import ssh
 from tests.functional import agent_process
 from tests.functional import images
+from tests.functional import nfsd
 from tests.functional import sshd
 
 MiB = images.MiB
@@ -138,7 +139,43 @@ class SshTransport:
         self.server.stop()
 
 
-TRANSPORTS = {"path": PathTransport, "ssh": SshTransport}
+class NfsTransport:
+    """nfs-ganesha (user space) on 127.0.0.1 exports the pool dirs (v4)."""
+
+    name = "nfs"
+    baseline_name = "nfs-cp"
+    pseudo = "/primary"
+
+    def __init__(self, work, vol):
+        self.vol = vol
+        self.server = nfsd.Ganesha(
+            work, "bench-ganesha", os.path.dirname(vol.pool_dir),
+            pseudo=self.pseudo, protocols="4")
+        self.server.start("127.0.0.1", 4)
+
+    def _relative(self):
+        return os.path.relpath(self.vol.overlay,
+                               os.path.dirname(self.vol.pool_dir))
+
+    def agent_options(self):
+        return {"nfs_port": self.server.port}
+
+    def source(self):
+        return {"transport": "nfs", "server": "127.0.0.1",
+                "export": self.pseudo, "path": self._relative()}
+
+    def baseline(self, dest):
+        url = "nfs://127.0.0.1%s/%s?version=4&nfsport=%d" % (
+            self.pseudo, self._relative(), self.server.port)
+        subprocess.run(["nfs-cp", url, dest], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        self.server.stop()
+
+
+TRANSPORTS = {"path": PathTransport, "ssh": SshTransport,
+              "nfs": NfsTransport}
 
 
 def timed(fn, *args):

@@ -10,6 +10,13 @@ PACKAGES=(
     pkg-config gcc python3-dev
     rabbitmq-server
     openssh-server openssh-client
+    # nfs transport: the agent loads libnfs (pulled in by libnfs-utils, whose
+    # nfs-cp is the benchmark's baseline); the tests serve NFS with
+    # nfs-ganesha (the kernel may have no nfsd), NFSv3 with rpcbind inside a
+    # network namespace (iproute2, util-linux's unshare/nsenter).
+    libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux
+    # conductor database tests (a private cluster) and the minicloud
+    postgresql curl
 )
 
 SUDO=()

@@ -346,8 +346,8 @@ class NfsExportUnavailable(Cs2osException):
 
 class NfsClientUnavailable(Cs2osException):
     msg_fmt = (
-        "The nfs transport cannot load libnfs: %(reason)s; install the "
-        "libnfs13 package (tools/install-deps.sh)"
+        "The nfs transport cannot load libnfs: %(reason)s; install libnfs "
+        "(Debian: libnfs13, pulled in by libnfs-utils; tools/install-deps.sh)"
     )
 
 

@@ -76,9 +76,10 @@ ssh_opts = [
     cfg.ListOpt(
         "remote_source_roots",
         default=["/mnt"],
-        help="Directories on a CloudStack KVM host (ssh) or below an NFS "
-        "export (nfs) an overlay may be read from. CloudStack mounts NFS "
-        "primary storage at /mnt/<pool uuid>.",
+        help="Directories on a CloudStack KVM host an overlay may be read "
+        "from with the 'ssh' transport. CloudStack mounts NFS primary "
+        "storage at /mnt/<pool uuid>. (NFS sources are confined by "
+        "nfs_allowed_exports.)",
     ),
 ]
 
