@@ -22,12 +22,8 @@ from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_kvm
 from tests.functional import agent_process
 from tests.functional import conductor_process
-from tests.functional import conftest as ft
+from tests.functional import harness as ft
 from tests.functional import images
-from tests.functional.conftest import agent_api  # noqa: F401 - fixtures
-from tests.functional.conftest import cloudstack_root  # noqa: F401
-from tests.functional.conftest import services  # noqa: F401
-from tests.functional.conftest import workdir  # noqa: F401
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID

@@ -15,7 +15,7 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import conftest
+from tests.functional import harness
 from tests.functional import images
 
 MiB = images.MiB
@@ -226,7 +226,7 @@ def test_bandwidth_limit_and_progress(agents, agent_api, ctxt,
     # 20 MiB at 5 MB/s cannot take less than ~4 s.
     assert result["seconds"] >= result["bytes_copied"] / 5e6 * 0.95
     # Longer than the RPC timeout: the call monitor kept the call alive.
-    assert result["seconds"] > conftest.RPC_RESPONSE_TIMEOUT
+    assert result["seconds"] > harness.RPC_RESPONSE_TIMEOUT
     reports = conductor_stub.final_reports("mig-slow")
     # progress_interval is 1 s: intermediate reports, then the final one.
     assert len(reports) >= 2

@@ -20,17 +20,17 @@ from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
 from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_kvm
-from tests.functional import conftest
+from tests.functional import harness
 from tests.functional import images
 
-RUN_ID = conftest.RUN_ID
+RUN_ID = harness.RUN_ID
 
 
 @pytest.fixture(scope="module")
 def cloud(cloudstack_root):
-    conftest._require_binaries()
-    conftest._require_libvirt()
-    kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, conftest.LIBVIRT_URI,
+    harness.require_binaries()
+    harness.require_libvirt()
+    kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, harness.LIBVIRT_URI,
                                     stop_grace=1.0)
     api = cloudstack_api.FakeCloudStack(kvm)
     api.admin = api.add_account("admin")
@@ -44,7 +44,7 @@ def cloud(cloudstack_root):
 
 @pytest.fixture(scope="module")
 def libvirt_conn(cloud):
-    conn = libvirt.open(conftest.LIBVIRT_URI)
+    conn = libvirt.open(harness.LIBVIRT_URI)
     yield conn
     conn.close()
 

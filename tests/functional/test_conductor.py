@@ -23,9 +23,9 @@ from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
 from tests.fakes import cloudstack_api
 from tests.functional import conductor_process
-from tests.functional import conftest
+from tests.functional import harness
 
-RUN_ID = conftest.RUN_ID
+RUN_ID = harness.RUN_ID
 TOPIC = "notifications-%s" % RUN_ID
 
 
@@ -92,7 +92,7 @@ def db_url(workdir):
 def conductor(workdir, services, cloud, conductor_api, db_url,
               notifications):
     proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-test-%s-conductor" % RUN_ID, conftest.TRANSPORT_URL,
+        workdir, "cs2os-test-%s-conductor" % RUN_ID, harness.TRANSPORT_URL,
         services["exchange"], db_url, TOPIC, lease_seconds=30,
         sections={"cloudstack": {"endpoint": cloud.endpoint,
                                  "api_key": cloud.admin.apikey,

@@ -15,7 +15,7 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import conftest
+from tests.functional import harness
 from tests.functional import images
 from tests.functional import nfsd
 from tests.functional import test_agent_interruptions as interruptions
@@ -48,7 +48,7 @@ def ganesha4(workdir, nfs_root):
 def ganesha3(workdir, nfs_root):
     """NFSv3 (+v4) on the standard ports, inside a private namespace."""
     nfsd.require("ganesha.nfsd", "rpcbind", "ip", "unshare", "nsenter")
-    net = nfsd.PrivateNetwork(workdir, conftest.RUN_ID)
+    net = nfsd.PrivateNetwork(workdir, harness.RUN_ID)
     server = None
     try:
         net.start()
