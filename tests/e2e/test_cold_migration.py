@@ -9,7 +9,9 @@ booted from.
 """
 
 import hashlib
+import json
 import os
+import subprocess
 import time
 import uuid
 
@@ -26,6 +28,8 @@ from tests.functional import harness as ft
 from tests.functional import images
 
 MiB = images.MiB
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 RUN_ID = ft.RUN_ID
 
 
@@ -250,3 +254,69 @@ def test_cancel_during_the_copy_rolls_everything_back(
     assert cloud.vm_state(vm) == "Running"
     wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
 
+
+
+def test_bad_requests_fail_validation_and_touch_nothing(
+        conductor, conductor_api, ctxt, cloud, minicloud,
+        cloudstack_root):  # noqa: F811
+    vm = new_vm(cloud, cloudstack_root)
+    before = images.sha256(vm.volume.overlay)
+    huge = new_vm(cloud, cloudstack_root, volume_size=16 * 1024 * MiB)
+    vmware = new_vm(cloud, cloudstack_root)
+    vmware.hypervisor = "VMware"
+    servers_before = {s.id for s in minicloud.conn.compute.servers(
+        all_projects=True)}
+    cases = [
+        ({"source": "no-such-vm-%s" % RUN_ID}, "no-such-vm"),
+        ({"source": vmware.name}, "VMware"),
+        ({"source": huge.name}, "no flavor has"),
+        ({"source": vm.name, "host": "no-such-host"},
+         "no-such-host is not a nova-compute host"),
+    ]
+    for request, words in cases:
+        created = conductor_api.create_migration(ctxt, request)
+        done = wait_state(conductor_api, ctxt, created["id"],
+                          ("failed", "succeeded"), timeout=120)
+        assert (done["state"], done["step"]) == ("failed", "validate"), \
+            (request, done["state"], done["step"])
+        assert words in done["error"], (request, done["error"])
+    # Nothing was created in Nova, and the CloudStack VMs run untouched.
+    assert {s.id for s in minicloud.conn.compute.servers(
+        all_projects=True)} == servers_before
+    assert cloud.vm_state(vm) == "Running"
+    assert images.sha256(vm.volume.overlay) == before
+
+
+def test_conductor_killed_mid_copy_resumes(conductor, conductor_api, ctxt,
+                                           cloud, minicloud,
+                                           cloudstack_root):  # noqa: F811
+    vm = new_vm(cloud, cloudstack_root,
+                writes=((0x5A, 4 * MiB, 60 * MiB),))
+    created = conductor_api.create_migration(ctxt, {"source": vm.name})
+    deadline = time.monotonic() + 300
+    while conductor_api.get_migration(ctxt, created["id"])["step"] != \
+            "sync":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    conductor.kill()  # SIGKILL mid-copy: no cleanup, no rollback
+    conductor.start(conductor_api, cs2os_context.get_admin_context())
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed", "cancelled"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    # The restarted conductor took it over and collected the copy the
+    # agent went on with; nothing was copied twice.
+    assert done["conductor"] == conductor.host
+    assert done["result"]["sync"]["reused"] is True
+    server = minicloud.conn.compute.get_server(
+        done["resources"]["server_id"])
+    assert server.status == "ACTIVE"
+    wait_console(os.path.join(minicloud.instances_path, server.id,
+                              "console.log"), vm.volume.message)
+    # openstack server show, as an operator would look.
+    shown = subprocess.run(
+        [os.path.join(REPO, "tools", "minicloud", "minicloud.sh"),
+         "openstack", "server", "show", server.id, "-f", "json"],
+        check=True, capture_output=True, text=True).stdout
+    shown = json.loads(shown[shown.index("{"):])
+    assert shown["status"] == "ACTIVE"
+    assert shown["name"] == vm.name
