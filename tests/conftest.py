@@ -13,11 +13,10 @@ import libvirt
 import oslo_messaging as messaging
 import pytest
 
-from cs2os_agent import conf
 from cs2os_agent.agent import rpcapi
-from cs2os_agent.common import config
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import rpc
+from tests.functional import agent_process
 from tests.functional import harness
 from tests.functional import images
 
@@ -45,15 +44,8 @@ def services(workdir):
                         ".*", ".*", ".*")
     harness.require_libvirt()
     exchange = "cs2os-test-%s" % harness.RUN_ID
-    client_conf = os.path.join(workdir, "client.conf")
-    with open(client_conf, "w") as f:
-        f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
-                "rpc_response_timeout = %d\n"
-                % (harness.TRANSPORT_URL, exchange,
-                   harness.RPC_RESPONSE_TIMEOUT))
-    config.parse_args(["--config-file", client_conf],
-                      default_config_files=[])
-    rpc.init(conf.CONF)
+    agent_process.init_rpc_client(workdir, harness.TRANSPORT_URL, exchange,
+                                  harness.RPC_RESPONSE_TIMEOUT)
     yield {"exchange": exchange}
     rpc.cleanup()
     harness.rabbitmqctl("delete_vhost", harness.VHOST)
@@ -160,3 +152,12 @@ def conductor_stub(services):
     yield endpoint
     server.stop()
     server.wait()
+
+
+@pytest.fixture
+def instance(cloudstack_volume, nova_instance):
+    """A Nova-like instance on a fresh CloudStack volume's template."""
+    vol = cloudstack_volume()
+    inst = nova_instance(vol.template, 64 * images.MiB)
+    inst.volume = vol
+    return inst

@@ -31,11 +31,9 @@ import uuid
 
 import libvirt
 
-from cs2os_agent import conf
 from cs2os_agent import qemu_img
 from cs2os_agent.agent import domain  # noqa: F401 - quiets libvirt's stderr
 from cs2os_agent.agent import rpcapi
-from cs2os_agent.common import config
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
 from cs2os_agent.transfer import ssh
@@ -309,13 +307,7 @@ def main():
         dom = conn.defineXML(inst.domain_xml())
 
         exchange = "cs2os-bench-%s" % run_id
-        client_conf = os.path.join(work, "client.conf")
-        with open(client_conf, "w") as f:
-            f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
-                    % (args.transport_url, exchange))
-        config.parse_args(["--config-file", client_conf],
-                          default_config_files=[])
-        rpc.init(conf.CONF)
+        agent_process.init_rpc_client(work, args.transport_url, exchange)
         api = rpcapi.AgentAPI()
         ctxt = context.get_admin_context()
         results = []

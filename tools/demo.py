@@ -25,11 +25,9 @@ import uuid
 
 import libvirt
 
-from cs2os_agent import conf
 from cs2os_agent import qemu_img
 from cs2os_agent.agent import domain  # noqa: F401 - quiets libvirt's stderr
 from cs2os_agent.agent import rpcapi
-from cs2os_agent.common import config
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
 from tests.functional import agent_process
@@ -136,13 +134,7 @@ def main():
         steps.run("CloudStack: stop VM %s" % cs_name, cs_dom.destroy)
 
         exchange = "cs2os-demo-%s" % run_id
-        client_conf = os.path.join(work, "client.conf")
-        with open(client_conf, "w") as f:
-            f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
-                    % (args.transport_url, exchange))
-        config.parse_args(["--config-file", client_conf],
-                          default_config_files=[])
-        rpc.init(conf.CONF)
+        agent_process.init_rpc_client(work, args.transport_url, exchange)
         api = rpcapi.AgentAPI()
         ctxt = context.get_admin_context()
         agent = agent_process.AgentProcess(

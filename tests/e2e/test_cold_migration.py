@@ -26,6 +26,9 @@ from tests.functional import agent_process
 from tests.functional import conductor_process
 from tests.functional import harness as ft
 from tests.functional import images
+from tests.functional.harness import wait_console
+from tests.functional.harness import wait_state
+from tests.functional.harness import wait_step
 
 MiB = images.MiB
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -120,33 +123,6 @@ def ctxt():
     return cs2os_context.RequestContext(user_id="e2e", project_id="admin")
 
 
-def wait_state(api, ctxt, migration_id, states, timeout=600):
-    deadline = time.monotonic() + timeout
-    while True:
-        migration = api.get_migration(ctxt, migration_id)
-        if migration["state"] in states:
-            return migration
-        if time.monotonic() > deadline:
-            raise AssertionError("migration %s stayed %s at %s: %s" % (
-                migration_id, migration["state"], migration["step"],
-                migration["events"][-3:]))
-        time.sleep(1)
-
-
-def wait_console(path, text, timeout=120):
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                seen = f.read()
-            if text in seen:
-                return
-        time.sleep(0.5)
-    raise AssertionError("%s never showed %r (has %r)" % (path, text,
-                                                           seen[-300:]))
-
-
 def new_vm(cloud, cloudstack_root, **volume_args):  # noqa: F811
     volume = images.make_cloudstack_volume(cloudstack_root, **volume_args)
     vm = cloud.add_kvm_vm("e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6]),
@@ -234,11 +210,7 @@ def test_cancel_during_the_copy_rolls_everything_back(
     vm = new_vm(cloud, cloudstack_root,
                 writes=((0x5A, 4 * MiB, 60 * MiB),))
     created = conductor_api.create_migration(ctxt, {"source": vm.name})
-    deadline = time.monotonic() + 300
-    while conductor_api.get_migration(ctxt, created["id"])["step"] != \
-            "sync":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_step(conductor_api, ctxt, created["id"], "sync")
     time.sleep(1)
     conductor_api.cancel_migration(ctxt, created["id"])
     done = wait_state(conductor_api, ctxt, created["id"],
@@ -293,11 +265,7 @@ def test_conductor_killed_mid_copy_resumes(conductor, conductor_api, ctxt,
     vm = new_vm(cloud, cloudstack_root,
                 writes=((0x5A, 4 * MiB, 60 * MiB),))
     created = conductor_api.create_migration(ctxt, {"source": vm.name})
-    deadline = time.monotonic() + 300
-    while conductor_api.get_migration(ctxt, created["id"])["step"] != \
-            "sync":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_step(conductor_api, ctxt, created["id"], "sync")
     conductor.kill()  # SIGKILL mid-copy: no cleanup, no rollback
     conductor.start(conductor_api, cs2os_context.get_admin_context())
     done = wait_state(conductor_api, ctxt, created["id"],

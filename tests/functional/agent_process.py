@@ -113,3 +113,24 @@ class AgentProcess(ServiceProcess):
 
 
 __all__ = ["AgentProcess", "ServiceProcess", "exception"]
+
+
+def init_rpc_client(workdir, transport_url, exchange,
+                    rpc_response_timeout=60):
+    """Make this process an RPC client of the services started here.
+
+    It reads a config file like the services' own, so client and servers
+    meet on the same broker, vhost and exchange.
+    """
+    from cs2os_agent import conf
+    from cs2os_agent.common import config
+    from cs2os_agent.common import rpc
+
+    client_conf = os.path.join(workdir, "client.conf")
+    with open(client_conf, "w") as f:
+        f.write("[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
+                "rpc_response_timeout = %d\n"
+                % (transport_url, exchange, rpc_response_timeout))
+    config.parse_args(["--config-file", client_conf],
+                      default_config_files=[])
+    rpc.init(conf.CONF)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 
 import libvirt
@@ -19,6 +20,7 @@ import pytest
 
 from cs2os_agent.common import context as cs2os_context
 from tests.functional import agent_process
+from tests.functional import images
 
 RUN_ID = uuid.uuid4().hex[:8]
 # The broker the test services run; each test run gets a vhost of its own.
@@ -143,3 +145,76 @@ class RecordingConductor:
                 raise AssertionError("no final progress report for %s: %r"
                                      % (migration_id, mine()))
             return mine()
+
+
+class Call(threading.Thread):
+    """An RPC call running in the background; keeps result or error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self.result = self.error = None
+
+    def run(self):
+        try:
+            self.result = self._fn(*self._args)
+        except Exception as exc:  # noqa: BLE001
+            self.error = exc
+
+
+def wait_for(predicate, timeout=30, what="condition", interval=0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+def wait_console(path, text, timeout=120):
+    """Wait until a guest printed ``text`` into its console log ``path``."""
+    seen = []
+
+    def printed():
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                seen[:] = [f.read()]
+        return bool(seen) and text in seen[0]
+
+    try:
+        wait_for(printed, timeout, interval=0.2)
+    except AssertionError:
+        raise AssertionError("%s never showed %r; it has %r" % (
+            path, text, seen[0][-300:] if seen else "")) from None
+
+
+def sync_expecting(agent, agent_api, ctxt, inst, source, exc_type):
+    """sync_overlay must fail with ``exc_type`` and change nothing."""
+    before = images.dir_state(inst.instance_dir)
+    with pytest.raises(exc_type) as err:
+        agent_api.sync_overlay(ctxt, agent.host, "mig-bad-%s" % uuid.uuid4(),
+                               inst.uuid, source)
+    assert images.dir_state(inst.instance_dir) == before
+    return str(err.value)
+
+
+def wait_state(conductor_api, ctxt, migration_id, states, timeout=600):
+    """Poll a migration until its state is one of ``states``; return it."""
+    found = []
+
+    def reached():
+        found[:] = [conductor_api.get_migration(ctxt, migration_id)]
+        return found[0]["state"] in states
+
+    try:
+        wait_for(reached, timeout, interval=0.5)
+    except AssertionError:
+        m = found[0]
+        raise AssertionError("migration %s stayed %s at %s: %s" % (
+            migration_id, m["state"], m["step"], m["events"][-3:])) from None
+    return found[0]
+
+
+def wait_step(conductor_api, ctxt, migration_id, step, timeout=300):
+    wait_for(lambda: conductor_api.get_migration(
+        ctxt, migration_id)["step"] == step, timeout,
+        "migration %s to reach %s" % (migration_id, step), interval=0.2)

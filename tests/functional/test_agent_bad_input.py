@@ -12,25 +12,9 @@ import pytest
 
 from cs2os_agent.common import exception
 from tests.functional import images
+from tests.functional.harness import sync_expecting
 
 MiB = images.MiB
-
-
-@pytest.fixture
-def instance(cloudstack_volume, nova_instance):
-    vol = cloudstack_volume()
-    inst = nova_instance(vol.template, 64 * MiB)
-    inst.volume = vol
-    return inst
-
-
-def sync_expecting(agent, agent_api, ctxt, inst, source, exc_type):
-    before = images.dir_state(inst.instance_dir)
-    with pytest.raises(exc_type) as err:
-        agent_api.sync_overlay(ctxt, agent.host, "mig-bad-%s" % uuid.uuid4(),
-                               inst.uuid, source)
-    assert images.dir_state(inst.instance_dir) == before
-    return str(err.value)
 
 
 def test_overlay_larger_than_instance_disk(agent, agent_api, ctxt,

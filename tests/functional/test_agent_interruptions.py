@@ -1,8 +1,6 @@
 """A copy can be cancelled, and survives the agent being killed."""
 
 import os
-import threading
-import time
 import uuid
 
 import oslo_messaging as messaging
@@ -11,31 +9,10 @@ import pytest
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
 from tests.functional import images
+from tests.functional.harness import Call
+from tests.functional.harness import wait_for
 
 MiB = images.MiB
-
-
-class Call(threading.Thread):
-    """An RPC call running in the background; keeps result or error."""
-
-    def __init__(self, fn, *args):
-        super().__init__(daemon=True)
-        self._fn, self._args = fn, args
-        self.result = self.error = None
-
-    def run(self):
-        try:
-            self.result = self._fn(*self._args)
-        except Exception as exc:  # noqa: BLE001
-            self.error = exc
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

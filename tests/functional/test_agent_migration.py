@@ -8,7 +8,6 @@ process driven over RPC.  Guest-visible content is proven with
 """
 
 import os
-import time
 import uuid
 
 import pytest
@@ -31,20 +30,8 @@ def state(domain):
     return domain.state()[0]
 
 
-def wait_console(inst, text, timeout=60):
-    """Wait until the guest printed ``text`` on its serial console."""
-    console = os.path.join(inst.instance_dir, "console.log")
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        if os.path.exists(console):
-            with open(console, errors="replace") as f:
-                seen = f.read()
-            if text in seen:
-                return
-        time.sleep(0.2)
-    raise AssertionError("guest console never showed %r; it has %r"
-                         % (text, seen[-500:]))
+def console(inst):
+    return os.path.join(inst.instance_dir, "console.log")
 
 
 def test_agent_info(agent, agent_api, ctxt):
@@ -76,7 +63,7 @@ def test_cold_migration_end_to_end(agent, agent_api, ctxt, cloudstack_volume,
     # A booted Nova server, as after step 3 of the method.
     inst = nova_instance(vol.template, 128 * MiB, start=True)
     # The guest booted from the Glance image (the template), as Nova does.
-    wait_console(inst, vol.template_message)
+    harness.wait_console(console(inst), vol.template_message)
     nova_disk_before = images.sha256(inst.disk)
     migration = "mig-%s" % uuid.uuid4().hex
 
@@ -120,7 +107,7 @@ def test_cold_migration_end_to_end(agent, agent_api, ctxt, cloudstack_volume,
 
     inst.domain.create()  # Nova's start
     # The guest now boots the CloudStack VM's disk: its own bytes say so.
-    wait_console(inst, vol.message)
+    harness.wait_console(console(inst), vol.message)
     assert state(inst.domain) == RUNNING
     probe = agent_api.probe_instance(ctxt, agent.host, inst.uuid)
     assert probe["backing_file"] == inst.base
@@ -156,7 +143,7 @@ def test_rollback_and_retry(agent, agent_api, ctxt, cloudstack_volume,
     assert images.sha256(inst.disk) == nova_disk
     # The server boots as Nova made it.
     inst.domain.create()
-    wait_console(inst, vol.template_message)
+    harness.wait_console(console(inst), vol.template_message)
     inst.domain.destroy()
 
     # The migrated disk was kept: a retry swaps it in without copying.
@@ -169,7 +156,7 @@ def test_rollback_and_retry(agent, agent_api, ctxt, cloudstack_volume,
         ctxt, agent.host, migration, inst.uuid)["swapped"] is False
     qemu_img.compare(vol.reference, inst.disk, "qcow2", "qcow2")
     inst.domain.create()
-    wait_console(inst, vol.message)
+    harness.wait_console(console(inst), vol.message)
 
 
 def test_sync_is_idempotent_per_migration_and_source(
@@ -212,7 +199,7 @@ def test_sparse_volume_without_backing_is_copied_whole(
     qemu_img.compare(vol.reference, result["staged_path"], "qcow2", "qcow2")
     agent_api.swap_disk(ctxt, agent.host, "mig-fat", inst.uuid)
     inst.domain.create()
-    wait_console(inst, vol.message)
+    harness.wait_console(console(inst), vol.message)
 
 
 def test_bandwidth_limit_and_progress(agents, agent_api, ctxt,

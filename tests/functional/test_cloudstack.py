@@ -9,7 +9,6 @@ its overlay to its serial console, which proves which disk it booted from.
 
 import os
 import socket
-import time
 
 import libvirt
 import pytest
@@ -56,18 +55,6 @@ def client(cloud):
         timeout=10, job_poll_interval=0.1, job_timeout=120)
 
 
-def wait_console(cloud, vm, text, timeout=60):
-    path = cloud.kvm.console(vm.instancename)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                if text in f.read():
-                    return
-        time.sleep(0.1)
-    pytest.fail("guest %s never printed %r" % (vm.instancename, text))
-
-
 def domain(conn, name):
     try:
         return conn.lookupByName(name)
@@ -80,7 +67,7 @@ def running_vm(cloud, cloudstack_root):
     volume = images.make_cloudstack_volume(cloudstack_root)
     vm = cloud.add_kvm_vm("web-%s" % RUN_ID, volume, cloud.admin, cloud.host,
                           networks=[cloud.network])
-    wait_console(cloud, vm, volume.message)
+    harness.wait_console(cloud.kvm.console(vm.instancename), volume.message)
     vm.volume = volume
     return vm
 
@@ -137,7 +124,8 @@ def test_stop_then_start(client, cloud, running_vm, libvirt_conn):
     assert started["state"] == "Running"
     dom = domain(libvirt_conn, running_vm.instancename)
     assert dom is not None and dom.isActive()
-    wait_console(cloud, running_vm, running_vm.volume.message)
+    harness.wait_console(cloud.kvm.console(running_vm.instancename),
+                         running_vm.volume.message)
 
 
 def test_wrong_secret_is_auth_failed(cloud, running_vm):

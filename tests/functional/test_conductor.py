@@ -24,6 +24,7 @@ from cs2os_agent.db import api as db_api
 from tests.fakes import cloudstack_api
 from tests.functional import conductor_process
 from tests.functional import harness
+from tests.functional.harness import wait_state
 
 RUN_ID = harness.RUN_ID
 TOPIC = "notifications-%s" % RUN_ID
@@ -108,17 +109,6 @@ def conductor(workdir, services, cloud, conductor_api, db_url,
 def ctxt():
     return cs2os_context.RequestContext(user_id="operator",
                                         project_id="admin-project")
-
-
-def wait_state(api, ctxt, migration_id, states, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        migration = api.get_migration(ctxt, migration_id)
-        if migration["state"] in states:
-            return migration
-        if time.monotonic() > deadline:
-            raise AssertionError("migration stayed %s" % migration["state"])
-        time.sleep(0.2)
 
 
 def test_db_sync_and_version(conductor):

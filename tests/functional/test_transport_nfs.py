@@ -18,7 +18,6 @@ from cs2os_agent.common import exception
 from tests.functional import harness
 from tests.functional import images
 from tests.functional import nfsd
-from tests.functional import test_agent_interruptions as interruptions
 from tests.functional import test_agent_migration as migration_tests
 
 MiB = images.MiB
@@ -95,7 +94,7 @@ def test_cold_migration_over_nfsv4_end_to_end(
         nfs_agent, agent_api, ctxt, volume, nova_instance, conductor_stub):
     vol = volume()
     inst = nova_instance(vol.template, 128 * MiB, start=True)
-    migration_tests.wait_console(inst, vol.template_message)
+    harness.wait_console(migration_tests.console(inst), vol.template_message)
     migration = "mig-nfs4-%s" % uuid.uuid4().hex
     result = agent_api.sync_overlay(ctxt, nfs_agent.host, migration,
                                     inst.uuid, nfs_source(vol))
@@ -121,7 +120,7 @@ def test_cold_migration_over_nfsv4_end_to_end(
                                inst.uuid)["swapped"] is True
     qemu_img.compare(vol.reference, inst.disk, "qcow2", "qcow2")
     inst.domain.create()  # Nova's start
-    migration_tests.wait_console(inst, vol.message)
+    harness.wait_console(migration_tests.console(inst), vol.message)
     qemu_img.compare(vol.reference, inst.disk, "qcow2", "qcow2",
                      force_share=True)
 
@@ -226,11 +225,11 @@ def test_cancel_mid_copy(slow_nfs_agent, agent_api, ctxt, volume,
     before = images.dir_state(inst.instance_dir)
     migration = "mig-nfs-cancel-%s" % uuid.uuid4().hex
     part = os.path.join(inst.instance_dir, "disk.cs2os-staged.part")
-    call = interruptions.Call(agent_api.sync_overlay, ctxt,
+    call = harness.Call(agent_api.sync_overlay, ctxt,
                               slow_nfs_agent.host, migration, inst.uuid,
                               nfs_source(vol))
     call.start()
-    interruptions.wait_for(
+    harness.wait_for(
         lambda: os.path.exists(part) and os.path.getsize(part) > 0,
         what="the copy to start")
     assert agent_api.cancel(ctxt, slow_nfs_agent.host, migration)[
@@ -250,11 +249,11 @@ def test_agent_killed_mid_copy_resumes(agents, agent_api, ctxt, ganesha4,
     source = nfs_source(vol)
     part = os.path.join(inst.instance_dir, "disk.cs2os-staged.part")
     staged = os.path.join(inst.instance_dir, "disk.cs2os-staged")
-    call = interruptions.Call(agent_api.sync_overlay, ctxt, victim.host,
+    call = harness.Call(agent_api.sync_overlay, ctxt, victim.host,
                               migration, inst.uuid, source)
     call.start()
     # checkpoint_mib is 4 in the test agents: wait past two checkpoints.
-    interruptions.wait_for(
+    harness.wait_for(
         lambda: os.path.exists(part) and os.path.getsize(part) > 9 * MiB,
         what="a partial copy")
     victim.kill()  # SIGKILL: no cleanup of any kind runs
@@ -281,7 +280,7 @@ def test_two_nfsv4_copies_at_once_in_one_agent(slow_nfs_agent, agent_api,
     vols = [volume(writes=((0x5A + i, 4 * MiB, 12 * MiB),)) for i in (0, 1)]
     insts = [nova_instance(v.template, 64 * MiB) for v in vols]
     calls = [
-        interruptions.Call(agent_api.sync_overlay, ctxt, slow_nfs_agent.host,
+        harness.Call(agent_api.sync_overlay, ctxt, slow_nfs_agent.host,
                            "mig-nfs-pair-%d" % i, inst.uuid, nfs_source(vol))
         for i, (vol, inst) in enumerate(zip(vols, insts, strict=True))
     ]

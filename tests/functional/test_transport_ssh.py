@@ -10,7 +10,6 @@ the instance directory byte for byte as it was.
 
 import os
 import pwd
-import threading
 import time
 import uuid
 
@@ -21,7 +20,11 @@ from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
 from tests.functional import images
 from tests.functional import sshd
-from tests.functional.test_agent_migration import wait_console
+from tests.functional.harness import Call
+from tests.functional.harness import sync_expecting
+from tests.functional.harness import wait_console
+from tests.functional.harness import wait_for
+from tests.functional.test_agent_migration import console
 
 MiB = images.MiB
 RUNNING = 1  # libvirt.VIR_DOMAIN_RUNNING
@@ -60,49 +63,9 @@ def ssh_source(server, path, **kw):
     return source
 
 
-@pytest.fixture
-def instance(cloudstack_volume, nova_instance):
-    vol = cloudstack_volume()
-    inst = nova_instance(vol.template, 64 * MiB)
-    inst.volume = vol
-    return inst
-
-
-def sync_expecting(agent, agent_api, ctxt, inst, source, exc_type):
-    before = images.dir_state(inst.instance_dir)
-    with pytest.raises(exc_type) as err:
-        agent_api.sync_overlay(ctxt, agent.host, "mig-ssh-%s" % uuid.uuid4(),
-                               inst.uuid, source)
-    assert images.dir_state(inst.instance_dir) == before
-    return str(err.value)
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.05)
-
-
 def no_ssh_left(server, timeout=15):
     wait_for(lambda: not server.client_processes(), timeout,
              "the agent's ssh processes to end")
-
-
-class Call(threading.Thread):
-    """An RPC call running in the background; keeps result or error."""
-
-    def __init__(self, fn, *args):
-        super().__init__(daemon=True)
-        self._fn, self._args = fn, args
-        self.result = self.error = None
-
-    def run(self):
-        try:
-            self.result = self._fn(*self._args)
-        except Exception as exc:  # noqa: BLE001
-            self.error = exc
 
 
 # -- it works ----------------------------------------------------------------
@@ -116,7 +79,7 @@ def test_cold_migration_over_ssh_end_to_end(agent, server, agent_api, ctxt,
     images.qemu_io_write(vol.template, "qcow2", 0x44, 36 * MiB, 24 * MiB)
     assert os.path.getsize(vol.template) > 4 * os.path.getsize(vol.overlay)
     inst = nova_instance(vol.template, 128 * MiB, start=True)
-    wait_console(inst, vol.template_message)
+    wait_console(console(inst), vol.template_message)
     migration = "mig-ssh-%s" % uuid.uuid4().hex
 
     result = agent_api.sync_overlay(ctxt, agent.host, migration, inst.uuid,
@@ -154,7 +117,7 @@ def test_cold_migration_over_ssh_end_to_end(agent, server, agent_api, ctxt,
                                inst.uuid)["swapped"] is True
     inst.domain.create()  # Nova's start
     # The guest boots the CloudStack VM's disk: its own bytes say so.
-    wait_console(inst, vol.message)
+    wait_console(console(inst), vol.message)
     assert inst.domain.state()[0] == RUNNING
     qemu_img.compare(vol.reference, inst.disk, "qcow2", "qcow2",
                      force_share=True)
