@@ -21,6 +21,7 @@ from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_handlers
 from tests.fakes import cloudstack_kvm
 from tests.functional import agent_process
 from tests.functional import conductor_process
@@ -288,3 +289,43 @@ def test_conductor_killed_mid_copy_resumes(conductor, conductor_api, ctxt,
     shown = json.loads(shown[shown.index("{"):])
     assert shown["status"] == "ACTIVE"
     assert shown["name"] == vm.name
+
+
+def test_failure_after_the_source_stopped_rolls_back(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root,
+        monkeypatch):  # noqa: F811
+    """Primary storage loses the volume right after CloudStack stopped the
+    VM (it comes back before CloudStack starts it again): the copy fails,
+    the server is deleted, the VM runs again on its untouched disk."""
+    vm = new_vm(cloud, cloudstack_root)
+    overlay = vm.volume.overlay
+    digest = images.sha256(overlay)
+    hidden = overlay + ".unavailable"
+    power_off, power_on = (cloudstack_handlers.power_off,
+                           cloudstack_handlers.power_on)
+
+    def off_then_lose_the_volume(c, v, forced):
+        power_off(c, v, forced)
+        if v is vm:
+            os.rename(overlay, hidden)
+
+    def volume_back_then_on(c, v):
+        if v is vm and os.path.exists(hidden):
+            os.rename(hidden, overlay)
+        power_on(c, v)
+
+    monkeypatch.setattr(cloudstack_handlers, "power_off",
+                        off_then_lose_the_volume)
+    monkeypatch.setattr(cloudstack_handlers, "power_on", volume_back_then_on)
+    created = conductor_api.create_migration(ctxt, {"source": vm.name})
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("failed", "succeeded", "cancelled"))
+    assert (done["state"], done["step"]) == ("failed", "sync"), done["error"]
+    assert "does not exist" in done["error"]
+    undone = done["result"]["rolled_back"]
+    assert [m.split()[0] for m in undone] == ["deleted", "started"], undone
+    server_id = undone[0].split()[-1]
+    assert minicloud.conn.compute.find_server(server_id) is None
+    assert cloud.vm_state(vm) == "Running"
+    wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
+    assert images.sha256(overlay) == digest
