@@ -7,6 +7,7 @@ domains, the RabbitMQ vhost, agent host names, directories) carries RUN_ID,
 and only those are removed afterwards.  The fixtures are in tests/conftest.py.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -218,3 +219,12 @@ def wait_step(conductor_api, ctxt, migration_id, step, timeout=300):
     wait_for(lambda: conductor_api.get_migration(
         ctxt, migration_id)["step"] == step, timeout,
         "migration %s to reach %s" % (migration_id, step), interval=0.2)
+
+
+def durable_offset(partial_path):
+    """How far a partial copy is recorded as fsynced (its checkpoint)."""
+    try:
+        with open(partial_path + ".json") as f:
+            return json.load(f).get("durable", 0)
+    except (OSError, ValueError):
+        return 0

@@ -8,6 +8,7 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from tests.functional import harness
 from tests.functional import images
 from tests.functional.harness import Call
 from tests.functional.harness import wait_for
@@ -75,8 +76,10 @@ def test_agent_killed_mid_copy_then_retry(agents, agent_api, ctxt,
     call = Call(agent_api.sync_overlay, ctxt, victim.host, migration,
                 inst.uuid, source)
     call.start()
-    wait_for(lambda: os.path.exists(part)
-             and os.path.getsize(part) > 4 * MiB, what="a partial copy")
+    # Kill only once a checkpoint is recorded (every 4 MiB in tests): a
+    # kill before it rightly restarts at 0, which is not what this tests.
+    wait_for(lambda: harness.durable_offset(part) > 0,
+             what="a checkpointed partial copy")
     victim.kill()  # SIGKILL: no cleanup of any kind runs
     call.join(60)
     # The caller learns the agent is gone (call monitor), not after an hour.

@@ -252,10 +252,9 @@ def test_agent_killed_mid_copy_resumes(agents, agent_api, ctxt, ganesha4,
     call = harness.Call(agent_api.sync_overlay, ctxt, victim.host,
                               migration, inst.uuid, source)
     call.start()
-    # checkpoint_mib is 4 in the test agents: wait past two checkpoints.
-    harness.wait_for(
-        lambda: os.path.exists(part) and os.path.getsize(part) > 9 * MiB,
-        what="a partial copy")
+    # Kill only once a checkpoint is recorded (every 4 MiB in tests).
+    harness.wait_for(lambda: harness.durable_offset(part) > 0,
+                     what="a checkpointed partial copy")
     victim.kill()  # SIGKILL: no cleanup of any kind runs
     call.join(60)
     assert isinstance(call.error, messaging.MessagingTimeout), call.error

@@ -18,6 +18,7 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from tests.functional import harness
 from tests.functional import images
 from tests.functional import sshd
 from tests.functional.harness import Call
@@ -290,9 +291,9 @@ def test_agent_killed_mid_copy_then_retry_resumes(
     call = Call(agent_api.sync_overlay, ctxt, victim.host, migration,
                 inst.uuid, source)
     call.start()
-    # Past the first 4 MiB checkpoint.
-    wait_for(lambda: os.path.exists(part)
-             and os.path.getsize(part) > 6 * MiB, what="a partial copy")
+    # Kill only once a checkpoint is recorded (every 4 MiB in tests).
+    wait_for(lambda: harness.durable_offset(part) > 0,
+             what="a checkpointed partial copy")
     assert server.client_processes()
     victim.kill()  # SIGKILL: no cleanup of any kind runs
     call.join(60)
