@@ -262,10 +262,5 @@ class AgentManager:
         return meta
 
     def _write_meta(self, files, result):
-        tmp = files.staged_meta + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, files.staged_meta)
+        fileutils.write_json_atomic(files.staged_meta, result)
         fileutils.fsync_dir(files.instance_dir)

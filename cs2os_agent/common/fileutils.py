@@ -1,5 +1,6 @@
 """Small file-system steps whose failure modes matter."""
 
+import json
 import os
 
 
@@ -18,3 +19,14 @@ def remove_if_exists(path):
         return True
     except FileNotFoundError:
         return False
+
+
+def write_json_atomic(path, data):
+    """Replace ``path`` with ``data`` as JSON: readers see old or new, never
+    half a file, and the new content is durable before it is visible."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)

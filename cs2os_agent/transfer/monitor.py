@@ -50,10 +50,6 @@ class TransferMonitor:
     def cancel(self):
         self._cancelled.set()
 
-    @property
-    def cancelled(self):
-        return self._cancelled.is_set()
-
     def check_cancelled(self):
         if self._cancelled.is_set():
             raise exception.MigrationCancelled(

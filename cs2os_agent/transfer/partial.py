@@ -78,10 +78,6 @@ class PartialFile:
         fileutils.remove_if_exists(self.meta_path)
 
     def _write_meta(self):
-        tmp = self.meta_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"source": self.fingerprint, "durable": self._durable},
-                      f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.meta_path)
+        fileutils.write_json_atomic(
+            self.meta_path,
+            {"source": self.fingerprint, "durable": self._durable})

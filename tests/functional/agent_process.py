@@ -8,14 +8,17 @@ import time
 
 from cs2os_agent.common import exception
 
-CONF_TEMPLATE = """[DEFAULT]
+# What every cs2os service started by a test shares.
+DEFAULT_SECTION = """[DEFAULT]
 host = %(host)s
 transport_url = %(transport_url)s
 control_exchange = %(exchange)s
 rpc_response_timeout = 10
 debug = True
 log_file = %(log_file)s
+"""
 
+CONF_TEMPLATE = DEFAULT_SECTION + """
 [agent]
 instances_path = %(instances_path)s
 allowed_source_roots = %(allowed_source_roots)s

@@ -5,14 +5,7 @@ import sys
 
 from tests.functional import agent_process
 
-CONF_TEMPLATE = """[DEFAULT]
-host = %(host)s
-transport_url = %(transport_url)s
-control_exchange = %(exchange)s
-rpc_response_timeout = 10
-debug = True
-log_file = %(log_file)s
-
+CONF_TEMPLATE = agent_process.DEFAULT_SECTION + """
 [oslo_messaging_notifications]
 driver = messagingv2
 topics = %(notification_topic)s

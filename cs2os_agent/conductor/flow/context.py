@@ -56,10 +56,6 @@ class FlowContext:
     def request_cancel(self):
         self._cancel.set()
 
-    @property
-    def cancel_requested(self):
-        return self._cancel.is_set()
-
     def request_stop(self):
         """The conductor is shutting down: end after this step, no
         rollback; the record stays running for the next conductor."""
