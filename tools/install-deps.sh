@@ -17,6 +17,8 @@ PACKAGES=(
     libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux
     # conductor database tests (a private cluster) and the minicloud
     postgresql curl
+    # DevStack plugin lint (tests/functional/test_devstack_plugin.py)
+    shellcheck
 )
 
 SUDO=()

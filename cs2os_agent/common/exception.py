@@ -8,6 +8,7 @@ an oslo.messaging round trip: the RPC layer re-creates a remote exception as
 every keyword argument JSON-serialisable.
 """
 
+import oslo_messaging as messaging
 from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +46,28 @@ class Cs2osException(Exception):
 
     def __str__(self):
         return self.message
+
+
+def describe(exc):
+    """The message of ``exc`` for a person: an exception that crossed RPC
+    carries the remote traceback in str(), which belongs in logs only."""
+    if isinstance(exc, Cs2osException):
+        return exc.message
+    if isinstance(exc, messaging.RemoteError):
+        return "%s: %s" % (exc.exc_type, exc.value)
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) \
+        else str(exc)
+    text = text.split("Traceback (most recent call last)")[0].strip()
+    if type(exc).__module__ == "builtins":
+        # KeyError('k') alone says nothing; its name does.
+        return "%s: %s" % (name_of(exc), text)
+    return text
+
+
+def name_of(exc):
+    """Our exception's class name, also for its RPC-received copy (which
+    oslo.messaging names ``<Name>_Remote``)."""
+    return type(exc).__name__.removesuffix("_Remote")
 
 
 class Invalid(Cs2osException):
@@ -356,3 +379,19 @@ class NfsExportNotAllowed(SourceNotAllowed):
         "NFS export %(path)s is not one of [transfer] nfs_allowed_exports "
         "%(roots)s"
     )
+
+
+# -- cs2os-api ----------------------------------------------------------------
+
+
+class PolicyNotAuthorized(Cs2osException):
+    msg_fmt = "Policy does not allow %(action)s to be performed"
+    code = 403
+
+
+class ConductorUnavailable(Cs2osException):
+    msg_fmt = (
+        "cs2os-conductor did not answer within %(timeout)s s; check that it "
+        "runs and reaches the message bus"
+    )
+    code = 503

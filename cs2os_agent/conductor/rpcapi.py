@@ -19,12 +19,14 @@ RPC_API_VERSION = "1.0"
 
 
 class ConductorAPI:
-    def __init__(self, topic=TOPIC):
+    def __init__(self, topic=TOPIC, timeout=None):
+        """``timeout``: seconds a call waits (None: rpc_response_timeout)."""
         target = messaging.Target(topic=topic, version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
+        self.timeout = timeout
 
     def _call(self, context, method, **kwargs):
-        return self.client.prepare(version="1.0").call(
+        return self.client.prepare(version="1.0", timeout=self.timeout).call(
             context, method, **kwargs)
 
     def create_migration(self, context, request):

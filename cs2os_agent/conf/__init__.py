@@ -8,6 +8,7 @@ options without caring about registration order.
 from oslo_config import cfg
 
 from cs2os_agent.conf import agent
+from cs2os_agent.conf import api
 from cs2os_agent.conf import cloudstack
 from cs2os_agent.conf import conductor
 from cs2os_agent.conf import database
@@ -25,6 +26,7 @@ ALL_MODULES = (
     libvirt,
     transfer,
     conductor,
+    api,
     database,
     openstack,
     cloudstack,

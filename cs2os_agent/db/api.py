@@ -14,7 +14,7 @@ from cs2os_agent.db import models
 
 _COLUMNS = [c.name for c in models.Migration.__table__.columns]
 _FILTERS = ("state", "source_vm_id", "source_vm_name", "target_host",
-            "project_id")
+            "compute_host", "project_id", "source", "host")
 
 
 def _to_dict(row, events=True):
@@ -30,6 +30,18 @@ def _to_dict(row, events=True):
             for e in row.events
         ]
     return data
+
+
+def _filter(key, value):
+    m = models.Migration
+    if key == "source":
+        # What the caller asked for, or what CloudStack called the VM.
+        return sa.or_(m.source_ref == value, m.source_vm_id == value,
+                      m.source_vm_name == value)
+    if key == "host":
+        # The requested host, or the one Nova's scheduler chose.
+        return sa.or_(m.target_host == value, m.compute_host == value)
+    return getattr(m, key) == value
 
 
 class Database:
@@ -70,7 +82,7 @@ class Database:
                 % (", ".join(sorted(unknown)), ", ".join(_FILTERS)))
         query = sa.select(models.Migration)
         for key, value in filters.items():
-            query = query.where(getattr(models.Migration, key) == value)
+            query = query.where(_filter(key, value))
         query = query.order_by(models.Migration.created_at.desc(),
                                models.Migration.id.desc())
         with self._session() as session:

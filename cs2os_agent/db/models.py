@@ -40,6 +40,7 @@ class Migration(Base):
     source_vm_id = sa.Column(sa.String(36), index=True)
     source_vm_name = sa.Column(sa.String(255))
     source = sa.Column(sa.JSON, nullable=False, default=dict)
+    compute_host = sa.Column(sa.String(255), index=True)
     state = sa.Column(sa.String(16), nullable=False, index=True)
     step = sa.Column(sa.String(32), nullable=False)
     resources = sa.Column(sa.JSON, nullable=False, default=dict)

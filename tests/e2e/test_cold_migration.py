@@ -13,18 +13,11 @@ import json
 import os
 import subprocess
 import time
-import uuid
-
-import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from tests.fakes import cloudstack_api
+from tests.e2e.conftest import new_vm
 from tests.fakes import cloudstack_handlers
-from tests.fakes import cloudstack_kvm
-from tests.functional import agent_process
-from tests.functional import conductor_process
 from tests.functional import harness as ft
 from tests.functional import images
 from tests.functional.harness import wait_console
@@ -35,103 +28,6 @@ MiB = images.MiB
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 RUN_ID = ft.RUN_ID
-
-
-@pytest.fixture(scope="module")
-def cloud(cloudstack_root, minicloud):  # noqa: F811
-    kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, ft.LIBVIRT_URI,
-                                    stop_grace=1.0)
-    api = cloudstack_api.FakeCloudStack(kvm)
-    api.admin = api.add_account("admin")
-    api.kvm_host = api.add_host(api.add_zone("zone-%s" % RUN_ID),
-                                "kvm-%s" % RUN_ID, "127.0.0.1")
-    # 64 MiB like m1.tiny: the conductor must pick that flavor itself.
-    api.offering = api.add_service_offering("tiny-%s" % RUN_ID, cpunumber=1,
-                                            memory=64)
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
-
-
-def _admin_auth(minicloud):
-    with open(minicloud.info["clouds_yaml"]) as f:
-        import yaml
-
-        clouds = yaml.safe_load(f)["clouds"]
-    auth = clouds[minicloud.info["admin_cloud"]]["auth"]
-    return {
-        "auth_type": "password",
-        "auth_url": auth["auth_url"],
-        "username": auth["username"],
-        "password": auth["password"],
-        "project_name": auth["project_name"],
-        "user_domain_name": auth.get("user_domain_name", "Default"),
-        "project_domain_name": auth.get("project_domain_name", "Default"),
-        "region_name": minicloud.info.get("region_name", "RegionOne"),
-        "interface": "public",
-    }
-
-
-@pytest.fixture(scope="module")
-def agent(workdir, services, agent_api, minicloud,  # noqa: F811
-          cloudstack_root):  # noqa: F811
-    proc = agent_process.AgentProcess(
-        workdir, minicloud.compute_host, ft.TRANSPORT_URL,
-        services["exchange"], minicloud.instances_path,
-        [os.path.join(cloudstack_root, "mnt")],
-        max_bandwidth_mbps=160)  # 20 MB/s: a cancel can land mid-copy
-    proc.start(agent_api, cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def conductor_api(services):  # noqa: F811
-    return conductor_rpcapi.ConductorAPI()
-
-
-@pytest.fixture(scope="module")
-def conductor(workdir, services, cloud, minicloud, agent,  # noqa: F811
-              conductor_api, cloudstack_root):  # noqa: F811
-    spool = os.path.join(workdir, "spool")
-    os.makedirs(spool, exist_ok=True)
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-e2e-%s-conductor" % RUN_ID, ft.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "e2e-conductor.sqlite"),
-        "notifications-e2e-%s" % RUN_ID,
-        sections={
-            "cloudstack": {"endpoint": cloud.endpoint,
-                           "api_key": cloud.admin.apikey,
-                           "secret_key": cloud.admin.secretkey,
-                           "job_poll_interval": 0.5},
-            "openstack": _admin_auth(minicloud),
-            "conductor": {"overlay_transport": "path",
-                          "primary_storage_mount":
-                              os.path.join(cloudstack_root, "mnt"),
-                          "image_spool_dir": spool},
-            "agent": {"allowed_source_roots":
-                      os.path.join(cloudstack_root, "mnt")},
-        })
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def ctxt():
-    return cs2os_context.RequestContext(user_id="e2e", project_id="admin")
-
-
-def new_vm(cloud, cloudstack_root, **volume_args):  # noqa: F811
-    volume = images.make_cloudstack_volume(cloudstack_root, **volume_args)
-    vm = cloud.add_kvm_vm("e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6]),
-                          volume, cloud.admin, cloud.kvm_host,
-                          offering=cloud.offering)
-    vm.volume = volume
-    wait_console(cloud.kvm.console(vm.instancename), volume.message)
-    return vm
 
 
 def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,

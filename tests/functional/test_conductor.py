@@ -112,9 +112,9 @@ def ctxt():
 
 
 def test_db_sync_and_version(conductor):
-    assert "database at revision 0001" in conductor.synced
+    assert "database at revision 0002" in conductor.synced
     assert conductor.manage("db", "version").strip() == \
-        "current: 0001, latest: 0001"
+        "current: 0002, latest: 0002"
 
 
 def test_unknown_vm_fails_with_a_clear_error(conductor, conductor_api, ctxt,

@@ -106,7 +106,7 @@ def test_failure_rolls_back_what_was_done_in_reverse(db, monkeypatch):
     failed = db.get_migration("m1")
     assert failed["state"] == "failed"
     assert failed["step"] == "sync"
-    assert "sync failed: sync broke" in failed["error"]
+    assert "sync failed: RuntimeError: sync broke" in failed["error"]
     # swap never ran: only boot and the source stop are undone.
     assert script.undone == ["boot", "stop_source"]
     assert failed["result"]["rolled_back"] == ["undid boot",

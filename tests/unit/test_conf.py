@@ -10,7 +10,8 @@ def test_every_group_is_listed_for_the_generator():
         for g, _ in opts.list_opts()
     }
     assert groups == {"DEFAULT", "agent", "libvirt", "transfer",
-                      "conductor", "database", "openstack", "cloudstack"}
+                      "conductor", "api", "database", "openstack",
+                      "cloudstack"}
 
 
 def test_defaults_operators_rely_on():

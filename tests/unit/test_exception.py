@@ -45,3 +45,25 @@ def test_foreign_module_does_not_cross_as_its_type():
     received = rpc_common.deserialize_remote_exception(
         wire, rpc.ALLOWED_EXMODS)
     assert not isinstance(received, exception.Cs2osException)
+
+
+def _raised_remotely(exc):
+    try:
+        raise exc
+    except Exception as caught:  # noqa: BLE001
+        wire = rpc_common.serialize_remote_exception(
+            (type(caught), caught, caught.__traceback__))
+    return rpc_common.deserialize_remote_exception(wire, rpc.ALLOWED_EXMODS)
+
+
+def test_describe_leaves_the_remote_traceback_to_the_logs():
+    received = _raised_remotely(
+        exception.MigrationStateConflict(migration_id="m", state="failed",
+                                         action="cancel"))
+    assert "Traceback" in str(received)
+    assert exception.describe(received) == \
+        "Migration m is failed: cannot cancel"
+    foreign = _raised_remotely(KeyError("k"))
+    assert "Traceback" in str(foreign)
+    assert "Traceback" not in exception.describe(foreign)
+    assert "KeyError" in exception.describe(foreign)

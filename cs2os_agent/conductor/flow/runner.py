@@ -46,7 +46,7 @@ def run(ctx):
         return
     except Exception as exc:
         LOG.exception("Migration %s failed in %s", ctx.id, step)
-        message = "%s failed: %s" % (step, exc)
+        message = "%s failed: %s" % (step, exception.describe(exc))
         ctx.event(step, message, kind="error")
         _rollback(ctx)
         _finish(ctx, "failed", error=message)
@@ -68,7 +68,8 @@ def _rollback(ctx):
             message = function(ctx)
         except Exception as exc:  # noqa: BLE001 - keep undoing the rest
             LOG.exception("Migration %s: rollback %s failed", ctx.id, name)
-            ctx.event("rollback", "%s failed: %s" % (name, exc),
+            ctx.event("rollback",
+                      "%s failed: %s" % (name, exception.describe(exc)),
                       kind="error")
             continue
         if message:

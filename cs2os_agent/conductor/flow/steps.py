@@ -138,6 +138,7 @@ def boot(ctx):
     server = openstack.get_server(server.id)
     host = server.compute_host
     ctx.resource(host=host)
+    ctx.save(compute_host=host)
     _require_agent(ctx, host)
     probe = ctx.clients.agent.probe_instance(ctx.admin_context, host,
                                              server.id)

@@ -1,0 +1,153 @@
+"""The cs2os-api WSGI application and its middleware pipeline.
+
+Built in code rather than from an api-paste.ini, as Placement does: the
+pipeline has no optional pieces an operator would reorder, and one place
+that builds it is easier to test.  From the outside in:
+
+    http_proxy_to_wsgi -> request_id -> cors -> body size limit
+    -> auth (keystonemiddleware auth_token, or noauth) -> router
+"""
+
+import re
+
+import webob
+import webob.dec
+from keystonemiddleware import auth_token
+from oslo_context import context as oslo_context
+from oslo_log import log as logging
+from oslo_middleware import cors
+from oslo_middleware import http_proxy_to_wsgi
+from oslo_middleware import request_id
+from oslo_middleware import sizelimit
+
+from cs2os_agent.api import errors
+from cs2os_agent.api import migrations
+from cs2os_agent.api import wsgi_util
+from cs2os_agent.common import context as cs2os_context
+
+LOG = logging.getLogger(__name__)
+
+VERSION = {"id": "v1", "status": "CURRENT",
+           "min_version": "", "version": ""}
+
+
+class Router:
+    """Method + path regex -> handler; JSON 404/405 for anything else."""
+
+    def __init__(self, conductor_api, conf):
+        controller = migrations.MigrationsController(
+            conductor_api, conf.api.max_limit)
+        self.conductor_timeout = conf.api.conductor_timeout
+        uuid = r"(?P<migration_id>[^/]+)"
+        self.routes = [
+            (re.compile(p), handlers) for p, handlers in (
+                (r"^/?$", {"GET": self.versions}),
+                (r"^/v1/?$", {"GET": self.version}),
+                (r"^/v1/migrations/?$", {"GET": controller.index,
+                                         "POST": controller.create}),
+                (r"^/v1/migrations/%s/?$" % uuid, {"GET": controller.show}),
+                (r"^/v1/migrations/%s/action/?$" % uuid,
+                 {"POST": controller.action}),
+            )
+        ]
+
+    @webob.dec.wsgify
+    def __call__(self, request):
+        try:
+            return self._dispatch(request)
+        except Exception as exc:  # noqa: BLE001 - every error becomes JSON
+            return errors.from_exception(request, exc,
+                                         self.conductor_timeout)
+
+    def _dispatch(self, request):
+        for pattern, handlers in self.routes:
+            match = pattern.match(request.path_info)
+            if not match:
+                continue
+            handler = handlers.get(request.method)
+            if handler is None:
+                allowed = ", ".join(sorted(handlers))
+                raise errors.ApiError(
+                    405, "%s is not allowed on %s; allowed: %s"
+                    % (request.method, request.path_info, allowed),
+                    "cs2os.MethodNotAllowed", headers={"Allow": allowed})
+            return handler(request, **match.groupdict())
+        raise errors.ApiError(404, "no resource at %s" % request.path_info,
+                              "cs2os.NotFound")
+
+    def versions(self, request):
+        return wsgi_util.json_response(200, {"versions": [
+            dict(VERSION, links=[{"rel": "self",
+                                  "href": request.application_url + "/v1/"}])
+        ]})
+
+    def version(self, request):
+        return wsgi_util.json_response(200, {"version": dict(
+            VERSION, links=[{"rel": "self",
+                             "href": request.application_url + "/v1/"}])})
+
+
+class ContextMiddleware:
+    """Puts the caller's RequestContext (from auth_token's headers) in the
+    environ; it travels with every RPC call to the conductor."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_X_IDENTITY_STATUS", "Confirmed") != "Confirmed":
+            # auth_token with delay_auth_decision let an invalid token in.
+            req = webob.Request(environ)
+            return errors.response(req, 401, "authentication required",
+                                   "cs2os.Unauthorized")(environ,
+                                                         start_response)
+        environ[wsgi_util.CONTEXT_KEY] = \
+            cs2os_context.RequestContext.from_environ(environ)
+        return self.app(environ, start_response)
+
+
+class NoAuthMiddleware:
+    """Every caller is an admin: [api] auth_strategy = noauth (tests)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        environ.setdefault("HTTP_X_USER_ID", "noauth-admin")
+        environ.setdefault("HTTP_X_PROJECT_ID", "noauth")
+        environ["HTTP_X_ROLES"] = "admin"
+        environ["HTTP_X_IDENTITY_STATUS"] = "Confirmed"
+        return self.app(environ, start_response)
+
+
+class VersionsBypassAuth:
+    """The version document answers without a token, as every OpenStack
+    API's root does, so clients can discover /v1 before they log in."""
+
+    def __init__(self, authed, open_app):
+        self.authed = authed
+        self.open_app = open_app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "") in ("", "/"):
+            environ[wsgi_util.CONTEXT_KEY] = oslo_context.RequestContext()
+            return self.open_app(environ, start_response)
+        return self.authed(environ, start_response)
+
+
+def build(conf, conductor_api):
+    """The whole pipeline; ``conductor_api`` is a ConductorAPI."""
+    router = Router(conductor_api, conf)
+    app = ContextMiddleware(router)
+    if conf.api.auth_strategy == "keystone":
+        app = auth_token.AuthProtocol(app, {"oslo_config_config": conf})
+    else:
+        LOG.warning("cs2os-api runs with auth_strategy = noauth: every "
+                    "caller is an admin")
+        app = NoAuthMiddleware(app)
+    app = VersionsBypassAuth(app, router)
+    app = sizelimit.RequestBodySizeLimiter(app, conf)
+    app = cors.CORS(app, conf)
+    app = request_id.RequestId(app)
+    app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, conf)
+    return app

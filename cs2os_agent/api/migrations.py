@@ -1,0 +1,102 @@
+"""Handlers of /v1/migrations: check the caller and the input, then ask
+cs2os-conductor, the only writer of migration records."""
+
+import urllib.parse
+
+from oslo_utils import uuidutils
+
+from cs2os_agent.api import errors
+from cs2os_agent.api import policy
+from cs2os_agent.api import schemas
+from cs2os_agent.api import wsgi_util
+from cs2os_agent.common import exception
+
+# What a caller sees of a record; lease and conductor bookkeeping stay in.
+FIELDS = (
+    "id", "state", "step", "mode", "source_ref", "source_vm_id",
+    "source_vm_name", "target_host", "compute_host", "flavor",
+    "delete_source", "bytes_done", "bytes_total", "rate_bps", "error",
+    "result", "resources", "user_id", "project_id", "request_id",
+    "created_at", "updated_at", "started_at", "finished_at",
+)
+
+
+def view(record, with_events=True):
+    body = {name: record.get(name) for name in FIELDS}
+    if with_events:
+        body["events"] = record.get("events", [])
+    return body
+
+
+class MigrationsController:
+    def __init__(self, conductor_api, max_limit):
+        self.conductor = conductor_api
+        self.max_limit = max_limit
+
+    def create(self, request):
+        context = wsgi_util.context(request)
+        policy.authorize(context, "cs2os:migration:create")
+        body = schemas.validate(schemas.CREATE_MIGRATION,
+                                wsgi_util.json_body(request))
+        wanted = {k: v for k, v in body["migration"].items()
+                  if v is not None}
+        record = self.conductor.create_migration(context, wanted)
+        resp = wsgi_util.json_response(202, {"migration": view(record)})
+        resp.location = self._url(request, record["id"])
+        return resp
+
+    def index(self, request):
+        context = wsgi_util.context(request)
+        policy.authorize(context, "cs2os:migration:list")
+        params = schemas.validate_query(request.GET.dict_of_lists())
+        limit = min(params.pop("limit", self.max_limit), self.max_limit)
+        marker = params.pop("marker", None)
+        try:
+            records = self.conductor.list_migrations(
+                context, params, limit=limit, marker=marker)
+        except exception.MigrationNotFound:
+            raise errors.ApiError(
+                400, "marker %s is not a known migration" % marker,
+                "cs2os.InvalidMarker") from None
+        body = {"migrations": [view(r, with_events=False) for r in records]}
+        if len(records) == limit:
+            # A full page: there may be more after its last record.
+            query = dict(params, limit=limit, marker=records[-1]["id"])
+            body["migrations_links"] = [{
+                "rel": "next",
+                "href": "%s?%s" % (self._url(request),
+                                   urllib.parse.urlencode(sorted(
+                                       query.items()))),
+            }]
+        return wsgi_util.json_response(200, body)
+
+    def show(self, request, migration_id):
+        context = wsgi_util.context(request)
+        policy.authorize(context, "cs2os:migration:get")
+        self._check_id(migration_id)
+        record = self.conductor.get_migration(context, migration_id)
+        return wsgi_util.json_response(200, {"migration": view(record)})
+
+    def action(self, request, migration_id):
+        context = wsgi_util.context(request)
+        body = schemas.validate(schemas.MIGRATION_ACTION,
+                                wsgi_util.json_body(request))
+        (name,) = body
+        policy.authorize(context, "cs2os:migration:%s" % name)
+        self._check_id(migration_id)
+        if name == "cancel":
+            record = self.conductor.cancel_migration(context, migration_id)
+        else:
+            record = self.conductor.retry_migration(context, migration_id)
+        return wsgi_util.json_response(202, {"migration": view(record)})
+
+    @staticmethod
+    def _check_id(migration_id):
+        # Saves a round trip to the conductor for ids that cannot exist.
+        if not uuidutils.is_uuid_like(migration_id):
+            raise exception.MigrationNotFound(migration_id=migration_id)
+
+    @staticmethod
+    def _url(request, migration_id=None):
+        url = request.application_url + "/v1/migrations"
+        return url + ("/" + migration_id if migration_id else "")

@@ -1,0 +1,1 @@
+"""Commands for version 1 of the cs2os REST API."""

@@ -1,0 +1,293 @@
+"""``openstack cs2os import`` and ``openstack cs2os migration ...``."""
+
+import logging
+import math
+import time
+
+from cliff import columns as cliff_columns
+from osc_lib.cli import format_columns
+from osc_lib.command import command
+
+from cs2os_agent.osc.v1 import progress
+
+LOG = logging.getLogger(__name__)
+
+MODES = ("cold", "warm")
+STATES = ("queued", "running", "cancelling", "succeeded", "failed",
+          "cancelled")
+# Record fields in display order; fields a newer API adds are shown
+# after these rather than hidden.
+SHOW_FIELDS = (
+    "id", "state", "step", "mode", "source_ref", "source_vm_id",
+    "source_vm_name", "target_host", "compute_host", "flavor",
+    "delete_source", "bytes_done", "bytes_total", "rate_bps", "error",
+    "result", "resources", "user_id", "project_id", "request_id",
+    "created_at", "updated_at", "started_at", "finished_at",
+)
+
+
+class EventsColumn(cliff_columns.FormattableColumn):
+    """Events in time order, one per line (ListColumn would sort them)."""
+
+    def human_readable(self):
+        return "\n".join(_event_line(e) for e in self._value or [])
+
+    def machine_readable(self):
+        return [dict(e) for e in self._value or []]
+
+
+def _event_line(event):
+    head = " ".join(str(event[k]) for k in ("created_at", "step", "kind")
+                    if event.get(k))
+    return "%s: %s" % (head, event.get("message") or "")
+
+
+class ProgressColumn(cliff_columns.FormattableColumn):
+    """Whole percent copied: ``42%`` in tables, ``42`` for machines."""
+
+    def human_readable(self):
+        return "" if self._value is None else "%d%%" % self._value
+
+
+FORMATTERS = {
+    "result": format_columns.DictColumn,
+    "resources": format_columns.DictColumn,
+    "events": EventsColumn,
+}
+
+
+def show_record(record):
+    """(columns, values) of a record for a ShowOne."""
+    fields = list(SHOW_FIELDS)
+    fields += sorted(k for k in record
+                     if k not in SHOW_FIELDS and k != "events")
+    if "events" in record:
+        fields.append("events")
+    values = []
+    for field in fields:
+        value = record.get(field)
+        formatter = FORMATTERS.get(field)
+        # None stays None (null in JSON) rather than becoming {} or [].
+        if formatter and value is not None:
+            value = formatter(value)
+        values.append(value)
+    return tuple(fields), tuple(values)
+
+
+def _host(record):
+    # Where the server landed (compute_host) once known, else where it
+    # was asked to go; target_host is empty when the scheduler chooses.
+    return (record.get("compute_host") or record.get("target_host")
+            or (record.get("resources") or {}).get("host"))
+
+
+LIST_COLUMNS = (
+    ("ID", lambda r: r.get("id")),
+    ("Source", lambda r: r.get("source_vm_name") or r.get("source_ref")),
+    ("State", lambda r: r.get("state")),
+    ("Step", lambda r: r.get("step")),
+    ("Host", _host),
+    ("Progress", lambda r: ProgressColumn(progress.percent(r))),
+)
+LONG_COLUMNS = (
+    ("Source VM ID", lambda r: r.get("source_vm_id")),
+    ("Mode", lambda r: r.get("mode")),
+    ("Flavor", lambda r: r.get("flavor")),
+    ("Bytes Done", lambda r: r.get("bytes_done")),
+    ("Bytes Total", lambda r: r.get("bytes_total")),
+    ("Rate (B/s)", lambda r: r.get("rate_bps")),
+    ("Error", lambda r: r.get("error")),
+    ("Project ID", lambda r: r.get("project_id")),
+    ("Created At", lambda r: r.get("created_at")),
+    ("Updated At", lambda r: r.get("updated_at")),
+)
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        # nan and inf would make sleep() fail or never return.
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(text)
+        return value
+    parse.__name__ = "positive %s" % kind.__name__
+    return parse
+
+
+class _Watching:
+    """--wait support shared by the commands that can watch a migration.
+
+    ``clock`` and ``sleep`` are attributes so tests can replace them on
+    one command object.
+    """
+
+    clock = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
+    @staticmethod
+    def add_wait_arguments(parser):
+        parser.add_argument(
+            "--wait", action="store_true",
+            help="Watch the migration until it ends, with progress on "
+            "stderr; exit non-zero unless it succeeds. Ctrl-C stops "
+            "watching, not the migration.",
+        )
+        parser.add_argument(
+            "--poll-interval", type=_positive(float), default=2.0,
+            metavar="<seconds>",
+            help="Seconds between status checks with --wait (default 2)",
+        )
+        parser.add_argument(
+            "--timeout", type=_positive(float), metavar="<seconds>",
+            help="With --wait, give up watching after this many seconds "
+            "(default: no limit)",
+        )
+
+    def watch_and_show(self, record, parsed_args):
+        if parsed_args.wait:
+            stderr = self.app.stderr
+            reporter = progress.Reporter(stderr, clock=self.clock)
+            record = progress.wait_for_migration(
+                self.app.client_manager.cs2os.get_migration, record,
+                reporter, poll_interval=parsed_args.poll_interval,
+                timeout=parsed_args.timeout, clock=self.clock,
+                sleep=self.sleep,
+            )
+            progress.raise_if_unsuccessful(record)
+        return show_record(record)
+
+
+class ImportMigration(_Watching, command.ShowOne):
+    """Migrate a CloudStack KVM VM into Nova."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "source", metavar="<cloudstack-vm>",
+            help="CloudStack VM to migrate (ID or name)",
+        )
+        parser.add_argument(
+            "--host", metavar="<compute-host>",
+            help="Nova compute host to place the server on "
+            "(default: the scheduler chooses)",
+        )
+        parser.add_argument(
+            "--flavor", metavar="<flavor>",
+            help="Nova flavor (name or ID) for the server "
+            "(default: chosen from the VM's offering)",
+        )
+        parser.add_argument(
+            "--mode", choices=MODES,
+            help="cold: stop the VM, then copy; warm: copy while it runs, "
+            "then stop it for a final sync (API default: cold)",
+        )
+        parser.add_argument(
+            "--delete-source", action="store_true", default=None,
+            help="Delete the CloudStack VM after a successful migration",
+        )
+        self.add_wait_arguments(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        record = self.app.client_manager.cs2os.create_migration(
+            parsed_args.source, host=parsed_args.host,
+            flavor=parsed_args.flavor, mode=parsed_args.mode,
+            delete_source=parsed_args.delete_source,
+        )
+        LOG.debug("Migration %s created", record.get("id"))
+        return self.watch_and_show(record, parsed_args)
+
+
+class ListMigration(command.Lister):
+    """List migrations."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "--state", choices=STATES,
+            help="Only migrations in this state",
+        )
+        parser.add_argument(
+            "--source", metavar="<cloudstack-vm>",
+            help="Only migrations of this CloudStack VM (ID or name)",
+        )
+        parser.add_argument(
+            "--host", metavar="<compute-host>",
+            help="Only migrations to this compute host",
+        )
+        parser.add_argument(
+            "--limit", type=_positive(int), metavar="<n>",
+            help="Show one page of at most <n> migrations "
+            "(default: all, fetched page by page)",
+        )
+        parser.add_argument(
+            "--marker", metavar="<migration>",
+            help="Start after this migration ID",
+        )
+        parser.add_argument(
+            "--long", action="store_true", default=False,
+            help="Show more columns",
+        )
+        return parser
+
+    def take_action(self, parsed_args):
+        records = self.app.client_manager.cs2os.list_migrations(
+            state=parsed_args.state, source=parsed_args.source,
+            host=parsed_args.host, limit=parsed_args.limit,
+            marker=parsed_args.marker,
+        )
+        cols = LIST_COLUMNS + (LONG_COLUMNS if parsed_args.long else ())
+        return (
+            tuple(name for name, _ in cols),
+            (tuple(get(r) for _, get in cols) for r in records),
+        )
+
+
+def _add_migration_argument(parser, verb):
+    parser.add_argument(
+        "migration", metavar="<migration>",
+        help="Migration to %s (ID)" % verb,
+    )
+
+
+class ShowMigration(_Watching, command.ShowOne):
+    """Show a migration, with its events."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_migration_argument(parser, "show")
+        self.add_wait_arguments(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.cs2os
+        record = client.get_migration(parsed_args.migration)
+        return self.watch_and_show(record, parsed_args)
+
+
+class CancelMigration(command.ShowOne):
+    """Cancel a migration."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_migration_argument(parser, "cancel")
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.cs2os
+        return show_record(client.cancel_migration(parsed_args.migration))
+
+
+class RetryMigration(_Watching, command.ShowOne):
+    """Retry a migration that did not succeed."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_migration_argument(parser, "retry")
+        self.add_wait_arguments(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.cs2os
+        record = client.retry_migration(parsed_args.migration)
+        return self.watch_and_show(record, parsed_args)

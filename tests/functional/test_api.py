@@ -1,0 +1,186 @@
+"""cs2os-api as its own process, in front of a real cs2os-conductor.
+
+HTTP on 127.0.0.1 -> cs2os-api -> RabbitMQ -> cs2os-conductor -> its
+database and the CloudStack API stand-in: every answer here crossed the
+real bus.  Keystone tokens and the openstack CLI against this API run in
+tests/e2e (a real Keystone lives in the minicloud).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from tests.fakes import cloudstack_api
+from tests.functional import api_process
+from tests.functional import conductor_process
+from tests.functional import harness
+
+RUN_ID = harness.RUN_ID
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    api = cloudstack_api.FakeCloudStack()
+    api.admin = api.add_account("admin")
+    api.endpoint = api.serve()
+    yield api
+    api.shutdown()
+
+
+@pytest.fixture(scope="module")
+def conductor(workdir, services, cloud):
+    proc = conductor_process.ConductorProcess(
+        workdir, "cs2os-api-test-%s-conductor" % RUN_ID,
+        harness.TRANSPORT_URL, services["exchange"],
+        "sqlite:///%s" % os.path.join(workdir, "api-test.sqlite"),
+        "notifications-api-%s" % RUN_ID,
+        sections={"cloudstack": {"endpoint": cloud.endpoint,
+                                 "api_key": cloud.admin.apikey,
+                                 "secret_key": cloud.admin.secretkey}})
+    proc.manage("db", "sync")
+    proc.start(conductor_rpcapi.ConductorAPI(),
+               cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def api(workdir, services, conductor):
+    proc = api_process.ApiProcess(
+        workdir, "cs2os-api-%s" % RUN_ID, harness.TRANSPORT_URL,
+        services["exchange"])
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _create(api, source):
+    resp = requests.post(api.url + "/v1/migrations",
+                         json={"migration": {"source": source}}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    return resp
+
+
+def _wait_state(api, migration_id, states):
+    found = {}
+
+    def reached():
+        resp = requests.get(api.url + "/v1/migrations/" + migration_id,
+                            timeout=30)
+        found.update(resp.json()["migration"])
+        return found["state"] in states
+
+    harness.wait_for(reached, 60, interval=0.3)
+    return found
+
+
+def test_versions(api):
+    resp = requests.get(api.url + "/", timeout=10)
+    assert resp.json()["versions"][0]["links"][0]["href"] == \
+        api.url + "/v1/"
+
+
+def test_a_migration_through_the_api_reaches_the_conductor(api, cloud):
+    name = "missing-%s" % RUN_ID
+    resp = _create(api, name)
+    created = resp.json()["migration"]
+    assert resp.headers["Location"] == \
+        api.url + "/v1/migrations/" + created["id"]
+    assert (created["state"], created["source_ref"]) == ("queued", name)
+    # The noauth identity travelled in the RPC context to the record.
+    assert (created["user_id"], created["project_id"]) == \
+        ("noauth-admin", "noauth")
+    # The API's request id is the one the conductor recorded.
+    assert created["request_id"] == resp.headers["X-OpenStack-Request-Id"]
+    failed = _wait_state(api, created["id"], ("failed",))
+    assert "CloudStack has no VM with id or name %s" % name in \
+        failed["error"]
+    assert failed["events"], failed
+    assert any(c[1] == "listVirtualMachines" for c in cloud.calls)
+
+
+def test_list_filters_and_pages(api):
+    ids = [_create(api, "page-%s" % RUN_ID).json()["migration"]["id"]
+           for _ in range(3)]
+    other = _create(api, "other-%s" % RUN_ID).json()["migration"]["id"]
+    url = api.url + "/v1/migrations?limit=2&source=page-%s" % RUN_ID
+    seen = []
+    while url:
+        body = requests.get(url, timeout=30).json()
+        assert len(body["migrations"]) <= 2
+        seen += [m["id"] for m in body["migrations"]]
+        links = body.get("migrations_links", [])
+        url = links[0]["href"] if links else None
+    # Newest first, every one once, the other VM's not at all.
+    assert seen == ids[::-1]
+    assert other not in seen
+
+
+def test_actions_obey_the_states(api):
+    created = _create(api, "gone-%s" % RUN_ID).json()["migration"]
+    _wait_state(api, created["id"], ("failed",))
+    action = api.url + "/v1/migrations/%s/action" % created["id"]
+    resp = requests.post(action, json={"cancel": {}}, timeout=30)
+    assert resp.status_code == 409
+    assert resp.json()["errors"][0]["detail"] == \
+        "Migration %s is failed: cannot cancel" % created["id"]
+    resp = requests.post(action, json={"retry": {}}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    assert _wait_state(api, created["id"], ("failed",))["events"][-1]
+
+
+def test_client_mistakes_are_4xx_with_the_reason(api):
+    resp = requests.post(api.url + "/v1/migrations",
+                         json={"migration": {"source": "x", "mode": "hot"}},
+                         timeout=30)
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["detail"] == \
+        "body/migration/mode: 'hot' is not one of ['cold', 'warm']"
+    resp = requests.post(api.url + "/v1/migrations",
+                         json={"migration": {"source": "x", "mode": "warm"}},
+                         timeout=30)
+    # Allowed by the schema, refused by the conductor until warm lands.
+    assert resp.status_code == 400
+    assert "mode warm is not supported" in resp.json()["errors"][0]["detail"]
+    resp = requests.get(api.url + "/v1/migrations/"
+                        "9d3c7c84-0a57-4f38-a0fb-1a5bb0f0e5a1", timeout=30)
+    assert resp.status_code == 404
+    assert resp.json()["errors"][0]["code"] == "cs2os.MigrationNotFound"
+
+
+def test_no_conductor_is_503_not_a_hang(workdir, services):
+    # An API on an exchange no conductor listens on.
+    proc = api_process.ApiProcess(
+        workdir, "cs2os-api-lonely-%s" % RUN_ID, harness.TRANSPORT_URL,
+        "cs2os-nobody-%s" % RUN_ID, conductor_timeout=2)
+    proc.start()
+    try:
+        resp = requests.get(proc.url + "/v1/migrations", timeout=30)
+        assert resp.status_code == 503
+        assert resp.json()["errors"][0]["detail"].startswith(
+            "cs2os-conductor did not answer within 2 s")
+    finally:
+        proc.stop()
+
+
+def test_the_wsgi_module_serves_the_same_api(workdir, services, conductor):
+    # What uwsgi/mod_wsgi load: config from $CS2OS_CONFIG_FILES, no argv.
+    proc = api_process.ApiProcess(
+        workdir, "cs2os-api-wsgi-%s" % RUN_ID, harness.TRANSPORT_URL,
+        services["exchange"])
+    probe = ("import webob; from cs2os_agent.wsgi import api; "
+             "r = webob.Request.blank('/v1/migrations?limit=1')"
+             ".get_response(api.application); print(r.status_int, r.text)")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True,
+        env=dict(os.environ, CS2OS_CONFIG_FILES=proc.conf_file),
+        timeout=120, check=False)
+    status, _, body = done.stdout.partition(" ")
+    assert status == "200", done.stderr[-2000:]
+    assert "migrations" in json.loads(body)
