@@ -23,6 +23,11 @@ FIELDS = (
 
 def view(record, with_events=True):
     body = {name: record.get(name) for name in FIELDS}
+    # What was asked for beyond the columns (the rest of options is
+    # bookkeeping).
+    options = record.get("options") or {}
+    body["networks"] = options.get("networks") or {}
+    body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     if with_events:
         body["events"] = record.get("events", [])
     return body

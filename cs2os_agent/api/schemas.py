@@ -23,6 +23,12 @@ CREATE_MIGRATION = {
                 "flavor": _OPTIONAL_NAME,
                 "mode": {"type": "string", "enum": list(MODES)},
                 "delete_source": {"type": "boolean"},
+                "networks": {
+                    "type": "object",
+                    "propertyNames": _NAME,
+                    "additionalProperties": _NAME,
+                },
+                "drop_unmapped_nics": {"type": "boolean"},
             },
             "required": ["source"],
             "additionalProperties": False,

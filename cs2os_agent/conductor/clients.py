@@ -6,6 +6,7 @@ from cs2os_agent.agent import rpcapi as agent_rpcapi
 from cs2os_agent.cloudstack import client as cloudstack_client
 from cs2os_agent.common import context
 from cs2os_agent.openstack import client as openstack_client
+from cs2os_agent.openstack import network as openstack_network
 
 
 class Clients:
@@ -22,6 +23,10 @@ class Clients:
         return openstack_client.OpenStackClient(
             openstack_client.connect(self.conf),
             wait_timeout=self.conf.conductor.wait_timeout)
+
+    @functools.cached_property
+    def network(self):
+        return openstack_network.NetworkClient(self.openstack.conn)
 
     @functools.cached_property
     def agent(self):

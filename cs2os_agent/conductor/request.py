@@ -9,6 +9,8 @@ _FIELDS = {
     "flavor": str,
     "mode": str,
     "delete_source": bool,
+    "networks": dict,
+    "drop_unmapped_nics": bool,
 }
 
 
@@ -35,7 +37,17 @@ def validate(request):
         raise exception.Invalid(
             reason="mode %s is not supported; supported: %s"
             % (mode, ", ".join(MODES)))
+    networks = request.get("networks") or {}
+    bad = sorted(k for k, v in networks.items()
+                 if not isinstance(k, str) or not k.strip()
+                 or not isinstance(v, str) or not v.strip())
+    if bad:
+        raise exception.Invalid(
+            reason="networks maps CloudStack network id or name to Neutron "
+            "network id or name; bad entries: %s" % ", ".join(map(str, bad)))
     return {
+        "networks": networks,
+        "drop_unmapped_nics": bool(request.get("drop_unmapped_nics", False)),
         "source": source,
         "host": request.get("host") or None,
         "flavor": request.get("flavor") or None,

@@ -34,7 +34,8 @@ class ConductorAPI:
 
         ``request``: {"source": CloudStack VM id or name (required),
         "host": compute host, "flavor": name or id, "mode": "cold",
-        "delete_source": bool}.
+        "delete_source": bool, "networks": {CloudStack network: Neutron
+        network}, "drop_unmapped_nics": bool}.
         """
         return self._call(context, "create_migration", request=request)
 

@@ -10,6 +10,16 @@ cloudstack_group = cfg.OptGroup(
 )
 
 cloudstack_opts = [
+    cfg.DictOpt(
+        "network_map",
+        default={},
+        sample_default="guest-net-1:private,dmz:public-dmz",
+        help="CloudStack network -> Neutron network, for every migration "
+        "(a request's own networks override single entries). Keys are "
+        "CloudStack network ids or names, values Neutron network ids or "
+        "names. A NIC on a network with no mapping stops the migration in "
+        "validate unless the request says drop_unmapped_nics.",
+    ),
     cfg.URIOpt(
         "endpoint",
         schemes=["http", "https"],

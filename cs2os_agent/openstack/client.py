@@ -116,14 +116,16 @@ class OpenStackClient:
         return None
 
     def create_server(self, name, image_id, flavor_id, host, migration_id,
-                      metadata):
+                      metadata, ports=()):
+        """``ports``: Neutron port ids in NIC order; none: no network."""
         kwargs = {}
         if host:
             kwargs["host"] = host
+        networks = [{"port": p} for p in ports] or "none"
         try:
             return self.conn.compute.create_server(
                 name=name, image_id=image_id, flavor_id=flavor_id,
-                networks="none",
+                networks=networks,
                 metadata=dict(metadata, **{MIGRATION_KEY: migration_id}),
                 **kwargs)
         except sdk_exc.SDKException as exc:

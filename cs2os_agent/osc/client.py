@@ -110,11 +110,13 @@ class Client:
         )
 
     def create_migration(self, source, host=None, flavor=None, mode=None,
-                         delete_source=None):
+                         delete_source=None, networks=None,
+                         drop_unmapped_nics=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
-                    "delete_source": delete_source}
+                    "delete_source": delete_source, "networks": networks,
+                    "drop_unmapped_nics": drop_unmapped_nics}
         request.update({k: v for k, v in optional.items() if v is not None})
         return self._one(
             self._request("POST", MIGRATIONS, {"migration": request})

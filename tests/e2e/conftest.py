@@ -183,6 +183,21 @@ def conductor(request, workdir, services, cloud, minicloud, agent,
     proc.start(conductor_api, cs2os_context.get_admin_context())
     yield proc
     proc.stop()
+    delete_migrated_servers(minicloud)
+
+
+def delete_migrated_servers(minicloud):
+    """The servers this run's migrations made: the minicloud has room for
+    8 small servers (2 vCPUs at allocation ratio 4), and every module
+    migrates a few."""
+    conn = minicloud.conn
+    ours = [s for s in conn.compute.servers(all_projects=True)
+            if s.name.startswith("e2e-%s-" % RUN_ID)
+            and "cs2os_migration_id" in (s.metadata or {})]
+    for server in ours:
+        conn.compute.delete_server(server)
+    for server in ours:
+        conn.compute.wait_for_delete(server, wait=120)
 
 
 @pytest.fixture
@@ -190,11 +205,12 @@ def ctxt():
     return cs2os_context.RequestContext(user_id="e2e", project_id="admin")
 
 
-def new_vm(cloud, cloudstack_root, **volume_args):  # noqa: F811
+def new_vm(cloud, cloudstack_root, nics=None, **volume_args):
+    """A running CloudStack VM; ``nics``: [(network, ip, mac)]."""
     volume = images.make_cloudstack_volume(cloudstack_root, **volume_args)
     vm = cloud.add_kvm_vm("e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6]),
                           volume, cloud.admin, cloud.kvm_host,
-                          offering=cloud.offering)
+                          offering=cloud.offering, nics=nics)
     vm.volume = volume
     wait_console(cloud.kvm.console(vm.instancename), volume.message)
     return vm

@@ -39,8 +39,8 @@ def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
                       ("succeeded", "failed"))
     assert done["state"] == "succeeded", (done["error"], done["events"])
     assert [e["step"] for e in done["events"] if e["message"] == "done"] \
-        == ["validate", "image", "boot", "stop_source", "sync", "swap",
-            "start"]
+        == ["validate", "image", "ports", "boot", "stop_source", "sync",
+            "swap", "start"]
     resources, result = done["resources"], done["result"]
     assert resources["flavor_name"] == "m1.tiny"
     assert resources["host"] == minicloud.compute_host

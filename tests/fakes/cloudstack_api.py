@@ -97,8 +97,13 @@ class FakeCloudStack:
 
     def add_vm(self, name, account, host, template, offering, root_pool,
                root_path, root_size, networks=(), hypervisor="KVM",
-               root_volume_id=None):
-        """A Stopped VM with its ROOT volume (file root_path on the pool)."""
+               root_volume_id=None, nics=None):
+        """A Stopped VM with its ROOT volume (file root_path on the pool).
+
+        ``networks``: one NIC on each, addresses made up; ``nics``:
+        [(network, ip, mac)] when a test needs given addresses (the first
+        is the default NIC).
+        """
         with self.lock:
             while True:
                 internal_id = self._next_vm
@@ -109,6 +114,9 @@ class FakeCloudStack:
                     break
             vm = model.Vm(name, internal_id, instancename, account,
                           host.zone, template, offering, hypervisor, host)
+            for index, (network, ip, mac) in enumerate(nics or ()):
+                vm.nics.append(model.Nic(network, ip, mac, index,
+                                         index == 0))
             for index, network in enumerate(networks):
                 vm.nics.append(model.Nic(
                     network, "10.1.1.%d" % (10 + index + internal_id % 200),
@@ -132,7 +140,7 @@ class FakeCloudStack:
             return volume
 
     def add_kvm_vm(self, name, volume, account, host, offering=None,
-                   networks=(), start=True):
+                   networks=(), start=True, nics=None):
         """A VM on files made by tests/functional/images.py.
 
         ``volume`` has pool_dir (<root>/mnt/<pool uuid>), template
@@ -150,7 +158,7 @@ class FakeCloudStack:
         offering = offering or self.add_service_offering("small-%s" % name)
         vm = self.add_vm(name, account, host, template, offering, pool,
                          os.path.basename(volume.overlay),
-                         _virtual_size(volume.overlay), networks)
+                         _virtual_size(volume.overlay), networks, nics=nics)
         if start:
             cloudstack_handlers.power_on(self, vm)
         return vm

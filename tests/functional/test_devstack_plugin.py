@@ -51,6 +51,7 @@ CLOUDSTACK_ENV = {
     "CS2OS_CLOUDSTACK_ENDPOINT": CLOUDSTACK_ENDPOINT,
     "CS2OS_CLOUDSTACK_API_KEY": CLOUDSTACK_API_KEY,
     "CS2OS_CLOUDSTACK_SECRET_KEY": CLOUDSTACK_SECRET_KEY,
+    "CS2OS_CLOUDSTACK_NETWORK_MAP": "guest-net:private,dmz:public",
 }
 
 # A controller without nova-compute, and a compute-only subnode.
@@ -190,7 +191,8 @@ def test_controller_config(controller):
         "endpoint": CLOUDSTACK_ENDPOINT,
         "api_key": CLOUDSTACK_API_KEY,
         "secret_key": CLOUDSTACK_SECRET_KEY,
-        "verify": "True"}
+        "verify": "True",
+        "network_map": "guest-net:private,dmz:public"}
     openstack = conf["openstack"]
     assert openstack["auth_type"] == "password"
     assert openstack["username"] == "cs2os"

@@ -159,8 +159,12 @@ def test_create_sends_the_request_and_the_callers_identity(app, conductor):
     ({"migration": {"source": "a", "delete_source": "yes"}},
      "body/migration/delete_source: 'yes' is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
-     "('colour' was unexpected); allowed: delete_source, flavor, host, "
-     "mode, source"),
+     "('colour' was unexpected); allowed: delete_source, "
+     "drop_unmapped_nics, flavor, host, mode, networks, source"),
+    ({"migration": {"source": "a", "networks": {"guest": ""}}},
+     "body/migration/networks/guest"),
+    ({"migration": {"source": "a", "networks": ["guest"]}},
+     "body/migration/networks: ['guest'] is not of type 'object'"),
     ([], "body: [] is not of type 'object'"),
 ])
 def test_create_rejects_bad_bodies_naming_the_field(app, conductor, body,

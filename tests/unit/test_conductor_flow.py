@@ -135,7 +135,7 @@ def test_cancel_between_steps_rolls_back(db, monkeypatch):
     runner.run(context(db))
     cancelled = db.get_migration("m1")
     assert cancelled["state"] == "cancelled"
-    assert script.ran == ["validate", "image", "boot"]
+    assert script.ran == ["validate", "image", "ports", "boot"]
     assert script.undone == ["boot"]
     assert "cancelled by request during stop_source" in cancelled["error"]
 

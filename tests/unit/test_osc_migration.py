@@ -28,7 +28,8 @@ RECORD = {
     "source_ref": "web-1", "source_vm_id": "vm-uuid",
     "source_vm_name": "web-1", "target_host": None, "compute_host": None,
     "flavor": "m1.small",
-    "delete_source": False, "bytes_done": GIB, "bytes_total": 4 * GIB,
+    "delete_source": False, "networks": {}, "drop_unmapped_nics": False,
+    "nics": None, "bytes_done": GIB, "bytes_total": 4 * GIB,
     "rate_bps": 1048576.0, "error": None,
     "result": None, "resources": {"image_id": "img-1", "host": "cmp-2"},
     "user_id": "u-1", "project_id": "p-1", "request_id": "req-0",
@@ -189,8 +190,10 @@ def test_import_table_formats_dicts(mock, app):
     out = run(migration.ImportMigration, ["web-1", "--mode", "cold"], app)
     assert mock.request_history[0].json() == {
         "migration": {"source": "web-1", "mode": "cold"}}
-    assert "| resources      | host='cmp-2', image_id='img-1' |" in out
-    assert "| state          | running" in out
+    lines = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in out.splitlines() if line.startswith("| ")}
+    assert lines["resources"] == "host='cmp-2', image_id='img-1'"
+    assert lines["state"] == "running"
 
 
 def test_import_wait_success_prints_the_final_record(mock, app):
@@ -313,3 +316,37 @@ def test_api_error_detail_becomes_the_command_error(mock, app):
         run(migration.ShowMigration, ["nope"], app)
     assert str(info.value) == ("Migration nope could not be found. "
                                "(HTTP 404, cs2os.MigrationNotFound, req-1)")
+
+
+def test_import_sends_network_mappings_and_shows_the_nics(mock, app):
+    nics = [{"cloudstack_network": "guest", "neutron_network": "private",
+             "port_id": "p-0", "mac": "1e:00:00:00:00:01", "ip": "10.0.0.50",
+             "cloudstack_ip": "10.0.0.50", "ip_preserved": True},
+            {"cloudstack_network": "backend", "neutron_network": "private",
+             "port_id": "p-1", "mac": "1e:00:00:00:00:02", "ip": "10.0.0.7",
+             "cloudstack_ip": "192.168.5.7", "ip_preserved": False}]
+    mock.post(URL, status_code=202, json={"migration": dict(
+        RECORD, networks={"guest": "private", "backend": "private"},
+        result={"nics": nics})})
+    out = run(migration.ImportMigration,
+              ["web-1", "--network", "guest=private", "--network",
+               "backend = private", "--drop-unmapped-nics", "-c", "nics"],
+              app)
+    assert mock.request_history[0].json() == {"migration": {
+        "source": "web-1", "networks": {"guest": "private",
+                                        "backend": "private"},
+        "drop_unmapped_nics": True}}
+    shown = [line.split("|")[2].strip() for line in out.splitlines()
+             if line.startswith("| ")][1:]
+    assert shown == [
+        "guest -> private port p-0 1e:00:00:00:00:01 10.0.0.50",
+        "backend -> private port p-1 1e:00:00:00:00:02 10.0.0.7 "
+        "(was 192.168.5.7: not in the network's subnets)"]
+
+
+@pytest.mark.parametrize("bad", ["guest", "=private", "guest="])
+def test_import_rejects_a_malformed_network_mapping(app, bad):
+    cmd = migration.ImportMigration(app, None)
+    parser = cmd.get_parser("openstack cs2os import")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["web-1", "--network", bad])

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -353,15 +354,42 @@ def _api_record(minicloud, migration_id):
     return resp.json()["migration"]
 
 
+def _migration_ids():
+    try:
+        db = sqlite3.connect("file:%s?mode=ro" % path("cs2os.sqlite"),
+                             uri=True)
+    except sqlite3.Error:
+        return set()
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM migrations")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        db.close()
+
+
+def delete_servers(conn):
+    """The Nova servers the sandbox's migrations made, and no other."""
+    ids = _migration_ids()
+    servers = [s for s in conn.compute.servers(all_projects=True)
+               if (s.metadata or {}).get("cs2os_migration_id") in ids]
+    for server in servers:
+        conn.compute.delete_server(server)
+        say("deleting Nova server %s (%s)" % (server.name, server.id))
+    for server in servers:
+        conn.compute.wait_for_delete(server, wait=120)
+
+
 def down(args):
     stop_all()
     try:
         minicloud = load_json(os.path.join(MINICLOUD, "minicloud.json"))
         conn = openstack.connect(cloud=minicloud["admin_cloud"],
                                  load_yaml_config=True)
+        delete_servers(conn)
         unregister(conn)
     except Exception as exc:  # noqa: BLE001 - the minicloud may be gone
-        say("catalog entry not removed (%s)" % exc)
+        say("servers and catalog entry not removed (%s)" % exc)
     try:
         rabbitmqctl("delete_vhost", VHOST)
     except (subprocess.CalledProcessError, FileNotFoundError):

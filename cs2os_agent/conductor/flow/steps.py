@@ -17,6 +17,7 @@ from cs2os_agent import transfer
 from cs2os_agent.agent import overlay
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.openstack import client as os_client
 from cs2os_agent.transfer import monitor as transfer_monitor
@@ -61,8 +62,17 @@ def validate(ctx):
     if host:
         openstack.check_compute_host(host)
         _require_agent(ctx, host)
+    options = ctx.migration["options"] or {}
+    network_map = dict(ctx.conf.cloudstack.network_map,
+                       **(options.get("networks") or {}))
+    nic_plan, dropped = nics.plan(
+        ctx.id, vm.get("nics") or [], network_map,
+        options.get("drop_unmapped_nics", False), ctx.clients.network)
     ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"])
+    if dropped:
+        ctx.result(dropped_nics=dropped)
     ctx.resource(
+        nic_plan=nic_plan,
         flavor_id=flavor.id,
         flavor_name=flavor.name,
         overlay_source=overlay_source,
@@ -118,6 +128,54 @@ def image(ctx):
                template_sha512=digest)
 
 
+def ports(ctx):
+    """One Neutron port per planned NIC: same MAC, same IP where it fits."""
+    neutron = ctx.clients.network
+    created = {p["index"]: p for p in ctx.resources.get("ports") or []}
+    for entry in ctx.resources.get("nic_plan") or []:
+        port = None
+        if entry["index"] in created:
+            port = _existing_port(neutron, created[entry["index"]]["id"])
+        # A port of an earlier attempt that died before recording it.
+        port = port or neutron.find_port(entry["port_name"])
+        if port is None:
+            port = neutron.create_port(
+                entry["port_name"], entry["neutron_network_id"],
+                entry["mac"], entry["subnet_id"], entry["ip"],
+                description="cs2os migration %s: CloudStack NIC %s on %s"
+                % (ctx.id, entry["mac"], entry["cloudstack_network"]))
+        created[entry["index"]] = {"index": entry["index"], "id": port.id}
+        ctx.resource(ports=sorted(created.values(),
+                                  key=lambda p: p["index"]))
+    if ctx.resources.get("nic_plan"):
+        ctx.result(nics=[_nic_result(entry, neutron.get_port(
+            created[entry["index"]]["id"]))
+            for entry in ctx.resources["nic_plan"]])
+
+
+def _nic_result(entry, port):
+    ips = [f["ip_address"] for f in port.fixed_ips or []]
+    return {
+        "cloudstack_network": entry["cloudstack_network"],
+        "cloudstack_network_id": entry["cloudstack_network_id"],
+        "neutron_network": entry["neutron_network"],
+        "neutron_network_id": entry["neutron_network_id"],
+        "port_id": port.id,
+        "mac": port.mac_address,
+        "cloudstack_ip": entry["cloudstack_ip"],
+        "ip": ips[0] if ips else None,
+        "ip_preserved": entry["cloudstack_ip"] in ips,
+        "mac_preserved": port.mac_address == entry["mac"],
+    }
+
+
+def _existing_port(neutron, port_id):
+    try:
+        return neutron.get_port(port_id)
+    except exception.OpenStackError:
+        return None
+
+
 def boot(ctx):
     openstack = ctx.clients.openstack
     resources = ctx.resources
@@ -131,7 +189,8 @@ def boot(ctx):
         server = openstack.create_server(
             vm["name"], resources["image_id"], resources["flavor_id"],
             ctx.migration["target_host"], ctx.id,
-            {"cloudstack_vm_id": vm["id"]})
+            {"cloudstack_vm_id": vm["id"]},
+            ports=[p["id"] for p in resources.get("ports") or []])
     ctx.resource(server_id=server.id)
     if openstack.get_server(server.id).status != "SHUTOFF":
         server = openstack.wait_server(server.id, "ACTIVE")
@@ -206,6 +265,7 @@ def start(ctx):
 COLD = [
     ("validate", validate),
     ("image", image),
+    ("ports", ports),
     ("boot", boot),
     ("stop_source", stop_source),
     ("sync", sync),
@@ -238,6 +298,24 @@ def undo_boot(ctx):
     return "deleted server %s" % resources["server_id"]
 
 
+def undo_ports(ctx):
+    """Delete the ports this migration made (found by record and by name),
+    after the server that used them is gone."""
+    resources = ctx.resources
+    if resources.get("committed") or resources.get("server_id"):
+        return None
+    neutron = ctx.clients.network
+    ids = {p["id"] for p in resources.get("ports") or []}
+    for entry in resources.get("nic_plan") or []:
+        port = neutron.find_port(entry["port_name"])
+        if port is not None:
+            ids.add(port.id)
+    for port_id in sorted(ids):
+        neutron.delete_port(port_id)
+    ctx.resource(ports=[])
+    return "deleted ports %s" % ", ".join(sorted(ids)) if ids else None
+
+
 def undo_stop_source(ctx):
     if not ctx.resources.get("source_stopped"):
         return None
@@ -249,6 +327,7 @@ def undo_stop_source(ctx):
 ROLLBACK = [
     ("undo_swap", undo_swap),
     ("undo_boot", undo_boot),
+    ("undo_ports", undo_ports),
     ("undo_stop_source", undo_stop_source),
 ]
 

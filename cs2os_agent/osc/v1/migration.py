@@ -20,7 +20,8 @@ STATES = ("queued", "running", "cancelling", "succeeded", "failed",
 SHOW_FIELDS = (
     "id", "state", "step", "mode", "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
-    "delete_source", "bytes_done", "bytes_total", "rate_bps", "error",
+    "delete_source", "networks", "drop_unmapped_nics", "nics",
+    "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "user_id", "project_id", "request_id",
     "created_at", "updated_at", "started_at", "finished_at",
 )
@@ -42,6 +43,27 @@ def _event_line(event):
     return "%s: %s" % (head, event.get("message") or "")
 
 
+class NicsColumn(cliff_columns.FormattableColumn):
+    """One line per NIC: where it went and whether it kept its identity."""
+
+    def human_readable(self):
+        return "\n".join(_nic_line(n) for n in self._value or [])
+
+    def machine_readable(self):
+        return [dict(n) for n in self._value or []]
+
+
+def _nic_line(nic):
+    ip = nic.get("ip") or "-"
+    if not nic.get("ip_preserved"):
+        ip += " (was %s: not in the network's subnets)" % (
+            nic.get("cloudstack_ip") or "none")
+    return "%s -> %s port %s %s %s" % (
+        nic.get("cloudstack_network") or nic.get("cloudstack_network_id"),
+        nic.get("neutron_network") or nic.get("neutron_network_id"),
+        nic.get("port_id"), nic.get("mac"), ip)
+
+
 class ProgressColumn(cliff_columns.FormattableColumn):
     """Whole percent copied: ``42%`` in tables, ``42`` for machines."""
 
@@ -50,6 +72,8 @@ class ProgressColumn(cliff_columns.FormattableColumn):
 
 
 FORMATTERS = {
+    "networks": format_columns.DictColumn,
+    "nics": NicsColumn,
     "result": format_columns.DictColumn,
     "resources": format_columns.DictColumn,
     "events": EventsColumn,
@@ -58,6 +82,8 @@ FORMATTERS = {
 
 def show_record(record):
     """(columns, values) of a record for a ShowOne."""
+    # The NICs are the part of the result operators ask about first.
+    record = dict(record, nics=(record.get("result") or {}).get("nics"))
     fields = list(SHOW_FIELDS)
     fields += sorted(k for k in record
                      if k not in SHOW_FIELDS and k != "events")
@@ -101,6 +127,16 @@ LONG_COLUMNS = (
     ("Created At", lambda r: r.get("created_at")),
     ("Updated At", lambda r: r.get("updated_at")),
 )
+
+
+def _network_pair(text):
+    cloudstack, sep, neutron = text.partition("=")
+    if not sep or not cloudstack.strip() or not neutron.strip():
+        raise ValueError(text)
+    return cloudstack.strip(), neutron.strip()
+
+
+_network_pair.__name__ = "<cloudstack-net>=<neutron-net>"
 
 
 def _positive(kind):
@@ -185,6 +221,19 @@ class ImportMigration(_Watching, command.ShowOne):
             "--delete-source", action="store_true", default=None,
             help="Delete the CloudStack VM after a successful migration",
         )
+        parser.add_argument(
+            "--network", metavar="<cloudstack-net>=<neutron-net>",
+            action="append", type=_network_pair, dest="networks",
+            help="Put the VM's NICs on CloudStack network <cloudstack-net> "
+            "(id or name) on Neutron network <neutron-net> (id or name), "
+            "with the same MAC and, where it fits a subnet, the same IP. "
+            "Repeat for each network; overrides [cloudstack] network_map",
+        )
+        parser.add_argument(
+            "--drop-unmapped-nics", action="store_true", default=None,
+            help="Leave out NICs on networks with no mapping instead of "
+            "refusing the migration",
+        )
         self.add_wait_arguments(parser)
         return parser
 
@@ -193,6 +242,9 @@ class ImportMigration(_Watching, command.ShowOne):
             parsed_args.source, host=parsed_args.host,
             flavor=parsed_args.flavor, mode=parsed_args.mode,
             delete_source=parsed_args.delete_source,
+            networks=dict(parsed_args.networks) if parsed_args.networks
+            else None,
+            drop_unmapped_nics=parsed_args.drop_unmapped_nics,
         )
         LOG.debug("Migration %s created", record.get("id"))
         return self.watch_and_show(record, parsed_args)
