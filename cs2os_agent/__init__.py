@@ -11,11 +11,13 @@ from oslo_service import backend as _service_backend  # noqa: E402
 __version__ = "0.1.0"
 
 # cs2os runs on plain threads and never monkey-patches.  oslo.messaging
-# imports oslo.service, whose default backend is eventlet, so the threading
-# backend has to be chosen before anything imports oslo.messaging; our
-# console scripts import this package first.  A process that embeds cs2os
-# (a test runner, another service) and chose first keeps its choice.
-try:
-    _service_backend.init_backend(_service_backend.BackendType.THREADING)
-except _service_backend.exceptions.BackendAlreadySelected:
-    pass
+# selects oslo.service's backend when it is imported, and the default is
+# eventlet, so the threading backend must be the default before anything
+# imports oslo.messaging; our console scripts import this package first.
+# A hook (not init_backend) chooses it only when the backend is first
+# needed: `openstack` loads this package for every command through the
+# CLI plugin, and importing the threading backend costs 0.3 s.  A process
+# that embeds cs2os (a test runner, another service) and chose first keeps
+# its choice.
+_service_backend.register_backend_default_hook(
+    lambda: _service_backend.BackendType.THREADING)

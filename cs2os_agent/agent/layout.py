@@ -45,8 +45,14 @@ class InstanceFiles:
         """Nova's original root disk, kept for rollback."""
         return self._name("disk.cs2os-orig")
 
+    @property
+    def mirror(self):
+        """T: the fresh overlay on the base that a live mirror fills."""
+        return self._name("disk.cs2os-mirror")
+
     def ours(self):
         return [
+            self.mirror,
             self.staged,
             self.partial,
             self.partial_meta,

@@ -4,6 +4,8 @@ API version history:
 
     1.0 - Initial version: get_agent_info, probe_instance, sync_overlay,
           swap_disk, restore_disk, cleanup, cancel.
+    1.1 - Warm migration: prepare_mirror, mirror_status, finish_mirror,
+          abort_mirror.
 """
 
 import oslo_messaging as messaging
@@ -14,7 +16,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.0"
+RPC_API_VERSION = "1.1"
 
 
 class AgentAPI:
@@ -84,4 +86,48 @@ class AgentAPI:
     def cancel(self, context, host, migration_id):
         return self._prepare(host).call(
             context, "cancel", migration_id=migration_id
+        )
+
+    # -- 1.1: warm migration ------------------------------------------------
+
+    def _prepare_1_1(self, host, long_running=False):
+        if long_running:
+            return self.client.prepare(
+                server=host,
+                version="1.1",
+                call_monitor_timeout=CONF.rpc_response_timeout,
+                timeout=CONF.long_rpc_timeout,
+            )
+        return self.client.prepare(server=host, version="1.1")
+
+    def prepare_mirror(self, context, host, migration_id, instance_uuid,
+                       source):
+        # Long: proving D == B may hash or compare the whole base.
+        return self._prepare_1_1(host, long_running=True).call(
+            context,
+            "prepare_mirror",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+            source=source,
+        )
+
+    def mirror_status(self, context, host, migration_id):
+        return self._prepare_1_1(host).call(
+            context, "mirror_status", migration_id=migration_id
+        )
+
+    def finish_mirror(self, context, host, migration_id, instance_uuid):
+        return self._prepare_1_1(host, long_running=True).call(
+            context,
+            "finish_mirror",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+        )
+
+    def abort_mirror(self, context, host, migration_id, instance_uuid):
+        return self._prepare_1_1(host).call(
+            context,
+            "abort_mirror",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
         )

@@ -19,8 +19,12 @@ def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-agent")
     rpc.init(CONF)
-    endpoints = [manager.AgentManager(CONF)]
-    service.run(service.RPCService(rpcapi.TOPIC, CONF.host, endpoints))
+    agent = manager.AgentManager(CONF)
+    rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [agent])
+    # Mirror daemons and tunnels run in sessions of their own: without
+    # this they would outlive a stopped agent.
+    rpc_service.on_stop = agent.stop_mirrors
+    service.run(rpc_service)
 
 
 if __name__ == "__main__":

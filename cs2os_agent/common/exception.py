@@ -395,3 +395,75 @@ class ConductorUnavailable(Cs2osException):
         "runs and reaches the message bus"
     )
     code = 503
+
+
+# -- warm migration: the live mirror ------------------------------------------
+
+
+class MirrorError(Cs2osException):
+    msg_fmt = "Mirror failed: %(reason)s"
+    code = 502
+
+
+class StorageDaemonError(MirrorError):
+    msg_fmt = "qemu-storage-daemon: %(command)s failed: %(reason)s"
+
+
+class StorageDaemonDied(StorageDaemonError):
+    msg_fmt = (
+        "qemu-storage-daemon (pid %(pid)s) exited (%(status)s) while "
+        "%(during)s: %(stderr)s; the mirror target is not durable and the "
+        "mirror must start again"
+    )
+
+
+class MirrorTunnelFailed(MirrorError):
+    msg_fmt = (
+        "The SSH tunnel to %(host)s port %(port)s for the mirror could not "
+        "be opened: %(reason)s"
+    )
+
+
+class MirrorTunnelDied(MirrorTunnelFailed):
+    msg_fmt = (
+        "The SSH tunnel to %(host)s port %(port)s for the mirror ended "
+        "(%(status)s): %(reason)s"
+    )
+
+
+class BlockCopyFailed(MirrorError):
+    msg_fmt = (
+        "Block copy of %(domain)s disk %(disk)s: %(reason)s"
+    )
+
+
+class BlockCopyTimeout(BlockCopyFailed):
+    msg_fmt = (
+        "Block copy of %(domain)s disk %(disk)s did not become ready within "
+        "%(timeout)s s (%(cur)s of %(end)s bytes copied)"
+    )
+
+
+class BaseNotVerified(Invalid):
+    msg_fmt = (
+        "Refusing a shallow mirror onto base %(base)s: %(reason)s. Only the "
+        "top layer is mirrored, so the base must be proven to hold the same "
+        "guest-visible bytes as the CloudStack template (a recorded content "
+        "digest or a template to compare with)"
+    )
+    code = 409
+
+
+class BaseMismatch(BaseNotVerified):
+    msg_fmt = (
+        "Refusing a shallow mirror onto base %(base)s: it differs from the "
+        "CloudStack template (%(detail)s); the guest would see wrong data"
+    )
+
+
+class MirrorNotFound(Cs2osException):
+    msg_fmt = (
+        "No mirror target for migration %(migration_id)s on this agent; "
+        "prepare_mirror first"
+    )
+    code = 404

@@ -14,6 +14,7 @@ from cs2os_agent.conf import conductor
 from cs2os_agent.conf import database
 from cs2os_agent.conf import default
 from cs2os_agent.conf import libvirt
+from cs2os_agent.conf import mirror
 from cs2os_agent.conf import openstack
 from cs2os_agent.conf import transfer
 
@@ -25,6 +26,7 @@ ALL_MODULES = (
     agent,
     libvirt,
     transfer,
+    mirror,
     conductor,
     api,
     database,

@@ -9,7 +9,7 @@ def test_every_group_is_listed_for_the_generator():
         (g.name if isinstance(g, cfg.OptGroup) else g)
         for g, _ in opts.list_opts()
     }
-    assert groups == {"DEFAULT", "agent", "libvirt", "transfer",
+    assert groups == {"DEFAULT", "agent", "libvirt", "transfer", "mirror",
                       "conductor", "api", "database", "openstack",
                       "cloudstack"}
 

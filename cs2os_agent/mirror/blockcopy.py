@@ -1,0 +1,262 @@
+"""The source side of the mirror: libvirt's block copy on the KVM host.
+
+Whoever drives it (the conductor, or a test) holds a libvirt connection to
+the CloudStack host's libvirtd and the running domain.  The copy goes into
+the agent's NBD export as ``<disk type='network'>`` with flags:
+
+- SHALLOW: only the top layer A; the template B is already the target's
+  base D (prove that first: :mod:`cs2os_agent.mirror.baseproof`);
+- REUSE_EXT: the target exists (T on D); libvirt must not create it;
+- TRANSIENT_JOB: CloudStack's domains are transient, which libvirt refuses
+  a non-transient copy job for;
+- SYNCHRONOUS_WRITES: once READY, a guest write completes only when it is
+  on both sides.  Without it the READY-phase writes were missing after a
+  destroy (recipe finding): never run the mirror without it.
+
+Cutover (recipe finding, 15-34 ms for the disk part): suspend the source,
+end the job *without* pivot (libvirt reports CANCELED: that is success
+here), then the agent closes the export (T durable), and only then is the
+source destroyed (1.2-2 s, off the critical path).  Aborting the job
+without suspending first lets a guest write land in A only: a mismatch.
+
+The job is watched by polling (``blockJobInfo`` for cur/end, the live
+XML's ``<mirror ready='yes'>`` for READY): polling needs no libvirt event
+loop in the caller's process and sees the same state libvirt keeps.  A job
+that vanishes while nobody ended it has failed (libvirt drops a transient
+job once QEMU concluded it, e.g. on an NBD write error).
+"""
+
+import dataclasses
+import time
+from xml.etree import ElementTree
+from xml.sax import saxutils
+
+import libvirt
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
+
+
+def _ignore_libvirt_error(ctxt, error):
+    # libvirt's default handler prints every error to stderr, also the
+    # expected ones (a job or a transient domain gone); they are raised as
+    # exceptions and handled instead (as cs2os_agent.agent.domain does).
+    pass
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+
+COPY_FLAGS = (libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
+              | libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
+              | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+              | libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES)
+
+
+def nbd_dest_xml(export, socket=None, host=None, port=None):
+    """The copy destination: the export as a raw network disk.
+
+    ``raw``: the export serves T's qcow2 node, i.e. guest data.
+    """
+    if (socket is None) == (host is None):
+        raise ValueError("give either socket or host and port")
+    if socket is not None:
+        where = "<host transport='unix' socket=%s/>" % saxutils.quoteattr(
+            socket)
+    else:
+        where = "<host name=%s port=%s/>" % (saxutils.quoteattr(host),
+                                             saxutils.quoteattr(str(port)))
+    return ("<disk type='network'><driver type='raw'/>"
+            "<source protocol='nbd' name=%s>%s</source></disk>"
+            % (saxutils.quoteattr(export), where))
+
+
+def _xml(dom):
+    # The XML comes from libvirtd, not from a user.
+    return ElementTree.fromstring(dom.XMLDesc(0))  # noqa: S314
+
+
+def qemu_owner(dom):
+    """``uid:gid`` the domain's QEMU runs as (its DAC label), or None.
+
+    The NBD socket on the source host must be connectable by this user.
+    libvirt writes the label as ``+64055:+64055``.
+    """
+    for label in _xml(dom).findall("./seclabel[@model='dac']/label"):
+        text = (label.text or "").replace("+", "")
+        uid, sep, gid = text.partition(":")
+        if sep and uid.isdigit() and gid.isdigit():
+            return "%s:%s" % (uid, gid)
+    return None
+
+
+def _mirror_element(dom, disk):
+    for d in _xml(dom).findall("./devices/disk"):
+        target = d.find("target")
+        if target is not None and target.get("dev") == disk:
+            return d.find("mirror")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    active: bool  # libvirt still has the job
+    cur: int
+    end: int
+    ready: bool  # every write now lands on both sides
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+class BlockCopy:
+    """One block copy job on one disk of a running source domain."""
+
+    def __init__(self, dom, disk="vda"):
+        self.dom = dom
+        self.disk = disk
+        self.name = dom.name()
+        self.started = None
+        self.ready_after = None
+        self._ending = False  # we asked libvirt to end it
+
+    def _fail(self, reason):
+        return exception.BlockCopyFailed(domain=self.name, disk=self.disk,
+                                         reason=reason)
+
+    def start(self, dest_xml, bandwidth=None):
+        """Start the copy; ``bandwidth`` in bytes/s caps the bulk phase."""
+        params = {}
+        if bandwidth:
+            params[libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH] = int(bandwidth)
+        self._ending = False
+        self.started = time.monotonic()
+        try:
+            self.dom.blockCopy(self.disk, dest_xml, params, COPY_FLAGS)
+        except libvirt.libvirtError as exc:
+            raise self._fail("could not start: %s"
+                             % exc.get_error_message()) from None
+        LOG.info("Block copy of %s %s started", self.name, self.disk)
+
+    def status(self):
+        try:
+            info = self.dom.blockJobInfo(self.disk, 0)
+            mirror = _mirror_element(self.dom, self.disk) if info else None
+        except libvirt.libvirtError as exc:
+            raise self._fail("cannot read the job: %s"
+                             % exc.get_error_message()) from None
+        if not info:
+            return JobStatus(False, 0, 0, False)
+        ready = mirror is not None and mirror.get("ready") == "yes"
+        return JobStatus(True, info.get("cur", 0), info.get("end", 0), ready)
+
+    def check(self):
+        """The job's status; BlockCopyFailed if it ended by itself."""
+        status = self.status()
+        if not status.active and not self._ending:
+            raise self._fail(
+                "the job ended without being asked to (the NBD target "
+                "closed or refused a write); the source domain is %s and "
+                "its disk unchanged" % self._domain_state())
+        return status
+
+    def _domain_state(self):
+        try:
+            state = self.dom.state()[0]
+        except libvirt.libvirtError:
+            return "gone"
+        return {libvirt.VIR_DOMAIN_RUNNING: "running",
+                libvirt.VIR_DOMAIN_PAUSED: "paused",
+                libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}.get(
+                    state, "in state %d" % state)
+
+    def wait_ready(self, timeout, interval=0.1, progress=None):
+        """Poll until READY with every byte copied; return the status.
+
+        ``progress(status)`` is called at each poll.  Raises
+        BlockCopyFailed if the job fails, BlockCopyTimeout after
+        ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.check()
+            if progress is not None:
+                progress(status)
+            if status.ready and status.cur == status.end:
+                if self.ready_after is None and self.started is not None:
+                    self.ready_after = time.monotonic() - self.started
+                return status
+            if time.monotonic() > deadline:
+                raise exception.BlockCopyTimeout(
+                    domain=self.name, disk=self.disk, timeout=timeout,
+                    cur=status.cur, end=status.end)
+            time.sleep(interval)
+
+    def _end_job(self):
+        """blockJobAbort without pivot: the source keeps its own disk.
+
+        Synchronous (no ABORT_ASYNC): it returns once QEMU ended the job,
+        which libvirt reports as CANCELED, the expected end here.
+        """
+        self._ending = True
+        try:
+            self.dom.blockJobAbort(self.disk, 0)
+        except libvirt.libvirtError as exc:
+            if not self.status().active:
+                return  # it ended meanwhile (or had failed): nothing to do
+            raise self._fail("could not end the job: %s"
+                             % exc.get_error_message()) from None
+
+    def cutover(self, require_ready=True):
+        """Freeze the source and end the job; the target is complete.
+
+        Suspend first, then end the job (recipe order).  Returns timings in
+        seconds.  Raises BlockCopyFailed if the job was not READY or failed;
+        a source this call paused is resumed first, so a failed cutover
+        leaves it running as it was (the mirror is then started again).
+        """
+        status = self.check()
+        if require_ready and not (status.ready and status.cur == status.end):
+            raise self._fail("cutover refused: the job is not ready (%d of "
+                             "%d bytes)" % (status.cur, status.end))
+        t0 = time.monotonic()
+        paused_here = False
+        try:
+            if self.dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                self.dom.suspend()
+                paused_here = True
+        except libvirt.libvirtError as exc:
+            raise self._fail("could not suspend the source: %s"
+                             % exc.get_error_message()) from None
+        t1 = time.monotonic()
+        try:
+            # The last check: a write that failed on the target between
+            # the status above and the suspend must not go unnoticed.
+            status = self.check()
+            if require_ready and not status.ready:
+                raise self._fail("the job left READY before the cutover")
+            self._end_job()
+        except BaseException:
+            if paused_here:
+                self._resume()
+            raise
+        t2 = time.monotonic()
+        return {"suspend": t1 - t0, "abort": t2 - t1, "total": t2 - t0}
+
+    def _resume(self):
+        try:
+            self.dom.resume()
+        except libvirt.libvirtError:
+            LOG.exception("Could not resume %s after a failed cutover",
+                          self.name)
+
+    def cancel(self):
+        """End the mirror before any cutover; the source runs on untouched.
+
+        The target's content is then worthless (writes after this land in
+        the source only): the agent discards it.
+        """
+        if self.status().active:
+            self._end_job()
+        self._ending = True

@@ -1,0 +1,84 @@
+"""The storage daemon's command line and QMP graph, without the daemon."""
+
+import pytest
+
+from cs2os_agent.common import exception
+from cs2os_agent.mirror import qsd
+from cs2os_agent.mirror import target as mirror_target
+
+
+def test_argv_has_only_a_private_monitor_and_a_pid_file():
+    argv = qsd.build_argv("/run/cs2os/m/ab")
+    assert argv[0] == "qemu-storage-daemon"
+    assert argv[1:3] == ["--chardev", "socket,id=qmp0,path=/run/cs2os/m/ab/"
+                         "qmp.sock,server=on,wait=off"]
+    assert "--monitor" in argv and "--pidfile" in argv
+    # No shell, no daemonize: the agent keeps it as a child it can watch.
+    assert "--daemonize" not in argv
+    assert all(isinstance(a, str) for a in argv)
+
+
+def test_commas_in_the_run_dir_cannot_add_options():
+    argv = qsd.build_argv("/run/a,server=off,x")
+    assert "path=/run/a,,server=off,,x/qmp.sock,server=on" in argv[2]
+
+
+def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
+    cmds = qsd.graph_commands("/i/u/disk.cs2os-mirror", "/i/_base/d", "raw",
+                              "/r/nbd.sock", "cs2os-x")
+    names = [c for c, _ in cmds]
+    assert names == ["blockdev-add"] * 4 + ["nbd-server-start",
+                                            "block-export-add"]
+    d_file, d_fmt, t_file, t_fmt = (a for _, a in cmds[:4])
+    assert d_file["read-only"] and d_fmt["read-only"]
+    assert d_fmt["driver"] == "raw" and d_fmt["file"] == d_file["node-name"]
+    assert t_fmt["driver"] == "qcow2"
+    assert t_fmt["backing"] == d_fmt["node-name"]
+    assert "read-only" not in t_file
+    export = cmds[-1][1]
+    # The format node: NBD clients read and write guest data.
+    assert export["node-name"] == t_fmt["node-name"]
+    assert export["writable"] is True and export["name"] == "cs2os-x"
+    assert cmds[4][1]["addr"] == {"type": "unix",
+                                  "data": {"path": "/r/nbd.sock"}}
+
+
+def test_close_order_puts_t_first_and_d_last():
+    assert qsd.CLOSE_ORDER[0] == qsd.T_FMT
+    assert qsd.CLOSE_ORDER[-1] == qsd.D_FILE
+
+
+def test_too_long_socket_paths_are_refused_up_front(tmp_path):
+    with pytest.raises(exception.StorageDaemonError) as err:
+        qsd.StorageDaemon("/" + "r" * 100, "/t", "/d", "e")
+    assert "run_dir" in str(err.value)
+
+
+def test_status_words():
+    assert qsd.exit_status(None) == "running"
+    assert qsd.exit_status(-9) == "killed by SIGKILL"
+    assert qsd.exit_status(1) == "exit code 1"
+
+
+def test_not_started():
+    d = qsd.StorageDaemon("/run/x", "/t", "/d", "e")
+    assert not d.alive()
+    with pytest.raises(exception.StorageDaemonError):
+        d.check()
+
+
+def test_run_dirs_are_short_and_per_migration():
+    a = mirror_target.run_dir_for("/run/cs2os/mirror", "m-1")
+    b = mirror_target.run_dir_for("/run/cs2os/mirror", "m-2")
+    assert a != b and len(a) == len("/run/cs2os/mirror/") + 16
+    # Stays under the unix socket limit with a long migration id too.
+    long_id = mirror_target.run_dir_for("/run/cs2os/mirror", "x" * 500)
+    assert len(long_id + "/nbd.sock") < qsd.SUN_PATH_MAX
+    assert mirror_target.export_name("m-1").startswith("cs2os-")
+
+
+def test_start_time_names_this_process():
+    import os
+
+    assert mirror_target._start_time(os.getpid()) > 0
+    assert mirror_target._start_time(2 ** 22 + 12345) is None
