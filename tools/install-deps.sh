@@ -15,8 +15,8 @@ PACKAGES=(
     # nfs-ganesha (the kernel may have no nfsd), NFSv3 with rpcbind inside a
     # network namespace (iproute2, util-linux's unshare/nsenter).
     libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux
-    # conductor database tests (a private cluster) and the minicloud
-    postgresql curl
+    # conductor database tests (private servers) and the minicloud
+    postgresql mariadb-server curl
     # DevStack plugin lint (tests/functional/test_devstack_plugin.py)
     shellcheck
 )

@@ -1,4 +1,5 @@
-"""The schema and the claim logic on SQLite and on a real PostgreSQL."""
+"""The schema and the claim logic on SQLite, a real PostgreSQL and a real
+MariaDB (MySQL)."""
 
 import concurrent.futures
 import datetime
@@ -12,6 +13,7 @@ from alembic import migration as alembic_migration
 from cs2os_agent.db import api
 from cs2os_agent.db import migration
 from cs2os_agent.db import models
+from tests.functional import mariadb
 from tests.functional import postgres
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
@@ -25,13 +27,24 @@ def pg_cluster(workdir):
     cluster.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module")
+def mariadb_server(workdir):
+    server = mariadb.MariaDBServer(workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database(request, workdir):
     name = "t_%s" % uuid.uuid4().hex[:12]
     if request.param == "sqlite":
         url = "sqlite:///%s" % os.path.join(workdir, name + ".sqlite")
-    else:
+    elif request.param == "postgresql":
         url = request.getfixturevalue("pg_cluster").create_database(name)
+    else:
+        url = request.getfixturevalue("mariadb_server").create_database(
+            name)
     db = api.Database(url)
     migration.upgrade(db)
     yield db
