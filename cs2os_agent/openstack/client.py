@@ -26,6 +26,7 @@ MIGRATION_KEY = "cs2os_migration_id"
 TEMPLATE_KEY = "cs2os_cloudstack_template_id"
 FINGERPRINT_KEY = "cs2os_template_fingerprint"
 HASH_KEY = "cs2os_template_sha512"
+PLACEHOLDER_KEY = "cs2os_placeholder"
 
 
 def connect(conf):
@@ -56,6 +57,15 @@ class OpenStackClient:
             props = image.properties or {}
             if (image.status == "active"
                     and props.get(FINGERPRINT_KEY) == fingerprint):
+                return image
+        return None
+
+    def find_placeholder_image(self):
+        """cs2os's blank boot image for volumes without a backing file."""
+        for image in self.conn.image.images(**{PLACEHOLDER_KEY: "1"}):
+            # The filter is a hint: check the property on what came back.
+            props = image.properties or {}
+            if image.status == "active" and props.get(PLACEHOLDER_KEY) == "1":
                 return image
         return None
 

@@ -225,3 +225,31 @@ def test_failure_after_the_source_stopped_rolls_back(
     assert cloud.vm_state(vm) == "Running"
     wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
     assert images.sha256(overlay) == digest
+
+
+def test_volume_without_backing_file_moves_whole(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root):
+    """CloudStack's FAT and SPARSE provisioning: the root volume holds the
+    whole disk, no template under it.  The server boots from cs2os's blank
+    placeholder image first, then the volume replaces its disk."""
+    vm = new_vm(cloud, cloudstack_root, standalone=True)
+    created = conductor_api.create_migration(
+        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    result = done["result"]
+    assert result["standalone_volume"] is True
+    assert result["template_bytes_moved"] == 0
+    assert result["sync"]["full_copy"] is True
+    image = minicloud.conn.image.get_image(done["resources"]["image_id"])
+    assert image.properties.get("cs2os_placeholder") == "1"
+    server_id = done["resources"]["server_id"]
+    disk = os.path.join(minicloud.instances_path, server_id, "disk")
+    info = qemu_img.info(disk, "qcow2", force_share=True)
+    assert "backing-filename" not in info
+    qemu_img.compare(vm.volume.reference, disk, "qcow2", "qcow2",
+                     force_share=True)
+    wait_console(os.path.join(minicloud.instances_path, server_id,
+                              "console.log"), vm.volume.message)
+    assert minicloud.conn.compute.get_server(server_id).status == "ACTIVE"

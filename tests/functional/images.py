@@ -40,7 +40,7 @@ class CloudStackVolume:
     template: str  # B, as it sits on primary storage
     overlay: str  # A, its header names the CloudStack host's path of B
     reference: str  # A rebased onto our local B: the guest's view
-    header_backing: str
+    header_backing: str  # None for a standalone volume
     written: int  # bytes written into A
     template_message: str  # what a guest booted from B alone prints
     message: str  # what a guest booted from A's chain prints
@@ -53,11 +53,14 @@ def make_cloudstack_volume(
     writes=((0xA1, 1 * MiB, 1 * MiB), (0xA2, 30 * MiB, 4 * MiB)),
     pool_uuid=None,
     same_template_as=None,
+    standalone=False,
 ):
     """Template B with data, overlay A with data at known offsets.
 
     ``same_template_as``: another CloudStackVolume whose template (and
     pool) the new volume shares, as two VMs made from one template do.
+    ``standalone``: A holds the whole disk and has no backing file, as
+    CloudStack's FAT and SPARSE provisioning make it.
     """
     if same_template_as is not None:
         template = same_template_as.template
@@ -89,6 +92,16 @@ def make_cloudstack_volume(
     for pattern, offset, length in writes:
         qemu_io_write(overlay, "qcow2", pattern, offset, length)
         written += length
+    if standalone:
+        whole = overlay + ".whole"
+        run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2",
+            overlay, whole)
+        os.rename(whole, overlay)
+        reference = os.path.join(root,
+                                 "reference-%s.qcow2" % uuid.uuid4().hex)
+        shutil.copyfile(overlay, reference)
+        return CloudStackVolume(pool_dir, template, overlay, reference, None,
+                                written, template_message, message)
     # What a CloudStack KVM host's overlay header says; that path does not
     # exist on a compute node (nor here).
     header_backing = "/mnt/%s/%s" % (pool_uuid, template_uuid)

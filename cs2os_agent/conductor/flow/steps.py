@@ -26,6 +26,7 @@ from cs2os_agent.transfer import partial as transfer_partial
 LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
 SYNC_BUSY_POLL = 10
+PLACEHOLDER_BYTES = 1024 * 1024
 
 
 def validate(ctx):
@@ -40,14 +41,10 @@ def validate(ctx):
     with transfer.get_source(overlay_source, ctx.conf) as src:
         header = overlay.inspect_header(
             src.read_header(overlay.HEADER_BYTES), src.describe())
-    if not header.has_backing:
-        raise exception.Invalid(
-            reason="root volume %s has no backing file (CloudStack FAT or "
-            "SPARSE provisioning); the conductor needs its template"
-            % vm["overlay_path"])
-    # The template as the file says, not as names suggest.
-    sources.pool_relative(header.backing_file,
-                          vm["root_volume"]["storage"]["id"])
+    if header.has_backing:
+        # The template as the file says, not as names suggest.
+        sources.pool_relative(header.backing_file,
+                              vm["root_volume"]["storage"]["id"])
     openstack = ctx.clients.openstack
     disk_gib = math.ceil(header.virtual_size / GiB)
     if ctx.migration["flavor"]:
@@ -77,7 +74,8 @@ def validate(ctx):
         flavor_name=flavor.name,
         overlay_source=overlay_source,
         overlay_virtual_size=header.virtual_size,
-        template_path=header.backing_file,
+        # None: a FAT or SPARSE volume holds the whole disk itself.
+        template_path=header.backing_file if header.has_backing else None,
         source_state_at_start=vm["state"],
     )
 
@@ -85,6 +83,8 @@ def validate(ctx):
 def image(ctx):
     resources = ctx.resources
     vm = ctx.migration["source"]
+    if resources["template_path"] is None:
+        return _placeholder_image(ctx)
     template_source = sources.source_for(ctx.conf, vm,
                                          resources["template_path"])
     openstack = ctx.clients.openstack
@@ -126,6 +126,29 @@ def image(ctx):
     ctx.resource(image_id=image.id)
     ctx.result(image_reused=False, template_bytes_moved=copied,
                template_sha512=digest)
+
+
+def _placeholder_image(ctx):
+    """A volume without a backing file (CloudStack FAT or SPARSE
+    provisioning) replaces Nova's disk whole, so the server only needs some
+    image to boot from first: one small blank image, made once."""
+    openstack = ctx.clients.openstack
+    found = openstack.find_placeholder_image()
+    if found is None:
+        with tempfile.TemporaryDirectory(
+                dir=ctx.conf.conductor.image_spool_dir) as spool:
+            path = os.path.join(spool, "placeholder.raw")
+            with open(path, "wb") as f:
+                f.truncate(PLACEHOLDER_BYTES)
+            found = openstack.upload_image(
+                "cs2os-placeholder", path, "raw",
+                {os_client.PLACEHOLDER_KEY: "1"})
+    ctx.resource(image_id=found.id)
+    ctx.result(image_reused=False, template_bytes_moved=0,
+               standalone_volume=True)
+    ctx.event("image", "root volume %s has no backing file: the whole "
+              "volume moves; the server boots from placeholder image %s "
+              "first" % (ctx.migration["source"]["overlay_path"], found.id))
 
 
 def ports(ctx):
