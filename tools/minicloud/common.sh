@@ -22,7 +22,7 @@ MC_SETTINGS=(
     CS2OS_MINICLOUD_RABBIT CS2OS_MINICLOUD_RABBIT_VHOST
     CS2OS_MINICLOUD_KEYSTONE_PORT CS2OS_MINICLOUD_GLANCE_PORT
     CS2OS_MINICLOUD_PLACEMENT_PORT CS2OS_MINICLOUD_NOVA_PORT
-    CS2OS_MINICLOUD_NEUTRON_PORT
+    CS2OS_MINICLOUD_NEUTRON_PORT CS2OS_MINICLOUD_OPENFLOW_PORT
 )
 
 mc_settings() {
@@ -48,6 +48,9 @@ mc_settings() {
     MC_PLACEMENT_PORT=${CS2OS_MINICLOUD_PLACEMENT_PORT:-8778}
     MC_NOVA_PORT=${CS2OS_MINICLOUD_NOVA_PORT:-8774}
     MC_NEUTRON_PORT=${CS2OS_MINICLOUD_NEUTRON_PORT:-9696}
+    # neutron-openvswitch-agent's OpenFlow controller (os-ken), which
+    # ovs-vswitchd connects to; 127.0.0.1 only.
+    MC_OPENFLOW_PORT=${CS2OS_MINICLOUD_OPENFLOW_PORT:-6633}
     MC_TIMEOUT=${CS2OS_MINICLOUD_TIMEOUT:-180}
     MC_REGION=RegionOne
     MC_AUTH_URL=http://127.0.0.1:$MC_KEYSTONE_PORT/v3
@@ -58,6 +61,21 @@ MC_PIDS=$MC_DIR/pids
 MC_LOG=$MC_DIR/log
 MC_ETC=$MC_DIR/etc
 MC_PGSOCK=$MC_DIR/pg/sock
+# Neutron's MariaDB (its 29.0.0 migrations hold MySQL-only SQL): a private
+# server on a unix socket, no TCP.
+MC_MYSQL=$MC_DIR/mysql
+MC_MYSQL_SOCK=$MC_MYSQL/mysqld.sock
+# Open vSwitch (userspace datapath): its own database, sockets and pid files
+# under the state dir, never the system's /var/run/openvswitch.  Every OVS
+# command here runs with OVS_RUNDIR (mc_ovs) so that it finds these.
+MC_OVS=$MC_DIR/ovs
+MC_OVS_RUNDIR=$MC_OVS/run
+MC_OVSDB_SOCK=$MC_OVS_RUNDIR/db.sock
+MC_OVS_BRIDGE=br-int
+# The links the userspace datapath makes in the host's network namespace:
+# the datapath's own port (its name is fixed by Open vSwitch, so only one
+# userspace OVS can run per network namespace) and the bridge's.
+MC_OVS_LINKS=(ovs-netdev "$MC_OVS_BRIDGE")
 
 # The settings (and throwaway passwords) of the cloud that `up` started.
 mc_load_state() {
@@ -84,6 +102,16 @@ mc_since() { awk -v a="$1" -v b="$(mc_now)" 'BEGIN { printf "%.1f", b - a }'; }
 mc_dburl() {  # database name
     echo "postgresql+psycopg2://postgres@/$1?host=$MC_PGSOCK"
 }
+
+mc_neutron_dburl() {  # needs MC_DB_PASSWORD (minicloud.env)
+    echo "mysql+pymysql://neutron:$MC_DB_PASSWORD@localhost/neutron?unix_socket=$MC_MYSQL_SOCK&charset=utf8mb4"
+}
+
+# The environment of this cloud's Open vSwitch daemons and of every OVS tool
+# run on them (ovs-vsctl, ovs-appctl, ovs-ofctl: neutron-openvswitch-agent's
+# too): where the database socket, control sockets and pid files are.
+MC_OVS_ENV=(env "OVS_RUNDIR=$MC_OVS_RUNDIR" "OVS_DBDIR=$MC_OVS" "OVS_LOGDIR=$MC_LOG")
+mc_ovs() { "${MC_OVS_ENV[@]}" "$@"; }
 
 # --- PID bookkeeping ---------------------------------------------------------
 # $MC_PIDS holds "<pid> <starttime> <name>" lines; the start time (field 22
@@ -184,4 +212,33 @@ mc_remove_domains() {
 mc_rabbitmqctl() {
     # The Debian wrapper runs it as the rabbitmq user, with the broker's cookie.
     ERL_EPMD_ADDRESS=127.0.0.1 timeout 60 rabbitmqctl -q "$@"
+}
+
+# The links the userspace datapath makes in the host's network namespace
+# (MC_OVS_LINKS) outlive an ovs-vswitchd that did not exit with --cleanup:
+# Open vSwitch makes its tap devices persistent.  With no ovs-vswitchd
+# running on this machine, such links are leftovers of a dead one and are
+# removed; while one runs, they are its own and stay.
+#   mc_ovs_stale_links check   die when another ovs-vswitchd holds them (up)
+#   mc_ovs_stale_links clean   remove leftovers, if no ovs-vswitchd runs (down)
+mc_ovs_stale_links() {
+    local link present=() pids
+    for link in "${MC_OVS_LINKS[@]}"; do
+        ip link show dev "$link" >/dev/null 2>&1 && present+=("$link")
+    done
+    [ "${#present[@]}" -gt 0 ] || return 0
+    pids=$(pgrep -x ovs-vswitchd | tr '\n' ' ' || true)
+    if [ -n "$pids" ]; then
+        [ "$1" = check ] || return 0
+        mc_die "an Open vSwitch with the userspace datapath already runs here (ovs-vswitchd pid ${pids% }; links ${present[*]}): only one can run per network namespace (another minicloud with Neutron?)"
+    fi
+    for link in "${present[@]}"; do
+        if ip -d link show dev "$link" 2>/dev/null | grep -q "tun type tap"; then
+            ip link delete dev "$link" && mc_log "removed link $link left by a stopped ovs-vswitchd"
+        elif [ "$1" = check ]; then
+            mc_die "a link named $link exists and is no tap device (not Open vSwitch's): the userspace datapath cannot start beside it"
+        else
+            mc_log "a link named $link exists and is no tap device (not Open vSwitch's): left alone"
+        fi
+    done
 }

@@ -1,12 +1,13 @@
 #!/bin/bash
-# Write the configuration files of Keystone, Glance, Placement and Nova under
-# $MC_ETC.  Run by up.sh with the settings and passwords in its environment.
+# Write the configuration files of Keystone, Glance, Placement, Nova and
+# Neutron under $MC_ETC.  Run by up.sh with the settings and passwords in its
+# environment.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-: "${MC_SERVICE_PASSWORD:?}" "${MC_TRANSPORT_URL:?}"
+: "${MC_SERVICE_PASSWORD:?}" "${MC_DB_PASSWORD:?}" "${MC_TRANSPORT_URL:?}"
 
-mkdir -p "$MC_ETC"/{keystone,glance,placement,nova} "$MC_DIR"/data/glance/{images,staging,tasks} \
-    "$MC_DIR/data/nova" "$MC_DIR/lock"
+mkdir -p "$MC_ETC"/{keystone,glance,placement,nova,neutron/plugins/ml2} \
+    "$MC_DIR"/data/glance/{images,staging,tasks} "$MC_DIR"/data/{nova,neutron} "$MC_DIR/lock"
 DEBUG=False
 [ "${CS2OS_MINICLOUD_DEBUG:-0}" = 1 ] && DEBUG=True
 
@@ -148,6 +149,10 @@ enabled = false
 enabled = false
 [serial_console]
 enabled = false
+[os_vif_ovs]
+# os-vif plugs the instances' ports into this cloud's own OVS (not the
+# default tcp:127.0.0.1:6640).
+ovsdb_connection = unix:$MC_OVSDB_SOCK
 $(nova_service_auth placement)
 $(nova_service_auth neutron)
 $(nova_service_auth service_user)
@@ -164,4 +169,73 @@ text = re.sub(r"\[(api_database|database)\]\nconnection = [^\n]*\n", "", text)
 with open(sys.argv[2], "w") as f:
     f.write(text)
 PY
+
+# Neutron: the API under uwsgi, neutron-rpc-server, neutron-openvswitch-agent.
+# ML2 with the stock openvswitch mechanism driver; "local" networks only (no
+# physical network, no tunnels, no DHCP or L3 agent): any project can create
+# as many networks as it likes, and their ports bind on the compute host.
+cp "$MC_VENV/etc/neutron/api-paste.ini" "$MC_ETC/neutron/"
+cat > "$MC_ETC/neutron/neutron.conf" <<EOF
+[DEFAULT]
+debug = $DEBUG
+host = $MC_HOST
+state_path = $MC_DIR/data/neutron
+auth_strategy = keystone
+core_plugin = ml2
+service_plugins =
+# Tests of several runs may pick the same CIDR on their own networks.
+allow_overlapping_ips = true
+transport_url = $MC_TRANSPORT_URL
+# No DHCP agent: nothing to notify.
+dhcp_agent_notification = false
+# Nova waits for network-vif-plugged (vif_plugging_is_fatal, its default).
+notify_nova_on_port_status_changes = true
+notify_nova_on_port_data_changes = true
+# neutron-rpc-server: one worker, which also takes the agents' state reports.
+rpc_workers = 1
+rpc_state_report_workers = 0
+# The OVS agent waited 60 s (the default) for its RPC consumers to close
+# after SIGTERM.
+graceful_shutdown_timeout = 5
+[database]
+connection = $(mc_neutron_dburl)
+[agent]
+# privsep-helper through "sudo" (the venv's shim when there is no sudo)
+root_helper = sudo
+[oslo_concurrency]
+lock_path = $MC_DIR/lock
+[oslo_messaging_notifications]
+driver = noop
+$(nova_service_auth nova)
+$(authtoken neutron)
+EOF
+
+cat > "$MC_ETC/neutron/plugins/ml2/ml2_conf.ini" <<EOF
+[ml2]
+type_drivers = local
+project_network_types = local
+mechanism_drivers = openvswitch
+extension_drivers = port_security
+[securitygroup]
+enable_security_group = true
+firewall_driver = noop
+EOF
+
+cat > "$MC_ETC/neutron/plugins/ml2/openvswitch_agent.ini" <<EOF
+[DEFAULT]
+# The port bindings' host: nova-compute's.
+host = $MC_HOST
+[ovs]
+integration_bridge = $MC_OVS_BRIDGE
+# The userspace datapath: this kernel has no openvswitch module.
+datapath_type = netdev
+ovsdb_connection = unix:$MC_OVSDB_SOCK
+of_listen_address = 127.0.0.1
+of_listen_port = $MC_OPENFLOW_PORT
+bridge_mappings =
+[agent]
+tunnel_types =
+[securitygroup]
+firewall_driver = noop
+EOF
 mc_log "configuration written to $MC_ETC"

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Stop the minicloud: only the processes up.sh recorded in $MC_DIR/pids (and
-# their children, and the privsep helpers its nova-compute spawned), then
-# the libvirt domains this cloud's Nova left behind, then its RabbitMQ vhost.
-# libvirtd, virtlogd and RabbitMQ themselves are not ours and stay up.  The
-# state dir (logs, config) is kept for reading; the next `up` starts afresh.
+# their children, and the privsep helpers its nova-compute and OVS agent
+# spawned), its Open vSwitch (which removes the bridge and the links it made),
+# then the libvirt domains this cloud's Nova left behind, then its RabbitMQ
+# vhost.  libvirtd, virtlogd and RabbitMQ themselves are not ours and stay up.
+# The state dir (logs, config) is kept for reading; the next `up` starts
+# afresh.
 #   down.sh [--locked]   (--locked: called by up.sh, which holds the lock)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -13,15 +15,15 @@ T0=$(mc_now)
 
 # TERM, wait, KILL: one recorded process, then whatever it left of its
 # children (uwsgi workers, oslo.service workers).
-stop_one() {  # pid starttime name [signal]
-    local pid=$1 st=$2 name=$3 sig=${4:-TERM} kids deadline c cst
+stop_one() {  # pid starttime name [signal [timeout]]
+    local pid=$1 st=$2 name=$3 sig=${4:-TERM} timeout=${5:-$STOP_TIMEOUT} kids deadline c cst
     mc_alive "$pid" "$st" || return 0
     kids=$(mc_descendants "$pid")
     kill -"$sig" "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + STOP_TIMEOUT))
+    deadline=$((SECONDS + timeout))
     while mc_alive "$pid" "$st" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
     if mc_alive "$pid" "$st"; then
-        mc_log "$name (pid $pid) still there ${STOP_TIMEOUT}s after SIG$sig: SIGKILL"
+        mc_log "$name (pid $pid) still there ${timeout}s after SIG$sig: SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
     deadline=$((SECONDS + 5))
@@ -38,12 +40,18 @@ stop_recorded() {  # name...
     local pid st name jobs=()
     while read -r pid st name; do
         case " $* " in *" $name "*) ;; *) continue ;; esac
-        if [ "$name" = postgres ]; then
-            # SIGINT = "fast" shutdown: no waiting for clients to leave.
-            stop_one "$pid" "$st" "$name" INT &
-        else
-            stop_one "$pid" "$st" "$name" &
-        fi
+        case $name in
+            postgres)
+                # SIGINT = "fast" shutdown: no waiting for clients to leave.
+                stop_one "$pid" "$st" "$name" INT & ;;
+            neutron-ovs-agent)
+                # It leaves its loop within a few seconds of SIGTERM, then
+                # never exits: os-ken's OpenFlow listener thread is joined
+                # and does not stop (neutron 29.0.0, threading mode).
+                stop_one "$pid" "$st" "$name" TERM 5 & ;;
+            *)
+                stop_one "$pid" "$st" "$name" & ;;
+        esac
         jobs+=($!)
     done < "$MC_PIDS"
     for pid in "${jobs[@]}"; do wait "$pid" || true; done
@@ -57,17 +65,36 @@ stop_rest() {
     done < "$MC_PIDS"
 }
 
-# oslo.privsep's daemon detaches from nova-compute; it is ours if it was
-# started with our nova-compute's config file.
+# oslo.privsep's daemon detaches from nova-compute (and from the OVS agent);
+# it is ours if it was started with one of our config files.
 stop_privsep() {
     local pid args
     for pid in $(pgrep -f privsep-helper || true); do
         args=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
         case "$args" in
-            *"--config-file $MC_ETC/nova/nova-cpu.conf "*)
+            *"--config-file $MC_ETC/"*)
                 stop_one "$pid" "$(mc_starttime "$pid")" privsep-helper ;;
         esac
     done
+}
+
+# ovs-vswitchd is asked to exit with --cleanup: it deletes its datapath and
+# the ports it made, the tap devices of the userspace datapath included
+# (ovs-netdev, br-int), which would outlive a plain SIGTERM.  Then the
+# database server; the database itself is in the state dir.
+stop_ovs() {
+    local pid st name deadline
+    while read -r pid st name; do
+        [ "$name" = ovs-vswitchd ] || continue
+        mc_alive "$pid" "$st" || continue
+        mc_ovs timeout 10 ovs-appctl -t ovs-vswitchd exit --cleanup >/dev/null 2>&1 \
+            || mc_log "ovs-vswitchd did not take 'exit --cleanup'"
+        deadline=$((SECONDS + 10))
+        while mc_alive "$pid" "$st" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+        mc_alive "$pid" "$st" || mc_log "stopped ovs-vswitchd (pid $pid; exit --cleanup)"
+    done < "$MC_PIDS"
+    stop_recorded ovs-vswitchd
+    stop_recorded ovsdb-server
 }
 
 main() {
@@ -77,14 +104,19 @@ main() {
         mc_log "nothing recorded in $MC_PIDS: not up"
         return 0
     fi
-    # nova-compute first (it reports to the conductor while it stops), with
-    # the APIs; then the conductor and scheduler; the database last.
-    stop_recorded nova-compute nova-api fake-neutron placement-api glance-api keystone
+    # nova-compute and the OVS agent first (they report to the conductor
+    # and neutron-rpc-server while they stop), with the APIs; then the
+    # conductor, scheduler and neutron-rpc-server; Open vSwitch; the
+    # databases last.
+    stop_recorded nova-compute neutron-ovs-agent nova-api neutron-api placement-api \
+        glance-api keystone
     stop_privsep
-    stop_recorded nova-scheduler nova-conductor
-    stop_recorded postgres
+    stop_recorded nova-scheduler nova-conductor neutron-rpc-server
+    stop_ovs
+    stop_recorded postgres mariadb
     stop_rest
     mc_remove_domains
+    mc_ovs_stale_links clean || true
     if [ "$MC_RABBIT_VHOST" != / ]; then
         mc_rabbitmqctl delete_vhost "$MC_RABBIT_VHOST" >/dev/null 2>&1 || true
     fi

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install what the minicloud needs: Debian packages (only the missing ones) and
-# a dedicated venv with Keystone, Glance, Placement and Nova from PyPI.
+# a dedicated venv with Keystone, Glance, Placement, Nova and Neutron from PyPI.
 # Idempotent: a marker in the venv holds a hash of the inputs, and a second run
 # with the same inputs does nothing (about a second).
 #
@@ -11,10 +11,14 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Beyond tools/install-deps.sh's list: the PostgreSQL server (SQLite's
-# locking fails concurrent boots), curl for readiness probes, gcc/headers/
+# locking fails concurrent boots), MariaDB for Neutron (its migrations hold
+# MySQL-only SQL), Open vSwitch for neutron-openvswitch-agent (up.sh runs its
+# daemons itself, userspace datapath), curl for readiness probes, gcc/headers/
 # pkg-config/libvirt-dev to build libvirt-python and uwsgi.
 APT_PACKAGES=(
     postgresql
+    mariadb-server
+    openvswitch-switch
     curl
     gcc pkg-config python3-dev libvirt-dev
     qemu-utils qemu-system-x86 libvirt-daemon-system libvirt-clients
@@ -30,7 +34,8 @@ install_apt() {
     [ "${#missing[@]}" -gt 0 ] || return 0
     mc_log "apt-get install ${missing[*]}"
     # No init system here: keep the packages' scripts from starting daemons
-    # (the postgresql package would start a cluster on port 5432).
+    # (the postgresql package would start a cluster on port 5432, mariadb-server
+    # one on 3306, openvswitch-switch the system's OVS).
     local policy_added=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

@@ -1,11 +1,13 @@
 #!/bin/bash
 # cs2os's minicloud: a real Keystone + Glance + Placement + Nova (libvirt/KVM)
-# on 127.0.0.1, for the end-to-end tests and the sandbox.  See README.md.
+# + Neutron (ML2/Open vSwitch) on 127.0.0.1, for the end-to-end tests and the
+# sandbox.  See README.md.
 #
 #   minicloud.sh install   apt packages + the venv (idempotent, ~1 s when done)
 #   minicloud.sh up        start a fresh cloud; prints when it is ready
 #   minicloud.sh status    what runs (exit 0 when all of it does, 3 if not)
-#   minicloud.sh smoke     boot, check, stop, start and delete a server
+#   minicloud.sh smoke     boot, check, stop, start and delete a server; boot
+#                          one on a port of chosen MAC and IP
 #   minicloud.sh down      stop what `up` started, and only that
 #   minicloud.sh openstack ARGS...   the openstack CLI as the cloud's admin
 set -euo pipefail
@@ -30,26 +32,26 @@ status() {
         echo "minicloud: not up ($MC_DIR)"
         return 3
     fi
-    printf '%-15s %-8s %-8s %9s %9s\n' process state pid "RSS MiB" "PSS MiB"
+    printf '%-18s %-8s %-8s %9s %9s\n' process state pid "RSS MiB" "PSS MiB"
     show() {  # name pid
         read -r rss pss < <(tree_mem "$2")
         trss=$((trss + rss)) tpss=$((tpss + pss))
-        printf '%-15s %-8s %-8s %9d %9d\n' "$1" running "$2" $((rss / 1024)) $((pss / 1024))
+        printf '%-18s %-8s %-8s %9d %9d\n' "$1" running "$2" $((rss / 1024)) $((pss / 1024))
     }
     while read -r pid st name; do
         if mc_alive "$pid" "$st"; then
             show "$name" "$pid"
         else
-            printf '%-15s %-8s %-8s\n' "$name" DEAD "$pid"
+            printf '%-18s %-8s %-8s\n' "$name" DEAD "$pid"
             rc=3
         fi
     done < "$MC_PIDS"
     for pid in $(pgrep -f privsep-helper || true); do
-        if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$MC_ETC/nova/"; then
+        if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config-file $MC_ETC/"; then
             show privsep-helper "$pid"
         fi
     done
-    printf '%-15s %-8s %-8s %9d %9d\n' total "" "" $((trss / 1024)) $((tpss / 1024))
+    printf '%-18s %-8s %-8s %9d %9d\n' total "" "" $((trss / 1024)) $((tpss / 1024))
     echo "compute host $MC_HOST; instances $MC_INSTANCES_PATH; venv $MC_VENV"
     if [ -f "$MC_DIR/minicloud.json" ]; then
         echo "ready: $MC_DIR/minicloud.json, $MC_DIR/clouds.yaml, $MC_DIR/openrc"

@@ -7,6 +7,11 @@
     register.py wait-hypervisor HOST TIMEOUT
                           until HOST's hypervisor is listed (after
                           discover_hosts) and has an inventory in Placement
+    register.py wait-agent HOST TIMEOUT
+                          until neutron-openvswitch-agent on HOST is alive
+    register.py queue-ready QUEUE
+                          exit 0 if QUEUE exists on the cloud's RabbitMQ
+                          vhost with a consumer, 1 if not (one look)
 
 Run by up.sh with the minicloud venv's Python.  One process with
 openstacksdk takes ~2 s where the same through the `openstack` CLI takes
@@ -17,15 +22,13 @@ import os
 import sys
 import time
 
-import openstack
+# openstack (slow to import) is imported where needed: queue-ready is polled.
 
 SERVICES = [
     # name, type, port variable, path
     ("glance", "image", "MC_GLANCE_PORT", ""),
     ("placement", "placement", "MC_PLACEMENT_PORT", ""),
     ("nova", "compute", "MC_NOVA_PORT", "/v2.1"),
-    # The Neutron API stand-in (fake_neutron.py): Nova 34 asks the network
-    # service about ports even for servers booted with networks 'none'.
     ("neutron", "network", "MC_NEUTRON_PORT", ""),
 ]
 
@@ -40,6 +43,8 @@ FLAVORS = [
 
 
 def connect():
+    import openstack
+
     return openstack.connect(
         auth_url=os.environ["MC_AUTH_URL"],
         username="admin",
@@ -118,7 +123,17 @@ def _hypervisor_not_ready(conn, host):
                                 for hv in hypervisors]
 
 
-def _wait(check, conn, host, timeout):
+def _agent_not_ready(conn, host):
+    agents = list(conn.network.agents(host=host,
+                                      binary="neutron-openvswitch-agent"))
+    if not agents or not agents[0].is_alive:
+        return "agents: %s" % [(a.host, a.is_alive) for a in agents]
+    return None
+
+
+def _wait(check, conn, host, timeout, what="nova-compute"):
+    import openstack
+
     deadline = time.monotonic() + float(timeout)
     while True:
         try:
@@ -128,8 +143,8 @@ def _wait(check, conn, host, timeout):
         if why is None:
             return
         if time.monotonic() > deadline:
-            sys.exit("nova-compute on %s not ready after %ss (%s)"
-                     % (host, timeout, why))
+            sys.exit("%s on %s not ready after %ss (%s)"
+                     % (what, host, timeout, why))
         time.sleep(0.5)
 
 
@@ -141,14 +156,38 @@ def wait_hypervisor(conn, host, timeout):
     _wait(_hypervisor_not_ready, conn, host, timeout)
 
 
+def wait_agent(conn, host, timeout):
+    _wait(_agent_not_ready, conn, host, timeout,
+          what="neutron-openvswitch-agent")
+
+
+def queue_ready(queue):
+    """Does the queue exist, with a consumer, on the cloud's vhost?"""
+    import kombu
+
+    # oslo.messaging's rabbit:// is kombu's amqp://
+    url = "amqp" + os.environ["MC_TRANSPORT_URL"][len("rabbit"):]
+    with kombu.Connection(url, connect_timeout=5) as conn:
+        try:
+            _name, _messages, consumers = conn.default_channel.queue_declare(
+                queue, passive=True)
+        except conn.channel_errors:
+            return False  # no such queue (yet)
+    return consumers > 0
+
+
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "queue-ready" and len(sys.argv) == 3:
+        sys.exit(0 if queue_ready(sys.argv[2]) else 1)
     actions = {"catalog": catalog, "flavors": flavors,
                "wait-service": wait_service,
-               "wait-hypervisor": wait_hypervisor}
+               "wait-hypervisor": wait_hypervisor,
+               "wait-agent": wait_agent}
     if what not in actions:
         sys.exit("usage: register.py catalog|flavors"
-                 "|wait-service|wait-hypervisor HOST TIMEOUT")
+                 "|wait-service|wait-hypervisor|wait-agent HOST TIMEOUT"
+                 "|queue-ready QUEUE")
     conn = connect()
     try:
         actions[what](conn, *sys.argv[2:])

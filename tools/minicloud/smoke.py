@@ -7,7 +7,12 @@ network on the compute host (microversions 2.37 and 2.74), waits ACTIVE,
 checks Nova's disk layout the cs2os method relies on (<instances_path>/<uuid>/
 disk = qcow2 overlay on the raw cache _base/<sha1(image id)>) and that the
 guest ran from it (its line on the serial console), stops it through Nova
-(SHUTOFF), starts it, deletes it and the image; prints the time of each step.
+(SHUTOFF), starts it, deletes it.  Then the network: creates a network, a
+subnet 10.0.0.0/24 and a port with MAC fa:16:3e:12:34:56 and fixed IP
+10.0.0.50, boots a server on that port on the compute host, waits ACTIVE
+(Nova waits for the OVS agent's network-vif-plugged), checks the libvirt
+domain has that MAC and the port is ACTIVE and bound to the compute host,
+then deletes all it made; prints the time of each step.
 The functions are reused by tests/e2e.
 """
 
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 
 import openstack
 import openstack.config
@@ -67,8 +73,10 @@ def upload_image(conn, workdir, message, name=None):
         wait=True, timeout=120)
 
 
-def boot(conn, info, image, flavor="m1.tiny", name=None, timeout=180):
-    """A server with no network on the minicloud's compute host, ACTIVE."""
+def boot(conn, info, image, flavor="m1.tiny", name=None, timeout=180,
+         networks="none"):
+    """A server on the minicloud's compute host, ACTIVE.  networks: "none"
+    (microversion >= 2.37), or Nova's list, e.g. [{"port": port.id}]."""
     flavors = [f for f in conn.compute.flavors() if f.name == flavor]
     if not flavors:
         raise LookupError("no flavor %r in the minicloud" % flavor)
@@ -76,7 +84,7 @@ def boot(conn, info, image, flavor="m1.tiny", name=None, timeout=180):
         name=name or "minicloud-smoke-%s" % uuid.uuid4().hex[:8],
         image_id=image.id,
         flavor_id=flavors[0].id,
-        networks="none",  # microversion >= 2.37
+        networks=networks,
         host=info["compute_host"],  # microversion >= 2.74
     )
     return conn.compute.wait_for_server(server, status="ACTIVE",
@@ -136,6 +144,38 @@ def domain_state(info, server):
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
+def domain_macs(info, server):
+    """The MAC addresses of the server's libvirt domain's interfaces, in
+    the domain XML's order."""
+    xml = subprocess.run(
+        ["virsh", "-q", "-c", info["libvirt_uri"], "dumpxml", server.id],
+        check=True, capture_output=True, text=True).stdout
+    # libvirt's own XML of a domain of ours
+    domain = ET.fromstring(xml)  # noqa: S314
+    return [mac.get("address")
+            for mac in domain.findall("./devices/interface/mac")]
+
+
+def link_exists(name):
+    """Is there a network interface of that name in this namespace?"""
+    return os.path.exists(os.path.join("/sys/class/net", name))
+
+
+def tap_name(port):
+    """The tap device Nova's libvirt driver makes for a Neutron port."""
+    return ("tap" + port.id)[:14]
+
+
+def wait_port(conn, port, status, timeout=60):
+    """The port once its status is `status` (the OVS agent's work)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        port = conn.network.get_port(port.id)
+        if port.status == status or time.monotonic() > deadline:
+            return port
+        time.sleep(0.5)
+
+
 class Timer:
     def __init__(self):
         self.t0 = self.last = time.monotonic()
@@ -145,6 +185,71 @@ class Timer:
         print("[%6.1fs] +%5.1fs %s" % (now - self.t0, now - self.last, what),
               flush=True)
         self.last = now
+
+
+SMOKE_MAC = "fa:16:3e:12:34:56"
+SMOKE_CIDR = "10.0.0.0/24"
+SMOKE_IP = "10.0.0.50"
+
+
+def smoke_port(conn, info, image, timer):
+    """Boot a server on a port of chosen MAC and IP; check; delete all."""
+    run = uuid.uuid4().hex[:8]
+    network = subnet = port = server = None
+    try:
+        network = conn.network.create_network(name="minicloud-smoke-%s" % run)
+        subnet = conn.network.create_subnet(
+            name="minicloud-smoke-%s" % run, network_id=network.id,
+            ip_version=4, cidr=SMOKE_CIDR)
+        port = conn.network.create_port(
+            name="minicloud-smoke-%s" % run, network_id=network.id,
+            mac_address=SMOKE_MAC,
+            fixed_ips=[{"subnet_id": subnet.id, "ip_address": SMOKE_IP}])
+        timer.step("network %s (%s), subnet %s, port %s (%s, %s): %s"
+                   % (network.id, network.provider_network_type, SMOKE_CIDR,
+                      port.id, port.mac_address, SMOKE_IP, port.status))
+        server = boot(conn, info, image, networks=[{"port": port.id}],
+                      name="minicloud-smoke-port-%s" % run)
+        timer.step("server %s ACTIVE on %s (%s) on the port"
+                   % (server.id, server.compute_host, server.instance_name))
+        macs = domain_macs(info, server)
+        if macs != [SMOKE_MAC]:
+            raise SystemExit("domain %s has MACs %s, not [%s]"
+                             % (server.instance_name, macs, SMOKE_MAC))
+        port = wait_port(conn, port, "ACTIVE")
+        problems = []
+        if port.status != "ACTIVE":
+            problems.append("status %s" % port.status)
+        if port.binding_host_id != info["compute_host"]:
+            problems.append("bound to %r" % port.binding_host_id)
+        if port.device_id != server.id:
+            problems.append("device %r" % port.device_id)
+        if [ip["ip_address"] for ip in port.fixed_ips] != [SMOKE_IP]:
+            problems.append("fixed IPs %s" % port.fixed_ips)
+        if problems:
+            raise SystemExit("port %s: %s" % (port.id, ", ".join(problems)))
+        addresses = [a["addr"] for net in server.addresses.values()
+                     for a in net]
+        if addresses != [SMOKE_IP]:
+            raise SystemExit("server addresses %s" % server.addresses)
+        timer.step("domain has MAC %s; port ACTIVE, bound to %s (%s, vif %s)"
+                   % (SMOKE_MAC, port.binding_host_id, SMOKE_IP,
+                      port.binding_vif_type))
+    finally:
+        if server is not None:
+            conn.compute.delete_server(server)
+            conn.compute.wait_for_delete(server, wait=120)
+            timer.step("server deleted")
+        if port is not None:
+            conn.network.delete_port(port)
+        if subnet is not None:
+            conn.network.delete_subnet(subnet)
+        if network is not None:
+            conn.network.delete_network(network)
+    if link_exists(tap_name(port)):
+        raise SystemExit("tap device %s is still there" % tap_name(port))
+    timer.step("port, subnet and network deleted; tap %s gone"
+               % tap_name(port))
 
 
 def smoke(state_dir):
@@ -179,16 +284,22 @@ def smoke(state_dir):
                                      failures=["ERROR"], wait=120)
         timer.step("started through Nova: ACTIVE (domain: %s)"
                    % domain_state(info, server))
+        conn.compute.delete_server(server)
+        conn.compute.wait_for_delete(server, wait=120)
+        deleted, server = server, None
+        timer.step("server deleted")
+        instance_dir = os.path.join(info["instances_path"], deleted.id)
+        if os.path.exists(instance_dir) or domain_state(info, deleted):
+            raise SystemExit("%s or its domain is still there" % instance_dir)
+        timer.step("instance directory and domain gone")
+        smoke_port(conn, info, image, timer)
     finally:
         if server is not None:
             conn.compute.delete_server(server)
             conn.compute.wait_for_delete(server, wait=120)
             timer.step("server deleted")
         conn.image.delete_image(image)
-    instance_dir = os.path.join(info["instances_path"], server.id)
-    if os.path.exists(instance_dir) or domain_state(info, server):
-        raise SystemExit("%s or its domain is still there" % instance_dir)
-    timer.step("SMOKE OK: instance directory and domain gone, image deleted")
+    timer.step("SMOKE OK: all deleted")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/bin/bash
-# Start the minicloud from a fresh state: a private PostgreSQL on a unix socket,
-# Keystone, Glance, Placement, Nova's API and the Neutron API stand-in under
-# uwsgi on 127.0.0.1, nova-conductor, nova-scheduler and nova-compute (libvirt,
-# KVM) on the broker and libvirtd that tools/test-services.sh runs.
+# Start the minicloud from a fresh state: a private PostgreSQL and a private
+# MariaDB (Neutron's) on unix sockets, a private Open vSwitch (userspace
+# datapath), Keystone, Glance, Placement, Nova's API and Neutron's API under
+# uwsgi on 127.0.0.1, nova-conductor, nova-scheduler, nova-compute (libvirt,
+# KVM), neutron-rpc-server and neutron-openvswitch-agent, on the broker and
+# libvirtd that tools/test-services.sh runs.
 # Every process started is recorded in $MC_DIR/pids; down.sh stops those only.
 # A cloud that is already up is left as it is.
 set -euo pipefail
@@ -24,9 +26,15 @@ preflight() {
         || mc_die "/dev/kvm is missing (set CS2OS_MINICLOUD_VIRT_TYPE=qemu to emulate)"
     local port
     for port in "$MC_KEYSTONE_PORT" "$MC_GLANCE_PORT" "$MC_PLACEMENT_PORT" \
-                "$MC_NOVA_PORT" "$MC_NEUTRON_PORT"; do
+                "$MC_NOVA_PORT" "$MC_NEUTRON_PORT" "$MC_OPENFLOW_PORT"; do
         mc_port_free "$port" || mc_die "127.0.0.1:$port is in use by another process"
     done
+    local bin
+    for bin in /usr/sbin/mariadbd /usr/bin/mariadb-install-db /usr/sbin/ovsdb-server \
+               /usr/sbin/ovs-vswitchd /usr/bin/ovs-vsctl; do
+        [ -x "$bin" ] || mc_die "$bin is missing: run tools/minicloud/minicloud.sh install"
+    done
+    mc_ovs_stale_links check
 }
 
 # Is a cloud recorded here already running?  0: all of it, 1: none of it.
@@ -47,7 +55,8 @@ fresh_state() {
     mc_remove_domains
     # Instances Nova made in an earlier run are its own files: wiped with the
     # rest when they live in the state dir, left alone elsewhere.
-    rm -rf "$MC_DIR/pg" "$MC_ETC" "$MC_DIR/data" "$MC_DIR/lock" "$MC_LOG.prev"
+    rm -rf "$MC_DIR/pg" "$MC_MYSQL" "$MC_OVS" "$MC_ETC" "$MC_DIR/data" "$MC_DIR/lock" \
+        "$MC_LOG.prev"
     [ -d "$MC_LOG" ] && mv "$MC_LOG" "$MC_LOG.prev"
     case "$MC_INSTANCES_PATH" in "$MC_DIR"/*) rm -rf "$MC_INSTANCES_PATH" ;; esac
     rm -f "$MC_PIDS" "$MC_DIR"/clouds.yaml "$MC_DIR"/openrc* "$MC_DIR/minicloud.json"
@@ -64,6 +73,7 @@ write_state() {
     MC_ADMIN_PASSWORD=$(password)
     MC_DEMO_PASSWORD=$(password)
     MC_SERVICE_PASSWORD=$(password)
+    MC_DB_PASSWORD=$(password)
     (
         umask 077
         {
@@ -73,12 +83,12 @@ write_state() {
                 local mc="MC_${var#CS2OS_MINICLOUD_}"
                 printf '%s=%q\n' "$var" "${!mc}"
             done
-            for var in MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD; do
+            for var in MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_DB_PASSWORD; do
                 printf '%s=%q\n' "$var" "${!var}"
             done
         } > "$MC_STATE"
     )
-    export MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_TRANSPORT_URL \
+    export MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_DB_PASSWORD MC_TRANSPORT_URL \
         MC_AUTH_URL MC_REGION MC_GLANCE_PORT MC_PLACEMENT_PORT MC_NOVA_PORT MC_NEUTRON_PORT
 }
 
@@ -116,6 +126,58 @@ start_postgres() {
     psql -q -h "$MC_PGSOCK" -U postgres "${args[@]}" >/dev/null
 }
 
+# Neutron's database: MariaDB, not the PostgreSQL beside it (neutron 29.0.0's
+# migration d553edeb540f runs MySQL-only SQL, which aborts on PostgreSQL).
+# A private server: its own datadir, a unix socket, no TCP (skip-networking).
+start_mariadb() {
+    mkdir -p "$MC_MYSQL/data"
+    chown -R mysql: "$MC_MYSQL"
+    chmod 0700 "$MC_MYSQL/data"
+    mariadb-install-db --no-defaults --datadir="$MC_MYSQL/data" --user=mysql \
+        --skip-test-db --auth-root-authentication-method=socket \
+        > "$MC_LOG/mariadb-install-db.log" 2>&1 \
+        || mc_die "mariadb-install-db failed; see $MC_LOG/mariadb-install-db.log"
+    # Durability off, as for PostgreSQL: a test cloud, rebuilt at each up.
+    mc_start mariadb /usr/sbin/mariadbd --no-defaults --datadir="$MC_MYSQL/data" \
+        --socket="$MC_MYSQL_SOCK" --pid-file="$MC_MYSQL/mariadbd.pid" \
+        --skip-networking --user=mysql --skip-log-bin --skip-name-resolve \
+        --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=0 \
+        --skip-innodb-doublewrite --innodb-flush-method=nosync --max-connections=200 \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
+    mc_wait "MariaDB" mariadb 60 mariadb-admin --no-defaults -S "$MC_MYSQL_SOCK" ping
+    # root logs in by its unix user (unix_socket); Neutron's user has a
+    # password, given here on stdin rather than on a command line.
+    mariadb --no-defaults -S "$MC_MYSQL_SOCK" -u root <<EOF
+CREATE DATABASE neutron CHARACTER SET utf8mb4;
+CREATE USER 'neutron'@'localhost' IDENTIFIED BY '$MC_DB_PASSWORD';
+GRANT ALL PRIVILEGES ON neutron.* TO 'neutron'@'localhost';
+EOF
+}
+
+# Open vSwitch with the userspace datapath (this kernel has no openvswitch
+# module), private to this cloud: database, sockets and pid files under
+# $MC_OVS (MC_OVS_ENV), never the system's /var/run/openvswitch.  The agent
+# makes the integration bridge.
+start_ovs() {
+    mkdir -p "$MC_OVS_RUNDIR"
+    mc_ovs ovsdb-tool create "$MC_OVS/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    mc_start ovsdb-server "${MC_OVS_ENV[@]}" /usr/sbin/ovsdb-server "$MC_OVS/conf.db" \
+        --remote="punix:$MC_OVSDB_SOCK" --pidfile="$MC_OVS_RUNDIR/ovsdb-server.pid" \
+        -vconsole:info -vsyslog:off
+    mc_wait "ovsdb-server" ovsdb-server 30 mc_ovs ovs-vsctl --no-wait --timeout=5 init
+    mc_start ovs-vswitchd "${MC_OVS_ENV[@]}" /usr/sbin/ovs-vswitchd "unix:$MC_OVSDB_SOCK" \
+        --pidfile="$MC_OVS_RUNDIR/ovs-vswitchd.pid" -vconsole:info -vsyslog:off
+    mc_wait "ovs-vswitchd" ovs-vswitchd 30 mc_ovs ovs-appctl -t ovs-vswitchd version
+}
+
+# MariaDB and OVS, while PostgreSQL starts.
+start_neutron_backends() {
+    start_mariadb
+    step "  MariaDB up on $MC_MYSQL_SOCK"
+    start_ovs
+    step "  Open vSwitch up (userspace datapath, $MC_OVS_RUNDIR)"
+}
+
 # The schema syncs run side by side (they are most of the start-up time).
 sync_keystone() {
     local k=("$MC_VENV/bin/keystone-manage" --config-file "$MC_ETC/keystone/keystone.conf")
@@ -131,6 +193,10 @@ sync_glance() {
 }
 sync_placement() {
     "$MC_VENV/bin/placement-manage" --config-file "$MC_ETC/placement/placement.conf" db sync
+}
+sync_neutron() {
+    "$MC_VENV/bin/neutron-db-manage" --config-file "$MC_ETC/neutron/neutron.conf" \
+        --config-file "$MC_ETC/neutron/plugins/ml2/ml2_conf.ini" upgrade head
 }
 sync_nova() {
     local n=("$MC_VENV/bin/nova-manage" --config-file "$MC_ETC/nova/nova.conf")
@@ -156,7 +222,7 @@ sync_databases() {
     local pids=() pid rc=0 svc
     keystone_job &
     pids+=($!)
-    for svc in glance placement nova; do
+    for svc in glance placement nova neutron; do
         (
             "sync_$svc" > "$MC_LOG/db-$svc.log" 2>&1
             step "  $svc database ready"
@@ -208,6 +274,12 @@ EOF
         done
     )
     # What tests and the conductor need to find this cloud (no secrets).
+    # Neutron: ML2 takes "local" networks only (no physical network, so no
+    # flat or VLAN ones): any project creates as many as it wants, with
+    # subnets and ports of chosen MAC and IP; no DHCP, no routers.
+    local neutron
+    neutron=$(printf '{"url": "http://127.0.0.1:%s", "network_type": "local", "physical_networks": [], "mechanism_driver": "openvswitch", "integration_bridge": "%s", "datapath_type": "netdev", "dhcp": false, "l3": false}' \
+        "$MC_NEUTRON_PORT" "$MC_OVS_BRIDGE")
     "$MC_VENV/bin/python" - "$MC_DIR/minicloud.json" \
         state_dir="$MC_DIR" auth_url="$MC_AUTH_URL" region_name="$MC_REGION" \
         clouds_yaml="$MC_DIR/clouds.yaml" admin_cloud=minicloud-admin \
@@ -215,11 +287,17 @@ EOF
         instances_path="$MC_INSTANCES_PATH" instance_name_template="$MC_NAME_TEMPLATE" \
         libvirt_uri="$MC_LIBVIRT_URI" images_type="$MC_IMAGES_TYPE" \
         nova_transport_url="$MC_TRANSPORT_URL" nova_compute_conf="$MC_ETC/nova/nova-cpu.conf" \
-        venv="$MC_VENV" log_dir="$MC_LOG" <<'EOF'
+        venv="$MC_VENV" log_dir="$MC_LOG" neutron:="$neutron" <<'EOF'
 import json
 import sys
 
-info = dict(arg.split("=", 1) for arg in sys.argv[2:])
+info = {}
+for arg in sys.argv[2:]:
+    key, value = arg.split("=", 1)
+    if key.endswith(":"):  # key:=JSON
+        info[key[:-1]] = json.loads(value)
+    else:
+        info[key] = value
 with open(sys.argv[1], "w") as f:
     json.dump(info, f, indent=2)
     f.write("\n")
@@ -232,23 +310,28 @@ start_apis() {
         --http-chunked-input --http-raw-body --chunked-input-limit 4096000
     OS_PLACEMENT_CONFIG_DIR=$MC_ETC/placement \
         mc_start_uwsgi placement-api "$MC_PLACEMENT_PORT" placement.wsgi.api:application
-    mc_start_uwsgi fake-neutron "$MC_NEUTRON_PORT" fake_neutron:application \
-        --pythonpath "$MC_HERE"
+    # neutron.conf and plugins/ml2/ml2_conf.ini from that directory
+    OS_NEUTRON_CONFIG_DIR=$MC_ETC/neutron \
+        mc_start_uwsgi neutron-api "$MC_NEUTRON_PORT" neutron.wsgi.api:application
     OS_NOVA_CONFIG_DIR=$MC_ETC/nova \
         mc_start_uwsgi nova-api "$MC_NOVA_PORT" nova.wsgi.osapi_compute:application
     mc_wait "Glance" glance-api 90 mc_http_ok "http://127.0.0.1:$MC_GLANCE_PORT/"
     mc_wait "Placement" placement-api 90 mc_http_ok "http://127.0.0.1:$MC_PLACEMENT_PORT/"
-    mc_wait "the Neutron API stand-in" fake-neutron 90 mc_http_ok "http://127.0.0.1:$MC_NEUTRON_PORT/"
+    mc_wait "Neutron API" neutron-api 90 mc_http_ok "http://127.0.0.1:$MC_NEUTRON_PORT/"
     mc_wait "Nova API" nova-api 90 mc_http_ok "http://127.0.0.1:$MC_NOVA_PORT/"
 }
 
-# conductor and scheduler start beside the APIs; nova-compute only once the
-# conductor consumes its queue: compute's first call to the conductor is lost
-# otherwise (no queue yet) and costs a 10 s RPC timeout.
-start_conductor_scheduler() {
+# conductor, scheduler and neutron-rpc-server start beside the APIs;
+# nova-compute and the OVS agent only once the server they call at start
+# consumes its queue: a call to a queue that does not exist yet is lost and
+# costs an RPC timeout (10 s for nova-compute, 60 s for the agent).
+start_rpc_servers() {
     local conf=$MC_ETC/nova/nova.conf
     mc_start nova-conductor "$MC_VENV/bin/nova-conductor" --config-file "$conf"
     mc_start nova-scheduler "$MC_VENV/bin/nova-scheduler" --config-file "$conf"
+    mc_start neutron-rpc-server "$MC_VENV/bin/neutron-rpc-server" \
+        --config-file "$MC_ETC/neutron/neutron.conf" \
+        --config-file "$MC_ETC/neutron/plugins/ml2/ml2_conf.ini"
 }
 
 conductor_started() { grep -q "Starting conductor node" "$MC_LOG/nova-conductor.log"; }
@@ -256,16 +339,44 @@ conductor_started() { grep -q "Starting conductor node" "$MC_LOG/nova-conductor.
 start_compute() {
     mc_wait "nova-conductor" nova-conductor 90 conductor_started
     # The sudo shim goes first on nova-compute's PATH only (privsep-helper).
+    # os-vif reaches this cloud's OVS by [os_vif_ovs] ovsdb_connection; the
+    # OVS environment is there for any OVS tool it runs.
     PATH=$MC_VENV/shim:$MC_VENV/bin:$PATH mc_start nova-compute \
-        "$MC_VENV/bin/python" "$MC_HERE/nova_compute.py" \
+        "${MC_OVS_ENV[@]}" "$MC_VENV/bin/python" "$MC_HERE/nova_compute.py" \
         --config-file "$MC_ETC/nova/nova-cpu.conf"
 }
+
+# The agent's first state report is an RPC call to neutron-rpc-server's
+# q-reports-plugin queue.  It runs ovs-vsctl, ovs-ofctl and ovs-appctl
+# through privsep ("sudo", the shim): with MC_OVS_ENV they find this cloud's
+# OVS.
+start_ovs_agent() {
+    mc_wait "neutron-rpc-server" neutron-rpc-server 90 \
+        "$MC_VENV/bin/python" "$MC_HERE/register.py" queue-ready q-reports-plugin
+    PATH=$MC_VENV/shim:$MC_VENV/bin:$PATH mc_start neutron-ovs-agent \
+        "${MC_OVS_ENV[@]}" "$MC_VENV/bin/neutron-openvswitch-agent" \
+        --config-file "$MC_ETC/neutron/neutron.conf" \
+        --config-file "$MC_ETC/neutron/plugins/ml2/openvswitch_agent.ini"
+}
+
+# Background jobs of this script that are no daemons (those are in $MC_PIDS).
+HELPER_JOBS=()
 
 on_error() {
     local rc=$?
     trap - EXIT
     if [ "$rc" != 0 ]; then
         mc_log "up failed after $(mc_since "$T0")s; stopping what it started (logs: $MC_LOG)"
+        # First this script's helper jobs (e.g. the one that starts the OVS
+        # agent), so that none starts a process after down.sh.
+        # `jobs -rp`: those still running (not yet reaped), so never a
+        # recycled PID.
+        local job running
+        running=" $(jobs -rp | tr '\n' ' ') "
+        for job in "${HELPER_JOBS[@]}"; do
+            case $running in *" $job "*) kill "$job" 2>/dev/null || true ;; esac
+        done
+        for job in "${HELPER_JOBS[@]}"; do wait "$job" 2>/dev/null || true; done
         "$MC_HERE/down.sh" --locked || true
     fi
     exit "$rc"
@@ -284,17 +395,30 @@ main() {
     trap on_error EXIT
     rabbit_vhost > "$MC_LOG/rabbit-vhost.log" 2>&1 &
     local vhost_job=$!
+    start_neutron_backends &
+    local backends_job=$!
+    HELPER_JOBS+=("$vhost_job" "$backends_job")
     start_postgres
     step "PostgreSQL up on $MC_PGSOCK"
     "$MC_HERE/configure.sh"
+    wait "$backends_job" || mc_die "MariaDB or Open vSwitch did not start; see $MC_LOG/"
     sync_databases
     step "databases synced, Keystone up"
     wait "$vhost_job" || mc_die "could not set up RabbitMQ vhost $MC_RABBIT_VHOST; see $MC_LOG/rabbit-vhost.log"
-    start_conductor_scheduler
+    start_rpc_servers
+    # The agent starts once neutron-rpc-server consumes, while the APIs
+    # start, and comes alive while nova-compute registers.
+    start_ovs_agent &
+    local agent_job=$!
+    HELPER_JOBS+=("$agent_job")
     start_apis
-    step "Glance, Placement, Nova API, Neutron stand-in answer"
+    step "Glance, Placement, Nova API, Neutron API answer"
     start_compute
+    wait "$agent_job" || mc_die "neutron-openvswitch-agent did not start; see $MC_LOG/neutron-rpc-server.log"
     local reg=("$MC_VENV/bin/python" "$MC_HERE/register.py")
+    "${reg[@]}" wait-agent "$MC_HOST" "$MC_TIMEOUT" &
+    agent_job=$!
+    HELPER_JOBS+=("$agent_job")
     "${reg[@]}" flavors
     "${reg[@]}" wait-service "$MC_HOST" "$MC_TIMEOUT" \
         || mc_die "nova-compute on $MC_HOST did not register; see $MC_LOG/nova-compute.log"
@@ -305,6 +429,10 @@ main() {
         || mc_die "nova-manage cell_v2 discover_hosts failed; see $MC_LOG/discover-hosts.log"
     "${reg[@]}" wait-hypervisor "$MC_HOST" "$MC_TIMEOUT" \
         || mc_die "the hypervisor of $MC_HOST did not show; see $MC_LOG/nova-compute.log"
+    step "hypervisor $MC_HOST in Placement"
+    wait "$agent_job" \
+        || mc_die "neutron-openvswitch-agent on $MC_HOST is not alive; see $MC_LOG/neutron-ovs-agent.log"
+    step "neutron-openvswitch-agent alive"
     write_client_files
     trap - EXIT
     step "READY: minicloud up in $(mc_since "$T0")s (compute host $MC_HOST, instances $MC_INSTANCES_PATH)"
