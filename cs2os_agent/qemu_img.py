@@ -9,7 +9,9 @@ Failures surface as :mod:`cs2os_agent.common.exception` types; no caller
 ever needs to parse qemu-img's stderr.
 """
 
+import functools
 import json
+import shutil
 import signal
 
 from oslo_concurrency import processutils
@@ -37,6 +39,29 @@ _CHECK_LEAKS_ONLY = 3
 _COMPARE_DIFFER = 1
 
 
+@functools.cache
+def _prlimit_binary():
+    """util-linux's ``prlimit`` (every Linux has it), or None."""
+    return shutil.which("prlimit")
+
+
+def limited_argv(args, prlimit):
+    """*args* run under the resource limits *prlimit*, or None.
+
+    util-linux's ``prlimit`` sets the limits and execs the command (one
+    short-lived C program), where ``processutils.execute(prlimit=...)``
+    starts a Python interpreter to do the same: ~25 ms per call idle and
+    more on a loaded node, three times per staged overlay (measured).
+    ProcessLimits' option names are the ``prlimit`` program's; both set
+    the soft and the hard limit.  None when the program is missing: the
+    caller then falls back to oslo's Python wrapper.
+    """
+    binary = _prlimit_binary()
+    if binary is None:
+        return None
+    return [binary, *prlimit.prlimit_args(), "--", *args]
+
+
 def _run(args, prlimit=None):
     """Run one command and return its stdout (str).
 
@@ -44,6 +69,10 @@ def _run(args, prlimit=None):
     Raises ``ProcessExecutionError`` on a non-zero exit and ``OSError``
     when the program cannot be started.
     """
+    if prlimit is not None:
+        argv = limited_argv(args, prlimit)
+        if argv is not None:
+            args, prlimit = argv, None
     stdout, _stderr = processutils.execute(*args, prlimit=prlimit)
     return stdout
 

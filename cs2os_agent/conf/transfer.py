@@ -119,6 +119,21 @@ nfs_opts = [
         help="AUTH_SYS group id the 'nfs' transport presents. Unset: the "
         "agent process's own gid.",
     ),
+    cfg.IntOpt(
+        "nfs_connections",
+        default=3,
+        min=1,
+        max=16,
+        help="NFS connections (libnfs contexts, each its own NFSv4 client) "
+        "one copy reads on at the same time, one 1 MiB READ each, written "
+        "into the copy at their offsets; 1 reads strictly in order, one "
+        "READ at a time. Measured against nfs-ganesha on the same 2-core "
+        "machine (NFSv4, 600 MiB, durable copies, medians): 1 connection "
+        "645 MB/s, 2 766, 3 817, 4 799, where nfs-cp made 634 without "
+        "fsync. More connections cost the client a little more CPU. "
+        "Checkpoints only ever record the contiguous start of the copy, so "
+        "a resumed copy is exact with any value.",
+    ),
     cfg.ListOpt(
         "nfs_allowed_exports",
         default=[],

@@ -9,12 +9,16 @@ and NFSv4): a pread of 1 MiB at a time into the partial file runs at the
 speed of ``nfs-cp``, the raw baseline, while ``nfs-cat`` streamed through a
 pipe into the agent reached one half to two thirds of it, and ``qemu-img``'s
 nfs:// driver speaks NFSv3 only and was slower still.  pread at any offset
-also makes a resumed copy read only what is missing.  ctypes, not the PyPI
-``libnfs`` SWIG binding: ctypes releases the GIL around every call, so a
-slow server never freezes the agent's RPC threads, and nothing needs
-compiling.  ``[transfer] stall_timeout`` is libnfs's RPC timeout: a server
-that stops answering fails the copy after that long (a cancel is noticed
-between two reads, so within that bound too).
+also makes a resumed copy read only what is missing, and lets several
+connections (``[transfer] nfs_connections``) read different blocks at once
+(see NfsSource._copy_parallel).  ctypes, not the PyPI ``libnfs`` SWIG
+binding: ctypes releases the GIL around every call, so a slow server never
+freezes the agent's RPC threads, the readers run side by side, and nothing
+needs compiling.  ``[transfer] stall_timeout`` is libnfs's RPC timeout: a
+server that stops answering fails the copy after that long (a cancel is
+noticed within half a second, and the copy stops once the READs in flight
+return, so within that bound too).  The copy is accepted only if the file's
+size, mtime, ctime and fileid after it are those first seen.
 
 A request's ``path`` is relative to its ``export``: it is normalised and may
 not climb out of it (``..`` is refused); what the node may read at all is
@@ -23,7 +27,9 @@ the NFS server's export list, narrowed by ``[transfer] nfs_allowed_exports``.
 
 import ctypes
 import errno
+import functools
 import os
+import queue
 import re
 import socket
 import stat
@@ -34,6 +40,7 @@ from oslo_log import log as logging
 
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import base
+from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ LOG = logging.getLogger(__name__)
 # requests did not help with NFSv3 either (libnfs splits them; 8 MiB was
 # slower than 1 MiB here).
 MAX_READ = 1024 * 1024
+# What an all-zero block is compared with; shared, never written.
+_ZEROS = memoryview(bytes(MAX_READ))
 
 # soname -> argument order of nfs_pread, which libnfs 6 changed to POSIX's.
 # Only libnfs13 (libnfs 4.0) is exercised by the tests.
@@ -50,6 +59,9 @@ _SONAMES = (
     ("libnfs.so.14", "offset_count_buf"),
     ("libnfs.so.13", "offset_count_buf"),
 )
+
+# How often the copy wakes up to notice a cancel while it waits for blocks.
+_POLL_SECONDS = 0.5
 
 _VERSIONS = {"auto": (4, 3), "3": (3,), "4": (4,)}
 _SERVER_RE = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}$")
@@ -422,17 +434,63 @@ class NfsClient:
             self.ctx = None
 
 
+def _identity(st):
+    """What must not change while a file is copied."""
+    return (st.size, st.mtime, st.mtime_nsec, st.ctime, st.ctime_nsec,
+            st.ino)
+
+
+def _shown_identity(identity):
+    size, mtime, mtime_nsec, ctime, ctime_nsec, ino = identity
+    return "size %d, mtime %d.%09d, ctime %d.%09d, fileid %d" % (
+        size, mtime, mtime_nsec, ctime, ctime_nsec, ino)
+
+
+class _Block:
+    """One reusable buffer: READ a range into it, write it to the copy."""
+
+    def __init__(self, size):
+        self._buf = bytearray(size)
+        self._cbuf = (ctypes.c_char * size).from_buffer(self._buf)
+        self._view = memoryview(self._buf)
+
+    def copy(self, client, fd, position, count):
+        """Copy up to ``count`` bytes at ``position``; bytes read."""
+        n = client.pread(position, count, self._cbuf)
+        if n == 0:
+            raise exception.SourceUnreadable(
+                path=client.shown,
+                reason="file shrank while it was being copied")
+        # An all-zero block stays a hole in the copy (the partial file
+        # gets its final size at the end).  startswith is a memcmp;
+        # comparing memoryviews would go byte by byte.
+        if not self._buf.startswith(_ZEROS[:n]):
+            written = 0
+            while written < n:
+                written += os.pwrite(fd, self._view[written:n],
+                                     position + written)
+        return n
+
+
 class NfsSource(base.OverlaySource):
     transport = "nfs"
 
     def __init__(self, server, export, path, versions, timeout_s,
                  chunk_size, uid=None, gid=None, nfs_port=0, mount_port=0,
-                 lib=None):
+                 connections=1, lib=None):
+        lib = lib or load_libnfs()
         self._client = NfsClient(
-            lib or load_libnfs(), server, export, path, versions,
+            lib, server, export, path, versions, timeout_s, uid=uid,
+            gid=gid, nfs_port=nfs_port, mount_port=mount_port)
+        # More connections for the copy: the same server, export, file
+        # and the version the first one settled on.
+        self._connect = functools.partial(
+            NfsClient, lib, server, export, path, (self._client.version,),
             timeout_s, uid=uid, gid=gid, nfs_port=nfs_port,
             mount_port=mount_port)
+        self._connections = max(1, connections)
         self._read_size = min(self._client.read_size(), chunk_size)
+        self._probed = None  # the first stat: what a copy must match
 
     @classmethod
     def from_request(cls, source, conf):
@@ -446,7 +504,8 @@ class NfsSource(base.OverlaySource):
         check_export_allowed(server, export, t.nfs_allowed_exports)
         return cls(server, export, path, versions, t.stall_timeout,
                    t.chunk_size_kib * 1024, uid=t.nfs_uid, gid=t.nfs_gid,
-                   nfs_port=t.nfs_port, mount_port=t.nfs_mount_port)
+                   nfs_port=t.nfs_port, mount_port=t.nfs_mount_port,
+                   connections=t.nfs_connections)
 
     @property
     def version(self):
@@ -455,8 +514,14 @@ class NfsSource(base.OverlaySource):
     def describe(self):
         return "%s (NFSv%d)" % (self._client.shown, self._client.version)
 
-    def fingerprint(self):
+    def _stat(self):
         st = self._client.stat()
+        if self._probed is None:
+            self._probed = _identity(st)
+        return st
+
+    def fingerprint(self):
+        st = self._stat()
         c = self._client
         return {
             "transport": self.transport,
@@ -485,7 +550,7 @@ class NfsSource(base.OverlaySource):
         return bytes(data)
 
     def size(self):
-        return self._client.stat().size
+        return self._stat().size
 
     def bytes_to_copy(self, offset=0):
         # NFSv3 and v4.0 cannot tell holes from data: the whole rest of
@@ -495,37 +560,151 @@ class NfsSource(base.OverlaySource):
 
     def copy_to(self, partial, monitor, offset=0):
         size = self.size()
-        buf = bytearray(self._read_size)
-        cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-        view = memoryview(buf)
-        zeros = memoryview(bytes(len(buf)))
-        position = offset
+        # The copy is durable when it returns: let the disk write while
+        # the network delivers instead of all at the final fsync.
+        write_behind = transfer_partial.WriteBehind(partial.fd, offset)
+        workers = min(self._connections,
+                      -(-(size - offset) // self._read_size))
         try:
-            while position < size:
-                n = self._client.pread(
-                    position, min(len(buf), size - position), cbuf)
-                if n == 0:
-                    raise exception.SourceUnreadable(
-                        path=self._client.shown,
-                        reason="file shrank while it was being copied")
-                # An all-zero block stays a hole in the copy (the partial
-                # file gets its final size at the end).  startswith is a
-                # memcmp; comparing memoryviews would go byte by byte.
-                if not buf.startswith(zeros[:n]):
-                    written = 0
-                    while written < n:
-                        written += os.pwrite(partial.fd, view[written:n],
-                                             position + written)
-                position += n
-                partial.advanced(position)
-                monitor.advance(n)
+            if workers > 1:
+                position = self._copy_parallel(partial, monitor, offset,
+                                               size, write_behind, workers)
+            else:
+                position = self._copy_serial(partial, monitor, offset, size,
+                                             write_behind)
         except OSError as exc:
             raise exception.TransferFailed(
                 source=self.describe(), dest=partial.path,
-                reason=exc.strerror) from None
+                reason=exc.strerror or str(exc)) from None
+        # Same size is not the same file: a write during the copy would
+        # leave a torn image.  The file must still be the one first seen.
+        after = _identity(self._client.stat())
+        if after != self._probed:
+            raise exception.TransferFailed(
+                source=self.describe(), dest=partial.path,
+                reason="the file changed during the copy (before: %s; "
+                "after: %s)" % (_shown_identity(self._probed),
+                                _shown_identity(after)))
         LOG.debug("Copied %d bytes of %s", position - offset,
                   self.describe())
         return position - offset
+
+    def _copy_serial(self, partial, monitor, offset, size, write_behind):
+        block = _Block(self._read_size)
+        position = offset
+        while position < size:
+            n = block.copy(self._client, partial.fd, position,
+                           min(self._read_size, size - position))
+            position += n
+            write_behind.written(position)
+            partial.advanced(position)
+            monitor.advance(n)
+        return position
+
+    def _copy_parallel(self, partial, monitor, offset, size, write_behind,
+                       workers):
+        """Read on ``workers`` connections at once; write at the offsets.
+
+        One READ of one connection at a time leaves the connection idle
+        while the client writes and the server looks the next block up;
+        several connections keep both sides busy.  Measured (NFSv4, 600
+        MiB, durable copies into a file, nfs-ganesha on the same 2 cores,
+        medians of 7 interleaved runs): nfs-cp 634 MB/s without fsync;
+        1 connection 645, 2 766, 3 817, 4 799.  Tried and slower: the
+        async libnfs API with 2-8 READs outstanding on one connection
+        (755-886 where threads on 2-3 connections made 938-1131 in the
+        same runs: the Python event loop costs more than it saves), and
+        READs over 1 MiB, which libnfs 4 refuses (see MAX_READ).
+
+        The blocks (one READ each) are handed out in file order by this
+        thread, at most two per worker ahead of the last one finished, so
+        memory is one buffer per worker and the bandwidth limit and cancel
+        act within a few blocks.  They finish out of order: ``partial``
+        only ever hears of the end of the contiguous prefix that is
+        written (``frontier``), so a checkpoint never records a byte that
+        may still be missing before it.
+        """
+        blocks = iter(range(offset, size, self._read_size))
+        todo = queue.SimpleQueue()
+        done = queue.SimpleQueue()
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=self._worker,
+                args=(self._client if i == 0 else None, partial.fd, todo,
+                      done, stop),
+                name="nfs-read-%d" % i, daemon=True)
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+
+        def hand_out():
+            start = next(blocks, None)
+            if start is not None:
+                todo.put((start, min(self._read_size, size - start)))
+
+        for _ in range(2 * workers):
+            hand_out()
+        finished = {}
+        frontier = offset
+        try:
+            while frontier < size:
+                try:
+                    start, length, error = done.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    monitor.check_cancelled()
+                    continue
+                if start is None:  # an extra connection could not open
+                    LOG.warning("%s: one more NFS connection failed, "
+                                "reading on fewer: %s", self.describe(),
+                                error)
+                    continue
+                if error is not None:
+                    raise error
+                finished[start] = length
+                while frontier in finished:
+                    frontier += finished.pop(frontier)
+                write_behind.written(frontier)
+                partial.advanced(frontier)
+                monitor.advance(length)
+                hand_out()
+        finally:
+            stop.set()
+            for _ in threads:
+                todo.put(None)
+            for thread in threads:
+                thread.join()
+        return frontier
+
+    def _worker(self, client, fd, todo, done, stop):
+        """Copy the blocks of ``todo`` until a None; report to ``done``."""
+        own = client is None
+        try:
+            if own:
+                try:
+                    client = self._connect()
+                except Exception as exc:  # noqa: BLE001 - only an extra
+                    done.put((None, None, exc))
+                    return
+            block = _Block(self._read_size)
+            while not stop.is_set():
+                item = todo.get()
+                if item is None:
+                    return
+                start, length = item
+                try:
+                    position = start
+                    while position < start + length:
+                        position += block.copy(client, fd, position,
+                                               start + length - position)
+                except BaseException as exc:  # noqa: BLE001 - to main
+                    done.put((start, length, exc))
+                    return
+                done.put((start, length, None))
+        finally:
+            if own and client is not None:
+                client.close()
 
     def close(self):
         self._client.close()

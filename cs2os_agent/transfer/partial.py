@@ -8,6 +8,7 @@ different or changed source starts over.  Nothing here ever makes a partial
 file look finished: only ``overlay.stage`` renames it, after verification.
 """
 
+import ctypes
 import json
 import os
 
@@ -16,6 +17,64 @@ from oslo_log import log as logging
 from cs2os_agent.common import fileutils
 
 LOG = logging.getLogger(__name__)
+
+# Start the disk write-back of every this many new bytes (WriteBehind).
+WRITE_BEHIND_BYTES = 16 * 1024 * 1024
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>; starts write-out, never waits
+
+
+def _load_sync_file_range():
+    """libc's sync_file_range (Python has no binding), or None."""
+    try:
+        # CDLL(None): the symbols already loaded, glibc's among them; no
+        # find_library, which would run ldconfig in a subprocess.
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+sync_file_range = _load_sync_file_range()
+
+
+class WriteBehind:
+    """Let the disk write while the source delivers.
+
+    A copy is durable when it is reported done (and at every checkpoint),
+    so its bytes must reach the disk before then.  Left to the page cache,
+    they sit dirty until the fsync, which then stops the copy until the
+    disk has taken all of them: copy time and disk time add up.  Asking
+    the kernel to start writing each range back right after it was
+    written (sync_file_range WRITE: asynchronous, no fsync semantics)
+    overlaps the two; the fsyncs still make the data durable.  Measured on
+    a virtio disk that takes ~2 GB/s, 600 MiB durable: copy_file_range
+    then fsync 0.48 s, with write-behind every 16 MiB 0.33 s (64 MiB:
+    0.36 s; waiting for the previous range as well: 0.37-0.41 s); ``ssh
+    cat`` into a file ~190 without, ~400 MB/s with it.
+
+    ``written(position)`` takes the end of the contiguous range written so
+    far; a failing sync_file_range only turns the hint off.
+    """
+
+    def __init__(self, fd, position, step=None, sync=None, enabled=True):
+        self._fd = fd
+        self._start = position
+        self._step = WRITE_BEHIND_BYTES if step is None else step
+        self._sync = sync_file_range if sync is None else sync
+        self._enabled = enabled and self._sync is not None
+
+    def written(self, position):
+        if not self._enabled or position - self._start < self._step:
+            return
+        if self._sync(self._fd, self._start, position - self._start,
+                      SYNC_FILE_RANGE_WRITE) != 0:
+            self._enabled = False  # only a hint: go on without it
+            LOG.debug("sync_file_range failed (errno %d); not used again",
+                      ctypes.get_errno())
+        self._start = position
 
 
 class PartialFile:

@@ -3,7 +3,9 @@
 This is how a compute node that mounts CloudStack's NFS primary storage
 reads an overlay.  The file is copied extent by extent (SEEK_DATA /
 SEEK_HOLE) so holes are never read or written, with ``copy_file_range`` so
-the data does not pass through user space when the kernel can avoid it.
+the data does not pass through user space when the kernel can avoid it, and
+with write-behind (partial.WriteBehind) so the disk writes while the copy
+runs rather than all at the final fsync.
 """
 
 import errno
@@ -14,6 +16,7 @@ from oslo_log import log as logging
 
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import base
+from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
 
@@ -123,6 +126,9 @@ class PathSource(base.OverlaySource):
     def copy_to(self, partial, monitor, offset=0):
         copied = 0
         copier = _RangeCopier(self._fd, partial.fd, self._chunk_size)
+        # The copy is durable when it returns: let the disk write while
+        # the copy goes on instead of all at the final fsync.
+        write_behind = transfer_partial.WriteBehind(partial.fd, offset)
         try:
             for start, length in data_extents(self._fd, self.size(), offset):
                 end = start + length
@@ -136,6 +142,7 @@ class PathSource(base.OverlaySource):
                         )
                     pos += n
                     copied += n
+                    write_behind.written(pos)
                     partial.advanced(pos)
                     monitor.advance(n)
         except OSError as exc:

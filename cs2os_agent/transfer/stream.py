@@ -8,7 +8,6 @@ memory does not grow with the file, and every chunk goes through the
 monitor (progress, bandwidth, cancel).
 """
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -20,6 +19,7 @@ import time
 from oslo_log import log as logging
 
 from cs2os_agent.common import exception
+from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
 
@@ -28,56 +28,25 @@ _POLL_SECONDS = 0.5
 # Module switches, so tests and benchmarks can compare both ways.
 USE_SPLICE = hasattr(os, "splice")
 USE_WRITE_BEHIND = True
-# Start the disk write-back of every this many new bytes (_WriteBehind).
-WRITE_BEHIND_BYTES = 16 * 1024 * 1024
-_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>; starts write-out, never waits
+# Start the disk write-back of every this many new bytes (WriteBehind).
+WRITE_BEHIND_BYTES = transfer_partial.WRITE_BEHIND_BYTES
 # splice cannot serve this pipe/file pair: fall back to read/write.
 _NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
+_sync_file_range = transfer_partial.sync_file_range
 
 
-def _load_sync_file_range():
-    """libc's sync_file_range (Python has no binding), or None."""
-    try:
-        # CDLL(None): the symbols already loaded, glibc's among them; no
-        # find_library, which would run ldconfig in a subprocess.
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                   ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
+def _write_behind(fd, position):
+    """partial.WriteBehind with this module's switches (tests set them).
 
-
-_sync_file_range = _load_sync_file_range()
-
-
-class _WriteBehind:
-    """Let the disk write while the network delivers.
-
-    A checkpoint fsync (PartialFile.advanced) otherwise finds everything
-    since the previous one dirty in the page cache and stops the copy until
-    it is on disk, so network time and disk time add up (measured: ~190
-    instead of ~400 MB/s for ``ssh cat`` into a file on a disk that fsyncs
-    ~350 MB/s).  Asking the kernel to start writing each range back right
-    after it was written (sync_file_range WRITE: asynchronous, no fsync
-    semantics) overlaps the two; the fsyncs still make the data durable.
+    Without it a checkpoint fsync finds everything since the previous one
+    dirty and stops the stream until it is on disk (measured: ~190
+    instead of ~400 MB/s for ``ssh cat`` into a file on a disk that
+    fsyncs ~350 MB/s).
     """
-
-    def __init__(self, fd, position):
-        self._fd = fd
-        self._start = position
-        self._enabled = USE_WRITE_BEHIND and _sync_file_range is not None
-
-    def written(self, position):
-        if not self._enabled or position - self._start < WRITE_BEHIND_BYTES:
-            return
-        if _sync_file_range(self._fd, self._start, position - self._start,
-                            _SYNC_FILE_RANGE_WRITE) != 0:
-            self._enabled = False  # only a hint: go on without it
-            LOG.debug("sync_file_range failed (errno %d); not used again",
-                      ctypes.get_errno())
-        self._start = position
+    return transfer_partial.WriteBehind(
+        fd, position, step=WRITE_BEHIND_BYTES,
+        sync=_sync_file_range,
+        enabled=USE_WRITE_BEHIND and _sync_file_range is not None)
 
 
 class StreamProcess:
@@ -128,7 +97,7 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
     except OSError:
         pass  # over /proc/sys/fs/pipe-max-size: the default still works
     mover = _Mover(src, dst, chunk_size)
-    write_behind = _WriteBehind(dst, offset)
+    write_behind = _write_behind(dst, offset)
     position = offset
     last_data = time.monotonic()
     try:

@@ -55,6 +55,21 @@ def test_corrupt_qcow2(agent, agent_api, ctxt, instance):
     assert "corrupt" in msg
 
 
+def test_corrupt_qcow2_that_would_be_grown(agent, agent_api, ctxt,
+                                           cloudstack_volume, nova_instance):
+    # The other path through the adoption: a copy smaller than the
+    # instance disk is checked before resize touches its metadata (the
+    # same-size one above is checked side by side with qemu-img info).
+    vol = cloudstack_volume()
+    inst = nova_instance(vol.template, 128 * MiB)
+    bad = os.path.join(vol.pool_dir, "corrupt-%s" % uuid.uuid4())
+    images.make_corrupt_overlay(vol, bad)
+    msg = sync_expecting(agent, agent_api, ctxt, inst,
+                         {"transport": "path", "path": bad},
+                         exception.ImageCorrupt)
+    assert "corrupt" in msg
+
+
 def test_qcow2_with_external_data_file(agent, agent_api, ctxt, instance):
     # CVE-2024-32498: a data-file can point qemu at any host file.
     evil = os.path.join(instance.volume.pool_dir, "evil-%s" % uuid.uuid4())

@@ -264,3 +264,29 @@ def test_untrusted_calls_run_under_prlimit(chain, monkeypatch):
             call(str(top), "qcow2")
     # Trusted calls are not limited.
     qemu_img.resize(str(top), "qcow2", 2 * SIZE)
+
+
+def test_limits_without_the_prlimit_program(chain, monkeypatch):
+    # Without util-linux's prlimit, oslo's Python wrapper sets them.
+    _base, top = chain
+    monkeypatch.setattr(qemu_img, "_prlimit_binary", lambda: None)
+    assert qemu_img.info(str(top), "qcow2")["format"] == "qcow2"
+    monkeypatch.setattr(
+        qemu_img, "QEMU_IMG_LIMITS",
+        processutils.ProcessLimits(address_space=16 * MiB),
+    )
+    with pytest.raises(exception.QemuImgError):
+        qemu_img.check(str(top), "qcow2")
+
+
+def test_cpu_limit_kills_through_the_prlimit_program(tmp_path, monkeypatch):
+    # The limit lands on qemu-img itself (prlimit execs it), so running out
+    # of CPU time is reported as a timeout, not as a mystery exit code.
+    assert qemu_img._prlimit_binary() is not None
+    argv = qemu_img.limited_argv(
+        ["sh", "-c", "while :; do :; done"],
+        processutils.ProcessLimits(cpu_time=1))
+    with pytest.raises(processutils.ProcessExecutionError) as ei:
+        processutils.execute(*argv)
+    assert qemu_img._error("check", ei.value).__class__ is (
+        exception.QemuImgTimeout)

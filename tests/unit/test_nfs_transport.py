@@ -9,6 +9,8 @@ import ctypes
 import errno
 import os
 import stat
+import threading
+import time
 
 import pytest
 from oslo_config import cfg as oslo_cfg
@@ -36,12 +38,17 @@ class FakeLib:
         self.reads = []
         self.configured = []
         self.mounted = []
+        self.read_delay = {}  # context -> seconds every read of it takes
+        self.reads_by_context = {}
         self._next = 1
+        self._lock = threading.Lock()  # parallel copies connect at once
 
     def init_context(self):
-        self._next += 1
-        self.contexts[self._next] = {"error": ""}
-        return self._next
+        with self._lock:
+            self._next += 1
+            ctx = self._next
+        self.contexts[ctx] = {"error": ""}
+        return ctx
 
     def destroy_context(self, ctx):
         del self.contexts[ctx]
@@ -93,6 +100,10 @@ class FakeLib:
 
     def pread(self, ctx, fh, offset, count, buf):
         self.reads.append((offset, count))
+        with self._lock:
+            self.reads_by_context[ctx] = self.reads_by_context.get(ctx, 0) + 1
+        if ctx in self.read_delay:
+            time.sleep(self.read_delay[ctx])
         if offset in self.pread_errors:
             self.contexts[ctx]["error"] = "nfs_service failed"
             return self.pread_errors[offset]
@@ -107,9 +118,9 @@ def make_source(lib, path="/pool/vol", versions=(4, 3), chunk=8 * MiB,
                          30, chunk, lib=lib, **kwargs)
 
 
-def copy(src, dst, mon, offset=0):
+def copy(src, dst, mon, offset=0, checkpoint=64 * MiB):
     part = partial_file.PartialFile(str(dst), str(dst) + ".json",
-                                    src.fingerprint(), 64 * MiB)
+                                    src.fingerprint(), checkpoint)
     part.open(offset)
     try:
         copied = src.copy_to(part, mon, offset)
@@ -126,7 +137,10 @@ def cfg():
     c = oslo_cfg.ConfigOpts()
     transfer_conf.register_opts(c)
     c([], project="cs2os", default_config_files=[])
-    return c
+    yield c
+    # The option objects are shared with every other ConfigOpts: drop the
+    # overrides a test set, or the next test sees them.
+    c.reset()
 
 
 # -- requests ------------------------------------------------------------
@@ -520,3 +534,203 @@ def test_exception_messages_format():
     ):
         assert "%(" not in str(err)
 
+
+
+# -- parallel reads on several connections ---------------------------------
+
+
+class RecordingPartial(partial_file.PartialFile):
+    """Checks, at every position a copy reports, that all before it is
+    really in the file: what a checkpoint would make durable."""
+
+    def __init__(self, *args, expected, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+        self.positions = []
+
+    def advanced(self, position):
+        self.positions.append(position)
+        with open(self.path, "rb") as f:
+            got = f.read(position)
+        # Holes past the file's end read short: pad like the final size.
+        got += bytes(position - len(got))
+        assert got == self.expected[:position], position
+        super().advanced(position)
+
+
+def parallel_copy(src, dst, mon, expected, offset=0, checkpoint=MiB):
+    part = RecordingPartial(str(dst), str(dst) + ".json",
+                            src.fingerprint(), checkpoint,
+                            expected=expected)
+    part.open(offset)
+    try:
+        copied = src.copy_to(part, mon, offset)
+        part.finish(src.size())
+    finally:
+        part.close()
+    return copied, part
+
+
+def test_parallel_copy_is_identical_and_reads_on_every_connection(tmp_path):
+    data = (os.urandom(5 * MiB) + bytes(2 * MiB) + os.urandom(3 * MiB + 7)
+            + bytes(MiB))
+    lib = FakeLib({"/pool/vol": data})
+    dst = tmp_path / "copy"
+    with make_source(lib, connections=3) as src:
+        first = next(iter(lib.contexts))
+        # The first connection is slow: its blocks finish out of order.
+        lib.read_delay[first] = 0.02
+        mon = monitor.TransferMonitor("m", "s", src.bytes_to_copy())
+        copied, part = parallel_copy(src, dst, mon, data)
+    assert copied == mon.done == len(data)
+    assert dst.read_bytes() == data
+    assert os.stat(dst).st_blocks * 512 < len(data) - 2 * MiB  # holes
+    # Three connections, every one of them read, all closed again.
+    assert len(lib.reads_by_context) == 3
+    assert all(lib.reads_by_context.values())
+    assert sorted(o for o, _ in lib.reads) == list(range(0, len(data), MiB))
+    # Positions only grow and end at the file's end.
+    assert part.positions == sorted(part.positions)
+    assert part.positions[-1] == len(data)
+    assert lib.contexts == {}
+    assert lib.open_handles == set()
+
+
+def test_parallel_copy_resumes_from_a_checkpoint(tmp_path):
+    data = os.urandom(12 * MiB + 3)
+    lib = FakeLib({"/pool/vol": data})
+    dst = tmp_path / "copy"
+    meta = str(dst) + ".json"
+    with make_source(lib, connections=4) as src:
+        fingerprint = src.fingerprint()
+        mon = monitor.TransferMonitor("m", "s", len(data))
+        real_advance = mon.advance
+
+        def die_after_a_checkpoint(n):
+            real_advance(n)
+            # Blocks finish out of order: the checkpoint can lag behind.
+            if mon.done >= 7 * MiB and part._durable:
+                raise RuntimeError("agent killed")
+
+        mon.advance = die_after_a_checkpoint
+        part = partial_file.PartialFile(str(dst), meta, fingerprint,
+                                        2 * MiB)
+        part.open(part.resume_offset())
+        with pytest.raises(RuntimeError, match="agent killed"):
+            src.copy_to(part, mon, 0)
+        part.close()
+        # Garbage past the checkpoint, as a torn write would leave.
+        with open(dst, "ab") as f:
+            f.write(b"torn" * 1000)
+    again = partial_file.PartialFile(str(dst), meta, fingerprint, 2 * MiB)
+    resumed = again.resume_offset()
+    assert resumed == part._durable
+    assert 2 * MiB <= resumed < 12 * MiB
+    with make_source(lib, connections=4) as src:
+        lib.reads.clear()
+        again.open(resumed)
+        copied = src.copy_to(again, monitor.TransferMonitor(
+            "m", "s", len(data) - resumed), resumed)
+        again.finish(src.size())
+    assert copied == len(data) - resumed
+    assert min(o for o, _ in lib.reads) == resumed
+    assert dst.read_bytes() == data
+    assert lib.contexts == {}
+
+
+def test_a_failed_extra_connection_only_means_fewer(tmp_path, caplog):
+    data = os.urandom(6 * MiB)
+    lib = FakeLib({"/pool/vol": data})
+    with make_source(lib, connections=3) as src:
+        real_mount = lib.mount
+        lib.mount = lambda ctx, server, export: -errno.EIO
+        try:
+            copied, _ = parallel_copy(
+                src, tmp_path / "copy",
+                monitor.TransferMonitor("m", "s", len(data)), data)
+        finally:
+            lib.mount = real_mount
+    assert copied == len(data)
+    assert (tmp_path / "copy").read_bytes() == data
+    assert "reading on fewer" in caplog.text
+    assert lib.contexts == {}
+
+
+def test_a_read_error_on_any_connection_fails_the_copy(tmp_path):
+    lib = FakeLib({"/pool/vol": os.urandom(8 * MiB)})
+    lib.pread_errors[5 * MiB] = -errno.EIO
+    with make_source(lib, connections=3) as src:
+        with pytest.raises(exception.TransferFailed,
+                           match="nfs_service failed"):
+            copy(src, tmp_path / "copy",
+                 monitor.TransferMonitor("m", "s", 8 * MiB))
+        # Every extra connection is closed again, every thread is done.
+        assert len(lib.contexts) == 1
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("nfs-read")]
+
+
+def test_parallel_cancel_stops_every_reader(tmp_path):
+    lib = FakeLib({"/pool/vol": os.urandom(64 * MiB)})
+    with make_source(lib, connections=3) as src:
+        mon = monitor.TransferMonitor("mig", "sync_overlay", 64 * MiB)
+        real_advance = mon.advance
+
+        def cancel_after_2_mib(n):
+            real_advance(n)
+            if mon.done >= 2 * MiB:
+                mon.cancel()
+
+        mon.advance = cancel_after_2_mib
+        with pytest.raises(exception.MigrationCancelled):
+            copy(src, tmp_path / "copy", mon)
+        assert len(lib.contexts) == 1
+    # Only the blocks already handed out were read (two per reader).
+    assert len(lib.reads) <= 2 * MiB // MiB + 2 * 3
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("nfs-read")]
+
+
+def test_parallel_copy_keeps_the_bandwidth_limit(tmp_path):
+    lib = FakeLib({"/pool/vol": os.urandom(4 * MiB)})
+    slept = []
+    with make_source(lib, connections=3) as src:
+        mon = monitor.TransferMonitor(
+            "m", "s", 4 * MiB, max_bandwidth_mbps=8,
+            clock=lambda: 0.0, sleep=slept.append)
+        copy(src, tmp_path / "copy", mon)
+    # 4 MiB at 1 MB/s on a clock that stands still: by the last block the
+    # monitor asked for the whole 4.2 s.
+    assert max(slept) == pytest.approx(4 * MiB / 1e6)
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_a_file_changed_during_the_copy_is_refused(tmp_path, connections):
+    data = os.urandom(4 * MiB)
+    lib = FakeLib({"/pool/vol": data})
+    real_fstat = lib.fstat
+    with make_source(lib, connections=connections) as src:
+        src.fingerprint()  # what the copy is of
+
+        def touched(ctx, fh):
+            rc, st = real_fstat(ctx, fh)
+            if lib.reads:  # written to once the copy started
+                st.mtime_nsec += 1
+            return rc, st
+
+        lib.fstat = touched
+        with pytest.raises(exception.TransferFailed,
+                           match="changed during the copy"):
+            copy(src, tmp_path / "copy",
+                 monitor.TransferMonitor("m", "s", len(data)))
+
+
+def test_connections_come_from_the_config(cfg, monkeypatch):
+    lib = FakeLib({"/pool/vol": b"x"})
+    monkeypatch.setattr(nfs, "load_libnfs", lambda: lib)
+    assert cfg.transfer.nfs_connections == 3
+    cfg.set_override("nfs_connections", 5, "transfer")
+    source = {"transport": "nfs", "server": "nfs.example",
+              "export": "/export/primary", "path": "pool/vol"}
+    with transfer.get_source(source, cfg) as src:
+        assert src._connections == 5

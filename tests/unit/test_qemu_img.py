@@ -313,3 +313,53 @@ def test_resize(run):
         ["qemu-img", "resize", "-f", "qcow2", "/img", "8388608"],
         prlimit=None,
     )
+
+
+# -- _run: how the limits reach the process ---------------------------------
+
+
+@pytest.fixture
+def execute():
+    with mock.patch.object(processutils, "execute", autospec=True) as m:
+        m.return_value = ("out", "")
+        yield m
+
+
+def test_limits_go_through_the_prlimit_program(execute, monkeypatch):
+    # util-linux's prlimit execs qemu-img itself: no Python interpreter
+    # is started per call, as processutils' own prlimit wrapper does.
+    monkeypatch.setattr(qemu_img, "_prlimit_binary",
+                        lambda: "/usr/bin/prlimit")
+    assert qemu_img._run(["qemu-img", "info", "/img"],
+                         prlimit=LIMITS) == "out"
+    execute.assert_called_once_with(
+        "/usr/bin/prlimit", "--as=1073741824", "--cpu=30", "--",
+        "qemu-img", "info", "/img", prlimit=None)
+
+
+def test_without_the_prlimit_program_oslo_sets_the_limits(execute,
+                                                          monkeypatch):
+    monkeypatch.setattr(qemu_img, "_prlimit_binary", lambda: None)
+    qemu_img._run(["qemu-img", "info", "/img"], prlimit=LIMITS)
+    execute.assert_called_once_with("qemu-img", "info", "/img",
+                                    prlimit=LIMITS)
+
+
+def test_unlimited_calls_run_as_they_are(execute, monkeypatch):
+    monkeypatch.setattr(qemu_img, "_prlimit_binary",
+                        lambda: "/usr/bin/prlimit")
+    qemu_img._run(["qemu-img", "resize", "/img", "1"])
+    execute.assert_called_once_with("qemu-img", "resize", "/img", "1",
+                                    prlimit=None)
+
+
+def test_every_limit_has_a_prlimit_program_option(monkeypatch):
+    monkeypatch.setattr(qemu_img, "_prlimit_binary", lambda: "prlimit")
+    every = processutils.ProcessLimits(**{
+        name: 1 for name in processutils.ProcessLimits._LIMITS})
+    argv = qemu_img.limited_argv(["qemu-img"], every)
+    # Option names util-linux prlimit(1) accepts.
+    accepted = {"--as", "--core", "--cpu", "--data", "--fsize", "--memlock",
+                "--nofile", "--nproc", "--rss", "--stack"}
+    assert argv[0] == "prlimit" and argv[-2:] == ["--", "qemu-img"]
+    assert {a.split("=")[0] for a in argv[1:-2]} == accepted
