@@ -28,6 +28,9 @@ def view(record, with_events=True):
     options = record.get("options") or {}
     body["networks"] = options.get("networks") or {}
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
+    if record.get("mode") == "warm":
+        body["cutover"] = options.get("cutover") or "auto"
+        body["cutover_requested"] = options.get("cutover_requested")
     if with_events:
         body["events"] = record.get("events", [])
     return body
@@ -91,6 +94,8 @@ class MigrationsController:
         self._check_id(migration_id)
         if name == "cancel":
             record = self.conductor.cancel_migration(context, migration_id)
+        elif name == "cutover":
+            record = self.conductor.cutover_migration(context, migration_id)
         else:
             record = self.conductor.retry_migration(context, migration_id)
         return wsgi_util.json_response(202, {"migration": view(record)})

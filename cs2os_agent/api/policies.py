@@ -41,6 +41,12 @@ _RULES = [
         "Run a failed or cancelled migration again.",
         [{"method": "POST", "path": ACTION + " (retry)"}],
         scope_types=["project"]),
+    policy.DocumentedRuleDefault(
+        "cs2os:migration:cutover", "rule:admin_api",
+        "Let a warm migration held for the operator cut over: the "
+        "CloudStack VM is frozen and Nova starts the migrated server.",
+        [{"method": "POST", "path": ACTION + " (cutover)"}],
+        scope_types=["project"]),
 ]
 
 

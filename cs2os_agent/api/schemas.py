@@ -7,6 +7,7 @@ from cs2os_agent.api import errors
 STATES = ("queued", "running", "cancelling", "succeeded", "failed",
           "cancelled")
 MODES = ("cold", "warm")
+CUTOVERS = ("auto", "manual")
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
          "pattern": r"\S"}
@@ -22,6 +23,7 @@ CREATE_MIGRATION = {
                 "host": _OPTIONAL_NAME,
                 "flavor": _OPTIONAL_NAME,
                 "mode": {"type": "string", "enum": list(MODES)},
+                "cutover": {"type": "string", "enum": list(CUTOVERS)},
                 "delete_source": {"type": "boolean"},
                 "networks": {
                     "type": "object",
@@ -42,7 +44,8 @@ _NO_ARGS = {"type": "object", "additionalProperties": False}
 
 MIGRATION_ACTION = {
     "type": "object",
-    "properties": {"cancel": _NO_ARGS, "retry": _NO_ARGS},
+    "properties": {"cancel": _NO_ARGS, "retry": _NO_ARGS,
+                   "cutover": _NO_ARGS},
     "minProperties": 1,
     "maxProperties": 1,
     "additionalProperties": False,

@@ -467,3 +467,22 @@ class MirrorNotFound(Cs2osException):
         "prepare_mirror first"
     )
     code = 404
+
+
+# -- warm migration: the conductor's side -------------------------------------
+
+
+class KvmHostUnreachable(Cs2osException):
+    msg_fmt = (
+        "Cannot use libvirt on the CloudStack KVM host %(uri)s: %(reason)s "
+        "([cloudstack] kvm_libvirt_uri; the host key must be in its "
+        "known_hosts file)"
+    )
+    code = 502
+
+
+class SourceDomainNotFound(Cs2osException):
+    msg_fmt = (
+        "The CloudStack VM's domain %(domain)s does not run on %(uri)s"
+    )
+    code = 409

@@ -7,6 +7,7 @@ call returns the record at once.
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
+from oslo_utils import timeutils
 from oslo_utils import uuidutils
 
 from cs2os_agent.common import exception
@@ -16,6 +17,9 @@ from cs2os_agent.conductor import rpcapi
 LOG = logging.getLogger(__name__)
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+# A warm migration's steps from the cutover on: too late to ask.
+AFTER_CUTOVER = ("cutover", "finish", "swap", "start", "stop_source",
+                 "done")
 MAX_LIMIT = 1000
 
 
@@ -30,6 +34,10 @@ class ConductorManager:
 
     def create_migration(self, context, request):
         req = request_schema.validate(request)
+        options = {"networks": req["networks"],
+                   "drop_unmapped_nics": req["drop_unmapped_nics"]}
+        if "cutover" in req:
+            options["cutover"] = req["cutover"]
         migration = self.db.create_migration({
             "id": uuidutils.generate_uuid(),
             "source_ref": req["source"],
@@ -42,8 +50,7 @@ class ConductorManager:
             "user_id": context.user_id,
             "project_id": context.project_id,
             "request_id": context.request_id,
-            "options": {"networks": req["networks"],
-                        "drop_unmapped_nics": req["drop_unmapped_nics"]},
+            "options": options,
             "source": {},
             "resources": {},
             "result": {},
@@ -88,14 +95,50 @@ class ConductorManager:
                             "cancel", migration_id, host, exc_info=True)
         return self.db.get_migration(migration_id)
 
+    def cutover_migration(self, context, migration_id):
+        """Record the operator's go for a held warm migration (1.1).
+
+        The flow reads it from the record (any conductor may run it) and
+        cuts over once the mirror is READY.
+        """
+        migration = self.db.get_migration(migration_id)
+        state, step = migration["state"], migration["step"]
+        if migration["mode"] != "warm":
+            raise exception.MigrationStateConflict(
+                migration_id=migration_id, state="a %s migration"
+                % migration["mode"], action="cut over (only warm migrations "
+                "have a cutover)")
+        if state not in ("queued", "running") or step in AFTER_CUTOVER:
+            raise exception.MigrationStateConflict(
+                migration_id=migration_id, state="%s at step %s"
+                % (state, step), action="cut over")
+        options = dict(migration["options"] or {})
+        if not options.get("cutover_requested"):
+            options["cutover_requested"] = {
+                "by": context.user_id,
+                "at": timeutils.utcnow().isoformat()}
+            if self.db.update_migration(
+                    migration_id, {"options": options},
+                    expect={"state": state}) is None:
+                # It moved on (failed, cancelled) meanwhile.
+                return self.cutover_migration(context, migration_id)
+            self.db.add_event(migration_id, "cutover", "info",
+                              "cutover requested by %s" % context.user_id)
+        return self.db.get_migration(migration_id)
+
     def retry_migration(self, context, migration_id):
         updated = None
+        migration = self.db.get_migration(migration_id)
+        # A held migration is held again: the earlier go was for the
+        # earlier attempt.
+        options = dict(migration["options"] or {})
+        options.pop("cutover_requested", None)
         for state in ("failed", "cancelled"):
             updated = self.db.update_migration(
                 migration_id,
                 {"state": "queued", "step": "validate", "error": None,
                  "finished_at": None, "lease_until": None,
-                 "conductor": None},
+                 "conductor": None, "options": options},
                 expect={"state": state})
             if updated:
                 break

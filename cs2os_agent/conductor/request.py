@@ -2,7 +2,10 @@
 
 from cs2os_agent.common import exception
 
-MODES = ("cold",)
+MODES = ("cold", "warm")
+# When a warm migration cuts over: as soon as its mirror is READY, or when
+# the operator says so (the cutover action).
+CUTOVERS = ("auto", "manual")
 _FIELDS = {
     "source": str,
     "host": str,
@@ -11,6 +14,7 @@ _FIELDS = {
     "delete_source": bool,
     "networks": dict,
     "drop_unmapped_nics": bool,
+    "cutover": str,
 }
 
 
@@ -37,6 +41,16 @@ def validate(request):
         raise exception.Invalid(
             reason="mode %s is not supported; supported: %s"
             % (mode, ", ".join(MODES)))
+    cutover = request.get("cutover")
+    if cutover is not None and mode != "warm":
+        raise exception.Invalid(
+            reason="cutover applies to warm migrations only (mode is %s)"
+            % mode)
+    cutover = cutover or "auto"
+    if cutover not in CUTOVERS:
+        raise exception.Invalid(
+            reason="cutover %s is not supported; supported: %s"
+            % (cutover, ", ".join(CUTOVERS)))
     networks = request.get("networks") or {}
     bad = sorted(k for k, v in networks.items()
                  if not isinstance(k, str) or not k.strip()
@@ -45,7 +59,7 @@ def validate(request):
         raise exception.Invalid(
             reason="networks maps CloudStack network id or name to Neutron "
             "network id or name; bad entries: %s" % ", ".join(map(str, bad)))
-    return {
+    validated = {
         "networks": networks,
         "drop_unmapped_nics": bool(request.get("drop_unmapped_nics", False)),
         "source": source,
@@ -54,3 +68,6 @@ def validate(request):
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
     }
+    if mode == "warm":
+        validated["cutover"] = cutover
+    return validated

@@ -8,6 +8,8 @@ API version history:
     1.0 - Initial version: create_migration, get_migration,
           list_migrations, cancel_migration, retry_migration,
           report_progress.
+    1.1 - Warm migration: cutover_migration; create_migration takes
+          "mode": "warm" and "cutover": "auto" | "manual".
 """
 
 import oslo_messaging as messaging
@@ -15,7 +17,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.0"
+RPC_API_VERSION = "1.1"
 
 
 class ConductorAPI:
@@ -25,17 +27,19 @@ class ConductorAPI:
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
         self.timeout = timeout
 
-    def _call(self, context, method, **kwargs):
-        return self.client.prepare(version="1.0", timeout=self.timeout).call(
+    def _call(self, context, method, version="1.0", **kwargs):
+        return self.client.prepare(version=version,
+                                   timeout=self.timeout).call(
             context, method, **kwargs)
 
     def create_migration(self, context, request):
         """Validate ``request`` and queue it; returns the migration record.
 
         ``request``: {"source": CloudStack VM id or name (required),
-        "host": compute host, "flavor": name or id, "mode": "cold",
-        "delete_source": bool, "networks": {CloudStack network: Neutron
-        network}, "drop_unmapped_nics": bool}.
+        "host": compute host, "flavor": name or id, "mode": "cold" or
+        "warm", "cutover": "auto" or "manual" (warm only), "delete_source":
+        bool, "networks": {CloudStack network: Neutron network},
+        "drop_unmapped_nics": bool}.
         """
         return self._call(context, "create_migration", request=request)
 
@@ -54,6 +58,14 @@ class ConductorAPI:
 
     def retry_migration(self, context, migration_id):
         return self._call(context, "retry_migration",
+                          migration_id=migration_id)
+
+    def cutover_migration(self, context, migration_id):
+        """Let a warm migration held for the operator cut over (1.1).
+
+        It cuts over as soon as its mirror is READY (at once if it is).
+        """
+        return self._call(context, "cutover_migration", version="1.1",
                           migration_id=migration_id)
 
     def report_progress(self, context, migration_id, progress):

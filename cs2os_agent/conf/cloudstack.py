@@ -69,6 +69,36 @@ cloudstack_opts = [
         "waits for the guest to shut down cleanly, which CloudStack lets "
         "take minutes before it forces it.",
     ),
+    cfg.StrOpt(
+        "kvm_libvirt_uri",
+        default="qemu+libssh://root@{host}/system?"
+        "keyfile=/etc/cs2os/ssh/id_ed25519&"
+        "known_hosts=/etc/cs2os/ssh/known_hosts&known_hosts_verify=normal&"
+        "sshauth=privkey",
+        help="libvirt URI of a CloudStack KVM host, for warm migrations: "
+        "the conductor runs the source's block copy there. '{host}' is "
+        "replaced with the host's address as CloudStack lists it. The "
+        "host key must be verified: with qemu+libssh:// or "
+        "qemu+libssh2:// give known_hosts (add a host with 'ssh-keyscan "
+        "HOST >> FILE' once its fingerprint is checked out of band) and "
+        "known_hosts_verify=normal (an unknown or changed key is refused); "
+        "qemu+ssh:// uses the conductor user's OpenSSH known_hosts in "
+        "batch mode. known_hosts_verify=auto|ignore and no_verify=1 are "
+        "refused.",
+    ),
+    cfg.PortOpt(
+        "kvm_ssh_port",
+        default=22,
+        help="Port of the CloudStack KVM hosts' sshd, which the agent's "
+        "mirror tunnel logs in to (with the agent's [transfer] ssh key and "
+        "known_hosts file).",
+    ),
+    cfg.StrOpt(
+        "kvm_ssh_user",
+        help="User the agent's mirror tunnel logs in to the KVM hosts as "
+        "(root: the tunnel hands its socket to the source QEMU's user). "
+        "Unset: the agent's [transfer] ssh_user.",
+    ),
 ]
 
 

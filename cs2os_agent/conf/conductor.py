@@ -51,6 +51,39 @@ conductor_opts = [
         "compute nodes (and on this node, for templates), one directory "
         "per pool uuid, as CloudStack's KVM hosts mount them.",
     ),
+    cfg.IntOpt(
+        "mirror_max_bandwidth_mbps",
+        default=0,
+        min=0,
+        help="Warm migration: upper bound on the block copy's bulk phase, "
+        "in megabits per second (libvirt's block copy bandwidth). Once the "
+        "mirror is READY every guest write is copied as it happens, "
+        "whatever this says. 0 means unlimited.",
+    ),
+    cfg.IntOpt(
+        "mirror_ready_timeout",
+        default=86400,
+        min=10,
+        help="Warm migration: seconds the block copy may take to reach "
+        "READY (every byte of the overlay copied); after that the "
+        "migration fails and the CloudStack VM runs on untouched.",
+    ),
+    cfg.FloatOpt(
+        "mirror_poll_interval",
+        default=1.0,
+        min=0.05,
+        help="Warm migration: seconds between two looks at the block job "
+        "(progress into the record, failure detection, cutover requests).",
+    ),
+    cfg.IntOpt(
+        "manual_cutover_timeout",
+        default=86400,
+        min=0,
+        help="Warm migration with a manual cutover: seconds a READY mirror "
+        "waits for the operator's cutover before the migration fails and "
+        "rolls back (every guest write is synchronous meanwhile). 0 waits "
+        "for ever.",
+    ),
 ]
 
 

@@ -236,6 +236,8 @@ class BlockCopy:
             status = self.check()
             if require_ready and not status.ready:
                 raise self._fail("the job left READY before the cutover")
+            if require_ready:
+                self._wait_copied(status)
             self._end_job()
         except BaseException:
             if paused_here:
@@ -243,6 +245,25 @@ class BlockCopy:
             raise
         t2 = time.monotonic()
         return {"suspend": t1 - t0, "abort": t2 - t1, "total": t2 - t0}
+
+    def _wait_copied(self, status, timeout=30.0, interval=0.002):
+        """Wait until nothing is left to copy (cur == end).
+
+        The suspend drained the guest's writes, but one that raced the
+        check before it may still be queued for the background copy
+        (QEMU counts it in ``end``); ending the job before it is copied
+        would lose it from the target.  With the guest frozen nothing new
+        arrives, so this converges at once.
+        """
+        deadline = time.monotonic() + timeout
+        while status.cur != status.end:
+            if time.monotonic() > deadline:
+                raise self._fail("%d of %d bytes copied %.0f s after the "
+                                 "suspend" % (status.cur, status.end,
+                                              timeout))
+            time.sleep(interval)
+            status = self.check()
+        return status
 
     def _resume(self):
         try:

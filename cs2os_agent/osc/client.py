@@ -111,12 +111,13 @@ class Client:
 
     def create_migration(self, source, host=None, flavor=None, mode=None,
                          delete_source=None, networks=None,
-                         drop_unmapped_nics=None):
+                         drop_unmapped_nics=None, cutover=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
-                    "drop_unmapped_nics": drop_unmapped_nics}
+                    "drop_unmapped_nics": drop_unmapped_nics,
+                    "cutover": cutover}
         request.update({k: v for k, v in optional.items() if v is not None})
         return self._one(
             self._request("POST", MIGRATIONS, {"migration": request})
@@ -130,6 +131,9 @@ class Client:
 
     def retry_migration(self, migration_id):
         return self._action(migration_id, "retry")
+
+    def cutover_migration(self, migration_id):
+        return self._action(migration_id, "cutover")
 
     def _action(self, migration_id, name):
         return self._one(self._request(

@@ -143,11 +143,14 @@ def test_client_mistakes_are_4xx_with_the_reason(api):
     assert resp.json()["errors"][0]["detail"] == \
         "body/migration/mode: 'hot' is not one of ['cold', 'warm']"
     resp = requests.post(api.url + "/v1/migrations",
-                         json={"migration": {"source": "x", "mode": "warm"}},
+                         json={"migration": {"source": "x",
+                                             "cutover": "manual"}},
                          timeout=30)
-    # Allowed by the schema, refused by the conductor until warm lands.
+    # Allowed by the schema, refused by the conductor: a cold migration
+    # has no cutover.
     assert resp.status_code == 400
-    assert "mode warm is not supported" in resp.json()["errors"][0]["detail"]
+    assert "cutover applies to warm migrations only" in \
+        resp.json()["errors"][0]["detail"]
     resp = requests.get(api.url + "/v1/migrations/"
                         "9d3c7c84-0a57-4f38-a0fb-1a5bb0f0e5a1", timeout=30)
     assert resp.status_code == 404

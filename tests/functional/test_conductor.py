@@ -158,9 +158,9 @@ def test_list_filters_retry_and_cancel_rules(conductor, conductor_api, ctxt):
 
 def test_bad_requests_are_refused_with_their_type(conductor, conductor_api,
                                                  ctxt):
-    with pytest.raises(exception.Invalid, match="mode warm"):
+    with pytest.raises(exception.Invalid, match="warm migrations only"):
         conductor_api.create_migration(ctxt, {"source": "vm",
-                                              "mode": "warm"})
+                                              "cutover": "manual"})
     with pytest.raises(exception.MigrationNotFound):
         conductor_api.get_migration(ctxt, "00000000-0000-0000-0000-0")
     with pytest.raises(exception.Invalid, match="unknown filter"):

@@ -159,8 +159,10 @@ def test_create_sends_the_request_and_the_callers_identity(app, conductor):
     ({"migration": {"source": "a", "delete_source": "yes"}},
      "body/migration/delete_source: 'yes' is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
-     "('colour' was unexpected); allowed: delete_source, "
+     "('colour' was unexpected); allowed: cutover, delete_source, "
      "drop_unmapped_nics, flavor, host, mode, networks, source"),
+    ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
+     "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "networks": {"guest": ""}}},
      "body/migration/networks/guest"),
     ({"migration": {"source": "a", "networks": ["guest"]}},
@@ -190,12 +192,13 @@ def test_create_rejects_non_json(app, conductor):
 
 def test_conductor_verdicts_keep_their_status(app, conductor):
     conductor.raises = exception.Invalid(
-        reason="mode warm is not supported; supported: cold")
+        reason="cutover applies to warm migrations only (mode is cold)")
     resp, data = _call(app, "POST", "/v1/migrations",
-                       {"migration": {"source": "a", "mode": "warm"}})
+                       {"migration": {"source": "a", "cutover": "manual"}})
     assert resp.status_int == 400
     assert _error(data)["detail"] == (
-        "Invalid request: mode warm is not supported; supported: cold")
+        "Invalid request: cutover applies to warm migrations only (mode is "
+        "cold)")
     assert _error(data)["code"] == "cs2os.Invalid"
 
 
@@ -270,7 +273,8 @@ def test_show_returns_the_record_with_events(app, conductor):
 
 
 @pytest.mark.parametrize("action,method", [("cancel", "cancel_migration"),
-                                           ("retry", "retry_migration")])
+                                           ("retry", "retry_migration"),
+                                           ("cutover", "cutover_migration")])
 def test_actions(app, conductor, action, method):
     resp, data = _call(app, "POST", "/v1/migrations/%s/action" % MID,
                        {action: {}})
@@ -280,7 +284,8 @@ def test_actions(app, conductor, action, method):
 
 
 @pytest.mark.parametrize("body,detail", [
-    ({}, "exactly one action is expected, one of: cancel, retry"),
+    ({}, "exactly one action is expected, one of: cancel, cutover, retry"),
+    ({"cutover": {"force": True}}, "body/cutover: Additional properties"),
     ({"cancel": {}, "retry": {}}, "exactly one action is expected"),
     ({"explode": {}}, "'explode' was unexpected"),
     ({"cancel": {"force": True}}, "body/cancel: Additional properties"),
@@ -356,3 +361,16 @@ def test_policy_file_can_open_an_action(config, conductor, tmp_path):
     assert resp.status_int == 200
     resp, _ = _call(app, "GET", "/v1/migrations/" + MID, headers=headers)
     assert resp.status_int == 403
+
+
+def test_a_warm_record_shows_its_cutover(app, conductor):
+    conductor._answer = lambda name, context, **kwargs: _record(
+        mode="warm", options={"cutover": "manual",
+                              "cutover_requested": {"by": "ops"}})
+    resp, data = _call(app, "GET", "/v1/migrations/" + MID)
+    shown = data["migration"]
+    assert (shown["cutover"], shown["cutover_requested"]) == (
+        "manual", {"by": "ops"})
+    conductor._answer = lambda name, context, **kwargs: _record()
+    resp, data = _call(app, "GET", "/v1/migrations/" + MID)
+    assert "cutover" not in data["migration"]

@@ -50,7 +50,10 @@ def test_create_records_the_request_and_its_requester(mgr):
 
 @pytest.mark.parametrize("bad, words", [
     ({}, "source"),
-    ({"source": "vm", "mode": "warm"}, "mode warm is not supported"),
+    ({"source": "vm", "mode": "hot"}, "mode hot is not supported"),
+    ({"source": "vm", "mode": "warm", "cutover": "later"},
+     "cutover later is not supported"),
+    ({"source": "vm", "cutover": "manual"}, "warm migrations only"),
     ({"source": "vm", "colour": "red"}, "unknown field(s) colour"),
     ({"source": "vm", "delete_source": "yes"}, "delete_source must be"),
     ("vm", "must be a dict"),

@@ -114,6 +114,42 @@ def test_import_every_option():
                               True, 0.5, 600.0)
 
 
+def test_import_warm_with_a_manual_cutover(mock, app):
+    mock.post(URL, status_code=202,
+              json={"migration": dict(RECORD, mode="warm", cutover="manual")})
+    out = run(migration.ImportMigration, [
+        "web-1", "--mode", "warm", "--cutover", "manual", "-f", "json"], app)
+    assert mock.request_history[0].json() == {"migration": {
+        "source": "web-1", "mode": "warm", "cutover": "manual"}}
+    shown = json.loads(out)
+    assert (shown["mode"], shown["cutover"]) == ("warm", "manual")
+    # The cutover shows next to the mode.
+    assert list(shown).index("cutover") == list(shown).index("mode") + 1
+
+
+def test_import_rejects_an_unknown_cutover(capsys):
+    err = parse_error(migration.ImportMigration,
+                      ["web-1", "--cutover", "later"], capsys)
+    assert "argument --cutover: invalid choice: 'later'" in err
+
+
+def test_cutover_wait_watches_until_the_end(mock, app):
+    held = dict(RECORD, mode="warm", state="running", step="cutover",
+                bytes_done=GIB, bytes_total=GIB)
+    mock.post(URL + "/m-1/action", status_code=202,
+              json={"migration": held})
+    mock.get(URL + "/m-1", [
+        {"json": {"migration": dict(held, step="start")}},
+        {"json": {"migration": dict(held, state="succeeded",
+                                    step="done")}}])
+    t = FakeTime()
+    out = run(migration.CutoverMigration,
+              ["m-1", "--wait", "-f", "value", "-c", "state"], app, t)
+    assert out == "succeeded\n"
+    assert mock.request_history[0].json() == {"cutover": {}}
+    assert "running cutover" in app.stderr.getvalue()
+
+
 def test_import_needs_a_source(capsys):
     assert "required: <cloudstack-vm>" in parse_error(
         migration.ImportMigration, [], capsys)
@@ -181,7 +217,9 @@ def test_import_posts_and_shows_the_record(mock, app):
     assert req.headers["X-Auth-Token"] == TOKEN
     shown = json.loads(out)
     assert shown == dict(RECORD, state="queued")
-    assert list(shown) == list(migration.SHOW_FIELDS)
+    # A cold migration has no cutover field.
+    assert list(shown) == [f for f in migration.SHOW_FIELDS
+                           if f != "cutover"]
     assert len(mock.request_history) == 1
 
 
@@ -296,6 +334,7 @@ def test_show_keeps_fields_a_newer_api_adds(mock, app):
 @pytest.mark.parametrize("cls, action", [
     (migration.CancelMigration, "cancel"),
     (migration.RetryMigration, "retry"),
+    (migration.CutoverMigration, "cutover"),
 ])
 def test_actions_post_and_show_the_result(mock, app, cls, action):
     mock.post(URL + "/m-1/action", status_code=202,

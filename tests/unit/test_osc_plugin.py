@@ -56,6 +56,7 @@ def test_every_command_entry_point_loads():
         "cs2os_migration_show": migration.ShowMigration,
         "cs2os_migration_cancel": migration.CancelMigration,
         "cs2os_migration_retry": migration.RetryMigration,
+        "cs2os_migration_cutover": migration.CutoverMigration,
     }
 
 

@@ -11,15 +11,24 @@ from oslo_utils import timeutils
 
 from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import warm
 
 LOG = logging.getLogger(__name__)
 
 DONE = "done"
 
 
+def flow(migration):
+    """(steps, rollback) of the migration's mode; read at call time."""
+    if migration.get("mode") == "warm":
+        return warm.WARM, warm.ROLLBACK
+    return steps.COLD, steps.ROLLBACK
+
+
 def run(ctx):
     """Drive ``ctx``'s migration to succeeded, failed or cancelled."""
-    names = [name for name, _ in steps.COLD]
+    step_list, rollback = flow(ctx.migration)
+    names = [name for name, _ in step_list]
     current = ctx.migration["step"]
     start = names.index(current) if current in names else 0
     if ctx.migration["started_at"] is None:
@@ -29,7 +38,7 @@ def run(ctx):
     _notify(ctx, "start")
     step = names[start]
     try:
-        for step, function in steps.COLD[start:]:
+        for step, function in step_list[start:]:
             if ctx.stop_requested:
                 LOG.info("Migration %s: pausing before %s for shutdown",
                          ctx.id, step)
@@ -40,7 +49,7 @@ def run(ctx):
             ctx.event(step, "done")
     except exception.MigrationCancelled:
         ctx.event(step, "cancelled", kind="error")
-        _rollback(ctx)
+        _rollback(ctx, rollback)
         _finish(ctx, "cancelled", error="cancelled by request during %s"
                 % step)
         return
@@ -48,7 +57,7 @@ def run(ctx):
         LOG.exception("Migration %s failed in %s", ctx.id, step)
         message = "%s failed: %s" % (step, exception.describe(exc))
         ctx.event(step, message, kind="error")
-        _rollback(ctx)
+        _rollback(ctx, rollback)
         _finish(ctx, "failed", error=message)
         _notify(ctx, "error")
         return
@@ -61,9 +70,9 @@ def _finish(ctx, state, error=None):
     ctx.save(state=state, error=error, finished_at=timeutils.utcnow())
 
 
-def _rollback(ctx):
+def _rollback(ctx, rollback):
     undone = []
-    for name, function in steps.ROLLBACK:
+    for name, function in rollback:
         try:
             message = function(ctx)
         except Exception as exc:  # noqa: BLE001 - keep undoing the rest

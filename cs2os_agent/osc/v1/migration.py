@@ -13,12 +13,13 @@ from cs2os_agent.osc.v1 import progress
 LOG = logging.getLogger(__name__)
 
 MODES = ("cold", "warm")
+CUTOVERS = ("auto", "manual")
 STATES = ("queued", "running", "cancelling", "succeeded", "failed",
           "cancelled")
 # Record fields in display order; fields a newer API adds are shown
 # after these rather than hidden.
 SHOW_FIELDS = (
-    "id", "state", "step", "mode", "source_ref", "source_vm_id",
+    "id", "state", "step", "mode", "cutover", "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
@@ -84,7 +85,8 @@ def show_record(record):
     """(columns, values) of a record for a ShowOne."""
     # The NICs are the part of the result operators ask about first.
     record = dict(record, nics=(record.get("result") or {}).get("nics"))
-    fields = list(SHOW_FIELDS)
+    # Only warm migrations have a cutover.
+    fields = [f for f in SHOW_FIELDS if f != "cutover" or f in record]
     fields += sorted(k for k in record
                      if k not in SHOW_FIELDS and k != "events")
     if "events" in record:
@@ -214,8 +216,15 @@ class ImportMigration(_Watching, command.ShowOne):
         )
         parser.add_argument(
             "--mode", choices=MODES,
-            help="cold: stop the VM, then copy; warm: copy while it runs, "
-            "then stop it for a final sync (API default: cold)",
+            help="cold: stop the VM, then copy; warm: mirror its disk while "
+            "it runs, then freeze it and start the server in seconds (API "
+            "default: cold)",
+        )
+        parser.add_argument(
+            "--cutover", choices=CUTOVERS,
+            help="With --mode warm: cut over as soon as the mirror is READY "
+            "(auto, the default) or hold it READY until 'openstack cs2os "
+            "migration cutover' (manual)",
         )
         parser.add_argument(
             "--delete-source", action="store_true", default=None,
@@ -245,6 +254,7 @@ class ImportMigration(_Watching, command.ShowOne):
             networks=dict(parsed_args.networks) if parsed_args.networks
             else None,
             drop_unmapped_nics=parsed_args.drop_unmapped_nics,
+            cutover=parsed_args.cutover,
         )
         LOG.debug("Migration %s created", record.get("id"))
         return self.watch_and_show(record, parsed_args)
@@ -342,4 +352,24 @@ class RetryMigration(_Watching, command.ShowOne):
     def take_action(self, parsed_args):
         client = self.app.client_manager.cs2os
         record = client.retry_migration(parsed_args.migration)
+        return self.watch_and_show(record, parsed_args)
+
+
+class CutoverMigration(_Watching, command.ShowOne):
+    """Cut a warm migration over: freeze the CloudStack VM, start the
+    server.
+
+    For a migration held with --cutover manual; it cuts over as soon as
+    its mirror is READY (at once if it is).
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_migration_argument(parser, "cut over")
+        self.add_wait_arguments(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.cs2os
+        record = client.cutover_migration(parsed_args.migration)
         return self.watch_and_show(record, parsed_args)

@@ -1,0 +1,190 @@
+"""The conductor's libvirt connection to a CloudStack KVM host.
+
+A warm migration runs the source's block copy on the host that runs the
+CloudStack VM (``[cloudstack] kvm_libvirt_uri``, '{host}' = the host's
+address from CloudStack).  The host key must be verified: an URI that
+turns verification off is refused here, before it is opened.
+
+A remote connection gets libvirt keepalives (5 s, 3 missed: a dead host or
+SSH session is noticed in ~20 s instead of hanging a call); keepalives
+need an event loop in the process, so the default one is registered once
+and run on a daemon thread.  Each step opens its own connection and
+closes it: nothing libvirt-side outlives a step, so a conductor restarted
+between steps finds everything again by name.
+"""
+
+import contextlib
+import threading
+import urllib.parse
+from xml.etree import ElementTree
+
+import libvirt
+from oslo_log import log as logging
+
+from cs2os_agent.common import exception
+
+# blockcopy (imported by warm.py) silences libvirt's default error handler,
+# which would print every expected error to stderr.
+
+LOG = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+_SSH_SCHEMES = ("ssh", "libssh", "libssh2")
+_event_loop_lock = threading.Lock()
+_event_loop = None
+
+
+def _ensure_event_loop():
+    global _event_loop
+    with _event_loop_lock:
+        if _event_loop is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop = threading.Thread(target=run, name="libvirt-events",
+                                       daemon=True)
+        _event_loop.start()
+
+
+def _host_part(host):
+    if not host or any(c in host for c in "/?#@[] "):
+        raise exception.Invalid(
+            reason="CloudStack gave no usable address for the KVM host "
+            "(%r)" % (host,))
+    return "[%s]" % host if ":" in host else host
+
+
+def uri_for(template, host):
+    """The libvirt URI of ``host``; refuses one without host key checks."""
+    if "{host}" not in template:
+        raise exception.Invalid(
+            reason="[cloudstack] kvm_libvirt_uri must contain {host}")
+    uri = template.replace("{host}", _host_part(host))
+    parts = urllib.parse.urlsplit(uri)
+    transport = parts.scheme.partition("+")[2]
+    query = urllib.parse.parse_qs(parts.query)
+    if transport in _SSH_SCHEMES:
+        if query.get("no_verify", ["0"])[-1] not in ("0", ""):
+            raise exception.Invalid(
+                reason="[cloudstack] kvm_libvirt_uri sets no_verify: the "
+                "KVM host's key must be verified")
+        verify = query.get("known_hosts_verify", ["normal"])[-1]
+        if transport != "ssh" and verify != "normal":
+            raise exception.Invalid(
+                reason="[cloudstack] kvm_libvirt_uri sets "
+                "known_hosts_verify=%s: only 'normal' refuses unknown and "
+                "changed host keys" % verify)
+    return uri
+
+
+def redact(uri):
+    """The URI for messages: scheme, user, host and path (no options)."""
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
+
+
+class KvmHost:
+    """An open libvirt connection to one KVM host."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.name = redact(uri)
+        remote = "+" in urllib.parse.urlsplit(uri).scheme
+        if remote:
+            _ensure_event_loop()
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise exception.KvmHostUnreachable(
+                uri=self.name, reason=exc.get_error_message()) from None
+        if remote:
+            try:
+                self.conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+            except libvirt.libvirtError:
+                LOG.warning("No keepalive on %s", self.name, exc_info=True)
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except libvirt.libvirtError:
+                pass
+            self.conn = None
+
+    def domain(self, name):
+        """The running or paused domain ``name``."""
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.SourceDomainNotFound(
+                    domain=name, uri=self.name) from None
+            raise exception.KvmHostUnreachable(
+                uri=self.name, reason=exc.get_error_message()) from None
+
+
+@contextlib.contextmanager
+def connect(conf, host):
+    kvm = KvmHost(uri_for(conf.cloudstack.kvm_libvirt_uri, host))
+    try:
+        yield kvm
+    finally:
+        kvm.close()
+
+
+def domain_state(dom):
+    """``running``, ``paused``, ``shut off`` or ``gone``."""
+    try:
+        state = dom.state()[0]
+    except libvirt.libvirtError:
+        return "gone"
+    return {libvirt.VIR_DOMAIN_RUNNING: "running",
+            libvirt.VIR_DOMAIN_PAUSED: "paused",
+            libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}.get(state, str(state))
+
+
+def _xml(dom):
+    # The XML comes from libvirtd, not from a user.
+    return ElementTree.fromstring(dom.XMLDesc(0))  # noqa: S314
+
+
+def root_disk(dom, pool_id, volume_path):
+    """The target (``vda``) of the disk whose file is the root volume.
+
+    CloudStack names the file /mnt/<pool uuid>/<volume path> on the host;
+    the match is on that tail, the part that names the volume.
+    """
+    tail = "/%s/%s" % (pool_id, volume_path.lstrip("/"))
+    found = []
+    for disk in _xml(dom).findall("./devices/disk[@device='disk']"):
+        source = disk.find("source")
+        target = disk.find("target")
+        if source is None or target is None:
+            continue
+        path = source.get("file") or source.get("dev") or ""
+        if path.endswith(tail):
+            found.append(target.get("dev"))
+    if len(found) != 1:
+        raise exception.Invalid(
+            reason="domain %s has %d disks on ...%s; expected exactly one"
+            % (dom.name(), len(found), tail))
+    return found[0]
+
+
+def mirror_export(dom, disk):
+    """The NBD export name a block copy on ``disk`` writes to, or None."""
+    for d in _xml(dom).findall("./devices/disk"):
+        target = d.find("target")
+        if target is None or target.get("dev") != disk:
+            continue
+        mirror = d.find("mirror")
+        if mirror is None:
+            return None
+        source = mirror.find("source")
+        return source.get("name") if source is not None else ""
+    return None

@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Benchmark: warm migration's mirror against raw SSH, and its downtime.
+
+Runs the whole warm chain on this machine, as the end-to-end tests do: the
+CloudStack API stand-in whose VM is a running transient KVM domain on
+CloudStack's layout, a private sshd on 127.0.0.1 playing the KVM host's
+(the agent's tunnel and the conductor's qemu+libssh connection log in to
+it), cs2os-agent and cs2os-conductor as their own processes on a RabbitMQ
+vhost of their own, and the minicloud's real Keystone, Glance, Placement
+and Nova.  Each run migrates a fresh VM (same template; an overlay of
+``--allocated-mib`` of random data) with ``mode: warm``, ``cutover:
+auto``, and times in the same run, alternating which goes first, the raw
+SSH transport on the same overlay: ``ssh host cat A > file`` with the
+agent's own ssh command line (key, known_hosts, cipher), into the
+instances directory's file system.
+
+It prints each run and the medians: mirror MB/s (the job's bytes over the
+time from the block copy's start to READY, seen by the conductor at 0.1 s
+polls) and the raw transport's, their ratio, the cutover (suspend + end
+the job) and the tool-added downtime: from the moment the conductor
+freezes the CloudStack VM to the moment it asks Nova to start the server,
+both as the conductor records them.  Targets (issue 6): downtime < 2 s,
+mirror >= 0.8x the raw SSH transport.
+
+Needs root, tools/test-services.sh start and tools/minicloud/minicloud.sh
+up.  Not a test: it asserts nothing.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+from cs2os_agent.agent import rpcapi as agent_rpcapi
+from cs2os_agent.common import context
+from cs2os_agent.common import rpc
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from cs2os_agent.transfer import ssh
+from tests.e2e import conftest as e2e
+from tests.e2e import warm_chain
+from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_kvm
+from tests.functional import agent_process
+from tests.functional import harness
+from tests.functional import images
+
+MiB = images.MiB
+# The guest's boot sector and message live in the first sectors; the
+# overlay's random data starts after them, in whole clusters.
+DATA_OFFSET = 4 * MiB
+
+
+def write_random(volume, random_file, allocated_mib):
+    """``allocated_mib`` of the random file into the overlay A.
+
+    Written through a json: spec without backing: A's header names the
+    KVM host's path of B, which does not exist here.
+    """
+    spec = {"driver": "qcow2",
+            "file": {"driver": "file", "filename": volume.overlay},
+            "backing": None}
+    images.run("qemu-io", "-c", "write -s %s %d %d"
+               % (random_file, DATA_OFFSET, allocated_mib * MiB),
+               "json:" + json.dumps(spec))
+
+
+def read_once(path):
+    with open(path, "rb") as f:
+        while f.read(8 * MiB):
+            pass
+
+
+def ssh_cat(sshd, path, dest):
+    """The raw transport: the agent's ssh command line, ``cat`` to a file."""
+    options = ssh.SshOptions(sshd.client_key, sshd.known_hosts, 10, 60,
+                             1 << 20)
+    target = ssh.SshTarget("127.0.0.1", sshd.port, "root", path)
+    argv = ssh.build_argv(target, options, "cat -- %s" % shlex.quote(path))
+    os.sync()
+    started = time.monotonic()
+    with open(dest, "wb") as f:
+        subprocess.run(argv, stdout=f, check=True)
+    seconds = time.monotonic() - started
+    moved = os.path.getsize(dest)
+    os.unlink(dest)
+    return moved, seconds
+
+
+class Chain:
+    """Everything a warm migration talks to, started and stopped here."""
+
+    def __init__(self, args, work, run_id):
+        self.args = args
+        self.work = work
+        self.run_id = run_id
+        self.started = []
+
+    def start(self):
+        with open(os.path.join(e2e.STATE_DIR, "minicloud.json")) as f:
+            self.minicloud_info = json.load(f)
+        self.minicloud = e2e.Minicloud(
+            info=self.minicloud_info,
+            conn=e2e.smoke.connect(self.minicloud_info))
+        # A vhost of our own: queue names are global within one.
+        broker = self.args.broker_url.rstrip("/")
+        self.vhost = "cs2os-bench-%s" % self.run_id
+        user = urllib.parse.urlsplit(broker).username or "guest"
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.vhost],
+                       check=True, capture_output=True)
+        self.started.append(lambda: subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", self.vhost],
+            check=False, capture_output=True))
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p",
+                        self.vhost, user, ".*", ".*", ".*"], check=True,
+                       capture_output=True)
+        url = broker + "/" + self.vhost
+        exchange = "cs2os-bench-%s" % self.run_id
+        # Short: a call sent before a server's queue exists is lost, and
+        # the start-up probes retry (as the tests' harness does).
+        agent_process.init_rpc_client(self.work, url, exchange,
+                                      harness.RPC_RESPONSE_TIMEOUT)
+        self.started.append(rpc.cleanup)
+        self.ctxt = context.get_admin_context()
+        self.cs_root = os.path.join(self.work, "cloudstack")
+        os.makedirs(self.cs_root, mode=0o755)
+        kvm = cloudstack_kvm.LibvirtKVM(self.cs_root, harness.LIBVIRT_URI,
+                                        stop_grace=1.0)
+        self.started.append(kvm.cleanup)
+        self.cloud = cloudstack_api.FakeCloudStack(kvm)
+        self.cloud.admin = self.cloud.add_account("admin")
+        self.cloud.kvm_host = self.cloud.add_host(
+            self.cloud.add_zone("zone-%s" % self.run_id),
+            "kvm-%s" % self.run_id, "127.0.0.1")
+        self.cloud.offering = self.cloud.add_service_offering(
+            "small-%s" % self.run_id, cpunumber=1, memory=128)
+        self.cloud.endpoint = self.cloud.serve()
+        self.started.append(self.cloud.shutdown)
+        self.sshd = warm_chain.start_kvm_sshd(self.work)
+        self.started.append(self.sshd.stop)
+        remote_dir = warm_chain.make_remote_dir(self.run_id)
+        self.started.append(lambda: warm_chain.remove_dir(remote_dir))
+        self.agent = warm_chain.make_agent(
+            self.work, self.minicloud.compute_host, url, exchange,
+            self.minicloud.instances_path, self.cs_root, self.sshd,
+            remote_dir, os.path.join(self.work, "mirror"))
+        self.agent.start(agent_rpcapi.AgentAPI(), self.ctxt)
+        self.started.append(self.agent.stop)
+        self.api = conductor_rpcapi.ConductorAPI()
+        self.conductor = warm_chain.make_conductor(
+            self.work, "bench-%s" % self.run_id, url, exchange, self.cloud,
+            e2e.admin_auth(self.minicloud), self.cs_root, self.sshd,
+            mirror_poll_interval=0.1)
+        self.conductor.manage("db", "sync")
+        self.conductor.start(self.api, self.ctxt)
+        self.started.append(self.conductor.stop)
+
+    def stop(self):
+        for undo in reversed(self.started):
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - stop the rest too
+                print("cleanup: %s" % exc, file=sys.stderr)
+        if getattr(self, "minicloud", None) is not None:
+            self.minicloud.conn.close()
+
+    def new_vm(self, template_of=None):
+        volume = images.make_cloudstack_volume(
+            self.cs_root, template_size=self.args.virtual_mib * MiB,
+            writes=(), same_template_as=template_of)
+        return volume
+
+    def boot_vm(self, volume):
+        vm = self.cloud.add_kvm_vm(
+            "bench-%s-%s" % (self.run_id, uuid.uuid4().hex[:6]), volume,
+            self.cloud.admin, self.cloud.kvm_host,
+            offering=self.cloud.offering)
+        harness.wait_console(self.cloud.kvm.console(vm.instancename),
+                             volume.message)
+        return vm
+
+    def migrate(self, vm):
+        created = self.api.create_migration(self.ctxt, {
+            "source": vm.name, "host": self.minicloud.compute_host,
+            "mode": "warm"})
+        done = harness.wait_state(self.api, self.ctxt, created["id"],
+                                  ("succeeded", "failed", "cancelled"),
+                                  timeout=1800)
+        if done["state"] != "succeeded":
+            raise RuntimeError("migration %s %s: %s" % (
+                done["id"], done["state"], done["error"]))
+        return done
+
+    def delete_server(self, server_id):
+        conn = self.minicloud.conn
+        server = conn.compute.get_server(server_id)
+        conn.compute.delete_server(server)
+        conn.compute.wait_for_delete(server, wait=300)
+
+
+def bench(args):
+    run_id = uuid.uuid4().hex[:8]
+    work = tempfile.mkdtemp(prefix="cs2os-bench-%s-" % run_id, dir="/var/tmp")
+    os.chmod(work, 0o755)  # noqa: S103 - qemu runs as libvirt-qemu
+    chain = Chain(args, work, run_id)
+    rows = []
+    try:
+        chain.start()
+        random_file = os.path.join(work, "random.bin")
+        with open(random_file, "wb") as f:
+            for _ in range(args.allocated_mib // 8):
+                f.write(os.urandom(8 * MiB))
+        scratch = os.path.join(chain.minicloud.instances_path,
+                               "cs2os-bench-%s.copy" % run_id)
+        template_of = None
+        for run in range(args.runs):
+            volume = chain.new_vm(template_of)
+            template_of = template_of or volume
+            write_random(volume, random_file, args.allocated_mib)
+            read_once(volume.overlay)  # both read from the page cache
+            vm = chain.boot_vm(volume)
+            if run % 2:
+                moved, cat_s = ssh_cat(chain.sshd, volume.overlay, scratch)
+                done = chain.migrate(vm)
+            else:
+                done = chain.migrate(vm)
+                moved, cat_s = ssh_cat(chain.sshd, volume.overlay, scratch)
+            result = done["result"]
+            row = {
+                "mirror_bytes": result["mirror"]["bytes"],
+                "mirror_s": result["mirror"]["seconds"],
+                "mirror_mbs": result["mirror"]["bytes"]
+                / result["mirror"]["seconds"] / 1e6,
+                "cat_bytes": moved,
+                "cat_s": cat_s,
+                "cat_mbs": moved / cat_s / 1e6,
+                "cutover_ms": result["cutover"]["total"] * 1000,
+                "finish_s": result["sync"]["seconds"],
+                "downtime_s": result["downtime_seconds"],
+            }
+            row["ratio"] = row["mirror_mbs"] / row["cat_mbs"]
+            rows.append(row)
+            print("run %d: mirror %.0f MB/s (%d bytes in %.2f s), ssh cat "
+                  "%.0f MB/s, ratio %.2f, cutover %.1f ms, finish %.2f s, "
+                  "downtime %.2f s" % (
+                      run + 1, row["mirror_mbs"], row["mirror_bytes"],
+                      row["mirror_s"], row["cat_mbs"], row["ratio"],
+                      row["cutover_ms"], row["finish_s"],
+                      row["downtime_s"]), flush=True)
+            chain.delete_server(result["server_id"])
+            # The run's overlay (its data) goes; the template stays.
+            os.unlink(volume.overlay)
+            os.unlink(volume.reference)
+        return rows
+    finally:
+        chain.stop()
+        if args.keep:
+            print("work directory kept: %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(rows, args):
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print("\ncs2os warm-migration benchmark: %d MiB allocated overlay on a "
+          "%d MiB template, %d runs, %d cores; medians"
+          % (args.allocated_mib, args.virtual_mib, len(rows),
+             os.cpu_count()))
+    header = ("%-6s %9s %9s %6s %10s %8s %10s"
+              % ("", "mirror", "ssh cat", "ratio", "cutover", "finish",
+                 "downtime"))
+    print(header)
+    for i, r in enumerate(rows, 1):
+        print("%-6s %9.0f %9.0f %6.2f %7.1f ms %6.2f s %8.2f s" % (
+            "run %d" % i, r["mirror_mbs"], r["cat_mbs"], r["ratio"],
+            r["cutover_ms"], r["finish_s"], r["downtime_s"]))
+    print("%-6s %9.0f %9.0f %6.2f %7.1f ms %6.2f s %8.2f s" % (
+        "median", med["mirror_mbs"], med["cat_mbs"], med["ratio"],
+        med["cutover_ms"], med["finish_s"], med["downtime_s"]))
+    print("MB/s.  mirror = the block copy's bytes (the overlay's allocated "
+          "data) over start -> READY; ssh cat = the raw SSH transport on "
+          "the same overlay file; cutover = suspend + end the job; finish "
+          "= the agent closing, checking and staging T; downtime = "
+          "CloudStack VM frozen -> Nova start requested (cutover, finish, "
+          "swap and the record's checkpoints).  Targets: downtime < 2 s, "
+          "ratio >= 0.8: downtime %s, ratio %s."
+          % ("met" if med["downtime_s"] < 2 else "NOT met",
+             "met" if med["ratio"] >= 0.8 else "NOT met"))
+    return med
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--allocated-mib", type=int, default=1024)
+    parser.add_argument("--virtual-mib", type=int, default=1152,
+                        help="the template's (and the overlay's) virtual "
+                        "size; it must hold --allocated-mib past 4 MiB")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--broker-url", default=harness.BROKER_URL)
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (logs) afterwards")
+    args = parser.parse_args()
+    if args.allocated_mib % 8 or \
+            args.allocated_mib * MiB + DATA_OFFSET > args.virtual_mib * MiB:
+        parser.error("--allocated-mib must be a multiple of 8 that fits "
+                     "in --virtual-mib past the first 4 MiB")
+    rows = bench(args)
+    med = print_table(rows, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "median": med}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
