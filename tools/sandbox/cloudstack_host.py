@@ -32,6 +32,9 @@ def main():
     parser.add_argument("--written-mib", type=int, default=96,
                         help="MiB the VM has written into its root volume")
     parser.add_argument("--libvirt-uri", default="qemu:///system")
+    parser.add_argument("--ip", default="10.0.0.50",
+                        help="the VM's NIC on CloudStack network 'guest'")
+    parser.add_argument("--mac", default="1e:00:5a:00:00:01")
     args = parser.parse_args()
 
     root = os.path.join(args.state_dir, "cloudstack")
@@ -49,8 +52,10 @@ def main():
         host = api.add_host(api.add_zone("sandbox-zone"), "kvm-1",
                             "127.0.0.1")
         offering = api.add_service_offering("tiny", cpunumber=1, memory=64)
+        network = api.add_network(host.zone, "guest")
         vm = api.add_kvm_vm(args.vm_name, volume, account, host,
-                            offering=offering)
+                            offering=offering,
+                            nics=[(network, args.ip, args.mac)])
         harness.wait_console(kvm.console(vm.instancename), volume.message)
         endpoint = api.serve()
         info = {
@@ -62,6 +67,8 @@ def main():
             "instance_name": vm.instancename,
             "console": kvm.console(vm.instancename),
             "guest_message": volume.message,
+            "network": network.name,
+            "nic": {"ip": args.ip, "mac": args.mac},
             "overlay": volume.overlay,
             "reference": volume.reference,
             "primary_storage_mount": os.path.join(root, "mnt"),

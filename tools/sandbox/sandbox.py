@@ -37,6 +37,8 @@ API_PORT = int(os.environ.get("CS2OS_SANDBOX_API_PORT", "9877"))
 VHOST = "cs2os-sandbox"
 BROKER = "guest:guest@127.0.0.1:5672"
 SERVICES = ("cloudstack", "cs2os-api", "cs2os-conductor", "cs2os-agent")
+NETWORK = "cs2os-sandbox-net"
+SUBNET = "10.0.0.0/24"
 BIN = os.path.dirname(sys.executable)
 
 
@@ -201,6 +203,22 @@ def register_in_catalog(conn, region):
     return url
 
 
+def make_network(conn):
+    """The Neutron network the CloudStack VM's NIC is mapped to."""
+    remove_network(conn)
+    network = conn.network.create_network(name=NETWORK)
+    conn.network.create_subnet(network_id=network.id, ip_version=4,
+                               cidr=SUBNET, enable_dhcp=False, name=NETWORK)
+    return network
+
+
+def remove_network(conn):
+    for network in conn.network.networks(name=NETWORK):
+        for port in conn.network.ports(network_id=network.id):
+            conn.network.delete_port(port)
+        conn.network.delete_network(network)
+
+
 def unregister(conn):
     for service in conn.identity.services(type="cs2os"):
         for endpoint in conn.identity.endpoints(service_id=service.id):
@@ -242,6 +260,13 @@ def report(minicloud, cloudstack, migration, conn):
           "template went to Glance: %s bytes" % (
               copied, copied / 2**20, overlay / 2**20,
               result.get("template_bytes_moved", "?")))
+    for nic in result.get("nics", []):
+        print("  NIC: CloudStack network %s -> Neutron network %s, port %s,"
+              " MAC %s, IP %s (%s)" % (
+                  nic["cloudstack_network"], nic["neutron_network"],
+                  nic["port_id"], nic["mac"],
+                  nic["ip"], "kept" if nic["ip_preserved"] else
+                  "was %s" % nic["cloudstack_ip"]))
     print("time per step:")
     last = _when(migration["started_at"])
     for event in migration["events"]:
@@ -311,6 +336,9 @@ def up(args):
     conn = openstack.connect(cloud=minicloud["admin_cloud"],
                              load_yaml_config=True)
     url = register_in_catalog(conn, minicloud["region_name"])
+    network = make_network(conn)
+    say("Neutron: network %s with subnet %s for the VM's NIC" % (
+        network.name, SUBNET))
     say("Keystone catalog: service type cs2os at %s" % url)
     procs = {}
     for name in ("cs2os-api", "cs2os-conductor", "cs2os-agent"):
@@ -324,7 +352,9 @@ def up(args):
         "logs in %s" % (minicloud["compute_host"], path("log")))
 
     command = ["cs2os", "import", cloudstack["vm_name"], "--host",
-               minicloud["compute_host"], "--wait", "-f", "json"]
+               minicloud["compute_host"], "--network",
+               "%s=%s" % (cloudstack["network"], NETWORK), "--wait",
+               "-f", "json"]
     print()
     print("$ openstack %s" % " ".join(command), flush=True)
     done = openstack_cli(minicloud, *command, capture=True)
@@ -387,6 +417,7 @@ def down(args):
         conn = openstack.connect(cloud=minicloud["admin_cloud"],
                                  load_yaml_config=True)
         delete_servers(conn)
+        remove_network(conn)
         unregister(conn)
     except Exception as exc:  # noqa: BLE001 - the minicloud may be gone
         say("servers and catalog entry not removed (%s)" % exc)
