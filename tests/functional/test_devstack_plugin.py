@@ -192,7 +192,12 @@ def test_controller_config(controller):
         "api_key": CLOUDSTACK_API_KEY,
         "secret_key": CLOUDSTACK_SECRET_KEY,
         "verify": "True",
-        "network_map": "guest-net:private,dmz:public"}
+        "network_map": "guest-net:private,dmz:public",
+        "kvm_libvirt_uri": (
+            "qemu+libssh://root@{host}/system?keyfile=%(dir)s/id_ed25519&"
+            "known_hosts=%(dir)s/known_hosts&known_hosts_verify=normal&"
+            "sshauth=privkey" % {"dir": controller.conf_path.parent / "ssh"}),
+        "kvm_ssh_port": "22"}
     openstack = conf["openstack"]
     assert openstack["auth_type"] == "password"
     assert openstack["username"] == "cs2os"
