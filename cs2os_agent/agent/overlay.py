@@ -11,8 +11,8 @@ backing file is D.
 import dataclasses
 import os
 import struct
+import threading
 import time
-from concurrent import futures
 
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
@@ -137,17 +137,32 @@ def _check_and_info(path):
 
     Both only read the file, so they run at once: one qemu-img start-up
     less on the way of every staged copy (15-25 ms each, measured).  What
-    check finds wins over whatever info says of the same file.
+    check finds wins over whatever info says of the same file.  A plain
+    thread, not concurrent.futures: that module is imported lazily, and
+    its module-wide lock, made on first use inside an RPC worker, was seen
+    failing with "release unlocked lock" under two copies at once.
     """
-    with futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="qemu-img-check") as pool:
-        checked = pool.submit(qemu_img.check, path, "qcow2")
+    failures = []
+
+    def check():
         try:
-            info = qemu_img.info(path, "qcow2")
-        except BaseException:
-            checked.result()  # a corruption explains it best
-            raise
-        checked.result()
+            qemu_img.check(path, "qcow2")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failures.append(exc)
+
+    checker = threading.Thread(target=check, name="qemu-img-check",
+                               daemon=True)
+    checker.start()
+    try:
+        info = qemu_img.info(path, "qcow2")
+    except BaseException:
+        checker.join()
+        if failures:
+            raise failures[0] from None  # a corruption explains it best
+        raise
+    checker.join()
+    if failures:
+        raise failures[0]
     return info
 
 
