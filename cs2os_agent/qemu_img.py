@@ -109,6 +109,11 @@ def _execute(args, prlimit=None, passthrough=()):
                                      stderr=str(e)) from e
 
 
+def convert(path, fmt, dest, dest_fmt):
+    """Write ``path``'s guest view to ``dest`` as ``dest_fmt``."""
+    _execute(["convert", "-f", fmt, "-O", dest_fmt, path, dest])
+
+
 def info(path, fmt, backing_chain=False, force_share=False):
     """Return ``qemu-img info`` as a dict (a list of dicts, top first,
     with *backing_chain*).

@@ -242,8 +242,9 @@ class AgentManager:
             cancel_event=cancel_event,
         )
 
-    def _reusable_staged(self, files, migration_id, fingerprint, reference):
-        """The earlier result if ``staged`` already holds this very copy."""
+    @staticmethod
+    def _staged_meta(files, migration_id):
+        """The sidecar of ``staged`` if it holds this migration's disk."""
         if not os.path.exists(files.staged):
             return None
         try:
@@ -251,9 +252,12 @@ class AgentManager:
                 meta = json.load(f)
         except (OSError, ValueError):
             return None
-        if meta.get("migration_id") != migration_id or meta.get(
-            "source"
-        ) != fingerprint:
+        return meta if meta.get("migration_id") == migration_id else None
+
+    def _reusable_staged(self, files, migration_id, fingerprint, reference):
+        """The earlier result if ``staged`` already holds this very copy."""
+        meta = self._staged_meta(files, migration_id)
+        if meta is None or meta.get("source") != fingerprint:
             return None
         try:
             overlay.verify(files.staged, reference)
@@ -435,14 +439,8 @@ class AgentManager:
 
     def _staged_by_mirror(self, files, migration_id):
         """The result of an earlier finish_mirror of this migration."""
-        if not os.path.exists(files.staged):
-            return None
-        try:
-            with open(files.staged_meta) as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if meta.get("migration_id") != migration_id or meta.get(
-                "source", {}).get("transport") != "mirror":
+        meta = self._staged_meta(files, migration_id)
+        if meta is None or (meta.get("source") or {}).get(
+                "transport") != "mirror":
             return None
         return meta

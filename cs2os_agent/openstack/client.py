@@ -27,6 +27,10 @@ TEMPLATE_KEY = "cs2os_cloudstack_template_id"
 FINGERPRINT_KEY = "cs2os_template_fingerprint"
 HASH_KEY = "cs2os_template_sha512"
 PLACEHOLDER_KEY = "cs2os_placeholder"
+# The template's guest-visible bytes (what Nova's raw base D holds): the
+# proof a warm migration's shallow mirror needs that D == B.
+GUEST_DIGEST_KEY = "cs2os_template_guest_sha256"
+GUEST_SIZE_KEY = "cs2os_template_virtual_size"
 
 
 def connect(conf):

@@ -71,6 +71,9 @@ def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
     with open(vm.volume.template, "rb") as f:
         assert image.hash_value == hashlib.sha512(f.read()).hexdigest()
     assert result["template_sha512"] == image.hash_value
+    # The template's guest view is recorded for warm migrations (D == B).
+    assert len(image.properties["cs2os_template_guest_sha256"]) == 64
+    assert int(image.properties["cs2os_template_virtual_size"]) > 0
 
     # CloudStack's VM is stopped (its transient domain is gone), not
     # deleted: delete_source was not asked for.

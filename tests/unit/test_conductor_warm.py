@@ -667,7 +667,7 @@ def test_image_hashes_the_template_once_and_records_it(db, monkeypatch,
     monkeypatch.setattr(warm.transfer, "get_source", get_source)
     monkeypatch.setattr(warm.sources, "source_for",
                         lambda conf, vm, path: {"path": path})
-    monkeypatch.setattr(steps, "_spool", spool)
+    monkeypatch.setattr(steps, "spool", spool)
     monkeypatch.setattr(guestview, "guest_digest", lambda path, fmt, d: {
         "algorithm": "guest_sha256", "digest": "ef" * 32,
         "virtual_size": 8192, "method": "map"})

@@ -106,10 +106,7 @@ def guest_digest(path, fmt, scratch_dir):
     else:
         raw = os.path.join(scratch_dir, "guest-view.raw")
         try:
-            # No public convert wrapper in qemu_img: _execute is its one
-            # way of running qemu-img (explicit -f/-O, errors typed).
-            qemu_img._execute(["convert", "-f", fmt, "-O", "raw", path,
-                               raw])
+            qemu_img.convert(path, fmt, raw, "raw")
             value, method = digest_raw(raw, size), "convert"
         finally:
             try:

@@ -17,6 +17,7 @@ from cs2os_agent import transfer
 from cs2os_agent.agent import overlay
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import guestview
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.openstack import client as os_client
@@ -105,16 +106,23 @@ def image(ctx):
                       % found.id)
             return
         with tempfile.TemporaryDirectory(
-                dir=ctx.conf.conductor.image_spool_dir) as spool:
-            path = os.path.join(spool, "template.qcow2")
-            copied = _spool(ctx, src, path)
+                dir=ctx.conf.conductor.image_spool_dir) as spool_dir:
+            path = os.path.join(spool_dir, "template.qcow2")
+            copied = spool(ctx, src, path)
             digest = _sha512(path)
+            # While B is here: its guest view, which a warm migration's
+            # shallow mirror must prove D equals (recorded once per image).
+            started = time.monotonic()
+            guest = guestview.guest_digest(path, "qcow2", spool_dir)
+            guest["seconds"] = round(time.monotonic() - started, 3)
             image = openstack.upload_image(
                 "cloudstack-template-%s" % vm["template"]["name"], path,
                 "qcow2",
                 {os_client.TEMPLATE_KEY: vm["template"]["id"],
                  os_client.FINGERPRINT_KEY: fingerprint,
-                 os_client.HASH_KEY: digest})
+                 os_client.HASH_KEY: digest,
+                 os_client.GUEST_DIGEST_KEY: guest["digest"],
+                 os_client.GUEST_SIZE_KEY: str(guest["virtual_size"])})
     # Glance hashed what it stored: it must be what we read at the source,
     # or the unsafe rebase onto Nova's copy of it would be wrong.
     if image.hash_algo == "sha512" and image.hash_value != digest:
@@ -125,7 +133,7 @@ def image(ctx):
             % (digest, image.hash_value))
     ctx.resource(image_id=image.id)
     ctx.result(image_reused=False, template_bytes_moved=copied,
-               template_sha512=digest)
+               template_sha512=digest, template_guest_digest=guest)
 
 
 def _placeholder_image(ctx):
@@ -379,7 +387,8 @@ def _fingerprint_key(fingerprint):
         json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
-def _spool(ctx, src, path):
+def spool(ctx, src, path):
+    """Copy a template to ``path`` with the resumable, throttled copy."""
     partial = transfer_partial.PartialFile(
         path, path + ".json", src.fingerprint(),
         ctx.conf.transfer.checkpoint_mib * 1024 * 1024)

@@ -51,11 +51,12 @@ from cs2os_agent.conductor.flow import sources
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.mirror import blockcopy
 from cs2os_agent.mirror import target as mirror_target
+from cs2os_agent.openstack import client as os_client
 
 # Image properties: the template's guest-view digest, recorded once per
 # image like the file fingerprint the image step dedups on.
-GUEST_DIGEST_KEY = "cs2os_template_guest_sha256"
-GUEST_SIZE_KEY = "cs2os_template_virtual_size"
+GUEST_DIGEST_KEY = os_client.GUEST_DIGEST_KEY
+GUEST_SIZE_KEY = os_client.GUEST_SIZE_KEY
 # How often a waiting step asks the agent whether its daemon and tunnel
 # still live: a dead tunnel fails no job until the guest writes.
 AGENT_CHECK_INTERVAL = 5.0
@@ -129,8 +130,8 @@ def _template_digest(ctx):
         return {"algorithm": guestview.ALGORITHM,
                 "digest": props[GUEST_DIGEST_KEY],
                 "virtual_size": int(props[GUEST_SIZE_KEY])}
-    # Not recorded yet (an image uploaded by a cold migration): read the
-    # template once more and record it on the image for the next ones.
+    # Not recorded (an image uploaded before the image step recorded it):
+    # read the template once more and record it for the next ones.
     vm = ctx.migration["source"]
     template_source = sources.source_for(ctx.conf, vm,
                                          ctx.resources["template_path"])
@@ -140,7 +141,7 @@ def _template_digest(ctx):
                 dir=ctx.conf.conductor.image_spool_dir) as spool:
         path = os.path.join(spool, "template.qcow2")
         # The image step's own resumable, throttled copy.
-        steps._spool(ctx, src, path)
+        steps.spool(ctx, src, path)
         proof = guestview.guest_digest(path, "qcow2", spool)
     # By id: given the fetched resource, openstacksdk's patch is refused
     # (409) by Glance.
