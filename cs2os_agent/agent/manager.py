@@ -281,9 +281,10 @@ class AgentManager:
     # overlay T on the instance's base D through a qemu-storage-daemon and
     # opens the SSH tunnel the source host reaches it through; the caller
     # runs libvirt's block copy on the source host (cs2os_agent.mirror.
-    # blockcopy) and, after its cutover (source suspended, job ended),
-    # calls finish_mirror, which closes T cleanly and stages it for
-    # swap_disk exactly as sync_overlay stages a copied overlay.
+    # blockcopy) and, after its cutover (the source shut down or frozen,
+    # the job ended), calls finish_mirror, which closes T cleanly and
+    # stages it for swap_disk exactly as sync_overlay stages a copied
+    # overlay.
 
     def _mirror_options(self):
         if "mirror" not in self.conf:

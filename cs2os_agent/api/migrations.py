@@ -30,6 +30,7 @@ def view(record, with_events=True):
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     if record.get("mode") == "warm":
         body["cutover"] = options.get("cutover") or "auto"
+        body["cutover_method"] = options.get("cutover_method") or "shutdown"
         body["cutover_requested"] = options.get("cutover_requested")
     if with_events:
         body["events"] = record.get("events", [])
@@ -89,13 +90,14 @@ class MigrationsController:
         context = wsgi_util.context(request)
         body = schemas.validate(schemas.MIGRATION_ACTION,
                                 wsgi_util.json_body(request))
-        (name,) = body
+        ((name, args),) = body.items()
         policy.authorize(context, "cs2os:migration:%s" % name)
         self._check_id(migration_id)
         if name == "cancel":
             record = self.conductor.cancel_migration(context, migration_id)
         elif name == "cutover":
-            record = self.conductor.cutover_migration(context, migration_id)
+            record = self.conductor.cutover_migration(
+                context, migration_id, args.get("method"))
         else:
             record = self.conductor.retry_migration(context, migration_id)
         return wsgi_util.json_response(202, {"migration": view(record)})

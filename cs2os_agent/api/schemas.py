@@ -8,6 +8,7 @@ STATES = ("queued", "running", "cancelling", "succeeded", "failed",
           "cancelled")
 MODES = ("cold", "warm")
 CUTOVERS = ("auto", "manual")
+CUTOVER_METHODS = ("shutdown", "force")
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
          "pattern": r"\S"}
@@ -24,6 +25,8 @@ CREATE_MIGRATION = {
                 "flavor": _OPTIONAL_NAME,
                 "mode": {"type": "string", "enum": list(MODES)},
                 "cutover": {"type": "string", "enum": list(CUTOVERS)},
+                "cutover_method": {"type": "string",
+                                   "enum": list(CUTOVER_METHODS)},
                 "delete_source": {"type": "boolean"},
                 "networks": {
                     "type": "object",
@@ -45,7 +48,12 @@ _NO_ARGS = {"type": "object", "additionalProperties": False}
 MIGRATION_ACTION = {
     "type": "object",
     "properties": {"cancel": _NO_ARGS, "retry": _NO_ARGS,
-                   "cutover": _NO_ARGS},
+                   "cutover": {
+                       "type": "object",
+                       "properties": {"method": {
+                           "type": "string",
+                           "enum": list(CUTOVER_METHODS)}},
+                       "additionalProperties": False}},
     "minProperties": 1,
     "maxProperties": 1,
     "additionalProperties": False,

@@ -259,7 +259,17 @@ class CloudStackClient:
         extra = {"expunge": True} if expunge else {}
         return self._vm_job("destroyVirtualMachine", vm_id, **extra)
 
+    def stop_vm_async(self, vm_id):
+        """Ask CloudStack to stop the VM cleanly; its job id, not waited
+        for (``wait_for_job`` or ``poll_job`` later)."""
+        return self._submit_vm_job("stopVirtualMachine", vm_id)
+
     def _vm_job(self, command, vm_id, **params):
+        job_id = self._submit_vm_job(command, vm_id, **params)
+        result = self.wait_for_job(job_id, command, vm_id)
+        return result.get("virtualmachine", result)
+
+    def _submit_vm_job(self, command, vm_id, **params):
         try:
             answer = self.call(command, id=vm_id, **params)
         except exception.CloudStackAPIError as exc:
@@ -272,8 +282,24 @@ class CloudStackClient:
                 command=command, reason="the answer names no job: %s"
                 % _redact(str(answer)))
         LOG.info("CloudStack %s %s: job %s", command, vm_id, job_id)
-        result = self.wait_for_job(job_id, command, vm_id)
-        return result.get("virtualmachine", result)
+        return job_id
+
+    def poll_job(self, job_id, command="job", target=""):
+        """One queryAsyncJobResult: the job's ``jobresult`` once it
+        succeeded, None while it runs; CloudStackJobFailed if it failed."""
+        job = self.call("queryAsyncJobResult", jobid=job_id)
+        status = job.get("jobstatus")
+        if status == JOB_SUCCEEDED:
+            LOG.info("CloudStack job %s (%s %s) succeeded", job_id,
+                     command, target)
+            return job.get("jobresult") or {}
+        if status != JOB_PENDING:
+            result = job.get("jobresult") or {}
+            raise exception.CloudStackJobFailed(
+                job_id=job_id, command=command, target=target,
+                errorcode=result.get("errorcode", job.get("jobresultcode")),
+                errortext=result.get("errortext", "(no error text)"))
+        return None
 
     def wait_for_job(self, job_id, command="job", target=""):
         """Poll queryAsyncJobResult until the job ends; its ``jobresult``.
@@ -283,25 +309,15 @@ class CloudStackClient:
         deadline = time.monotonic() + self.job_timeout
         while True:
             try:
-                job = self.call("queryAsyncJobResult", jobid=job_id)
+                result = self.poll_job(job_id, command, target)
             except exception.CloudStackUnreachable as exc:
                 # The job runs on in CloudStack: a management server restart
                 # or a network blip must not fail the migration.
                 LOG.warning("Still waiting for CloudStack job %s: %s",
                             job_id, exc)
             else:
-                status = job.get("jobstatus")
-                if status == JOB_SUCCEEDED:
-                    LOG.info("CloudStack job %s (%s %s) succeeded", job_id,
-                             command, target)
-                    return job.get("jobresult") or {}
-                if status != JOB_PENDING:
-                    result = job.get("jobresult") or {}
-                    raise exception.CloudStackJobFailed(
-                        job_id=job_id, command=command, target=target,
-                        errorcode=result.get("errorcode",
-                                             job.get("jobresultcode")),
-                        errortext=result.get("errortext", "(no error text)"))
+                if result is not None:
+                    return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise exception.CloudStackJobTimeout(

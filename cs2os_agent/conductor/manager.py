@@ -36,8 +36,9 @@ class ConductorManager:
         req = request_schema.validate(request)
         options = {"networks": req["networks"],
                    "drop_unmapped_nics": req["drop_unmapped_nics"]}
-        if "cutover" in req:
-            options["cutover"] = req["cutover"]
+        for name in ("cutover", "cutover_method"):
+            if name in req:
+                options[name] = req[name]
         migration = self.db.create_migration({
             "id": uuidutils.generate_uuid(),
             "source_ref": req["source"],
@@ -95,12 +96,18 @@ class ConductorManager:
                             "cancel", migration_id, host, exc_info=True)
         return self.db.get_migration(migration_id)
 
-    def cutover_migration(self, context, migration_id):
+    def cutover_migration(self, context, migration_id, cutover_method=None):
         """Record the operator's go for a held warm migration (1.1).
 
         The flow reads it from the record (any conductor may run it) and
-        cuts over once the mirror is READY.
+        cuts over once the mirror is READY.  ``cutover_method`` (1.2):
+        "shutdown" or "force", instead of the request's; a later call may
+        still change it until the cutover begins.  (Not "method" on the
+        wire: oslo.messaging's call() takes that name itself.)
         """
+        method = cutover_method
+        if method is not None:
+            request_schema.check_cutover_method(method)
         migration = self.db.get_migration(migration_id)
         state, step = migration["state"], migration["step"]
         if migration["mode"] != "warm":
@@ -113,17 +120,22 @@ class ConductorManager:
                 migration_id=migration_id, state="%s at step %s"
                 % (state, step), action="cut over")
         options = dict(migration["options"] or {})
-        if not options.get("cutover_requested"):
+        requested = options.get("cutover_requested")
+        if not requested or (method and requested.get("method") != method):
             options["cutover_requested"] = {
                 "by": context.user_id,
                 "at": timeutils.utcnow().isoformat()}
+            if method:
+                options["cutover_requested"]["method"] = method
             if self.db.update_migration(
                     migration_id, {"options": options},
                     expect={"state": state}) is None:
                 # It moved on (failed, cancelled) meanwhile.
-                return self.cutover_migration(context, migration_id)
+                return self.cutover_migration(context, migration_id, method)
             self.db.add_event(migration_id, "cutover", "info",
-                              "cutover requested by %s" % context.user_id)
+                              "cutover%s requested by %s" % (
+                                  " (%s)" % method if method else "",
+                                  context.user_id))
         return self.db.get_migration(migration_id)
 
     def retry_migration(self, context, migration_id):

@@ -6,6 +6,9 @@ MODES = ("cold", "warm")
 # When a warm migration cuts over: as soon as its mirror is READY, or when
 # the operator says so (the cutover action).
 CUTOVERS = ("auto", "manual")
+# How: CloudStack stops the VM (a clean guest shutdown, the default), or
+# the source is frozen (for guests that will not shut down).
+CUTOVER_METHODS = ("shutdown", "force")
 _FIELDS = {
     "source": str,
     "host": str,
@@ -15,6 +18,7 @@ _FIELDS = {
     "networks": dict,
     "drop_unmapped_nics": bool,
     "cutover": str,
+    "cutover_method": str,
 }
 
 
@@ -51,6 +55,13 @@ def validate(request):
         raise exception.Invalid(
             reason="cutover %s is not supported; supported: %s"
             % (cutover, ", ".join(CUTOVERS)))
+    method = request.get("cutover_method")
+    if method is not None and mode != "warm":
+        raise exception.Invalid(
+            reason="cutover_method applies to warm migrations only (mode is "
+            "%s)" % mode)
+    method = method or "shutdown"
+    check_cutover_method(method)
     networks = request.get("networks") or {}
     bad = sorted(k for k, v in networks.items()
                  if not isinstance(k, str) or not k.strip()
@@ -70,4 +81,12 @@ def validate(request):
     }
     if mode == "warm":
         validated["cutover"] = cutover
+        validated["cutover_method"] = method
     return validated
+
+
+def check_cutover_method(method):
+    if method not in CUTOVER_METHODS:
+        raise exception.Invalid(
+            reason="cutover method %s is not supported; supported: %s"
+            % (method, ", ".join(CUTOVER_METHODS)))

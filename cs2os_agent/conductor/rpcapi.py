@@ -10,6 +10,9 @@ API version history:
           report_progress.
     1.1 - Warm migration: cutover_migration; create_migration takes
           "mode": "warm" and "cutover": "auto" | "manual".
+    1.2 - Clean cutover: create_migration takes "cutover_method":
+          "shutdown" (default) | "force"; cutover_migration takes
+          cutover_method.
 """
 
 import oslo_messaging as messaging
@@ -17,7 +20,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.2"
 
 
 class ConductorAPI:
@@ -37,11 +40,16 @@ class ConductorAPI:
 
         ``request``: {"source": CloudStack VM id or name (required),
         "host": compute host, "flavor": name or id, "mode": "cold" or
-        "warm", "cutover": "auto" or "manual" (warm only), "delete_source":
-        bool, "networks": {CloudStack network: Neutron network},
-        "drop_unmapped_nics": bool}.
+        "warm", "cutover": "auto" or "manual" (warm only),
+        "cutover_method": "shutdown" or "force" (warm only, 1.2),
+        "delete_source": bool, "networks": {CloudStack network: Neutron
+        network}, "drop_unmapped_nics": bool}.
         """
-        return self._call(context, "create_migration", request=request)
+        # A conductor older than 1.2 would refuse the field as unknown:
+        # say so by the version, as oslo.messaging does.
+        version = "1.2" if "cutover_method" in (request or {}) else "1.0"
+        return self._call(context, "create_migration", version=version,
+                          request=request)
 
     def get_migration(self, context, migration_id):
         return self._call(context, "get_migration",
@@ -60,13 +68,19 @@ class ConductorAPI:
         return self._call(context, "retry_migration",
                           migration_id=migration_id)
 
-    def cutover_migration(self, context, migration_id):
+    def cutover_migration(self, context, migration_id, method=None):
         """Let a warm migration held for the operator cut over (1.1).
 
         It cuts over as soon as its mirror is READY (at once if it is).
+        ``method`` (1.2): "shutdown" or "force" instead of the request's;
+        sent as "cutover_method" (oslo.messaging's call() takes "method"
+        itself).
         """
-        return self._call(context, "cutover_migration", version="1.1",
-                          migration_id=migration_id)
+        if method is None:
+            return self._call(context, "cutover_migration", version="1.1",
+                              migration_id=migration_id)
+        return self._call(context, "cutover_migration", version="1.2",
+                          migration_id=migration_id, cutover_method=method)
 
     def report_progress(self, context, migration_id, progress):
         """Fire-and-forget: a copy must not wait on the conductor."""

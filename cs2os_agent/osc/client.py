@@ -111,13 +111,14 @@ class Client:
 
     def create_migration(self, source, host=None, flavor=None, mode=None,
                          delete_source=None, networks=None,
-                         drop_unmapped_nics=None, cutover=None):
+                         drop_unmapped_nics=None, cutover=None,
+                         cutover_method=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
                     "drop_unmapped_nics": drop_unmapped_nics,
-                    "cutover": cutover}
+                    "cutover": cutover, "cutover_method": cutover_method}
         request.update({k: v for k, v in optional.items() if v is not None})
         return self._one(
             self._request("POST", MIGRATIONS, {"migration": request})
@@ -132,12 +133,13 @@ class Client:
     def retry_migration(self, migration_id):
         return self._action(migration_id, "retry")
 
-    def cutover_migration(self, migration_id):
-        return self._action(migration_id, "cutover")
+    def cutover_migration(self, migration_id, method=None):
+        return self._action(migration_id, "cutover",
+                            {"method": method} if method else {})
 
-    def _action(self, migration_id, name):
+    def _action(self, migration_id, name, args=None):
         return self._one(self._request(
-            "POST", self._path(migration_id, "action"), {name: {}}
+            "POST", self._path(migration_id, "action"), {name: args or {}}
         ))
 
     def list_migrations(self, state=None, source=None, host=None,

@@ -8,6 +8,7 @@ so after the migration Nova's own console log says which disk the server
 booted from.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import time
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
+from tests.e2e.conftest import STATE_DIR
 from tests.e2e.conftest import new_vm
 from tests.fakes import cloudstack_handlers
 from tests.functional import harness as ft
@@ -256,3 +258,59 @@ def test_volume_without_backing_file_moves_whole(
     wait_console(os.path.join(minicloud.instances_path, server_id,
                               "console.log"), vm.volume.message)
     assert minicloud.conn.compute.get_server(server_id).status == "ACTIVE"
+
+
+@contextlib.contextmanager
+def nova_policy(rules):
+    """Rules in nova-api's policy.yaml while the block runs.
+
+    oslo.policy reads the file again when it changes; afterwards it holds
+    no rule (Nova's defaults), rather than vanishing under the enforcer.
+    """
+    path = os.path.join(STATE_DIR, "etc", "nova", "policy.yaml")
+    with open(path, "w") as f:
+        json.dump(rules, f)
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write("{}\n")
+
+
+def test_failure_after_the_swap_puts_nova_disk_back_and_rolls_back(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root):
+    """The last step fails: Nova's own policy refuses to start the server
+    (a real 403 from nova-api) after the agent swapped the migrated disk
+    in.  The rollback puts Nova's disk back, deletes the server and its
+    port, and starts the CloudStack VM again on its untouched disk."""
+    vm = new_vm(cloud, cloudstack_root)
+    digest = images.sha256(vm.volume.overlay)
+    with nova_policy({"os_compute_api:servers:start": "!"}):
+        created = conductor_api.create_migration(ctxt, {"source": vm.name})
+        done = wait_state(conductor_api, ctxt, created["id"],
+                          ("failed", "succeeded", "cancelled"))
+    assert (done["state"], done["step"]) == ("failed", "start"), \
+        (done["error"], done["events"])
+    assert "os_compute_api:servers:start" in done["error"] or \
+        "403" in done["error"], done["error"]
+    finished = [e["step"] for e in done["events"] if e["message"] == "done"]
+    assert finished[-2:] == ["sync", "swap"]
+    undone = done["result"]["rolled_back"]
+    server_id = done["resources"].get("server_id") or \
+        undone[0].split()[-1]
+    assert undone[0] == "put Nova's original disk back on server %s" \
+        % server_id, undone
+    assert undone[1] == "deleted server %s" % server_id, undone
+    assert undone[-1] == "started CloudStack VM %s again" % vm.name, undone
+    assert minicloud.conn.compute.find_server(server_id) is None
+    assert not os.path.exists(os.path.join(minicloud.instances_path,
+                                           server_id))
+    assert cloud.vm_state(vm) == "Running"
+    wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
+    assert images.sha256(vm.volume.overlay) == digest
+
+    # Nova starts servers again: a retry goes all the way.
+    conductor_api.retry_migration(ctxt, created["id"])
+    again = wait_state(conductor_api, ctxt, created["id"],
+                       ("failed", "succeeded", "cancelled"))
+    assert again["state"] == "succeeded", (again["error"], again["events"])

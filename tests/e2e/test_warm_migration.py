@@ -1,5 +1,7 @@
 """Warm migration end to end: the CloudStack VM runs while its disk is
-mirrored into Nova, then a cutover of about a second.
+mirrored into Nova, then a cutover: CloudStack shuts the guest down
+cleanly while the mirror keeps every write (the default), or the source is
+frozen (force).
 
 The whole chain for real: the CloudStack API stand-in whose VM is a running
 transient KVM domain on CloudStack's NFS layout; cs2os-conductor, which
@@ -147,6 +149,7 @@ def held_migration(conductor_api, ctxt, minicloud, vm):
         "cutover": "manual"})
     assert created["mode"] == "warm"
     assert created["options"]["cutover"] == "manual"
+    assert created["options"]["cutover_method"] == "shutdown"
     return created["id"], wait_until(
         conductor_api, ctxt, created["id"], "mirror READY",
         lambda m: m["resources"].get("mirror_ready")
@@ -227,8 +230,16 @@ def test_warm_migration_with_guest_writes(conductor, conductor_api, ctxt,
                                           cloud, minicloud, cloudstack_root,
                                           kvm_conn, workdir):
     # 40 MiB of the overlay's own data on a 64 MiB template; the guest's
-    # boot sector and message (sectors 0-1) stay as they are.
-    vm = new_vm(cloud, cloudstack_root, writes=((0x5A, 4 * MiB, 40 * MiB),))
+    # boot sector and message (sectors 0-1) stay as they are.  When it
+    # shuts down it writes its boot sector to LBA 3: an application's last
+    # flush, which the clean cutover must carry over.
+    vm = new_vm(cloud, cloudstack_root, writes=((0x5A, 4 * MiB, 40 * MiB),),
+                shutdown_write=True)
+    shutdown_write = images.SHUTDOWN_WRITE_OFFSET
+    # The volume as made (A's header names the KVM host's path of B).
+    boot = images.read_bytes(vm.volume.reference, 0, 512)
+    assert images.read_bytes(vm.volume.reference, shutdown_write, 512) \
+        != boot
     dom = kvm_conn.lookupByName(vm.instancename)
     created = conductor_api.create_migration(ctxt, {
         "source": vm.name, "host": minicloud.compute_host, "mode": "warm",
@@ -281,16 +292,30 @@ def test_warm_migration_with_guest_writes(conductor, conductor_api, ctxt,
     assert result["template_guest_digest"]["digest"] == \
         done["resources"]["base_proof"]["digest"]
     assert any("D == B proven" in e["message"] for e in done["events"])
-    assert result["cutover"]["method"] == "force"
-    assert 0 < result["downtime_seconds"] < 10
+    # CloudStack shut the guest down; QEMU's events showed the mirror
+    # whole until the domain ended.
+    cutover = result["cutover"]
+    assert cutover["method"] == "shutdown"
+    assert cutover["guest_shutdown"] is True
+    assert cutover["shutdown_reason"] == "guest-shutdown"
+    assert any("clean guest shutdown" in e["message"]
+               for e in done["events"])
+    # The guest's last write, made while it shut down, is in Nova's disk.
+    disk = os.path.join(minicloud.instances_path,
+                        done["resources"]["server_id"], "disk")
+    assert images.read_bytes(disk, shutdown_write, 512) == boot
+    assert 0 < result["downtime_seconds"] < 30
     assert result["sync"]["staged_path"].endswith("disk.cs2os-staged")
-    # The source was frozen, then stopped through CloudStack.
     assert result["source_stopped"] is True
     assert cloud.vm_state(vm) == "Stopped"
+    # The proof came from the job's end, before libvirt reaped QEMU.
+    assert cutover["proven_by"] == "job ended after the shutdown"
+    assert not done["resources"].get("source_stop_job")
     print("\nwarm migration: mirror %(bytes)d bytes in %(seconds).2f s; "
-          % result["mirror"] + "cutover %.1f ms; downtime (frozen -> Nova "
-          "start requested) %.2f s" % (result["cutover"]["total"] * 1000,
-                                       result["downtime_seconds"]))
+          % result["mirror"] + "clean cutover: T proven %.2f s after the "
+          "stop request; downtime (guest shut down -> Nova start "
+          "requested) %.2f s" % (cutover["decided"],
+                                 result["downtime_seconds"]))
 
 
 # -- abort and failures: the source never notices ----------------------------
@@ -334,15 +359,20 @@ def test_tunnel_or_daemon_dying_mid_mirror_then_a_retry(
     assert_source_untouched(cloud, kvm_conn, vm)
     assert_target_cleaned(minicloud, failed, mirror_run_dir)
 
-    # A retry mirrors afresh and cuts over; the write made while the
-    # target was dead is in it.
+    # A retry mirrors afresh and cuts over, forced (the source frozen, a
+    # guest that would not shut down); the write made while the target
+    # was dead is in it.
     conductor_api.retry_migration(ctxt, mid)
     wait_until(conductor_api, ctxt, mid, "READY again",
                lambda m: m["resources"].get("mirror_ready")
                and m["step"] == "ready")
-    conductor_api.cutover_migration(ctxt, mid)
+    conductor_api.cutover_migration(ctxt, mid, method="force")
     done = wait_state(conductor_api, ctxt, mid, ("succeeded", "failed"))
     assert done["state"] == "succeeded", (done["error"], done["events"])
+    assert done["options"]["cutover_requested"]["method"] == "force"
+    assert done["result"]["cutover"]["method"] == "force"
+    assert done["result"]["cutover"]["total"] < 1.0
+    assert 0 < done["result"]["downtime_seconds"] < 10
     assert_migrated(minicloud, done, vm, workdir, ["read -P 0x41 6M 64k"])
 
 

@@ -54,6 +54,7 @@ def make_cloudstack_volume(
     pool_uuid=None,
     same_template_as=None,
     standalone=False,
+    shutdown_write=False,
 ):
     """Template B with data, overlay A with data at known offsets.
 
@@ -87,7 +88,7 @@ def make_cloudstack_volume(
         "-F", "qcow2", overlay, str(volume_size),
     )
     message = "cs2os CloudStack volume %s" % os.path.basename(overlay)
-    write_bytes(overlay, 512, message_sector(message))
+    write_bytes(overlay, 512, message_sector(message, shutdown_write))
     written = 0
     for pattern, offset, length in writes:
         qemu_io_write(overlay, "qcow2", pattern, offset, length)
@@ -257,6 +258,14 @@ def make_corrupt_overlay(volume, dest):
 # BIOS int 13h and write it, up to a NUL byte, to COM1.  Whatever text the
 # overlay holds at LBA 1 therefore shows up in the domain's console log: the
 # guest itself proves which disk content it booted from.
+#
+# Then it behaves as a guest OS does on ACPI: on the PIIX4 (machine 'pc') it
+# enables the power button, waits for it (hlt between polls of PM1 status),
+# and powers off through PM1 control (SLP_TYP 0 | SLP_EN = S5), so libvirt's
+# and Nova's graceful shutdowns work.  When LBA 1 is marked for it
+# (SHUTDOWN_WRITE_MARK at byte 510), it first writes its own boot sector to
+# LBA 3: the last write of an application flushing on shutdown, which a
+# clean cutover must carry over.
 BOOT_CODE = bytes([
     0xFA, 0xFC,              # cli; cld
     0x31, 0xC0,              # xor ax, ax
@@ -265,6 +274,7 @@ BOOT_CODE = bytes([
     0x8E, 0xD0,              # mov ss, ax
     0xBC, 0x00, 0x7C,        # mov sp, 0x7c00
     0xFB,                    # sti
+    0x89, 0xD5,              # mov bp, dx       ; keep dl = boot drive
     0xB8, 0x01, 0x02,        # mov ax, 0x0201   ; read 1 sector
     0xB9, 0x02, 0x00,        # mov cx, 0x0002   ; cylinder 0, sector 2
     0x30, 0xF6,              # xor dh, dh       ; head 0, dl = boot drive
@@ -273,7 +283,7 @@ BOOT_CODE = bytes([
     0xBE, 0x00, 0x7E,        # mov si, 0x7e00
     0xAC,                    # next: lodsb
     0x84, 0xC0,              # test al, al
-    0x74, 0x12,              # jz done
+    0x74, 0x12,              # jz printed
     0x88, 0xC4,              # mov ah, al
     0xBA, 0xFD, 0x03,        # mov dx, 0x3fd    ; line status
     0xEC,                    # wait: in al, dx
@@ -283,9 +293,47 @@ BOOT_CODE = bytes([
     0x88, 0xE0,              # mov al, ah
     0xEE,                    # out dx, al
     0xEB, 0xE9,              # jmp next
+    0x66, 0xB8, 0x00, 0x0B, 0x00, 0x80,  # printed: mov eax, 0x80000b00
+    0xBA, 0xF8, 0x0C,        # mov dx, 0xcf8    ; PCI 00:01.3, register 0
+    0x66, 0xEF,              # out dx, eax
+    0xBA, 0xFC, 0x0C,        # mov dx, 0xcfc
+    0x66, 0xED,              # in eax, dx
+    0x66, 0x3D, 0x86, 0x80, 0x13, 0x71,  # cmp eax, 0x71138086 ; PIIX4 PM?
+    0x75, 0x46,              # jne done
+    0x66, 0xB8, 0x40, 0x0B, 0x00, 0x80,  # mov eax, 0x80000b40 ; PMBASE
+    0xBA, 0xF8, 0x0C,        # mov dx, 0xcf8
+    0x66, 0xEF,              # out dx, eax
+    0xBA, 0xFC, 0x0C,        # mov dx, 0xcfc
+    0x66, 0xED,              # in eax, dx
+    0x83, 0xE0, 0xC0,        # and ax, 0xffc0
+    0x89, 0xC7,              # mov di, ax       ; PM1 status at di
+    0x8D, 0x55, 0x02,        # lea dx, [di+2]   ; PM1 enable
+    0xB8, 0x00, 0x01,        # mov ax, 0x0100   ; power button
+    0xEF,                    # out dx, ax
+    0xF4,                    # watch: hlt
+    0x89, 0xFA,              # mov dx, di
+    0xED,                    # in ax, dx
+    0xF6, 0xC4, 0x01,        # test ah, 1       ; power button pressed?
+    0x74, 0xF7,              # jz watch
+    0xB8, 0x00, 0x01,        # mov ax, 0x0100
+    0xEF,                    # out dx, ax       ; acknowledge it
+    0x80, 0x3E, 0xFE, 0x7F, 0x5A,  # cmp byte [0x7ffe], SHUTDOWN_WRITE_MARK
+    0x75, 0x0F,              # jne off
+    0xB8, 0x01, 0x03,        # mov ax, 0x0301   ; write 1 sector
+    0xB9, 0x04, 0x00,        # mov cx, 0x0004   ; sector 4 = LBA 3
+    0x89, 0xEA,              # mov dx, bp
+    0x30, 0xF6,              # xor dh, dh
+    0xBB, 0x00, 0x7C,        # mov bx, 0x7c00   ; this boot sector
+    0xCD, 0x13,              # int 0x13
+    0x8D, 0x55, 0x04,        # off: lea dx, [di+4] ; PM1 control
+    0xB8, 0x00, 0x20,        # mov ax, 0x2000   ; SLP_EN, SLP_TYP 0: S5
+    0xEF,                    # out dx, ax
     0xF4,                    # done: hlt
     0xEB, 0xFD,              # jmp done
 ])
+SHUTDOWN_WRITE_MARK = 0x5A
+# Where the guest writes its boot sector when it shuts down (marked disks).
+SHUTDOWN_WRITE_OFFSET = 3 * 512
 
 
 def boot_sector(disk_size=64 * MiB):
@@ -302,6 +350,23 @@ def boot_sector(disk_size=64 * MiB):
     return bytes(sector)
 
 
+def read_bytes(path, offset, length, fmt="qcow2"):
+    """What the guest sees at ``offset`` of an image (qemu-io, shared)."""
+    out = subprocess.run(
+        ["qemu-io", "-r", "-U", "-f", fmt, "-c",
+         "read -v %d %d" % (offset, length), path],
+        check=True, capture_output=True, text=True).stdout
+    data = bytearray()
+    for line in out.splitlines():
+        address, sep, rest = line.partition(":  ")
+        if sep and all(c in "0123456789abcdef" for c in address):
+            data += bytes.fromhex(rest[:16 * 3])
+    if len(data) != length:
+        raise AssertionError("qemu-io read %d of %d bytes: %s"
+                             % (len(data), length, out))
+    return bytes(data)
+
+
 def write_bytes(path, offset, data, spec=None):
     """Write raw bytes into an image through qemu-io (any size/offset)."""
     scratch = path + ".bytes"
@@ -316,6 +381,11 @@ def write_bytes(path, offset, data, spec=None):
         os.unlink(scratch)
 
 
-def message_sector(text):
+def message_sector(text, shutdown_write=False):
+    """LBA 1: the text the guest prints; ``shutdown_write`` marks it so
+    that the guest writes its boot sector to LBA 3 when it shuts down."""
     data = text.encode() + b"\r\n\0"
-    return data + b"\0" * (512 - len(data))
+    sector = bytearray(data + b"\0" * (512 - len(data)))
+    if shutdown_write:
+        sector[510] = SHUTDOWN_WRITE_MARK
+    return bytes(sector)

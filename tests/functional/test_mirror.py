@@ -32,8 +32,10 @@ import pytest
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.mirror import baseproof
 from cs2os_agent.mirror import blockcopy
+from cs2os_agent.mirror import sourceend
 from cs2os_agent.mirror import target as mirror_target
 from cs2os_agent.mirror import tunnel
 from cs2os_agent.transfer import ssh
@@ -357,6 +359,116 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
              timings["suspend"] * 1000, timings["abort"] * 1000,
              finished["closed_seconds"] * 1000, cutover_s * 1000))
     os.unlink(target.target_path)
+
+
+# -- the clean cutover: the guest shuts down, QEMU's events prove T ---------
+
+
+@pytest.fixture
+def event_conn(services):
+    """A libvirt connection that delivers domain events (the loop must be
+    registered before the connection opens, as the conductor's is)."""
+    kvmhost.ensure_event_loop()
+    conn = libvirt.open(harness.LIBVIRT_URI)
+    yield conn
+    conn.close()
+
+
+def test_clean_shutdown_cutover_proven_by_qemu_events(
+        source, make_target, cloudstack_volume, kvm, event_conn, workdir):
+    # This guest writes its boot sector to LBA 3 when it shuts down: an
+    # application's last flush, which only a clean cutover carries over.
+    vol = cloudstack_volume(shutdown_write=True)
+    src = source(vol=vol)
+    # Booted: it now answers the ACPI power button.
+    harness.wait_console(kvm.console(src.name), vol.message)
+    target = make_target(src)
+    desc = target.prepare()
+    dom = event_conn.lookupByName(src.name)
+    job = blockcopy.BlockCopy(dom)
+    job.start(desc["dest_xml"])
+    job.wait_ready(120)
+    guest_write(dom, "write -P 0x71 2M 64k")
+    shutdown_write = images.SHUTDOWN_WRITE_OFFSET
+    boot = images.read_bytes(target.target_path, 0, 512)
+    assert images.read_bytes(target.target_path, shutdown_write, 512) != boot
+
+    with sourceend.SourceEndWatch(event_conn, dom, "vda") as watch:
+        status = job.check()
+        assert status.ready and status.cur == status.end
+        guest_write(dom, "write -P 0x72 7M 4k")
+        # CloudStack's KVM agent stops a VM so: the power button first.
+        dom.shutdown()
+        # Decided by the job's end after the guest's shutdown, before
+        # libvirt has reaped QEMU.
+        assert watch.wait_decided(30)
+        early = watch.verdict()
+        assert watch.stopped is None
+        # Then libvirt ends QEMU (on_poweroff destroy) and reaps it.
+        assert watch.wait_ended(30)
+        verdict = watch.verdict()
+    for v in (early, verdict):
+        assert v["guest_shutdown"] is True
+        assert v["reason"] == "guest-shutdown"
+        assert v["down_at"] == early["down_at"]
+    assert early["ended"] == "job ended after the shutdown"
+    assert verdict["ended"] in ("domain shut down", "domain destroyed")
+    assert not running(dom)
+
+    target.finish()
+    qemu_img.check(target.target_path, "qcow2")
+    qemu_img.compare(source_view(src, workdir), target.target_path,
+                     "qcow2", "qcow2")
+    read_back(target.target_path, "read -P 0x71 2M 64k",
+              "read -P 0x72 7M 4k")
+    # The guest's own last write, made while it shut down, is in T.
+    assert images.read_bytes(target.target_path, shutdown_write, 512) == boot
+    os.unlink(target.target_path)
+
+
+def test_clean_cutover_refused_when_the_target_died_before_the_end(
+        source, make_target, event_conn):
+    src = source()
+    target = make_target(src)
+    desc = target.prepare()
+    dom = event_conn.lookupByName(src.name)
+    job = blockcopy.BlockCopy(dom)
+    job.start(desc["dest_xml"])
+    job.wait_ready(120)
+
+    with sourceend.SourceEndWatch(event_conn, dom, "vda") as watch:
+        os.kill(desc["qsd_pid"], signal.SIGKILL)
+        # Completes on the source only; the domain ends right after, too
+        # soon for libvirt's own block job event (it is dropped).
+        guest_write(dom, "write -P 0x42 2M 64k")
+        dom.destroy()
+        assert watch.wait_ended(30)
+        with pytest.raises(exception.BlockCopyFailed) as err:
+            watch.verdict()
+    assert "reported a write error on its target" in str(err.value)
+    assert "the target misses writes" in str(err.value)
+
+
+def test_clean_cutover_refused_when_the_job_ended_before_the_shutdown(
+        source, make_target, cloudstack_volume, kvm, event_conn):
+    vol = cloudstack_volume()
+    src = source(vol=vol)
+    harness.wait_console(kvm.console(src.name), vol.message)
+    target = make_target(src)
+    desc = target.prepare()
+    dom = event_conn.lookupByName(src.name)
+    job = blockcopy.BlockCopy(dom)
+    job.start(desc["dest_xml"])
+    job.wait_ready(120)
+
+    with sourceend.SourceEndWatch(event_conn, dom, "vda") as watch:
+        job.cancel()
+        guest_write(dom, "write -P 0x43 3M 64k")
+        kvm.stop(src.name, forced=False)
+        assert watch.wait_ended(30)
+        with pytest.raises(exception.BlockCopyFailed) as err:
+            watch.verdict()
+    assert "while the guest still ran" in str(err.value)
 
 
 # -- abort and failures: the source never notices ----------------------------

@@ -6,6 +6,7 @@ openstack CLI) runs in tests/functional/test_api.py and tests/e2e.
 """
 
 import json
+import types
 import uuid
 
 import oslo_messaging as messaging
@@ -18,6 +19,9 @@ from cs2os_agent import conf as cs2os_conf
 from cs2os_agent.api import app as api_app
 from cs2os_agent.api import policy
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import manager
+from cs2os_agent.db import api as db_api
+from cs2os_agent.db import migration as db_migration
 
 MID = "5b0c1f9e-4a41-4c1e-9d59-1d2c1a1e2f30"
 
@@ -52,9 +56,12 @@ class RecordingConductor:
                           "cancel_migration" else {}))
 
     def __getattr__(self, name):
+        # The first positional argument is "arg", any further ones "args".
         return lambda context, *args, **kwargs: self._answer(
             name, context, **dict({"arg": args[0]} if args else {},
-                                  **kwargs))
+                                  **dict({"args": args[1:]}
+                                         if len(args) > 1 else {},
+                                         **kwargs)))
 
 
 @pytest.fixture
@@ -159,10 +166,17 @@ def test_create_sends_the_request_and_the_callers_identity(app, conductor):
     ({"migration": {"source": "a", "delete_source": "yes"}},
      "body/migration/delete_source: 'yes' is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
-     "('colour' was unexpected); allowed: cutover, delete_source, "
-     "drop_unmapped_nics, flavor, host, mode, networks, source"),
+     "('colour' was unexpected); allowed: cutover, cutover_method, "
+     "delete_source, drop_unmapped_nics, flavor, host, mode, networks, "
+     "source"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
+    ({"migration": {"source": "a", "mode": "warm",
+                    "cutover_method": "reboot"}},
+     "body/migration/cutover_method: 'reboot' is not one of ['shutdown', "
+     "'force']"),
+    ({"migration": {"source": "a", "mode": "warm", "cutover_method": 1}},
+     "body/migration/cutover_method: 1 is not of type 'string'"),
     ({"migration": {"source": "a", "networks": {"guest": ""}}},
      "body/migration/networks/guest"),
     ({"migration": {"source": "a", "networks": ["guest"]}},
@@ -283,9 +297,42 @@ def test_actions(app, conductor, action, method):
     assert data["migration"]["id"] == MID
 
 
+def test_create_sends_the_cutover_method(app, conductor):
+    resp, data = _call(app, "POST", "/v1/migrations",
+                       {"migration": {"source": "web-1", "mode": "warm",
+                                      "cutover": "manual",
+                                      "cutover_method": "force"}})
+    assert resp.status_int == 202
+    ((name, _, kwargs),) = conductor.calls
+    assert (name, kwargs) == ("create_migration", {"arg": {
+        "source": "web-1", "mode": "warm", "cutover": "manual",
+        "cutover_method": "force"}})
+
+
+@pytest.mark.parametrize("body, method", [
+    ({"cutover": {}}, None),
+    ({"cutover": {"method": "force"}}, "force"),
+    ({"cutover": {"method": "shutdown"}}, "shutdown"),
+])
+def test_cutover_action_passes_the_method(app, conductor, body, method):
+    resp, data = _call(app, "POST", "/v1/migrations/%s/action" % MID, body)
+    assert resp.status_int == 202
+    ((name, _, kwargs),) = conductor.calls
+    assert (name, kwargs) == ("cutover_migration",
+                              {"arg": MID, "args": (method,)})
+
+
 @pytest.mark.parametrize("body,detail", [
     ({}, "exactly one action is expected, one of: cancel, cutover, retry"),
     ({"cutover": {"force": True}}, "body/cutover: Additional properties"),
+    ({"cutover": {"method": "reboot"}},
+     "body/cutover/method: 'reboot' is not one of ['shutdown', 'force']"),
+    ({"cutover": {"method": None}},
+     "body/cutover/method: None is not of type 'string'"),
+    ({"cutover": {"method": "force", "now": True}},
+     "body/cutover: Additional properties"),
+    ({"cutover": "force"}, "body/cutover: 'force' is not of type 'object'"),
+    ({"retry": {"method": "force"}}, "body/retry: Additional properties"),
     ({"cancel": {}, "retry": {}}, "exactly one action is expected"),
     ({"explode": {}}, "'explode' was unexpected"),
     ({"cancel": {"force": True}}, "body/cancel: Additional properties"),
@@ -365,12 +412,95 @@ def test_policy_file_can_open_an_action(config, conductor, tmp_path):
 
 def test_a_warm_record_shows_its_cutover(app, conductor):
     conductor._answer = lambda name, context, **kwargs: _record(
-        mode="warm", options={"cutover": "manual",
+        mode="warm", options={"cutover": "manual", "cutover_method": "force",
                               "cutover_requested": {"by": "ops"}})
     resp, data = _call(app, "GET", "/v1/migrations/" + MID)
     shown = data["migration"]
-    assert (shown["cutover"], shown["cutover_requested"]) == (
-        "manual", {"by": "ops"})
+    assert (shown["cutover"], shown["cutover_method"],
+            shown["cutover_requested"]) == ("manual", "force", {"by": "ops"})
+    # A record from before the method existed: the default, shutdown.
+    conductor._answer = lambda name, context, **kwargs: _record(
+        mode="warm", options={"cutover": "auto"})
+    resp, data = _call(app, "GET", "/v1/migrations/" + MID)
+    shown = data["migration"]
+    assert (shown["cutover"], shown["cutover_method"],
+            shown["cutover_requested"]) == ("auto", "shutdown", None)
     conductor._answer = lambda name, context, **kwargs: _record()
     resp, data = _call(app, "GET", "/v1/migrations/" + MID)
     assert "cutover" not in data["migration"]
+    assert "cutover_method" not in data["migration"]
+
+
+# -- through a real conductor manager (in process, SQLite) --------------------
+
+
+@pytest.fixture
+def manager_app(config, tmp_path):
+    database = db_api.Database("sqlite:///%s" % (tmp_path / "c.sqlite"))
+    db_migration.upgrade(database)
+    mgr = manager.ConductorManager(
+        database, types.SimpleNamespace(submit=lambda mid: None))
+    config.set_override("auth_strategy", "noauth", group="api")
+    return api_app.build(config, mgr), mgr
+
+
+ADMIN = {"X-User-Id": "ops", "X-Project-Id": "p-7"}
+
+
+@pytest.mark.parametrize("request_, shown", [
+    ({"mode": "warm"}, "shutdown"),
+    ({"mode": "warm", "cutover_method": "shutdown"}, "shutdown"),
+    ({"mode": "warm", "cutover_method": "force"}, "force"),
+])
+def test_created_warm_migrations_show_their_cutover_method(
+        manager_app, request_, shown):
+    app, mgr = manager_app
+    resp, data = _call(app, "POST", "/v1/migrations",
+                       {"migration": dict(request_, source="web-1")},
+                       headers=ADMIN)
+    assert resp.status_int == 202
+    assert data["migration"]["cutover_method"] == shown
+    record = mgr.db.get_migration(data["migration"]["id"])
+    assert record["options"]["cutover_method"] == shown
+
+
+@pytest.mark.parametrize("request_", [
+    {"cutover_method": "force"},
+    {"mode": "cold", "cutover_method": "shutdown"},
+])
+def test_a_cold_migration_has_no_cutover_method(manager_app, request_):
+    app, mgr = manager_app
+    resp, data = _call(app, "POST", "/v1/migrations",
+                       {"migration": dict(request_, source="web-1")},
+                       headers=ADMIN)
+    assert resp.status_int == 400
+    assert _error(data)["code"] == "cs2os.Invalid"
+    assert _error(data)["detail"] == (
+        "Invalid request: cutover_method applies to warm migrations only "
+        "(mode is cold)")
+    assert mgr.db.list_migrations() == []
+
+
+def test_the_cutover_action_records_its_method(manager_app):
+    app, mgr = manager_app
+    _, data = _call(app, "POST", "/v1/migrations",
+                    {"migration": {"source": "web-1", "mode": "warm",
+                                   "cutover": "manual"}}, headers=ADMIN)
+    mid = data["migration"]["id"]
+    mgr.db.update_migration(mid, {"state": "running", "step": "ready"})
+    path = "/v1/migrations/%s/action" % mid
+    resp, data = _call(app, "POST", path, {"cutover": {"method": "force"}},
+                       headers=ADMIN)
+    assert resp.status_int == 202
+    shown = data["migration"]
+    # The request's method stays what was asked; the action's is shown.
+    assert shown["cutover_method"] == "shutdown"
+    assert shown["cutover_requested"]["method"] == "force"
+    assert shown["cutover_requested"]["by"] == "ops"
+    resp, data = _call(app, "POST", path, {"cutover": {}}, headers=ADMIN)
+    assert data["migration"]["cutover_requested"]["method"] == "force"
+    resp, data = _call(app, "POST", path, {"cutover": {"method": "reboot"}},
+                       headers=ADMIN)
+    assert resp.status_int == 400
+    record = mgr.db.get_migration(mid)
+    assert record["options"]["cutover_requested"]["method"] == "force"

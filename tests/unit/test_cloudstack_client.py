@@ -18,6 +18,7 @@ from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.common import exception
 from cs2os_agent.conf import cloudstack as cloudstack_conf
 from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_handlers
 from tests.fakes import cloudstack_kvm
 from tests.fakes import wsgi_session
 
@@ -226,7 +227,9 @@ def test_stop_start_destroy_wait_for_their_jobs(cloud):
     assert vm.instancename not in cloud.kvm.running
     assert client.start_vm(vm.id)["state"] == "Running"
     assert client.stop_vm(vm.id, forced=True)["state"] == "Stopped"
-    assert cloud.api.calls[-2][2]["forced"] == "true"
+    # The last stop asked (the job may have been polled more than once).
+    stops = [c[2] for c in cloud.api.calls if c[1] == "stopVirtualMachine"]
+    assert [p.get("forced") for p in stops] == [None, "true"]
     assert client.destroy_vm(vm.id)["state"] == "Destroyed"
     client.destroy_vm(vm.id, expunge=True)
     with pytest.raises(exception.CloudStackVMNotFound):
@@ -268,6 +271,119 @@ def test_job_timeout_names_the_job_and_it_can_be_waited_for_again(cloud):
     release.set()
     result = client.wait_for_job(info.value.kwargs["job_id"])
     assert result["virtualmachine"]["state"] == "Running"
+
+
+def _held_stop(cloud):
+    """The KVM host's stop waits until the returned event is set: the stop
+    job stays pending meanwhile."""
+    release = threading.Event()
+    stop = cloud.kvm.stop
+
+    def held(name, forced):
+        assert release.wait(10)
+        stop(name, forced)
+
+    cloud.kvm.stop = held
+    return release
+
+
+def _queries(cloud):
+    return [c for c in cloud.api.calls if c[1] == "queryAsyncJobResult"]
+
+
+def test_stop_vm_async_submits_a_clean_stop_and_waits_for_nothing(cloud):
+    vm = cloud.vm("web-1", running=True)
+    release = _held_stop(cloud)
+    client = cloud.client()
+    try:
+        job_id = client.stop_vm_async(vm.id)
+        _, command, params = cloud.api.calls[-1]
+        assert (command, params["id"]) == ("stopVirtualMachine", vm.id)
+        assert "forced" not in params  # the guest shuts down cleanly
+        assert cloud.api.jobs[job_id].vm is vm
+        # Returned with the job still running, and never asked about it.
+        assert _queries(cloud) == []
+        assert cloud.api.jobs[job_id].status == 0
+    finally:
+        release.set()
+    cloudstack_handlers.wait_for_jobs(cloud.api)
+    assert vm.instancename not in cloud.kvm.running
+    assert client.wait_for_job(job_id)["virtualmachine"]["state"] == \
+        "Stopped"
+
+
+def test_poll_job_asks_once_none_while_pending_then_the_result(cloud):
+    vm = cloud.vm("web-1", running=True)
+    release = _held_stop(cloud)
+    client = cloud.client()
+    try:
+        job_id = client.stop_vm_async(vm.id)
+        assert client.poll_job(job_id, "stopVirtualMachine", "web-1") is None
+        assert len(_queries(cloud)) == 1
+        assert _queries(cloud)[0][2]["jobid"] == job_id
+    finally:
+        release.set()
+    cloudstack_handlers.wait_for_jobs(cloud.api)
+    result = client.poll_job(job_id, "stopVirtualMachine", "web-1")
+    assert result["virtualmachine"]["state"] == "Stopped"
+    assert len(_queries(cloud)) == 2
+
+
+def test_poll_job_raises_a_failed_jobs_error(cloud):
+    vm = cloud.vm("web-1", running=True)
+
+    def refuse(name, forced):
+        raise cloudstack_kvm.PowerError("host busy")
+
+    cloud.kvm.stop = refuse
+    client = cloud.client()
+    job_id = client.stop_vm_async(vm.id)
+    cloudstack_handlers.wait_for_jobs(cloud.api)
+    with pytest.raises(exception.CloudStackJobFailed) as info:
+        client.poll_job(job_id, "stopVirtualMachine", "web-1")
+    assert info.value.kwargs["job_id"] == job_id
+    assert info.value.kwargs["errorcode"] == 530
+    assert "stopVirtualMachine web-1" in str(info.value)
+    assert "host busy" in str(info.value)
+    # wait_for_job says the same.
+    with pytest.raises(exception.CloudStackJobFailed):
+        client.wait_for_job(job_id, "stopVirtualMachine", "web-1")
+
+
+class _Flaky(wsgi_session.WSGIAdapter):
+    """The management server does not answer the first ``drops`` job
+    queries (a restart, a network blip)."""
+
+    def __init__(self, app, drops):
+        super().__init__(app)
+        self.drops = drops
+
+    def send(self, request, **kwargs):
+        body = request.body or ""
+        if isinstance(body, bytes):
+            body = body.decode()
+        if "queryAsyncJobResult" in body and self.drops:
+            self.drops -= 1
+            raise requests.exceptions.ConnectionError("Connection refused")
+        return super().send(request, **kwargs)
+
+
+def test_wait_for_job_retries_through_an_unreachable_server(cloud, caplog):
+    vm = cloud.vm("web-1", running=True)
+    session = requests.Session()
+    flaky = _Flaky(cloud.api, drops=2)
+    session.mount(wsgi_session.BASE_URL, flaky)
+    client = cs_client.CloudStackClient(
+        ENDPOINT, cloud.admin.apikey, cloud.admin.secretkey,
+        session=session, job_poll_interval=0.01, job_timeout=10)
+    job_id = client.stop_vm_async(vm.id)
+    # One poll does not retry: the caller decides.
+    with pytest.raises(exception.CloudStackUnreachable):
+        client.poll_job(job_id)
+    result = client.wait_for_job(job_id, "stopVirtualMachine", "web-1")
+    assert result["virtualmachine"]["state"] == "Stopped"
+    assert flaky.drops == 0
+    assert "Still waiting for CloudStack job %s" % job_id in caplog.text
 
 
 def test_tls_options_reach_cs():

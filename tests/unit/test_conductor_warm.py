@@ -5,12 +5,17 @@ The real thing (KVM source, qemu-storage-daemon, ssh tunnel, Nova) runs in
 tests/e2e/test_warm_migration.py; here: the order of every call that
 matters (suspend before the job ends, resume before anything else on a
 rollback, nothing pivots), checkpoints, resume after a conductor restart,
-the D == B digest, the cutover hold, the URI checks.
+the D == B digest, the cutover hold, the URI checks.  Both cutover
+methods: "force" (suspend, end the job) and "shutdown" (CloudStack stops
+the VM; the real SourceEndWatch judges QEMU events scripted from a real
+host's).
 """
 
 import contextlib
 import hashlib
+import json
 import os
+import time
 import types
 from xml.sax import saxutils
 
@@ -18,6 +23,7 @@ import libvirt
 import pytest
 
 from cs2os_agent import qemu_img
+from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.conductor import manager
@@ -31,12 +37,14 @@ from cs2os_agent.conductor.flow import warm
 from cs2os_agent.db import api
 from cs2os_agent.db import migration as db_migration
 from cs2os_agent.mirror import blockcopy
+from cs2os_agent.mirror import sourceend
 from cs2os_agent.mirror import target as mirror_target
 
 MID = "11111111-2222-3333-4444-555555555555"
 EXPORT = mirror_target.export_name(MID)
 RUNNING = libvirt.VIR_DOMAIN_RUNNING
 PAUSED = libvirt.VIR_DOMAIN_PAUSED
+SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 
 DOM_XML = """<domain type='kvm'><name>i-2-7-VM</name><devices>
 <disk type='file' device='disk'><source file='%(file)s'/>
@@ -113,6 +121,7 @@ class FakeDom:
 class FakeKvm:
     def __init__(self, dom):
         self.dom = dom
+        self.conn = "conn-10.0.0.5"
         self.name = "qemu+libssh://root@10.0.0.5/system"
         self.opened = 0
 
@@ -191,19 +200,87 @@ class Nova:
 
 
 class CloudStack:
+    """The client's calls, as the real one behaves: a clean stop is a job
+    (stop_vm_async) that poll_job asks about once and wait_for_job (the
+    real client's own loop) waits for; the VM is Stopped once it succeeded.
+
+    ``stop_job``: what the successive polls of the next stop job find:
+    "pending", "succeeded", a CloudStackJobFailed (the job failed: every
+    later poll says so too, and the VM is ``failed_stop_leaves``) or a
+    CloudStackUnreachable (this poll only).  After those: ``stop_job_end``.
+    """
+
     def __init__(self, log):
         self.log = log
         self.state = "Running"
+        # What the KVM host sees of a stop or start (set by World).
+        self.on_stop = self.on_start = lambda forced=False: None
+        self.on_stopped = lambda: None  # a stop job succeeded
+        self.job_poll_interval = 0.005
+        self.job_timeout = 5.0
+        self.stop_job = []
+        self.stop_job_end = "succeeded"
+        self.failed_stop_leaves = "Running"
+        self.jobs = {}  # id -> {"script", "end", "outcome"}
+        self.polls = []  # the job id of each queryAsyncJobResult
 
     def find_vm(self, vm_id):
         return {"id": vm_id, "name": "web-1", "state": self.state}
 
     def stop_vm(self, vm_id, forced=False):
         self.log.append("cs stop forced=%s" % forced)
+        self.on_stop(forced)
         self.state = "Stopped"
+
+    def add_stop_job(self, script=(), end="succeeded"):
+        job_id = "stop-job-%d" % (len(self.jobs) + 1)
+        self.jobs[job_id] = {"script": list(script), "end": end,
+                             "outcome": None}
+        return job_id
+
+    def stop_vm_async(self, vm_id):
+        assert vm_id == "vm-1"
+        self.log.append("cs stop forced=False")
+        job_id = self.add_stop_job(self.stop_job, self.stop_job_end)
+        self.on_stop(False)
+        return job_id
+
+    def poll_job(self, job_id, command="job", target=""):
+        assert (command, target) == ("stopVirtualMachine", "web-1")
+        self.polls.append(job_id)
+        # A flow that polls on and on fails, rather than hangs, the test.
+        assert len(self.polls) < 1000, "polled %s forever" % job_id
+        job = self.jobs[job_id]
+        if job["outcome"] is None:
+            found = job["script"].pop(0) if job["script"] else job["end"]
+            if isinstance(found, exception.CloudStackUnreachable):
+                raise found
+            if found != "pending":
+                job["outcome"] = found
+                if found == "succeeded":
+                    self.state = "Stopped"
+                    self.on_stopped()
+                else:
+                    self.state = self.failed_stop_leaves
+        if job["outcome"] is None:
+            return None
+        if job["outcome"] == "succeeded":
+            return {"virtualmachine": self.find_vm("vm-1")}
+        raise job["outcome"]
+
+    def wait_for_job(self, job_id, command="job", target=""):
+        self.log.append("cs wait %s" % job_id)
+        return cs_client.CloudStackClient.wait_for_job(self, job_id, command,
+                                                       target)
 
     def start_vm(self, vm_id):
         self.log.append("cs start")
+        if any(job["outcome"] is None for job in self.jobs.values()):
+            # CloudStack runs one job at a time on a VM.
+            raise exception.CloudStackJobFailed(
+                job_id="start-job", command="startVirtualMachine",
+                target=vm_id, errorcode=530, errortext="a stop job runs")
+        self.on_start()
         self.state = "Running"
 
     def destroy_vm(self, vm_id):
@@ -245,11 +322,61 @@ READY_TO_MIRROR = {
 }
 
 
+def qmp(name, **data):
+    return (name, data)
+
+
+JOB = "copy-vda-libvirt-1-format"
+POWERDOWN = qmp("POWERDOWN")
+GUEST_SHUTDOWN = qmp("SHUTDOWN", guest=True, reason="guest-shutdown")
+HOST_SHUTDOWN = qmp("SHUTDOWN", guest=False, reason="host-signal")
+CANCELLED = qmp("BLOCK_JOB_CANCELLED", device=JOB, len=100, offset=100,
+                speed=0, type="mirror")
+# QEMU's events on a real host when CloudStack stopped a guest that shut
+# down (tests/unit/test_mirror_sourceend.py has them all).
+CLEAN_END = [POWERDOWN, GUEST_SHUTDOWN, qmp("STOP"),
+             qmp("JOB_STATUS_CHANGE", id=JOB, status="standby"),
+             qmp("JOB_STATUS_CHANGE", id=JOB, status="ready"),
+             HOST_SHUTDOWN,
+             qmp("JOB_STATUS_CHANGE", id=JOB, status="aborting"),
+             CANCELLED,
+             qmp("JOB_STATUS_CHANGE", id=JOB, status="concluded"),
+             qmp("JOB_STATUS_CHANGE", id=JOB, status="null")]
+# The target's daemon died before a guest write; then the domain ended.
+LOST_WRITE_END = [
+    qmp("BLOCK_JOB_ERROR", device=JOB, operation="write", action="report"),
+    HOST_SHUTDOWN, CANCELLED]
+
+
+class ScriptedSourceEnd(sourceend.SourceEndWatch):
+    """The real watch and verdict; libvirt's registration left out.  The
+    world feeds it QEMU's events when CloudStack stops the VM."""
+
+    world = None
+
+    def __enter__(self):
+        assert self.conn == "conn-10.0.0.5" and self.disk == "vda"
+        self.world.watches.append(self)
+        self.open = True
+        return self
+
+    def __exit__(self, *exc_info):
+        self.open = False
+
+
 class World:
-    """One warm migration at step ``mirror`` and everything it talks to."""
+    """One warm migration at step ``mirror`` and everything it talks to.
+
+    ``method``: the request's cutover method (None: the default,
+    shutdown).  A clean stop feeds ``source_end`` (QEMU's events) to the
+    watch as it is submitted, then ends the domain with ``stopped_detail``
+    unless None.  A domain still there ends (``reap_detail``) when
+    CloudStack's stop job succeeds: libvirt reaped QEMU; ``reap_detail``
+    None: it never ends.
+    """
 
     def __init__(self, db, monkeypatch, cutover="auto", step="mirror",
-                 resources=None, **conf):
+                 resources=None, method=None, **conf):
         self.db = db
         self.log = []
         self.dom = FakeDom()
@@ -257,18 +384,33 @@ class World:
         self.agent = Agent()
         self.nova = Nova(self.log)
         self.cloudstack = CloudStack(self.log)
-        clients = types.SimpleNamespace(
+        self.cloudstack.on_stop = self._source_stops
+        self.cloudstack.on_start = self._source_starts
+        self.cloudstack.on_stopped = self._source_reaped
+        self.watches = []
+        self.source_end = CLEAN_END
+        # As on a real host: the job ends after the guest's shutdown, the
+        # domain when CloudStack's job has seen QEMU reaped.
+        self.stopped_detail = None
+        self.reap_detail = libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN
+        self.clients = types.SimpleNamespace(
             admin_context=None, agent=self.agent, openstack=self.nova,
             cloudstack=self.cloudstack, network=Network())
+        options = {"networks": {}, "cutover": cutover}
+        if method:
+            options["cutover_method"] = method
         db.create_migration({
             "id": MID, "source_ref": "web-1", "mode": "warm",
-            "state": "running", "step": step,
-            "options": {"networks": {}, "cutover": cutover},
+            "state": "running", "step": step, "options": options,
             "source": {}, "source_vm_id": "vm-1", "source_vm_name": "web-1",
             "resources": dict(READY_TO_MIRROR, **(resources or {})),
             "result": {}})
+        self.conf = make_conf(**conf)
         self.ctx = flow_context.FlowContext(
-            db.get_migration(MID), db, make_conf(**conf), clients)
+            db.get_migration(MID), db, self.conf, self.clients)
+        monkeypatch.setattr(ScriptedSourceEnd, "world", self)
+        monkeypatch.setattr(warm.sourceend, "SourceEndWatch",
+                            ScriptedSourceEnd)
 
         @contextlib.contextmanager
         def connect(conf, host):
@@ -279,10 +421,62 @@ class World:
         monkeypatch.setattr(kvmhost, "connect", connect)
         monkeypatch.setattr(warm, "AGENT_CHECK_INTERVAL", 0)
         monkeypatch.setattr(warm, "SETTLE_POLL", 0)
+        # The scripted domain ends within the stop job's poll: a test
+        # that waits longer is broken (or means to say so with its own).
+        monkeypatch.setattr(warm, "DOMAIN_END_TIMEOUT", 2.0)
+
+    def _source_stops(self, forced):
+        watching = [w for w in self.watches if w.open]
+        if forced or not watching:
+            return
+        (watch,) = watching
+        dom = self.dom
+        for i, (name, data) in enumerate(self.source_end):
+            if name == "SHUTDOWN" and i:
+                time.sleep(0.01)  # the guest takes its time
+            if name in ("BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"):
+                dom.job, dom.ready = None, False  # libvirt drops it
+            watch._on_qmp(self.kvm.conn, dom, name, 0, 0, json.dumps(data),
+                          None)
+        if self.stopped_detail is not None:
+            time.sleep(0.01)  # libvirt reaps QEMU
+            self._domain_ends(self.stopped_detail)
+
+    def _domain_ends(self, detail):
+        # QEMU's exit ended the job; CloudStack's domains are transient.
+        dom = self.dom
+        dom.job, dom.ready, dom.state_ = None, False, SHUTOFF
+        self.kvm.dom = None
+        for watch in self.watches:
+            if watch.open:
+                watch._on_lifecycle(self.kvm.conn, dom,
+                                    libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                                    detail, None)
+
+    def _source_reaped(self):
+        if self.kvm.dom is not None and self.reap_detail is not None:
+            self._domain_ends(self.reap_detail)
+
+    def _source_starts(self):
+        self.dom.state_ = RUNNING
+        self.kvm.dom = self.dom
 
     def run(self):
         runner.run(self.ctx)
         return self.db.get_migration(MID)
+
+    def rerun(self, step):
+        """A retried attempt that got back to ``step`` (its validate to
+        boot steps: a fresh server)."""
+        record = self.db.get_migration(MID)
+        self.db.update_migration(MID, {
+            "state": "running", "step": step, "error": None,
+            "finished_at": None,
+            "resources": dict(record["resources"], server_id="srv-1",
+                              host="cmp-1")})
+        self.ctx = flow_context.FlowContext(
+            self.db.get_migration(MID), self.db, self.conf, self.clients)
+        return self.run()
 
     def agent_calls(self):
         return [c[0] for c in self.agent.calls if c[0] != "mirror_status"]
@@ -304,9 +498,11 @@ def test_warm_runs_its_own_steps_and_cold_is_untouched():
 
 
 def test_auto_cutover_end_to_end(db, monkeypatch):
-    w = World(db, monkeypatch, mirror_max_bandwidth_mbps=80)
+    w = World(db, monkeypatch, method="force",
+              mirror_max_bandwidth_mbps=80)
     done = w.run()
     assert done["state"] == "succeeded", done["error"]
+    assert w.watches == []  # the force method watches no event
     # Suspend, then end the job without pivot (flags 0); never resumed:
     # CloudStack stops the frozen VM after Nova started the server.
     assert w.dom.calls == ["blockCopy", "suspend", "blockJobAbort(0)"]
@@ -325,6 +521,7 @@ def test_auto_cutover_end_to_end(db, monkeypatch):
     assert res["mirror"]["export"] == EXPORT
     assert 0 <= result["downtime_seconds"] < 5
     assert result["cutover"]["method"] == "force"
+    assert res["cutover_method"] == "force"
     assert result["mirror"]["bytes"] == 100
     assert result["source_stopped"] is True
     assert (done["bytes_done"], done["bytes_total"]) == (100, 100)
@@ -333,7 +530,7 @@ def test_auto_cutover_end_to_end(db, monkeypatch):
 
 
 def test_delete_source_destroys_after_the_stop(db, monkeypatch):
-    w = World(db, monkeypatch)
+    w = World(db, monkeypatch, method="force")
     db.update_migration(MID, {"delete_source": True})
     w.ctx.migration["delete_source"] = True
     assert w.run()["result"]["source_deleted"] is True
@@ -341,7 +538,7 @@ def test_delete_source_destroys_after_the_stop(db, monkeypatch):
 
 
 def test_manual_cutover_holds_until_requested(db, monkeypatch):
-    w = World(db, monkeypatch, cutover="manual")
+    w = World(db, monkeypatch, method="force", cutover="manual")
     mgr = manager.ConductorManager(db, engine=None)
     looks = []
 
@@ -432,7 +629,7 @@ def test_cancel_during_the_hold(db, monkeypatch):
 
 def test_failure_after_the_cutover_resumes_the_source_first(db,
                                                             monkeypatch):
-    w = World(db, monkeypatch)
+    w = World(db, monkeypatch, method="force")
     w.agent.finish_error = exception.StorageDaemonDied(
         pid=11, status="killed by SIGKILL", during="closing", stderr="")
     done = w.run()
@@ -448,7 +645,7 @@ def test_failure_after_the_cutover_resumes_the_source_first(db,
 
 def test_failure_once_nova_was_asked_to_start_resumes_the_source_last(
         db, monkeypatch):
-    w = World(db, monkeypatch)
+    w = World(db, monkeypatch, method="force")
     w.nova.start_error = exception.OpenStackError(operation="start",
                                                   reason="no")
     done = w.run()
@@ -463,7 +660,7 @@ def test_failure_once_nova_was_asked_to_start_resumes_the_source_last(
 
 
 def test_failure_after_commit_never_restarts_the_source(db, monkeypatch):
-    w = World(db, monkeypatch)
+    w = World(db, monkeypatch, method="force")
 
     def stop_fails(vm_id, forced=False):
         raise exception.CloudStackJobFailed(
@@ -478,7 +675,7 @@ def test_failure_after_commit_never_restarts_the_source(db, monkeypatch):
 
 
 def test_a_write_racing_the_cutover_is_retried_not_failed(db, monkeypatch):
-    w = World(db, monkeypatch)
+    w = World(db, monkeypatch, method="force")
     raced = []
     real_cutover = blockcopy.BlockCopy.cutover
 
@@ -494,12 +691,482 @@ def test_a_write_racing_the_cutover_is_retried_not_failed(db, monkeypatch):
     assert raced and w.dom.calls.count("suspend") == 1
 
 
-def test_conductor_restart_mid_cutover_finishes_a_frozen_ready_job(
+# -- the clean cutover: CloudStack stops the VM, QEMU's events prove it ------
+
+
+def _shutdown_time(watch):
+    return next(at for at, name, _ in watch.events if name == "SHUTDOWN")
+
+
+def _messages(done):
+    return [e["message"] for e in done["events"]]
+
+
+# Up to QEMU's exit: the guest shut down, the job still runs.
+SHUT_DOWN_JOB_RUNNING = CLEAN_END[:CLEAN_END.index(HOST_SHUTDOWN)]
+
+
+def _stop_failed(text="host busy"):
+    return exception.CloudStackJobFailed(
+        job_id="stop-job-1", command="stopVirtualMachine", target="web-1",
+        errorcode=530, errortext=text)
+
+
+@pytest.mark.parametrize("stopped, proven_by", [
+    # As on a real host: QEMU cancelled the job on its exit, libvirt
+    # reaps QEMU later.
+    (None, "job ended after the shutdown"),
+    # The domain's end came with the events.
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN, "domain shut down"),
+])
+def test_shutdown_cutover_end_to_end(db, monkeypatch, stopped, proven_by):
+    w = World(db, monkeypatch)  # the default method
+    w.stopped_detail = stopped
+    recorded = []
+    finish_mirror = w.agent.finish_mirror
+
+    def finish(*args):
+        recorded.append(db.get_migration(MID)["resources"]["source_stop_job"])
+        return finish_mirror(*args)
+
+    w.agent.finish_mirror = finish
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    # No suspend, no job end of ours: QEMU's exit ended the job.
+    assert w.dom.calls == ["blockCopy"]
+    # A clean stop, not forced; stop_source waits for its job, then finds
+    # the VM stopped.
+    assert w.log == ["cs stop forced=False", "nova start",
+                     "cs wait stop-job-1"]
+    # QEMU's events decided: the job was asked about by stop_source only.
+    assert w.cloudstack.polls == ["stop-job-1"]
+    assert recorded == ["stop-job-1"]  # the cutover recorded its job
+    assert w.agent_calls() == ["prepare_mirror", "finish_mirror",
+                               "swap_disk", "cleanup"]
+    (watch,) = w.watches
+    assert not watch.open  # registered around the stop only
+    res, result = done["resources"], done["result"]
+    cut = result["cutover"]
+    assert cut == {"method": "shutdown", "decided": cut["decided"],
+                   "guest_shutdown": True,
+                   "shutdown_reason": "guest-shutdown",
+                   "proven_by": proven_by}
+    assert 0 <= cut["decided"] < 5
+    assert (res["cutover_method"], res["cutover_done"], res["committed"],
+            res["source_stopped"], res["source_stop_job"]) == (
+        "shutdown", True, True, True, None)
+    # The downtime runs from the guest's SHUTDOWN, not from the stop
+    # request (the guest ran on until then) nor the domain's end.
+    powerdown_at = watch.events[0][0]
+    shutdown_at = _shutdown_time(watch)
+    assert res["cutover_started"] <= powerdown_at < shutdown_at
+    if stopped is None:
+        assert watch.stopped is None  # decided before the domain ended
+    else:
+        assert shutdown_at < watch.stopped[0]
+    assert res["source_down_at"] == shutdown_at
+    assert result["downtime_seconds"] == round(
+        res["start_requested_at"] - shutdown_at, 3)
+    assert 0 <= result["downtime_seconds"] < 5
+    assert result["source_stopped"] is True
+    messages = _messages(done)
+    assert "CloudStack stops VM web-1 (clean guest shutdown); QEMU's " \
+        "events prove the mirror whole (%s) %.2f s after the stop request" \
+        % (proven_by, cut["decided"]) in messages, messages
+    assert "server srv-1 started on the migrated disk; the source stopped " \
+        "serving (shut down) %.2f s before the start was requested" \
+        % result["downtime_seconds"] in messages, messages
+
+
+def test_stop_source_waits_for_the_stop_job_then_deletes(db, monkeypatch):
+    w = World(db, monkeypatch, method="shutdown")
+    db.update_migration(MID, {"delete_source": True})
+    w.ctx.migration["delete_source"] = True
+    # CloudStack's job runs on after the proof (libvirt reaps QEMU).
+    w.cloudstack.stop_job = ["pending", "pending"]
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["source_deleted"] is True
+    # Waited for, not stopped again (it was Running until the job ended).
+    assert w.log == ["cs stop forced=False", "nova start",
+                     "cs wait stop-job-1", "cs destroy"]
+    assert w.cloudstack.polls == ["stop-job-1"] * 3
+    assert done["resources"]["source_stop_job"] is None
+
+
+@pytest.mark.parametrize("stopped, proven_by", [
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED, "domain destroyed"),
+    (None, "job ended after the shutdown"),
+])
+def test_shutdown_cutover_of_a_guest_the_host_ended(db, monkeypatch,
+                                                    stopped, proven_by):
+    # ACPI ignored: CloudStack's stop gave up and destroyed the domain.
+    w = World(db, monkeypatch)
+    w.source_end = [POWERDOWN, HOST_SHUTDOWN,
+                    qmp("JOB_STATUS_CHANGE", id=JOB, status="aborting"),
+                    CANCELLED]
+    w.stopped_detail = stopped
+    w.reap_detail = libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    cut = done["result"]["cutover"]
+    assert (cut["guest_shutdown"], cut["shutdown_reason"],
+            cut["proven_by"]) == (False, "host-signal", proven_by)
+    assert done["resources"]["source_down_at"] == _shutdown_time(
+        w.watches[0])
+    assert any("(the guest did not shut down: its QEMU was ended by the "
+               "host, crash-consistent); QEMU's events prove the mirror "
+               "whole (%s)" % proven_by in m for m in _messages(done))
+
+
+COMPLETED_WITH_ERROR = qmp("BLOCK_JOB_COMPLETED", device=JOB, len=100,
+                           offset=50, speed=0, type="mirror",
+                           error="Input/output error")
+
+
+@pytest.mark.parametrize("source_end, stopped, words", [
+    # The target's daemon died before a guest write: measured.
+    (LOST_WRITE_END, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+     "block job %s reported a write error on its target (report)" % JOB),
+    # The job ended while the guest still ran.
+    ([POWERDOWN, CANCELLED, GUEST_SHUTDOWN],
+     libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN,
+     "ended (BLOCK_JOB_CANCELLED) while the guest still ran"),
+    # QEMU killed: no SHUTDOWN.
+    ([POWERDOWN], libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+     "destroyed without a shutdown from its QEMU"),
+    (CLEAN_END, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
+     "ended abnormally"),
+    # Decided before the domain's end.
+    (LOST_WRITE_END, None,
+     "block job %s reported a write error on its target (report)" % JOB),
+    ([POWERDOWN, CANCELLED], None,
+     "ended (BLOCK_JOB_CANCELLED) while the guest still ran"),
+    (SHUT_DOWN_JOB_RUNNING + [COMPLETED_WITH_ERROR], None,
+     "block job %s ended with an error: Input/output error" % JOB),
+])
+def test_shutdown_cutover_unproven_fails_and_starts_the_vm_again(
+        db, monkeypatch, source_end, stopped, words):
+    w = World(db, monkeypatch)
+    w.source_end, w.stopped_detail = source_end, stopped
+    # CloudStack's stop runs on after the refusal: a start meanwhile would
+    # be refused (the fake says so).
+    w.cloudstack.stop_job = ["pending"] * 3
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert words in done["error"]
+    # Nothing of T is used: the target goes; the stop job ends; then the
+    # VM runs again.
+    assert w.agent_calls() == ["prepare_mirror", "abort_mirror"]
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1", "cs start"]
+    # Decided by the events: the stop job was asked about by the rollback.
+    assert w.cloudstack.polls == ["stop-job-1"] * 4
+    assert done["result"]["rolled_back"] == [
+        "removed the mirror target on cmp-1", "deleted server srv-1",
+        "started CloudStack VM web-1 again"]
+    assert w.cloudstack.state == "Running"
+    res = done["resources"]
+    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+    assert not res.get("cutover_done")
+    assert w.dom.calls == ["blockCopy"]  # never suspended, never pivoted
+
+
+def test_unreachable_cloudstack_while_deciding_is_waited_through(
         db, monkeypatch):
+    w = World(db, monkeypatch)
+    # The guest shut down; the job ends with QEMU, QEMU when CloudStack's
+    # job has the domain reaped.
+    w.source_end = SHUT_DOWN_JOB_RUNNING
+    w.cloudstack.stop_job = [
+        exception.CloudStackUnreachable(
+            endpoint="http://cs:8080/client/api",
+            command="queryAsyncJobResult", reason="Connection refused"),
+        "pending", "succeeded"]
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["cutover"]["proven_by"] == "domain shut down"
+    assert w.watches[0].stopped is not None
+    # Once per round until the job succeeded, then stop_source's wait.
+    assert w.cloudstack.polls == ["stop-job-1"] * 4
+    assert w.log == ["cs stop forced=False", "nova start",
+                     "cs wait stop-job-1"]
+
+
+@pytest.mark.parametrize("leaves, started", [("Running", False),
+                                             ("Stopped", True)])
+def test_a_stop_job_failing_before_the_decision_fails_the_cutover(
+        db, monkeypatch, leaves, started):
+    w = World(db, monkeypatch)
+    w.source_end = [POWERDOWN]  # the guest takes its time
+    w.cloudstack.stop_job = ["pending", _stop_failed()]
+    w.cloudstack.failed_stop_leaves = leaves
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert "CloudStack job stop-job-1 (stopVirtualMachine web-1) failed " \
+        "with error 530: host busy" in done["error"]
+    assert not w.watches[0].open
+    # Two rounds in the cutover, one in the rollback's wait.
+    assert w.cloudstack.polls == ["stop-job-1"] * 3
+    # The job still ran: ended without pivot; the VM started again only
+    # if CloudStack does not say it runs.
+    assert w.dom.calls == ["blockCopy", "blockJobAbort(0)"]
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1"] + (["cs start"] if started
+                                               else [])
+    assert done["result"]["rolled_back"] == [
+        "ended the block copy", "removed the mirror target on cmp-1",
+        "deleted server srv-1"] + (["started CloudStack VM web-1 again"]
+                                   if started else [])
+    res = done["resources"]
+    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+    assert w.cloudstack.state == "Running"
+
+
+def test_shutdown_cutover_fails_if_the_domain_never_ends(db, monkeypatch):
+    monkeypatch.setattr(warm, "DOMAIN_END_TIMEOUT", 0.05)
+    w = World(db, monkeypatch)
+    # CloudStack says stopped; libvirt never says anything.
+    w.source_end, w.reap_detail = SHUT_DOWN_JOB_RUNNING, None
+    w.cloudstack.stop_job = ["pending"]
+    w.cloudstack.job_timeout = 60  # the job's success cuts it short
+    started = time.monotonic()
+    done = w.run()
+    assert time.monotonic() - started < 10
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert "CloudStack stopped VM web-1, but its domain did not end on " \
+        "qemu+libssh://root@10.0.0.5/system" in done["error"]
+    assert not w.watches[0].open
+    # Asked until it succeeded, not after; then the rollback's wait.
+    assert w.cloudstack.polls == ["stop-job-1"] * 3
+    # The job still ran: ended without pivot before anything else.
+    assert w.dom.calls == ["blockCopy", "blockJobAbort(0)"]
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1", "cs start"]
+    assert done["result"]["rolled_back"] == [
+        "ended the block copy", "removed the mirror target on cmp-1",
+        "deleted server srv-1", "started CloudStack VM web-1 again"]
+
+
+def test_shutdown_cutover_fails_if_the_stop_job_never_ends(db, monkeypatch):
+    w = World(db, monkeypatch)
+    w.source_end = [POWERDOWN]  # the guest ignores it
+    w.cloudstack.stop_job_end = "pending"
+    w.cloudstack.job_timeout = 0.1
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert "CloudStack did not stop VM web-1, but its domain did not end " \
+        "on qemu+libssh://root@10.0.0.5/system" in done["error"]
+    # The rollback's wait timed out too: CloudStack says it runs.
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1"]
+    assert done["result"]["rolled_back"] == [
+        "ended the block copy", "removed the mirror target on cmp-1",
+        "deleted server srv-1"]
+    res = done["resources"]
+    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+
+
+def test_a_stop_cloudstack_refuses_leaves_the_vm_running(db, monkeypatch):
+    w = World(db, monkeypatch)
+
+    def stop_refused(vm_id):
+        w.log.append("cs stop forced=False")
+        raise exception.CloudStackAPIError(
+            command="stopVirtualMachine", errorcode=431,
+            errortext="host busy")
+
+    w.cloudstack.stop_vm_async = stop_refused
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert "host busy" in done["error"]
+    assert done["resources"]["source_stopped"] is False
+    assert not done["resources"].get("source_stop_job")
+    # It never stopped: not started again (CloudStack says Running).
+    assert w.log == ["cs stop forced=False", "nova delete"]
+    assert w.cloudstack.polls == []
+    assert done["result"]["rolled_back"] == [
+        "ended the block copy", "removed the mirror target on cmp-1",
+        "deleted server srv-1"]
+    assert w.dom.state_ == RUNNING
+
+
+@pytest.mark.parametrize("state, started", [("Running", False),
+                                            ("Stopped", True)])
+def test_undo_source_starts_the_vm_only_if_cloudstack_says_stopped(
+        db, monkeypatch, state, started):
+    w = World(db, monkeypatch, step="cutover",
+              resources={"source_stopped": True})
+    w.cloudstack.state = state
+    message = warm.undo_source(w.ctx)
+    assert (message == "started CloudStack VM web-1 again") is started
+    assert w.log == (["cs start"] if started else [])
+    assert w.ctx.resources["source_stopped"] is False
+    assert w.cloudstack.state == "Running"
+    # Nothing left to undo on a second pass.
+    assert warm.undo_source(w.ctx) is None
+    assert w.log.count("cs start") == int(started)
+
+
+@pytest.mark.parametrize("script, started", [
+    (["pending", "pending", "succeeded"], True),
+    (["pending", _stop_failed()], False),
+])
+def test_undo_source_waits_for_the_stop_job_first(db, monkeypatch, script,
+                                                  started):
     w = World(db, monkeypatch, step="cutover", resources={
+        "source_stopped": True, "source_stop_job": "stop-job-1"})
+    w.cloudstack.add_stop_job(script)
+    message = warm.undo_source(w.ctx)
+    assert (message == "started CloudStack VM web-1 again") is started
+    assert w.cloudstack.polls == ["stop-job-1"] * len(script)
+    assert w.log == ["cs wait stop-job-1"] + (["cs start"] if started
+                                              else [])
+    res = w.ctx.resources
+    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+    assert w.cloudstack.state == "Running"
+
+
+@pytest.mark.parametrize("created, asked, expected", [
+    (None, "force", "force"),
+    ("shutdown", "force", "force"),
+    ("force", "shutdown", "shutdown"),
+    ("force", None, "force"),
+])
+def test_the_cutover_action_may_choose_the_method(db, monkeypatch, created,
+                                                  asked, expected):
+    w = World(db, monkeypatch, cutover="manual", method=created)
+    mgr = manager.ConductorManager(db, engine=None)
+    looks = []
+
+    def operator(dom):
+        looks.append(dom.ready)
+        if len(looks) == 30:
+            mgr.cutover_migration(cs2os_context.RequestContext(
+                user_id="ops"), MID, asked)
+
+    w.dom.on_info = operator
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["cutover"]["method"] == expected
+    assert done["resources"]["cutover_method"] == expected
+    if expected == "force":
+        assert w.dom.calls == ["blockCopy", "suspend", "blockJobAbort(0)"]
+        assert w.log == ["nova start", "cs stop forced=True"]
+        assert w.watches == []
+    else:
+        assert w.dom.calls == ["blockCopy"]
+        assert w.log == ["cs stop forced=False", "nova start",
+                         "cs wait stop-job-1"]
+        assert len(w.watches) == 1
+    messages = [e["message"] for e in done["events"]]
+    assert "cutover%s requested by ops" % (
+        " (%s)" % asked if asked else "") in messages
+
+
+def test_cutover_method_reads_the_action_then_the_request(db, monkeypatch):
+    w = World(db, monkeypatch)
+    assert warm.cutover_method(w.ctx) == "shutdown"
+
+    def options(**values):
+        db.update_migration(MID, {"options": dict(
+            {"networks": {}, "cutover": "auto"}, **values)})
+        return warm.cutover_method(w.ctx)
+
+    assert options(cutover_method="force") == "force"
+    assert options(cutover_method="force",
+                   cutover_requested={"by": "ops"}) == "force"
+    assert options(cutover_method="force", cutover_requested={
+        "by": "ops", "method": "shutdown"}) == "shutdown"
+    assert options(cutover_requested={"by": "ops",
+                                      "method": "force"}) == "force"
+
+
+@pytest.mark.parametrize("reached_cloudstack", [True, False])
+def test_conductor_restart_mid_shutdown_cutover_fails_safe(
+        db, monkeypatch, reached_cloudstack):
+    resources = {
         "mirror_prepared": True, "mirror_started": True,
         "mirror_ready": True, "cutover_started": 1000.0,
-        "source_suspended": True})
+        "cutover_method": "shutdown", "source_stopped": True}
+    if reached_cloudstack:
+        resources["source_stop_job"] = "stop-job-1"
+    w = World(db, monkeypatch, step="cutover", resources=resources)
+    if reached_cloudstack:
+        # The VM stopped while no conductor watched: its domain is gone.
+        w.cloudstack.add_stop_job(["pending"])
+        w.kvm.dom = None
+    else:
+        # The stop never got to CloudStack: the mirror runs on.
+        w.dom.job, w.dom.ready, w.dom.export = {"cur": 100, "end": 100}, \
+            True, EXPORT
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "cutover")
+    assert "the conductor stopped during a clean cutover" in done["error"]
+    assert w.watches == []
+    assert "cs stop forced=False" not in w.log
+    undone = ["removed the mirror target on cmp-1", "deleted server srv-1"]
+    if reached_cloudstack:
+        assert done["result"]["rolled_back"] == undone + [
+            "started CloudStack VM web-1 again"]
+        assert w.log == ["nova delete", "cs wait stop-job-1", "cs start"]
+    else:
+        assert done["result"]["rolled_back"] == [
+            "ended the block copy"] + undone
+        assert w.log == ["nova delete"]
+        assert w.dom.calls == ["blockJobAbort(0)"]
+    assert w.cloudstack.state == "Running"
+    assert not done["resources"].get("source_stop_job")
+
+
+def test_a_retry_after_a_failure_past_the_cutover_cuts_over_afresh(
+        db, monkeypatch):
+    w = World(db, monkeypatch)
+    w.agent.finish_error = exception.StorageDaemonDied(
+        pid=11, status="killed by SIGKILL", during="closing", stderr="")
+    failed = w.run()
+    assert (failed["state"], failed["step"]) == ("failed", "finish")
+    assert failed["result"]["rolled_back"] == [
+        "removed the mirror target on cmp-1", "deleted server srv-1",
+        "started CloudStack VM web-1 again"]
+    assert failed["resources"]["cutover_done"] is True
+    # The retry's mirror is a new one: its cutover is too.
+    w.agent.finish_error = None
+    done = w.rerun("mirror")
+    assert done["state"] == "succeeded", done["error"]
+    assert w.dom.calls == ["blockCopy", "blockCopy"]
+    assert len(w.watches) == 2
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1", "cs start",
+                     "cs stop forced=False", "nova start",
+                     "cs wait stop-job-2"]
+    assert done["resources"]["source_down_at"] == _shutdown_time(
+        w.watches[1])
+    assert done["resources"]["cutover_started"] > _shutdown_time(
+        w.watches[0])
+    assert w.agent_calls().count("finish_mirror") == 2
+
+
+def test_the_mirror_step_forgets_an_earlier_attempts_cutover(db,
+                                                             monkeypatch):
+    w = World(db, monkeypatch, method="force", resources={
+        "cutover_started": 1000.0, "cutover_method": "shutdown",
+        "cutover_done": True, "start_requested": True,
+        "source_down_at": 1000.0, "source_stop_job": "stop-job-1"})
+    warm.mirror(w.ctx)
+    res = w.ctx.resources
+    assert (res["cutover_started"], res["cutover_method"],
+            res["cutover_done"], res["start_requested"],
+            res["source_down_at"], res["source_stop_job"]) == (
+        None, None, False, False, None, None)
+
+
+def test_conductor_restart_mid_cutover_finishes_a_frozen_ready_job(
+        db, monkeypatch):
+    w = World(db, monkeypatch, method="force", step="cutover", resources={
+        "mirror_prepared": True, "mirror_started": True,
+        "mirror_ready": True, "cutover_started": 1000.0,
+        "cutover_method": "force", "source_suspended": True})
     w.dom.job, w.dom.ready, w.dom.export = {"cur": 100, "end": 100}, True, \
         EXPORT
     w.dom.state_ = PAUSED
@@ -512,10 +1179,10 @@ def test_conductor_restart_mid_cutover_finishes_a_frozen_ready_job(
 
 def test_conductor_restart_mid_cutover_with_the_job_gone_fails_safe(
         db, monkeypatch):
-    w = World(db, monkeypatch, step="cutover", resources={
+    w = World(db, monkeypatch, method="force", step="cutover", resources={
         "mirror_prepared": True, "mirror_started": True,
         "mirror_ready": True, "cutover_started": 1000.0,
-        "source_suspended": True})
+        "cutover_method": "force", "source_suspended": True})
     w.dom.state_ = PAUSED
     done = w.run()
     assert (done["state"], done["step"]) == ("failed", "cutover")
@@ -526,7 +1193,7 @@ def test_conductor_restart_mid_cutover_with_the_job_gone_fails_safe(
 
 def test_conductor_restart_during_the_hold_adopts_a_whole_mirror(
         db, monkeypatch):
-    w = World(db, monkeypatch, step="ready", resources={
+    w = World(db, monkeypatch, method="force", step="ready", resources={
         "mirror_prepared": True, "mirror_started": True,
         "mirror_ready": True})
     w.dom.job, w.dom.ready, w.dom.export = {"cur": 100, "end": 100}, True, \
@@ -539,7 +1206,7 @@ def test_conductor_restart_during_the_hold_adopts_a_whole_mirror(
 
 def test_conductor_restart_during_the_hold_restarts_a_broken_mirror(
         db, monkeypatch):
-    w = World(db, monkeypatch, step="ready", resources={
+    w = World(db, monkeypatch, method="force", step="ready", resources={
         "mirror_prepared": True, "mirror_started": True,
         "mirror_ready": True})
     done = w.run()  # no job any more: it starts again

@@ -69,6 +69,32 @@ def test_get_quotes_the_id_into_one_path_segment(mock, api):
     assert sent(mock).url == ENDPOINT + "/v1/migrations/a%2F..%3Fx"
 
 
+def test_create_sends_the_cutover_fields(mock, api):
+    mock.post(ENDPOINT + "/v1/migrations", status_code=202,
+              json={"migration": RECORD})
+    api.create_migration("web-1", mode="warm", cutover="manual",
+                         cutover_method="force")
+    assert sent(mock).json() == {"migration": {
+        "source": "web-1", "mode": "warm", "cutover": "manual",
+        "cutover_method": "force",
+    }}
+
+
+@pytest.mark.parametrize("kwargs, body", [
+    ({}, {"cutover": {}}),
+    ({"method": None}, {"cutover": {}}),
+    ({"method": "force"}, {"cutover": {"method": "force"}}),
+    ({"method": "shutdown"}, {"cutover": {"method": "shutdown"}}),
+])
+def test_cutover_posts_the_method_if_given(mock, api, kwargs, body):
+    mock.post(ENDPOINT + "/v1/migrations/m-1/action", status_code=202,
+              json={"migration": RECORD})
+    assert api.cutover_migration("m-1", **kwargs) == RECORD
+    req = sent(mock)
+    assert (req.method, req.url, req.json()) == (
+        "POST", ENDPOINT + "/v1/migrations/m-1/action", body)
+
+
 @pytest.mark.parametrize("action", ["cancel", "retry"])
 def test_actions_post_to_the_action_url(mock, api, action):
     mock.post(ENDPOINT + "/v1/migrations/m-1/action", status_code=202,

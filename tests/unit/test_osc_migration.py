@@ -101,6 +101,7 @@ def test_import_defaults_send_nothing_optional():
             args.delete_source, args.wait, args.poll_interval,
             args.timeout) == ("web-1", None, None, None, None, False, 2.0,
                               None)
+    assert (args.cutover, args.cutover_method) == (None, None)
 
 
 def test_import_every_option():
@@ -116,21 +117,70 @@ def test_import_every_option():
 
 def test_import_warm_with_a_manual_cutover(mock, app):
     mock.post(URL, status_code=202,
-              json={"migration": dict(RECORD, mode="warm", cutover="manual")})
+              json={"migration": dict(RECORD, mode="warm", cutover="manual",
+                                      cutover_method="shutdown")})
     out = run(migration.ImportMigration, [
         "web-1", "--mode", "warm", "--cutover", "manual", "-f", "json"], app)
     assert mock.request_history[0].json() == {"migration": {
         "source": "web-1", "mode": "warm", "cutover": "manual"}}
     shown = json.loads(out)
-    assert (shown["mode"], shown["cutover"]) == ("warm", "manual")
-    # The cutover shows next to the mode.
-    assert list(shown).index("cutover") == list(shown).index("mode") + 1
+    assert (shown["mode"], shown["cutover"], shown["cutover_method"]) == (
+        "warm", "manual", "shutdown")
+    # The cutover and its method show next to the mode.
+    fields = list(shown)
+    assert fields.index("cutover") == fields.index("mode") + 1
+    assert fields.index("cutover_method") == fields.index("cutover") + 1
+
+
+@pytest.mark.parametrize("method", ["shutdown", "force"])
+def test_import_warm_with_a_cutover_method(mock, app, method):
+    mock.post(URL, status_code=202,
+              json={"migration": dict(RECORD, mode="warm", cutover="auto",
+                                      cutover_method=method)})
+    out = run(migration.ImportMigration, [
+        "web-1", "--mode", "warm", "--cutover-method", method, "-f",
+        "value", "-c", "cutover_method"], app)
+    assert mock.request_history[0].json() == {"migration": {
+        "source": "web-1", "mode": "warm", "cutover_method": method}}
+    assert out == method + "\n"
 
 
 def test_import_rejects_an_unknown_cutover(capsys):
     err = parse_error(migration.ImportMigration,
                       ["web-1", "--cutover", "later"], capsys)
     assert "argument --cutover: invalid choice: 'later'" in err
+
+
+def test_import_rejects_an_unknown_cutover_method(capsys):
+    err = parse_error(migration.ImportMigration,
+                      ["web-1", "--cutover-method", "reboot"], capsys)
+    assert "argument --cutover-method: invalid choice: 'reboot'" in err
+
+
+def test_cutover_force_option():
+    _, args = parse(migration.CutoverMigration, ["m-1"])
+    assert (args.migration, args.method) == ("m-1", None)
+    _, args = parse(migration.CutoverMigration, ["--force", "m-1"])
+    assert (args.migration, args.method) == ("m-1", "force")
+
+
+def test_cutover_has_no_method_argument(capsys):
+    # Only --force: a clean shutdown is the default or the import's.
+    assert "unrecognized arguments: --method" in parse_error(
+        migration.CutoverMigration, ["m-1", "--method", "force"], capsys)
+
+
+def test_cutover_force_posts_the_method(mock, app):
+    mock.post(URL + "/m-1/action", status_code=202, json={"migration": dict(
+        RECORD, mode="warm", step="ready",
+        cutover_requested={"by": "u-1", "method": "force"})})
+    out = run(migration.CutoverMigration,
+              ["m-1", "--force", "-f", "value", "-c", "id"], app)
+    assert out == "m-1\n"
+    req = mock.request_history[0]
+    assert (req.method, req.url, req.json()) == (
+        "POST", URL + "/m-1/action", {"cutover": {"method": "force"}})
+    assert len(mock.request_history) == 1
 
 
 def test_cutover_wait_watches_until_the_end(mock, app):
@@ -190,7 +240,8 @@ def test_list_rejects_bad_filters(capsys, argv, message):
 
 @pytest.mark.parametrize("cls", [migration.ShowMigration,
                                  migration.CancelMigration,
-                                 migration.RetryMigration])
+                                 migration.RetryMigration,
+                                 migration.CutoverMigration])
 def test_migration_commands_need_an_id(capsys, cls):
     assert "required: <migration>" in parse_error(cls, [], capsys)
     _, args = parse(cls, ["m-1"])
@@ -217,9 +268,9 @@ def test_import_posts_and_shows_the_record(mock, app):
     assert req.headers["X-Auth-Token"] == TOKEN
     shown = json.loads(out)
     assert shown == dict(RECORD, state="queued")
-    # A cold migration has no cutover field.
+    # A cold migration has no cutover fields.
     assert list(shown) == [f for f in migration.SHOW_FIELDS
-                           if f != "cutover"]
+                           if f not in ("cutover", "cutover_method")]
     assert len(mock.request_history) == 1
 
 

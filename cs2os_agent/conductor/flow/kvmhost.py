@@ -6,11 +6,12 @@ address from CloudStack).  The host key must be verified: an URI that
 turns verification off is refused here, before it is opened.
 
 A remote connection gets libvirt keepalives (5 s, 3 missed: a dead host or
-SSH session is noticed in ~20 s instead of hanging a call); keepalives
-need an event loop in the process, so the default one is registered once
-and run on a daemon thread.  Each step opens its own connection and
-closes it: nothing libvirt-side outlives a step, so a conductor restarted
-between steps finds everything again by name.
+SSH session is noticed in ~20 s instead of hanging a call).  Keepalives
+and the domain events a clean cutover watches need an event loop in the
+process, registered before a connection opens: the default one is
+registered once and run on a daemon thread.  Each step opens its own
+connection and closes it: nothing libvirt-side outlives a step, so a
+conductor restarted between steps finds everything again by name.
 """
 
 import contextlib
@@ -35,7 +36,7 @@ _event_loop_lock = threading.Lock()
 _event_loop = None
 
 
-def _ensure_event_loop():
+def ensure_event_loop():
     global _event_loop
     with _event_loop_lock:
         if _event_loop is not None:
@@ -95,8 +96,7 @@ class KvmHost:
         self.uri = uri
         self.name = redact(uri)
         remote = "+" in urllib.parse.urlsplit(uri).scheme
-        if remote:
-            _ensure_event_loop()
+        ensure_event_loop()
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:

@@ -15,24 +15,28 @@ mirror              prepare T on the agent (D == B proven there first),
                     start the block copy, record progress until READY
 ready               READY; with cutover "manual" it stays so (progress,
                     failures watched) until the operator's cutover action
-cutover             suspend the source, check the job is READY with
-                    nothing left to copy, end it without pivot
+cutover             by default "shutdown": with the job READY and nothing
+                    left to copy, CloudStack stops the VM (the guest shuts
+                    down cleanly, applications flush) while the synchronous
+                    mirror keeps every write on both sides; QEMU's events
+                    prove the job stayed whole until the domain ended
+                    (mirror/sourceend.py).  "force", for guests that will
+                    not shut down: suspend the source, check the job READY
+                    with nothing left to copy, end it without pivot
 finish              the agent closes T (durable) and stages it
 swap                the cold step
 start               Nova starts the server (the downtime ends here)
-stop_source         CloudStack stops the frozen VM (forced: it is paused),
-                    then destroys it if delete_source
+stop_source         CloudStack stops the VM if still running (forced after
+                    a force cutover: it is paused), then destroys it if
+                    delete_source
 
-Only the forced cutover exists.  A clean guest shutdown through CloudStack
-cannot be verified exactly with libvirt 9.0: when the guest powers off,
-libvirt kills QEMU at once (on_poweroff=preserve is refused for QEMU), and
-a job failure shortly before the domain's end is dropped, not delivered.
-Measured here: the target's daemon killed, a guest write that then
-completed on the source only, the domain destroyed right after: no FAILED
-event ever came (with the domain left running it came 0.13 s after the
-write).  Suspending instead makes QEMU drain every guest write; the job is
-then checked READY with nothing left to copy while QEMU still runs, which
-proves T complete.
+libvirt 9.0's block job events cannot prove the clean cutover: a job
+failure shortly before the domain's end is dropped, not delivered
+(measured: the target's daemon killed, a guest write that then completed
+on the source only, the domain destroyed right after: no FAILED event,
+though it came 0.13 s after the write with the domain left running).
+QEMU's own BLOCK_JOB_ERROR did arrive, through libvirt's QEMU monitor
+event API: the clean cutover rests on those.
 
 The source's disk chain is never written by cs2os: before the Nova server
 is started, any failure or cancel resumes (or leaves running) the
@@ -43,6 +47,8 @@ import os
 import tempfile
 import time
 
+from oslo_log import log as logging
+
 from cs2os_agent import transfer
 from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import guestview
@@ -50,8 +56,11 @@ from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.mirror import blockcopy
+from cs2os_agent.mirror import sourceend
 from cs2os_agent.mirror import target as mirror_target
 from cs2os_agent.openstack import client as os_client
+
+LOG = logging.getLogger(__name__)
 
 # Image properties: the template's guest-view digest, recorded once per
 # image like the file fingerprint the image step dedups on.
@@ -64,6 +73,9 @@ AGENT_CHECK_INTERVAL = 5.0
 # guest write in flight makes cur < end for a few milliseconds).
 SETTLE_TIMEOUT = 60.0
 SETTLE_POLL = 0.02
+# CloudStack said the VM stopped: its domain's end event follows within
+# this (libvirt reports it once QEMU is reaped).
+DOMAIN_END_TIMEOUT = 60.0
 BUSY_POLL = 5
 MiB = 1024 * 1024
 
@@ -191,7 +203,11 @@ def mirror(ctx):
         ctx.resource(mirror={
             "export": desc["export"], "target_path": desc["target_path"],
             "nbd_socket": desc["nbd"]["socket"], "qsd_pid": desc["qsd_pid"],
-            "tunnel_pid": desc["tunnel_pid"]}, mirror_ready=False)
+            "tunnel_pid": desc["tunnel_pid"]}, mirror_ready=False,
+            # An earlier attempt's cutover says nothing about this mirror.
+            cutover_started=None, cutover_method=None, cutover_done=False,
+            start_requested=False, source_down_at=None,
+            source_stop_job=None)
         ctx.event("mirror", "D == B proven on %s (%s); T exported as %s"
                   % (res["host"], desc["base_proof"].get("method"),
                      desc["export"]))
@@ -370,6 +386,12 @@ def cutover(ctx):
     res = ctx.resources
     if res.get("cutover_done"):
         return
+    if res.get("cutover_started") and \
+            res.get("cutover_method") == "shutdown":
+        raise exception.BlockCopyFailed(
+            domain=res["source_domain"], disk=res["source_disk"],
+            reason="the conductor stopped during a clean cutover: the QEMU "
+            "events that prove the target complete went with it")
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
         job = _job(ctx, dom)
@@ -377,13 +399,108 @@ def cutover(ctx):
             _finish_interrupted_cutover(ctx, dom, job)
             return
         job = _attach(ctx, dom, job)
-        timings = _freeze_and_end(ctx, dom, job)
+        method = cutover_method(ctx)
+        if method == "force":
+            timings = _freeze_and_end(ctx, dom, job)
+        else:
+            timings = _shut_down(ctx, kvm, dom, job)
     ctx.resource(cutover_done=True)
     ctx.result(cutover=timings)
-    ctx.event("cutover", "source frozen, job ended in %.1f ms (suspend %.1f "
-              "ms, end job %.1f ms)" % (
-                  timings["total"] * 1000, timings["suspend"] * 1000,
-                  timings["abort"] * 1000))
+    if method == "force":
+        ctx.event("cutover", "source frozen, job ended in %.1f ms (suspend "
+                  "%.1f ms, end job %.1f ms)" % (
+                      timings["total"] * 1000, timings["suspend"] * 1000,
+                      timings["abort"] * 1000))
+    else:
+        ctx.event("cutover", "CloudStack stops VM %s (%s); QEMU's events "
+                  "prove the mirror whole (%s) %.2f s after the stop "
+                  "request" % (
+                      ctx.migration["source_vm_name"],
+                      "clean guest shutdown" if timings["guest_shutdown"]
+                      else "the guest did not shut down: its QEMU was ended "
+                      "by the host, crash-consistent",
+                      timings["proven_by"], timings["decided"]))
+
+
+def cutover_method(ctx):
+    """``shutdown`` (default) or ``force``: the operator's cutover action
+    may say, else the request."""
+    options = ctx.db.get_migration(ctx.id)["options"] or {}
+    requested = options.get("cutover_requested") or {}
+    return (requested.get("method") or options.get("cutover_method")
+            or "shutdown")
+
+
+def _settled(ctx, job):
+    """Wait for READY with nothing left to copy (a guest write in flight
+    makes cur < end for a few milliseconds)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        ctx.check_cancelled("cutover")
+        status = _check_job(ctx, job)
+        if _ready(ctx, status):
+            return status
+        if time.monotonic() > deadline:
+            raise exception.BlockCopyFailed(
+                domain=job.name, disk=job.disk,
+                reason="the job never had nothing left to copy within %d s "
+                "(%d of %d bytes)" % (SETTLE_TIMEOUT, status.cur,
+                                      status.end))
+        time.sleep(SETTLE_POLL)
+
+
+def _shut_down(ctx, kvm, dom, job):
+    """CloudStack stops the VM; the target is taken only if QEMU's events
+    prove the job whole until it ended after the guest's shutdown.
+
+    CloudStack's stop job runs on: it ends when libvirt has reaped QEMU,
+    1-2 s after the proof; stop_source waits for it.
+    """
+    cs = ctx.clients.cloudstack
+    vm_id = ctx.migration["source_vm_id"]
+    with sourceend.SourceEndWatch(kvm.conn, dom, job.disk) as watch:
+        # Watched from before this check: nothing after it goes unseen.
+        _settled(ctx, job)
+        _check_target(ctx)
+        # Recorded first: a rollback starts the VM again.
+        ctx.resource(cutover_started=time.time(), cutover_method="shutdown",
+                     source_stopped=True)
+        t0 = time.monotonic()
+        job_id = cs.stop_vm_async(vm_id)
+        ctx.resource(source_stop_job=job_id)
+        _wait_decided(ctx, cs, job_id, watch, kvm)
+        decided = time.monotonic() - t0
+        verdict = watch.verdict()
+    ctx.resource(source_down_at=verdict["down_at"])
+    return {"method": "shutdown", "decided": round(decided, 3),
+            "guest_shutdown": verdict["guest_shutdown"],
+            "shutdown_reason": verdict["reason"],
+            "proven_by": verdict["ended"]}
+
+
+def _wait_decided(ctx, cs, job_id, watch, kvm):
+    """Until QEMU's events decide; the guest takes the time it takes and
+    CloudStack decides when to destroy it.  A failed stop job fails."""
+    vm = ctx.migration["source_vm_name"]
+    deadline = time.monotonic() + cs.job_timeout
+    stopped = False
+    while not watch.wait_decided(cs.job_poll_interval):
+        if not stopped:
+            try:
+                stopped = cs.poll_job(job_id, "stopVirtualMachine",
+                                      vm) is not None
+            except exception.CloudStackUnreachable as exc:
+                LOG.warning("Still waiting for CloudStack job %s: %s",
+                            job_id, exc)
+            if stopped:
+                # Libvirt reports the domain's end soon after CloudStack.
+                deadline = time.monotonic() + DOMAIN_END_TIMEOUT
+        if time.monotonic() > deadline:
+            raise exception.BlockCopyFailed(
+                domain=watch.name, disk=watch.disk,
+                reason="CloudStack %s VM %s, but its domain did not end on "
+                "%s" % ("stopped" if stopped else "did not stop", vm,
+                        kvm.name))
 
 
 def _cutover_requested(ctx):
@@ -394,35 +511,25 @@ def _cutover_requested(ctx):
 
 def _freeze_and_end(ctx, dom, job):
     """Suspend the source and end the job when nothing is left to copy."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
-        ctx.check_cancelled("cutover")
-        status = _check_job(ctx, job)
-        if _ready(ctx, status):
-            _check_target(ctx)
-            # Recorded first: a rollback resumes what this suspends.
-            suspended_at = time.time()
-            ctx.resource(cutover_started=suspended_at, source_suspended=True)
-            try:
-                timings = job.cutover()
-            except exception.BlockCopyFailed:
-                # Refused before it suspended (a write raced the check):
-                # the source runs on, the job is whole; try again.
-                if kvmhost.domain_state(dom) == "running" and \
-                        job.status().active:
-                    ctx.resource(cutover_started=None,
-                                 source_suspended=False)
-                    continue
-                raise
-            ctx.resource(source_down_at=suspended_at)
-            return dict(timings, method="force")
-        if time.monotonic() > deadline:
-            raise exception.BlockCopyFailed(
-                domain=job.name, disk=job.disk,
-                reason="the job never had nothing left to copy within %d s "
-                "(%d of %d bytes)" % (SETTLE_TIMEOUT, status.cur,
-                                      status.end))
-        time.sleep(SETTLE_POLL)
+        _settled(ctx, job)
+        _check_target(ctx)
+        # Recorded first: a rollback resumes what this suspends.
+        suspended_at = time.time()
+        ctx.resource(cutover_started=suspended_at, cutover_method="force",
+                     source_suspended=True)
+        try:
+            timings = job.cutover()
+        except exception.BlockCopyFailed:
+            # Refused before it suspended (a write raced the check): the
+            # source runs on, the job is whole; try again.
+            if kvmhost.domain_state(dom) == "running" and \
+                    job.status().active:
+                ctx.resource(cutover_started=None, source_suspended=False)
+                continue
+            raise
+        ctx.resource(source_down_at=suspended_at)
+        return dict(timings, method="force")
 
 
 def _finish_interrupted_cutover(ctx, dom, job):
@@ -481,15 +588,27 @@ def start(ctx):
     ctx.result(server_id=server.id, host=res["host"],
                server_status=server.status, downtime_seconds=downtime)
     ctx.event("start", "server %s started on the migrated disk; the source "
-              "was frozen %.2f s before the start was requested"
-              % (server.id, downtime or 0.0))
+              "stopped serving (%s) %.2f s before the start was requested"
+              % (server.id, "frozen" if res.get("cutover_method") == "force"
+                 else "shut down", downtime or 0.0))
+
+
+def _wait_stop_job(ctx):
+    """The clean cutover's CloudStack stop job, to its end."""
+    job_id = ctx.resources.get("source_stop_job")
+    if job_id:
+        ctx.clients.cloudstack.wait_for_job(
+            job_id, "stopVirtualMachine", ctx.migration["source_vm_name"])
+        ctx.resource(source_stop_job=None)
 
 
 def stop_source(ctx):
-    """Stop the frozen CloudStack VM through CloudStack; delete it if
-    asked.  Forced: a paused guest cannot shut down."""
+    """Stop the frozen CloudStack VM through CloudStack (a clean cutover
+    did already: wait for that job); delete it if asked.  Forced: a paused
+    guest cannot shut down."""
     cs = ctx.clients.cloudstack
     vm_id = ctx.migration["source_vm_id"]
+    _wait_stop_job(ctx)
     vm = cs.find_vm(vm_id)
     if vm["state"] == "Running":
         ctx.resource(source_stopped=True)
@@ -584,10 +703,24 @@ def undo_source(ctx):
             return "resumed CloudStack VM %s" % (
                 ctx.migration["source_vm_name"])
     if res.get("source_stopped"):
-        ctx.clients.cloudstack.start_vm(ctx.migration["source_vm_id"])
+        cs = ctx.clients.cloudstack
+        vm_id = ctx.migration["source_vm_id"]
+        try:
+            # A clean cutover's stop may still run: starting meanwhile
+            # would be refused.
+            _wait_stop_job(ctx)
+        except exception.CloudStackError:
+            LOG.warning("Migration %s: the CloudStack stop job failed",
+                        ctx.id, exc_info=True)
+            ctx.resource(source_stop_job=None)
+        # A stop that failed (or never got to CloudStack) left it running.
+        started = cs.find_vm(vm_id)["state"] != "Running"
+        if started:
+            cs.start_vm(vm_id)
         ctx.resource(source_stopped=False)
-        return "started CloudStack VM %s again" % (
-            ctx.migration["source_vm_name"])
+        if started:
+            return "started CloudStack VM %s again" % (
+                ctx.migration["source_vm_name"])
     return None
 
 

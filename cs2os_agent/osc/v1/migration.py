@@ -14,12 +14,14 @@ LOG = logging.getLogger(__name__)
 
 MODES = ("cold", "warm")
 CUTOVERS = ("auto", "manual")
+CUTOVER_METHODS = ("shutdown", "force")
 STATES = ("queued", "running", "cancelling", "succeeded", "failed",
           "cancelled")
 # Record fields in display order; fields a newer API adds are shown
 # after these rather than hidden.
 SHOW_FIELDS = (
-    "id", "state", "step", "mode", "cutover", "source_ref", "source_vm_id",
+    "id", "state", "step", "mode", "cutover", "cutover_method",
+    "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
@@ -86,7 +88,8 @@ def show_record(record):
     # The NICs are the part of the result operators ask about first.
     record = dict(record, nics=(record.get("result") or {}).get("nics"))
     # Only warm migrations have a cutover.
-    fields = [f for f in SHOW_FIELDS if f != "cutover" or f in record]
+    fields = [f for f in SHOW_FIELDS
+              if f not in ("cutover", "cutover_method") or f in record]
     fields += sorted(k for k in record
                      if k not in SHOW_FIELDS and k != "events")
     if "events" in record:
@@ -227,6 +230,13 @@ class ImportMigration(_Watching, command.ShowOne):
             "migration cutover' (manual)",
         )
         parser.add_argument(
+            "--cutover-method", choices=CUTOVER_METHODS,
+            help="With --mode warm: how the CloudStack VM stops at the "
+            "cutover. shutdown (default): CloudStack shuts the guest down "
+            "cleanly while the mirror keeps every write; force: freeze it "
+            "at once, crash-consistent, for guests that will not shut down",
+        )
+        parser.add_argument(
             "--delete-source", action="store_true", default=None,
             help="Delete the CloudStack VM after a successful migration",
         )
@@ -255,6 +265,7 @@ class ImportMigration(_Watching, command.ShowOne):
             else None,
             drop_unmapped_nics=parsed_args.drop_unmapped_nics,
             cutover=parsed_args.cutover,
+            cutover_method=parsed_args.cutover_method,
         )
         LOG.debug("Migration %s created", record.get("id"))
         return self.watch_and_show(record, parsed_args)
@@ -356,20 +367,27 @@ class RetryMigration(_Watching, command.ShowOne):
 
 
 class CutoverMigration(_Watching, command.ShowOne):
-    """Cut a warm migration over: freeze the CloudStack VM, start the
-    server.
+    """Cut a warm migration over: stop the CloudStack VM, start the server.
 
     For a migration held with --cutover manual; it cuts over as soon as
-    its mirror is READY (at once if it is).
+    its mirror is READY (at once if it is).  CloudStack shuts the VM down
+    cleanly unless --force (or the import's --cutover-method force).
     """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         _add_migration_argument(parser, "cut over")
+        parser.add_argument(
+            "--force", action="store_const", const="force", dest="method",
+            help="Freeze the CloudStack VM instead of letting CloudStack "
+            "shut it down cleanly (crash-consistent; for a guest that "
+            "will not shut down)",
+        )
         self.add_wait_arguments(parser)
         return parser
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.cs2os
-        record = client.cutover_migration(parsed_args.migration)
+        record = client.cutover_migration(parsed_args.migration,
+                                          method=parsed_args.method)
         return self.watch_and_show(record, parsed_args)
