@@ -374,6 +374,18 @@ def event_conn(services):
     conn.close()
 
 
+def _ready_mirror(src, make_target, event_conn):
+    """T exported for ``src``; the block copy READY, driven through
+    ``event_conn``.  Returns (target, its description, domain, job)."""
+    target = make_target(src)
+    desc = target.prepare()
+    dom = event_conn.lookupByName(src.name)
+    job = blockcopy.BlockCopy(dom)
+    job.start(desc["dest_xml"])
+    job.wait_ready(120)
+    return target, desc, dom, job
+
+
 def test_clean_shutdown_cutover_proven_by_qemu_events(
         source, make_target, cloudstack_volume, kvm, event_conn, workdir):
     # This guest writes its boot sector to LBA 3 when it shuts down: an
@@ -382,12 +394,7 @@ def test_clean_shutdown_cutover_proven_by_qemu_events(
     src = source(vol=vol)
     # Booted: it now answers the ACPI power button.
     harness.wait_console(kvm.console(src.name), vol.message)
-    target = make_target(src)
-    desc = target.prepare()
-    dom = event_conn.lookupByName(src.name)
-    job = blockcopy.BlockCopy(dom)
-    job.start(desc["dest_xml"])
-    job.wait_ready(120)
+    target, desc, dom, job = _ready_mirror(src, make_target, event_conn)
     guest_write(dom, "write -P 0x71 2M 64k")
     shutdown_write = images.SHUTDOWN_WRITE_OFFSET
     boot = images.read_bytes(target.target_path, 0, 512)
@@ -429,12 +436,7 @@ def test_clean_shutdown_cutover_proven_by_qemu_events(
 def test_clean_cutover_refused_when_the_target_died_before_the_end(
         source, make_target, event_conn):
     src = source()
-    target = make_target(src)
-    desc = target.prepare()
-    dom = event_conn.lookupByName(src.name)
-    job = blockcopy.BlockCopy(dom)
-    job.start(desc["dest_xml"])
-    job.wait_ready(120)
+    target, desc, dom, job = _ready_mirror(src, make_target, event_conn)
 
     with sourceend.SourceEndWatch(event_conn, dom, "vda") as watch:
         os.kill(desc["qsd_pid"], signal.SIGKILL)
@@ -454,12 +456,7 @@ def test_clean_cutover_refused_when_the_job_ended_before_the_shutdown(
     vol = cloudstack_volume()
     src = source(vol=vol)
     harness.wait_console(kvm.console(src.name), vol.message)
-    target = make_target(src)
-    desc = target.prepare()
-    dom = event_conn.lookupByName(src.name)
-    job = blockcopy.BlockCopy(dom)
-    job.start(desc["dest_xml"])
-    job.wait_ready(120)
+    target, desc, dom, job = _ready_mirror(src, make_target, event_conn)
 
     with sourceend.SourceEndWatch(event_conn, dom, "vda") as watch:
         job.cancel()
