@@ -10,6 +10,7 @@ from cs2os_agent.api import policy
 from cs2os_agent.api import schemas
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import request as request_schema
 
 # What a caller sees of a record; lease and conductor bookkeeping stay in.
 FIELDS = (
@@ -30,7 +31,9 @@ def view(record, with_events=True):
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     if record.get("mode") == "warm":
         body["cutover"] = options.get("cutover") or "auto"
-        body["cutover_method"] = options.get("cutover_method") or "shutdown"
+        # The operator's cutover action may override the request's.
+        body["cutover_method"] = request_schema.effective_cutover_method(
+            options)
         body["cutover_requested"] = options.get("cutover_requested")
     if with_events:
         body["events"] = record.get("events", [])

@@ -85,6 +85,15 @@ def validate(request):
     return validated
 
 
+def effective_cutover_method(options):
+    """The method a warm migration cuts over with: the operator's cutover
+    action may say, else the request, else a clean shutdown."""
+    options = options or {}
+    requested = options.get("cutover_requested") or {}
+    return (requested.get("method") or options.get("cutover_method")
+            or "shutdown")
+
+
 def check_cutover_method(method):
     if method not in CUTOVER_METHODS:
         raise exception.Invalid(

@@ -20,13 +20,16 @@ source destroyed (1.2-2 s, off the critical path).  Aborting the job
 without suspending first lets a guest write land in A only: a mismatch.
 
 The job is watched by polling (``blockJobInfo`` for cur/end, the live
-XML's ``<mirror ready='yes'>`` for READY): polling needs no libvirt event
-loop in the caller's process and sees the same state libvirt keeps.  A job
-that vanishes while nobody ended it has failed (libvirt drops a transient
-job once QEMU concluded it, e.g. on an NBD write error).
+XML's ``<mirror ready='yes'>`` for READY): polling sees the same state
+libvirt keeps.  A job that vanishes while nobody ended it has failed
+(libvirt drops a transient job once QEMU concluded it, e.g. on an NBD
+write error).  A caller with a libvirt event loop may also wake its poll
+on the job's events (:class:`JobEvents`), so READY is seen when it comes,
+not up to a poll interval late.
 """
 
 import dataclasses
+import threading
 import time
 from xml.etree import ElementTree
 from xml.sax import saxutils
@@ -120,6 +123,7 @@ class BlockCopy:
         self.started = None
         self.ready_after = None
         self._ending = False  # we asked libvirt to end it
+        self._seen_ready = False
 
     def _fail(self, reason):
         return exception.BlockCopyFailed(domain=self.name, disk=self.disk,
@@ -142,13 +146,20 @@ class BlockCopy:
     def status(self):
         try:
             info = self.dom.blockJobInfo(self.disk, 0)
-            mirror = _mirror_element(self.dom, self.disk) if info else None
+            mirror = None
+            # Before its first READY a job still copying (cur < end)
+            # cannot be READY: the bulk phase's polls skip the domain XML
+            # (a whole XMLDesc through libvirtd each time).
+            if info and (self._seen_ready
+                         or info.get("cur") == info.get("end")):
+                mirror = _mirror_element(self.dom, self.disk)
         except libvirt.libvirtError as exc:
             raise self._fail("cannot read the job: %s"
                              % exc.get_error_message()) from None
         if not info:
             return JobStatus(False, 0, 0, False)
         ready = mirror is not None and mirror.get("ready") == "yes"
+        self._seen_ready = self._seen_ready or ready
         return JobStatus(True, info.get("cur", 0), info.get("end", 0), ready)
 
     def check(self):
@@ -281,3 +292,48 @@ class BlockCopy:
         if self.status().active:
             self._end_job()
         self._ending = True
+
+
+class JobEvents:
+    """Wakes a poller when libvirt reports anything of a domain's block
+    jobs (READY above all), so the poll interval bounds progress updates
+    only, not how late READY is seen.
+
+    The events only wake: the poll still reads the state.  Needs a running
+    libvirt event loop in the caller's process (kvmhost starts one).
+    """
+
+    def __init__(self, conn, dom):
+        self.conn = conn
+        self.dom = dom
+        self._fired = threading.Event()
+        self._callback_id = None
+
+    def __enter__(self):
+        try:
+            self._callback_id = self.conn.domainEventRegisterAny(
+                self.dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2,
+                self._on_event, None)
+        except libvirt.libvirtError as exc:
+            # Polling alone still works, up to one interval late.
+            LOG.warning("Not woken by %s's block job events: %s",
+                        self.dom.name(), exc.get_error_message())
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._callback_id is not None:
+            try:
+                self.conn.domainEventDeregisterAny(self._callback_id)
+            except libvirt.libvirtError:
+                pass
+            self._callback_id = None
+
+    # Called on the libvirt event loop's thread.
+    def _on_event(self, conn, dom, disk, job_type, status, opaque):
+        self._fired.set()
+
+    def sleep(self, seconds):
+        """Up to ``seconds``; True if an event cut it short."""
+        fired = self._fired.wait(seconds)
+        self._fired.clear()
+        return fired

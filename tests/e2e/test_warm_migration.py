@@ -318,6 +318,30 @@ def test_warm_migration_with_guest_writes(conductor, conductor_api, ctxt,
                                  result["downtime_seconds"]))
 
 
+def test_a_stop_job_failing_after_the_proven_cutover_still_commits(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root,
+        workdir):
+    # CloudStack's stop job fails although the guest shut down (its KVM
+    # agent timed out, say).  QEMU's events proved T first: the Nova
+    # server runs the migrated disk and stays; CloudStack says Stopped.
+    vm = new_vm(cloud, cloudstack_root, writes=((0x5B, 4 * MiB, 8 * MiB),))
+    cloud.kvm.fail_after_stop[vm.instancename] = "agent timed out"
+    created = conductor_api.create_migration(ctxt, {
+        "source": vm.name, "host": minicloud.compute_host, "mode": "warm"})
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    assert done["result"]["cutover"]["proven_by"] in (
+        "job ended after the shutdown", "domain shut down")
+    (warning,) = [e for e in done["events"] if e["kind"] == "warning"]
+    assert warning["step"] == "stop_source"
+    assert "agent timed out" in warning["message"]
+    assert cloud.vm_state(vm) == "Stopped"
+    assert vm.instancename not in cloud.kvm.fail_after_stop
+    assert_migrated(minicloud, done, vm, workdir,
+                    ["read -P 0x5b 4M 8M"])
+
+
 # -- abort and failures: the source never notices ----------------------------
 
 

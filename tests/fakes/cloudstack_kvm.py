@@ -98,6 +98,10 @@ class LibvirtKVM:
         self.stop_grace = stop_grace
         self._conn = libvirt.open(uri)
         self._created = {}  # domain name -> uuid: only these are cleaned up
+        # instance name -> reason: the next stop of that VM does its work,
+        # then fails (CloudStack's KVM agent timing out on a domain that
+        # did end, say).
+        self.fail_after_stop = {}
         self.console_dir = os.path.join(root, "consoles")
         os.makedirs(self.console_dir, mode=0o755, exist_ok=True)
 
@@ -174,6 +178,9 @@ class LibvirtKVM:
         except libvirt.libvirtError as exc:
             if self._domain(name) is not None:
                 raise PowerError(str(exc)) from exc
+        reason = self.fail_after_stop.pop(name, None)
+        if reason:
+            raise PowerError(reason)
 
     def is_running(self, name):
         dom = self._domain(name)

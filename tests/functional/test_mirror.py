@@ -468,6 +468,32 @@ def test_clean_cutover_refused_when_the_job_ended_before_the_shutdown(
     assert "while the guest still ran" in str(err.value)
 
 
+def test_job_events_wake_the_wait_when_the_mirror_is_ready(
+        source, make_target, event_conn):
+    src = source()
+    target = make_target(src)
+    desc = target.prepare()
+    dom = event_conn.lookupByName(src.name)
+    job = blockcopy.BlockCopy(dom)
+    with blockcopy.JobEvents(event_conn, dom) as events:
+        started = time.monotonic()
+        job.start(desc["dest_xml"])
+        woken = []
+        status = job.check()
+        while not (status.ready and status.cur == status.end):
+            # A minute per sleep: READY comes in well under that only if
+            # libvirt's event cuts a sleep short.
+            woken.append(events.sleep(60))
+            status = job.check()
+            assert time.monotonic() - started < 60, woken
+    assert woken and woken[-1] is True
+    assert status.end > 0
+    job.cancel()
+    target.abort()
+    assert_cleaned(target, desc)
+    assert running(dom)
+
+
 # -- abort and failures: the source never notices ----------------------------
 
 

@@ -493,8 +493,11 @@ def test_the_cutover_action_records_its_method(manager_app):
                        headers=ADMIN)
     assert resp.status_int == 202
     shown = data["migration"]
-    # The request's method stays what was asked; the action's is shown.
-    assert shown["cutover_method"] == "shutdown"
+    # The method the cutover runs with: the action's overrides the
+    # request's (which stays recorded as it was asked).
+    assert shown["cutover_method"] == "force"
+    assert mgr.db.get_migration(mid)["options"]["cutover_method"] == \
+        "shutdown"
     assert shown["cutover_requested"]["method"] == "force"
     assert shown["cutover_requested"]["by"] == "ops"
     resp, data = _call(app, "POST", path, {"cutover": {}}, headers=ADMIN)

@@ -118,10 +118,26 @@ class FakeDom:
         self.ready = False
 
 
+class FakeConn:
+    """The block job event registrations JobEvents makes."""
+
+    def __init__(self):
+        self.callbacks = {}
+
+    def domainEventRegisterAny(self, dom, event, callback, opaque):  # noqa
+        assert event == libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2
+        callback_id = len(self.callbacks) + 1
+        self.callbacks[callback_id] = (dom, callback)
+        return callback_id
+
+    def domainEventDeregisterAny(self, callback_id):  # noqa: N802
+        del self.callbacks[callback_id]
+
+
 class FakeKvm:
     def __init__(self, dom):
         self.dom = dom
-        self.conn = "conn-10.0.0.5"
+        self.conn = FakeConn()
         self.name = "qemu+libssh://root@10.0.0.5/system"
         self.opened = 0
 
@@ -355,7 +371,7 @@ class ScriptedSourceEnd(sourceend.SourceEndWatch):
     world = None
 
     def __enter__(self):
-        assert self.conn == "conn-10.0.0.5" and self.disk == "vda"
+        assert self.conn is self.world.kvm.conn and self.disk == "vda"
         self.world.watches.append(self)
         self.open = True
         return self
@@ -792,6 +808,54 @@ def test_stop_source_waits_for_the_stop_job_then_deletes(db, monkeypatch):
                      "cs wait stop-job-1", "cs destroy"]
     assert w.cloudstack.polls == ["stop-job-1"] * 3
     assert done["resources"]["source_stop_job"] is None
+
+
+@pytest.mark.parametrize("leaves, forced", [("Running", True),
+                                             ("Stopped", False)])
+def test_a_stop_job_failing_after_the_proof_still_commits(
+        db, monkeypatch, leaves, forced):
+    # QEMU's events proved T at once; CloudStack's job failed afterwards
+    # (its agent timed out on the reaped domain, say).  The Nova server
+    # runs the proven disk: nothing is rolled back, CloudStack's view is
+    # brought in line.
+    w = World(db, monkeypatch)
+    w.cloudstack.stop_job = ["pending", _stop_failed("agent timed out")]
+    w.cloudstack.failed_stop_leaves = leaves
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["cutover"]["proven_by"] == \
+        "job ended after the shutdown"
+    assert w.log == ["cs stop forced=False", "nova start",
+                     "cs wait stop-job-1"] + (["cs stop forced=True"]
+                                              if forced else [])
+    assert w.cloudstack.state == "Stopped"
+    assert done["result"]["source_stopped"] is True
+    assert done["resources"]["source_stop_job"] is None
+    (warning,) = [e for e in done["events"] if e["kind"] == "warning"]
+    assert warning["step"] == "stop_source"
+    assert "stop job for VM web-1 failed after the cutover" in \
+        warning["message"] and "agent timed out" in warning["message"]
+
+
+def test_the_mirror_step_sees_ready_when_libvirt_reports_it(db, monkeypatch):
+    # A poll interval longer than the test may run: only the job's events
+    # (libvirt reports each of its steps here) wake the wait early.
+    w = World(db, monkeypatch, method="force", mirror_poll_interval=60)
+    conn = w.kvm.conn
+    registered = []
+
+    def libvirt_reports(dom):
+        for callback_id, (watched, callback) in list(conn.callbacks.items()):
+            assert watched is dom
+            registered.append(callback_id)
+            callback(conn, dom, "vda", 2, 3, None)
+
+    w.dom.on_info = libvirt_reports
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["mirror"]["seconds"] < 30
+    assert set(registered) == {1}
+    assert conn.callbacks == {}  # deregistered with the step
 
 
 @pytest.mark.parametrize("stopped, proven_by", [

@@ -25,11 +25,13 @@ class FakeDomain:
         self.ready = False
         self.state_ = libvirt.VIR_DOMAIN_RUNNING
         self.abort_fails = False
+        self.xml_reads = 0
 
     def name(self):
         return "i-2-7-VM"
 
     def XMLDesc(self, flags):  # noqa: N802 - libvirt's name
+        self.xml_reads += 1
         mirror = ""
         if self.job is not None:
             mirror = "<mirror type='network' job='copy'%s/>" % (
@@ -168,3 +170,46 @@ def test_a_failed_cutover_resumes_the_source():
     assert [c[0] for c in dom.calls[1:]] == ["suspend", "blockJobAbort",
                                              "resume"]
     assert dom.state_ == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_the_bulk_copy_is_polled_without_the_domain_xml():
+    # READY is only in the XML, and a job still copying before its first
+    # READY cannot be READY; once seen READY, every poll reads it (a
+    # force cutover checks the job stayed READY).
+    dom = FakeDomain()
+    job = blockcopy.BlockCopy(dom)
+    job.start("<disk/>")
+
+    def xml_reads_for(cur, ready):
+        dom.job["cur"], dom.ready = cur, ready
+        before = dom.xml_reads
+        status = job.status()
+        return status.ready, dom.xml_reads - before
+
+    assert xml_reads_for(40, False) == (False, 0)
+    assert xml_reads_for(100, False) == (False, 1)
+    assert xml_reads_for(100, True) == (True, 1)
+    # A guest write in flight after READY (cur < end): still READY.
+    assert xml_reads_for(90, True) == (True, 1)
+    assert xml_reads_for(90, False) == (False, 1)
+
+
+def test_job_events_wake_the_sleeper_and_go_with_it():
+    class Conn:
+        callbacks = {}
+
+        def domainEventRegisterAny(self, dom, event, cb, opaque):  # noqa
+            assert event == libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2
+            self.callbacks[7] = cb
+            return 7
+
+        def domainEventDeregisterAny(self, callback_id):  # noqa: N802
+            del self.callbacks[callback_id]
+
+    conn, dom = Conn(), FakeDomain()
+    with blockcopy.JobEvents(conn, dom) as events:
+        assert not events.sleep(0.01)
+        conn.callbacks[7](conn, dom, "vda", 2, 3, None)  # READY
+        assert events.sleep(60)  # at once, not after 60 s
+        assert not events.sleep(0.01)  # one event wakes one sleep
+    assert conn.callbacks == {}

@@ -51,6 +51,7 @@ from oslo_log import log as logging
 
 from cs2os_agent import transfer
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor.flow import guestview
 from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.conductor.flow import sources
@@ -215,11 +216,13 @@ def mirror(ctx):
         # From here on the record's progress is the job's (not the image's).
         ctx.progress({"bytes_done": 0, "bytes_total": 0, "rate_bps": 0})
         ctx.resource(mirror_started=True)  # before: rollback ends it
-        started = time.monotonic()
-        job.start(desc["dest_xml"], bandwidth=bandwidth or None)
-        status = _wait(ctx, job, "mirror", _ready,
-                       ctx.conf.conductor.mirror_ready_timeout)
-    # Seen READY at most one poll interval late.
+        with blockcopy.JobEvents(kvm.conn, dom) as events:
+            started = time.monotonic()
+            job.start(desc["dest_xml"], bandwidth=bandwidth or None)
+            status = _wait(ctx, job, "mirror", _ready,
+                           ctx.conf.conductor.mirror_ready_timeout,
+                           sleep=events.sleep)
+    # Seen READY when libvirt reports it (or one poll interval late).
     seconds = time.monotonic() - started
     ctx.mirror_watched = True
     ctx.resource(mirror_ready=True)
@@ -258,11 +261,12 @@ def _ready(ctx, status):
     return status.ready and status.cur == status.end
 
 
-def _wait(ctx, job, step, done, timeout):
+def _wait(ctx, job, step, done, timeout, sleep=time.sleep):
     """Poll the job until ``done(ctx, status)``; record progress.
 
     Fails on a cancel request, a job that ended by itself, a target the
-    agent reports dead, or ``timeout`` seconds (0: none).
+    agent reports dead, or ``timeout`` seconds (0: none).  ``sleep`` waits
+    between polls (JobEvents.sleep also returns on the job's events).
     """
     started = time.monotonic()
     progress = _Progress(ctx)
@@ -285,7 +289,7 @@ def _wait(ctx, job, step, done, timeout):
             raise exception.MirrorError(
                 reason="no cutover was requested within %s s ([conductor] "
                 "manual_cutover_timeout)" % timeout)
-        time.sleep(ctx.conf.conductor.mirror_poll_interval)
+        sleep(ctx.conf.conductor.mirror_poll_interval)
 
 
 def _check_job(ctx, job):
@@ -425,10 +429,8 @@ def cutover(ctx):
 def cutover_method(ctx):
     """``shutdown`` (default) or ``force``: the operator's cutover action
     may say, else the request."""
-    options = ctx.db.get_migration(ctx.id)["options"] or {}
-    requested = options.get("cutover_requested") or {}
-    return (requested.get("method") or options.get("cutover_method")
-            or "shutdown")
+    return request_schema.effective_cutover_method(
+        ctx.db.get_migration(ctx.id)["options"])
 
 
 def _settled(ctx, job):
@@ -608,7 +610,16 @@ def stop_source(ctx):
     guest cannot shut down."""
     cs = ctx.clients.cloudstack
     vm_id = ctx.migration["source_vm_id"]
-    _wait_stop_job(ctx)
+    try:
+        _wait_stop_job(ctx)
+    except exception.CloudStackJobFailed as exc:
+        # The Nova server already runs the proven disk and the source's
+        # domain has ended: only CloudStack's view is behind.  Its state
+        # decides below; a VM it still calls Running is stopped forced.
+        ctx.resource(source_stop_job=None)
+        ctx.event("stop_source", "CloudStack's stop job for VM %s failed "
+                  "after the cutover (%s); checking the VM's state"
+                  % (ctx.migration["source_vm_name"], exc), kind="warning")
     vm = cs.find_vm(vm_id)
     if vm["state"] == "Running":
         ctx.resource(source_stopped=True)
