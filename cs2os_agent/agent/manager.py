@@ -393,6 +393,7 @@ class AgentManager:
                 "full_copy": False,
                 "bytes_copied": allocated,
                 "closed_seconds": closed["closed_seconds"],
+                "fsync_seconds": closed["fsync_seconds"],
                 "seconds": round(time.monotonic() - started, 3),
                 "source": {"transport": "mirror",
                            "export": target.export,

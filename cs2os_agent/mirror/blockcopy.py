@@ -141,7 +141,8 @@ class BlockCopy:
         except libvirt.libvirtError as exc:
             raise self._fail("could not start: %s"
                              % exc.get_error_message()) from None
-        LOG.info("Block copy of %s %s started", self.name, self.disk)
+        LOG.info("Block copy of %s %s started in %.2f s", self.name,
+                 self.disk, time.monotonic() - self.started)
 
     def status(self):
         try:

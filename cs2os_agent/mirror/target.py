@@ -28,6 +28,7 @@ from cs2os_agent.common import fileutils
 from cs2os_agent.mirror import blockcopy
 from cs2os_agent.mirror import qsd
 from cs2os_agent.mirror import tunnel
+from cs2os_agent.mirror import writebehind
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class MirrorTarget:
                                      base, self.export, base_format,
                                      binary=qsd_binary)
         self.tunnel = None
+        self.write_behind = writebehind.PeriodicWriteBehind(self.target_path)
         self.state = "new"
         self.error = None
         self.prepared_at = None
@@ -112,6 +114,7 @@ class MirrorTarget:
                             backing_fmt=self.base_format)
             self.qsd.start()
             self._save_state()
+            self.write_behind.start()
             if self.endpoint is not None:
                 self.tunnel = tunnel.ReverseTunnel(
                     self.endpoint, self.ssh_options, self.qsd.nbd_socket,
@@ -179,7 +182,7 @@ class MirrorTarget:
         return result
 
     def finish(self):
-        """Close the export and T cleanly: T is durable afterwards.
+        """Close the export and T cleanly, fsync T: durable afterwards.
 
         The source's job must have ended (cutover) before: whatever it
         writes after this is lost.  A daemon that died is an error (its T
@@ -193,12 +196,19 @@ class MirrorTarget:
             self.error = exc.message
             self._teardown(remove_target=False)
             raise
+        finally:
+            self.write_behind.stop()
+        # The daemon ignored every flush (qsd.py): this is T's first.
+        started = time.monotonic()
+        _fsync(self.target_path)
+        synced_after = time.monotonic() - started
         if self.tunnel is not None:
             self.tunnel.close()
         self._remove_run_dir()
         self.state = "finished"
         return {"target_path": self.target_path,
-                "closed_seconds": round(closed_after, 4)}
+                "closed_seconds": round(closed_after + synced_after, 4),
+                "fsync_seconds": round(synced_after, 4)}
 
     def abort(self):
         """Stop everything and remove T; the source is not touched."""
@@ -208,6 +218,7 @@ class MirrorTarget:
     # -- internals ----------------------------------------------------------
 
     def _teardown(self, remove_target):
+        self.write_behind.stop()
         if self.tunnel is not None:
             self.tunnel.kill()
         self.qsd.kill()
@@ -229,6 +240,14 @@ class MirrorTarget:
             os.path.join(self.run_dir, STATE_FILE),
             {"migration_id": self.migration_id,
              "target_path": self.target_path, "processes": procs})
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def abandon(run_dir, target_path):

@@ -15,6 +15,7 @@ Every name carries harness.RUN_ID; domains, daemons, tunnels, sockets and
 files are removed by the test that made them.
 """
 
+import ctypes
 import dataclasses
 import hashlib
 import os
@@ -215,6 +216,34 @@ def sha256(path):
     return images.sha256(path)
 
 
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "nr_cache", "nr_dirty", "nr_writeback", "nr_evicted",
+        "nr_recently_evicted")]
+
+
+_SYS_CACHESTAT = 451  # x86_64, Linux >= 6.5
+
+
+def page_cache_state(path):
+    """(cached, dirty, under write-back) pages of ``path``: cachestat(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    stat = _Cachestat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syscall(_SYS_CACHESTAT, fd,
+                        ctypes.byref(_CachestatRange(0, 0)),
+                        ctypes.byref(stat), 0) != 0:
+            raise OSError(ctypes.get_errno(), "cachestat %s" % path)
+    finally:
+        os.close(fd)
+    return stat.nr_cache, stat.nr_dirty, stat.nr_writeback
+
+
 @pytest.fixture
 def make_target(run_root, endpoint, ssh_options, remote_dir):
     """Factory: a MirrorTarget for a source; aborted after the test."""
@@ -339,6 +368,12 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
     assert info["full-backing-filename"] == src.nova.base
     assert finished["target_path"] == target.target_path
     assert not os.path.exists(target.run_dir)
+    # The daemon ignored QEMU's flushes; the write-behind ran while the
+    # mirror filled T, and finish() left none of T's pages dirty or still
+    # being written.
+    assert target.write_behind.calls > 0
+    assert 0 <= finished["fsync_seconds"] <= finished["closed_seconds"]
+    assert page_cache_state(target.target_path)[1:3] == (0, 0)
     harness.wait_for(lambda: not os.path.exists(remote), 10,
                      "the remote socket to be removed")
 
@@ -717,6 +752,7 @@ def test_agent_rpc_warm_migration_end_to_end(
         src.dom.destroy()
     staged = os.path.join(inst.instance_dir, "disk.cs2os-staged")
     assert result["staged_path"] == staged
+    assert 0 <= result["fsync_seconds"] <= result["closed_seconds"]
     assert result["grown"] is True and result["virtual_size"] == 128 * MiB
     assert result["backing_file"] == inst.base
     assert not os.path.exists(desc["target_path"])

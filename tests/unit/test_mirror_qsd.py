@@ -35,6 +35,9 @@ def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
     assert t_fmt["driver"] == "qcow2"
     assert t_fmt["backing"] == d_fmt["node-name"]
     assert "read-only" not in t_file
+    # T is scratch until finish() fsyncs it: QEMU's flushes are not wanted.
+    assert t_file["cache"] == {"direct": False, "no-flush": True}
+    assert "cache" not in d_file
     export = cmds[-1][1]
     # The format node: NBD clients read and write guest data.
     assert export["node-name"] == t_fmt["node-name"]
