@@ -4,13 +4,23 @@ import json
 import os
 
 
-def fsync_dir(path):
-    """Make renames and unlinks in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_path(path, flags):
+    fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path):
+    """Make renames and unlinks in ``path`` durable."""
+    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_file(path):
+    """Make what others wrote into ``path`` durable (fsync needs no write
+    access)."""
+    _fsync_path(path, os.O_RDONLY)
 
 
 def remove_if_exists(path):

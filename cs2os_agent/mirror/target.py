@@ -200,7 +200,7 @@ class MirrorTarget:
             self.write_behind.stop()
         # The daemon ignored every flush (qsd.py): this is T's first.
         started = time.monotonic()
-        _fsync(self.target_path)
+        fileutils.fsync_file(self.target_path)
         synced_after = time.monotonic() - started
         if self.tunnel is not None:
             self.tunnel.close()
@@ -240,14 +240,6 @@ class MirrorTarget:
             os.path.join(self.run_dir, STATE_FILE),
             {"migration_id": self.migration_id,
              "target_path": self.target_path, "processes": procs})
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def abandon(run_dir, target_path):

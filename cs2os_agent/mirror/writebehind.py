@@ -40,6 +40,8 @@ class PeriodicWriteBehind:
             LOG.debug("No sync_file_range here: no write-behind for %s",
                       self.path)
             return self
+        self.stop()  # a target prepared again starts afresh
+        self._stop.clear()
         # Read-only is enough: write-back is about the file's pages.
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         self._thread = threading.Thread(

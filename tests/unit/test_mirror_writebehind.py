@@ -36,6 +36,12 @@ def test_starts_the_whole_files_write_back_until_stopped(tmp_path):
     assert wb.calls == count
     wb.stop()  # idempotent
     assert len(sync.calls) == count  # nothing after stop
+    # Started again (a target prepared again): it runs again.
+    sync.enough.clear()
+    sync.calls.clear()
+    wb.start()
+    assert sync.enough.wait(10)
+    wb.stop()
 
 
 def test_a_failing_sync_ends_the_thread_not_the_mirror(tmp_path):
