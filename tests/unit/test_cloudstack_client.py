@@ -5,6 +5,7 @@ its VMs are flags (MemoryKVM).  The functional tests do the same over HTTP
 with real libvirt domains.
 """
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -273,9 +274,12 @@ def test_job_timeout_names_the_job_and_it_can_be_waited_for_again(cloud):
     assert result["virtualmachine"]["state"] == "Running"
 
 
-def _held_stop(cloud):
-    """The KVM host's stop waits until the returned event is set: the stop
-    job stays pending meanwhile."""
+@contextlib.contextmanager
+def _clean_stop_held(cloud):
+    """A running VM whose clean stop was submitted; the KVM host's stop
+    waits (the job stays pending) until the block ends, then the job runs
+    to its end.  Yields (vm, client, job id)."""
+    vm = cloud.vm("web-1", running=True)
     release = threading.Event()
     stop = cloud.kvm.stop
 
@@ -284,7 +288,12 @@ def _held_stop(cloud):
         stop(name, forced)
 
     cloud.kvm.stop = held
-    return release
+    client = cloud.client()
+    try:
+        yield vm, client, client.stop_vm_async(vm.id)
+    finally:
+        release.set()
+    cloudstack_handlers.wait_for_jobs(cloud.api)
 
 
 def _queries(cloud):
@@ -292,11 +301,7 @@ def _queries(cloud):
 
 
 def test_stop_vm_async_submits_a_clean_stop_and_waits_for_nothing(cloud):
-    vm = cloud.vm("web-1", running=True)
-    release = _held_stop(cloud)
-    client = cloud.client()
-    try:
-        job_id = client.stop_vm_async(vm.id)
+    with _clean_stop_held(cloud) as (vm, client, job_id):
         _, command, params = cloud.api.calls[-1]
         assert (command, params["id"]) == ("stopVirtualMachine", vm.id)
         assert "forced" not in params  # the guest shuts down cleanly
@@ -304,26 +309,16 @@ def test_stop_vm_async_submits_a_clean_stop_and_waits_for_nothing(cloud):
         # Returned with the job still running, and never asked about it.
         assert _queries(cloud) == []
         assert cloud.api.jobs[job_id].status == 0
-    finally:
-        release.set()
-    cloudstack_handlers.wait_for_jobs(cloud.api)
     assert vm.instancename not in cloud.kvm.running
     assert client.wait_for_job(job_id)["virtualmachine"]["state"] == \
         "Stopped"
 
 
 def test_poll_job_asks_once_none_while_pending_then_the_result(cloud):
-    vm = cloud.vm("web-1", running=True)
-    release = _held_stop(cloud)
-    client = cloud.client()
-    try:
-        job_id = client.stop_vm_async(vm.id)
+    with _clean_stop_held(cloud) as (_vm, client, job_id):
         assert client.poll_job(job_id, "stopVirtualMachine", "web-1") is None
         assert len(_queries(cloud)) == 1
         assert _queries(cloud)[0][2]["jobid"] == job_id
-    finally:
-        release.set()
-    cloudstack_handlers.wait_for_jobs(cloud.api)
     result = client.poll_job(job_id, "stopVirtualMachine", "web-1")
     assert result["virtualmachine"]["state"] == "Stopped"
     assert len(_queries(cloud)) == 2

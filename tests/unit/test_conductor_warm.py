@@ -722,6 +722,21 @@ def _messages(done):
 SHUT_DOWN_JOB_RUNNING = CLEAN_END[:CLEAN_END.index(HOST_SHUTDOWN)]
 
 
+def assert_rolled_back_after_the_stop(w, done, started):
+    """A clean cutover failed once CloudStack's stop was asked for: the
+    job ended without pivot, T and the server went, the rollback waited
+    for the stop job, and the VM started again only if ``started``."""
+    assert w.log == ["cs stop forced=False", "nova delete",
+                     "cs wait stop-job-1"] + (["cs start"] if started
+                                               else [])
+    assert done["result"]["rolled_back"] == [
+        "ended the block copy", "removed the mirror target on cmp-1",
+        "deleted server srv-1"] + (["started CloudStack VM web-1 again"]
+                                   if started else [])
+    res = done["resources"]
+    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+
+
 def _stop_failed(text="host busy"):
     return exception.CloudStackJobFailed(
         job_id="stop-job-1", command="stopVirtualMachine", target="web-1",
@@ -975,15 +990,7 @@ def test_a_stop_job_failing_before_the_decision_fails_the_cutover(
     # The job still ran: ended without pivot; the VM started again only
     # if CloudStack does not say it runs.
     assert w.dom.calls == ["blockCopy", "blockJobAbort(0)"]
-    assert w.log == ["cs stop forced=False", "nova delete",
-                     "cs wait stop-job-1"] + (["cs start"] if started
-                                               else [])
-    assert done["result"]["rolled_back"] == [
-        "ended the block copy", "removed the mirror target on cmp-1",
-        "deleted server srv-1"] + (["started CloudStack VM web-1 again"]
-                                   if started else [])
-    res = done["resources"]
-    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+    assert_rolled_back_after_the_stop(w, done, started)
     assert w.cloudstack.state == "Running"
 
 
@@ -1005,11 +1012,7 @@ def test_shutdown_cutover_fails_if_the_domain_never_ends(db, monkeypatch):
     assert w.cloudstack.polls == ["stop-job-1"] * 3
     # The job still ran: ended without pivot before anything else.
     assert w.dom.calls == ["blockCopy", "blockJobAbort(0)"]
-    assert w.log == ["cs stop forced=False", "nova delete",
-                     "cs wait stop-job-1", "cs start"]
-    assert done["result"]["rolled_back"] == [
-        "ended the block copy", "removed the mirror target on cmp-1",
-        "deleted server srv-1", "started CloudStack VM web-1 again"]
+    assert_rolled_back_after_the_stop(w, done, started=True)
 
 
 def test_shutdown_cutover_fails_if_the_stop_job_never_ends(db, monkeypatch):
@@ -1022,13 +1025,7 @@ def test_shutdown_cutover_fails_if_the_stop_job_never_ends(db, monkeypatch):
     assert "CloudStack did not stop VM web-1, but its domain did not end " \
         "on qemu+libssh://root@10.0.0.5/system" in done["error"]
     # The rollback's wait timed out too: CloudStack says it runs.
-    assert w.log == ["cs stop forced=False", "nova delete",
-                     "cs wait stop-job-1"]
-    assert done["result"]["rolled_back"] == [
-        "ended the block copy", "removed the mirror target on cmp-1",
-        "deleted server srv-1"]
-    res = done["resources"]
-    assert (res["source_stopped"], res["source_stop_job"]) == (False, None)
+    assert_rolled_back_after_the_stop(w, done, started=False)
 
 
 def test_a_stop_cloudstack_refuses_leaves_the_vm_running(db, monkeypatch):
