@@ -114,7 +114,9 @@ class MirrorTarget:
                             backing_fmt=self.base_format)
             self.qsd.start()
             self._save_state()
-            self.write_behind.start()
+            if not self.qsd.direct_io:
+                # Buffered T: keep the disk writing it (writebehind.py).
+                self.write_behind.start()
             if self.endpoint is not None:
                 self.tunnel = tunnel.ReverseTunnel(
                     self.endpoint, self.ssh_options, self.qsd.nbd_socket,

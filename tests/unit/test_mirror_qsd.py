@@ -35,8 +35,10 @@ def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
     assert t_fmt["driver"] == "qcow2"
     assert t_fmt["backing"] == d_fmt["node-name"]
     assert "read-only" not in t_file
-    # T is scratch until finish() fsyncs it: QEMU's flushes are not wanted.
-    assert t_file["cache"] == {"direct": False, "no-flush": True}
+    # T is scratch until finish() fsyncs it: QEMU's flushes are not wanted;
+    # by default it bypasses the page cache.
+    assert t_file["cache"] == {"direct": True, "no-flush": True}
+    assert t_file["aio"] == "native"
     assert "cache" not in d_file
     export = cmds[-1][1]
     # The format node: NBD clients read and write guest data.
@@ -44,6 +46,24 @@ def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
     assert export["writable"] is True and export["name"] == "cs2os-x"
     assert cmds[4][1]["addr"] == {"type": "unix",
                                   "data": {"path": "/r/nbd.sock"}}
+
+
+def test_a_t_without_o_direct_is_buffered_and_still_ignores_flushes():
+    cmds = qsd.graph_commands("/t", "/d", "raw", "/r/nbd.sock", "x",
+                              direct_io=False)
+    t_file = cmds[2][1]
+    assert t_file["node-name"] == qsd.T_FILE
+    assert t_file["cache"] == {"direct": False, "no-flush": True}
+    assert "aio" not in t_file  # native AIO needs O_DIRECT
+
+
+def test_the_daemon_gets_the_malloc_tunables_and_keeps_others():
+    env = qsd.daemon_environment({"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": qsd.MALLOC_TUNABLES}
+    env = qsd.daemon_environment({"GLIBC_TUNABLES": "glibc.pthread.x=1"})
+    assert env["GLIBC_TUNABLES"] == "glibc.pthread.x=1:" + qsd.MALLOC_TUNABLES
+    # Buffers up to an NBD request's 32 MiB stay in the heap.
+    assert "glibc.malloc.mmap_threshold=33554432" in qsd.MALLOC_TUNABLES
 
 
 def test_close_order_puts_t_first_and_d_last():
