@@ -30,8 +30,7 @@ def fsync_file(path):
 
 
 def supports_direct_io(path):
-    """Whether ``path`` (an existing file of at least 4 KiB) can be read
-    with O_DIRECT.
+    """Whether the existing file ``path`` can be read with O_DIRECT.
 
     Some file systems refuse O_DIRECT at open, others only at the first
     read or write (EINVAL either way), so the probe does both, as Nova's

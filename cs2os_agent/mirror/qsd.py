@@ -32,9 +32,9 @@ and the daemon's allocator keeps the buffers it frees
 (:data:`MALLOC_TUNABLES`). Each NBD write arrives in a fresh buffer of up
 to 1 MiB; by default glibc gives memory that size back to the kernel when
 it is freed (mmap threshold, heap trim), so every request faulted in fresh
-pages, and on a virtual compute
-node each fault may also be the hypervisor's. A buffered T then copies
-every byte into fresh page-cache pages as well. Measured here, 1 GiB to
+pages, and on a virtual compute node each fault may also be the
+hypervisor's. A buffered T then copies every byte into fresh page-cache
+pages as well. Measured here, 1 GiB to
 READY, medians of 3, MB/s and the daemon's CPU-seconds per GiB:
 
     T buffered (write-behind), glibc defaults  tunnel 388  qsd 1.1-1.9  cat 582
@@ -242,7 +242,12 @@ class StorageDaemon:
             if os.path.lexists(path):
                 os.unlink(path)
         argv = build_argv(self.run_dir, self.binary)
-        self.direct_io = fileutils.supports_direct_io(self.target)
+        try:
+            self.direct_io = fileutils.supports_direct_io(self.target)
+        except OSError as exc:
+            raise exception.StorageDaemonError(
+                command="start", reason="cannot open %s: %s"
+                % (self.target, exc.strerror)) from None
         LOG.debug("Starting %s (T %s)", " ".join(argv),
                   "O_DIRECT" if self.direct_io else "buffered")
         with open(self.log_file, "ab") as log:

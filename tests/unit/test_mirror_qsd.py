@@ -77,6 +77,14 @@ def test_too_long_socket_paths_are_refused_up_front(tmp_path):
     assert "run_dir" in str(err.value)
 
 
+def test_a_target_that_cannot_be_opened_fails_the_start_by_name(tmp_path):
+    d = qsd.StorageDaemon(str(tmp_path), str(tmp_path / "absent"), "/d", "e")
+    with pytest.raises(exception.StorageDaemonError) as err:
+        d.start()
+    assert str(tmp_path / "absent") in str(err.value)
+    assert d.proc is None  # nothing was started
+
+
 def test_status_words():
     assert qsd.exit_status(None) == "running"
     assert qsd.exit_status(-9) == "killed by SIGKILL"
