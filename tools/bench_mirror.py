@@ -246,7 +246,7 @@ def bench(args):
             # server running (idle), 654 and 650 once it was deleted; the
             # idle guest's cost shows in no process's CPU time here.  A
             # baseline taken after the migration made the ratio look
-            # better than it is (session 3's 0.75 did).
+            # better than it is (0.75 where it was 0.60).
             moved, cat_s = ssh_cat(chain.sshd, volume.overlay, scratch)
             time.sleep(SETTLE_SECONDS)
             done = chain.migrate(vm)

@@ -295,6 +295,17 @@ class BlockCopy:
         self._ending = True
 
 
+def deregister_quietly(deregister, callback_id):
+    """Undo a libvirt event registration, if there was one; returns None
+    for the caller to store.  A connection already gone has dropped the
+    callback with it, so its error is not one."""
+    if callback_id is not None:
+        try:
+            deregister(callback_id)
+        except libvirt.libvirtError:
+            pass
+
+
 class JobEvents:
     """Wakes a poller when libvirt reports anything of a domain's block
     jobs (READY above all), so the poll interval bounds progress updates
@@ -322,12 +333,8 @@ class JobEvents:
         return self
 
     def __exit__(self, *exc_info):
-        if self._callback_id is not None:
-            try:
-                self.conn.domainEventDeregisterAny(self._callback_id)
-            except libvirt.libvirtError:
-                pass
-            self._callback_id = None
+        self._callback_id = deregister_quietly(
+            self.conn.domainEventDeregisterAny, self._callback_id)
 
     # Called on the libvirt event loop's thread.
     def _on_event(self, conn, dom, disk, job_type, status, opaque):

@@ -36,6 +36,7 @@ every write the guest saw complete is still on both sides
 (crash-consistent), and the result says which one it was.
 """
 
+import functools
 import json
 import threading
 import time
@@ -45,6 +46,7 @@ import libvirt_qemu
 from oslo_log import log as logging
 
 from cs2os_agent.common import exception
+from cs2os_agent.mirror import blockcopy
 
 LOG = logging.getLogger(__name__)
 
@@ -99,19 +101,11 @@ class SourceEndWatch:
         return self
 
     def __exit__(self, *exc_info):
-        if self._qmp_id is not None:
-            try:
-                libvirt_qemu.qemuMonitorEventDeregister(self.conn,
-                                                        self._qmp_id)
-            except libvirt.libvirtError:
-                pass
-            self._qmp_id = None
-        if self._life_id is not None:
-            try:
-                self.conn.domainEventDeregisterAny(self._life_id)
-            except libvirt.libvirtError:
-                pass
-            self._life_id = None
+        self._qmp_id = blockcopy.deregister_quietly(
+            functools.partial(libvirt_qemu.qemuMonitorEventDeregister,
+                              self.conn), self._qmp_id)
+        self._life_id = blockcopy.deregister_quietly(
+            self.conn.domainEventDeregisterAny, self._life_id)
 
     def _fail(self, reason):
         return exception.BlockCopyFailed(domain=self.name, disk=self.disk,
