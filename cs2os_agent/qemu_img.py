@@ -3,7 +3,9 @@
 Every call names the image format explicitly (``-f``, and ``-F`` for a
 backing file): letting qemu-img probe a format is how a guest-written raw
 disk gets read as qcow2 with a backing file of the attacker's choosing.
-Output is ``--output=json`` wherever qemu-img offers it.
+Output is ``--output=json`` wherever qemu-img offers it.  Every run is
+resource-limited (util-linux ``prlimit``): see :data:`QEMU_IMG_LIMITS` and
+:func:`data_limits`.
 
 Failures surface as :mod:`cs2os_agent.common.exception` types; no caller
 ever needs to parse qemu-img's stderr.
@@ -11,6 +13,7 @@ ever needs to parse qemu-img's stderr.
 
 import functools
 import json
+import math
 import shutil
 import signal
 
@@ -23,11 +26,51 @@ LOG = logging.getLogger(__name__)
 
 QEMU_IMG = "qemu-img"
 
-# Limits for commands that parse an untrusted image header (the Nova
-# QEMU_IMG_LIMITS values): a crafted image must not be able to make
-# qemu-img eat the host's memory or spin forever.
-QEMU_IMG_LIMITS = processutils.ProcessLimits(address_space=1024**3,
-                                             cpu_time=30)
+MiB = 1024**2
+GiB = 1024**3
+
+# Every qemu-img run here may read data that came from CloudStack (an
+# overlay, a template, a mirror target filled by the source host), so every
+# one runs under limits: _execute applies these unless a command passes its
+# own.  No command has a reason to run unlimited.
+#
+# Commands that parse a header and metadata but read no guest data (info,
+# check, map, create, rebase -u, resize): Nova's QEMU_IMG_LIMITS for
+# qemu-img info, 1 GiB of address space and 30 s of CPU, so a crafted
+# header cannot make qemu-img eat the host's memory or spin forever.  No
+# core file: a qemu-img that crashes under its limit must not leave a core
+# of up to that size in the service's working directory.
+QEMU_IMG_LIMITS = processutils.ProcessLimits(
+    address_space=1 * GiB, cpu_time=30, core_file_size=0)
+
+# Commands that read every guest byte (convert, compare).  Address space:
+# ironic's for qemu-img convert ([disk_utils] image_convert_memory_limit,
+# 2 GiB).  Measured here at a 600-670 MiB peak for both: 8 threads, each
+# with an 8 MiB stack and a 64 MiB malloc arena reserved; their number
+# follows the requests in flight (convert's -m 8), not the host's cores.
+DATA_ADDRESS_SPACE = 2 * GiB
+# CPU: Nova's 30 s (DATA_CPU_SECONDS), plus one second per this many
+# bytes the command reads.
+# Measured here (2 vCPUs, page cache): convert of zlib-compressed clusters
+# to raw 120-220 MiB per CPU second (user + system), compare 180 MiB/s; a
+# legitimate run stays ~8x below its cap on a slower or busier host, while
+# a crafted image that makes qemu-img loop still stops.
+DATA_CPU_SECONDS = 30
+DATA_BYTES_PER_CPU_SECOND = 16 * MiB
+
+
+def data_limits(nbytes, max_output=None):
+    """Limits for a command that reads ``nbytes`` of guest data.
+
+    ``max_output``: RLIMIT_FSIZE, the largest length any file it writes
+    may reach (qemu-img is stopped with "File too large" or SIGXFSZ).
+    """
+    cpu = DATA_CPU_SECONDS + math.ceil(
+        max(0, nbytes) / DATA_BYTES_PER_CPU_SECOND)
+    return processutils.ProcessLimits(
+        address_space=DATA_ADDRESS_SPACE, cpu_time=cpu, core_file_size=0,
+        file_size=max_output)
+
 
 # Enough of stderr to say what went wrong without flooding logs or RPC.
 _STDERR_TAIL = 2000
@@ -77,7 +120,17 @@ def _run(args, prlimit=None):
     return stdout
 
 
-def _error(command, exc):
+def _error(command, exc, prlimit=None):
+    limit = prlimit.file_size if prlimit is not None else None
+    # RLIMIT_FSIZE: SIGXFSZ kills qemu-img (subprocess restores its default
+    # action), or where it is ignored the write or truncate fails: EFBIG.
+    if limit is not None and (exc.exit_code == -signal.SIGXFSZ
+                              or "File too large" in (exc.stderr or "")):
+        return exception.QemuImgOutputTooLarge(
+            command=command, limit=limit,
+            reason=(exc.stderr or "").strip()[-_STDERR_TAIL:]
+            or "killed by SIGXFSZ",
+        )
     if exc.exit_code in (-signal.SIGXCPU, -signal.SIGKILL):
         # The prlimit CPU cap (or an operator) stopped it: say so rather
         # than report a meaningless exit code.
@@ -95,23 +148,37 @@ def _error(command, exc):
 def _execute(args, prlimit=None, passthrough=()):
     """Run qemu-img with *args* and return its stdout.
 
-    Raises QemuImgError, except that a ProcessExecutionError whose exit
-    code is in *passthrough* is re-raised for the caller to interpret.
+    *prlimit*: the command's limits; None means QEMU_IMG_LIMITS (looked
+    up now, not at import), so there is no way to run one unlimited.  A
+    command that reads guest data passes :func:`data_limits`.  Raises
+    QemuImgError, except that a ProcessExecutionError whose exit code is
+    in *passthrough* is re-raised for the caller to interpret.
     """
+    if prlimit is None:
+        prlimit = QEMU_IMG_LIMITS
     try:
         return _run([QEMU_IMG, *args], prlimit=prlimit)
     except processutils.ProcessExecutionError as e:
         if e.exit_code in passthrough:
             raise
-        raise _error(args[0], e) from e
+        raise _error(args[0], e, prlimit) from e
     except OSError as e:
         raise exception.QemuImgError(command=args[0], exit_code=None,
                                      stderr=str(e)) from e
 
 
-def convert(path, fmt, dest, dest_fmt):
-    """Write ``path``'s guest view to ``dest`` as ``dest_fmt``."""
-    _execute(["convert", "-f", fmt, "-O", dest_fmt, path, dest])
+def convert(path, fmt, dest, dest_fmt, virtual_size=None, max_output=None):
+    """Write ``path``'s guest view to ``dest`` as ``dest_fmt``.
+
+    Runs under :func:`data_limits` for ``path``'s virtual size
+    (``virtual_size`` if the caller has it, else from ``qemu-img info``);
+    ``max_output`` bounds the length ``dest`` may reach
+    (QemuImgOutputTooLarge past it).
+    """
+    if virtual_size is None:
+        virtual_size = info(path, fmt)["virtual-size"]
+    _execute(["convert", "-f", fmt, "-O", dest_fmt, path, dest],
+             prlimit=data_limits(virtual_size, max_output))
 
 
 def info(path, fmt, backing_chain=False, force_share=False):
@@ -131,7 +198,7 @@ def info(path, fmt, backing_chain=False, force_share=False):
     if force_share:
         args.append("-U")
     args.append(path)
-    return json.loads(_execute(args, prlimit=QEMU_IMG_LIMITS))
+    return json.loads(_execute(args))
 
 
 def create(path, fmt, size=None, backing_file=None, backing_fmt=None):
@@ -179,7 +246,7 @@ def check(path, fmt):
     args = ["check", "--output=json", "-f", fmt, path]
     passthrough = (_CHECK_CORRUPT, _CHECK_LEAKS_ONLY)
     try:
-        return json.loads(_execute(args, QEMU_IMG_LIMITS, passthrough))
+        return json.loads(_execute(args, passthrough=passthrough))
     except processutils.ProcessExecutionError as e:
         exit_code = e.exit_code
         # Exits 2 and 3 still print the JSON report on stdout.
@@ -212,8 +279,12 @@ def compare(left, right, left_fmt, right_fmt, strict=False,
     if force_share:
         args.append("-U")
     args += [left, right]
+    # It reads both guest views whole: its CPU cap follows their sizes.
+    read = sum(info(path, fmt, force_share=force_share)["virtual-size"]
+               for path, fmt in ((left, left_fmt), (right, right_fmt)))
     try:
-        _execute(args, passthrough=(_COMPARE_DIFFER,))
+        _execute(args, prlimit=data_limits(read),
+                 passthrough=(_COMPARE_DIFFER,))
     except processutils.ProcessExecutionError as e:
         # stdout is qemu-img's verdict, e.g. "Content mismatch at offset
         # 1048576!", after "Warning: Image size mismatch!" if sizes differ.
@@ -242,7 +313,7 @@ def map(path, fmt, force_share=False):  # noqa: A001
     if force_share:
         args.append("-U")
     args.append(path)
-    return json.loads(_execute(args, prlimit=QEMU_IMG_LIMITS))
+    return json.loads(_execute(args))
 
 
 def resize(path, fmt, size):

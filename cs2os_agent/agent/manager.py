@@ -25,6 +25,7 @@ from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
 from cs2os_agent.common import exception
+from cs2os_agent.common import faultpoints
 from cs2os_agent.common import fileutils
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.conf import mirror as mirror_conf
@@ -179,6 +180,7 @@ class AgentManager:
                     )
                 finally:
                     self._cancel_events.pop(migration_id, None)
+            faultpoints.reached("agent:sync_overlay:after")
             result.update(migration_id=migration_id, source=fingerprint)
             self._write_meta(files, result)
             LOG.info(
@@ -198,7 +200,9 @@ class AgentManager:
             )
             if os.path.exists(files.staged):
                 overlay.verify(files.staged, reference)
+            faultpoints.reached("agent:swap_disk:before")
             result = swap.swap_in(files, instance_uuid)
+            faultpoints.reached("agent:swap_disk:after")
             return dict(
                 result,
                 disk_path=files.disk,
@@ -210,6 +214,7 @@ class AgentManager:
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             self._require_shutoff(info, instance_uuid)
+            faultpoints.reached("agent:restore_disk:before")
             return dict(
                 swap.restore(files, instance_uuid),
                 disk_path=files.disk,
@@ -219,6 +224,7 @@ class AgentManager:
     def cleanup(self, context, migration_id, instance_uuid):
         with self._exclusive(instance_uuid, migration_id):
             _info, files = self._locate(instance_uuid)
+            faultpoints.reached("agent:cleanup:before")
             return dict(swap.cleanup(files), migration_id=migration_id)
 
     def cancel(self, context, migration_id):

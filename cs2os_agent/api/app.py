@@ -5,13 +5,15 @@ pipeline has no optional pieces an operator would reorder, and one place
 that builds it is easier to test.  From the outside in:
 
     http_proxy_to_wsgi -> request_id -> cors -> body size limit
-    -> auth (keystonemiddleware auth_token, or noauth) -> router
+    -> auth (keystonemiddleware auth_token, or noauth; the version and
+       OpenAPI documents bypass it) -> router
 """
 
 import re
 
 import webob
 import webob.dec
+import webob.exc
 from keystonemiddleware import auth_token
 from oslo_context import context as oslo_context
 from oslo_log import log as logging
@@ -22,6 +24,7 @@ from oslo_middleware import sizelimit
 
 from cs2os_agent.api import errors
 from cs2os_agent.api import migrations
+from cs2os_agent.api import openapi
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import context as cs2os_context
 
@@ -41,12 +44,13 @@ class Router:
         uuid = r"(?P<migration_id>[^/]+)"
         self.routes = [
             (re.compile(p), handlers) for p, handlers in (
-                (r"^/?$", {"GET": self.versions}),
-                (r"^/v1/?$", {"GET": self.version}),
-                (r"^/v1/migrations/?$", {"GET": controller.index,
-                                         "POST": controller.create}),
-                (r"^/v1/migrations/%s/?$" % uuid, {"GET": controller.show}),
-                (r"^/v1/migrations/%s/action/?$" % uuid,
+                (r"/?", {"GET": self.versions}),
+                (r"/v1/?", {"GET": self.version}),
+                (re.escape(openapi.PATH), {"GET": self.openapi}),
+                (r"/v1/migrations/?", {"GET": controller.index,
+                                       "POST": controller.create}),
+                (r"/v1/migrations/%s/?" % uuid, {"GET": controller.show}),
+                (r"/v1/migrations/%s/action/?" % uuid,
                  {"POST": controller.action}),
             )
         ]
@@ -60,8 +64,10 @@ class Router:
                                          self.conductor_timeout)
 
     def _dispatch(self, request):
+        path = wsgi_util.path_info(request)
         for pattern, handlers in self.routes:
-            match = pattern.match(request.path_info)
+            # fullmatch: "$" would also match before a final "\n" (%0A).
+            match = pattern.fullmatch(path)
             if not match:
                 continue
             handler = handlers.get(request.method)
@@ -69,10 +75,10 @@ class Router:
                 allowed = ", ".join(sorted(handlers))
                 raise errors.ApiError(
                     405, "%s is not allowed on %s; allowed: %s"
-                    % (request.method, request.path_info, allowed),
+                    % (request.method, path, allowed),
                     "cs2os.MethodNotAllowed", headers={"Allow": allowed})
             return handler(request, **match.groupdict())
-        raise errors.ApiError(404, "no resource at %s" % request.path_info,
+        raise errors.ApiError(404, "no resource at %s" % path,
                               "cs2os.NotFound")
 
     def versions(self, request):
@@ -85,6 +91,10 @@ class Router:
         return wsgi_util.json_response(200, {"version": dict(
             VERSION, links=[{"rel": "self",
                              "href": request.application_url + "/v1/"}])})
+
+    def openapi(self, request):
+        return wsgi_util.json_response(
+            200, openapi.document(request.application_url))
 
 
 class ContextMiddleware:
@@ -120,19 +130,44 @@ class NoAuthMiddleware:
         return self.app(environ, start_response)
 
 
-class VersionsBypassAuth:
-    """The version document answers without a token, as every OpenStack
-    API's root does, so clients can discover /v1 before they log in."""
+class PublicBypassAuth:
+    """Two documents answer without a token.
+
+    The version document, as every OpenStack API's root does, so clients
+    can discover /v1 before they log in; and the OpenAPI document of /v1,
+    for the same reason: it describes the API's shape only (the same for
+    every deployment, built from the code, the caller's own URL as its
+    server), no data and nothing about the caller, and tools read it
+    before they have a token.  Everything else goes through auth.
+    """
+
+    PATHS = ("", "/", openapi.PATH)
 
     def __init__(self, authed, open_app):
         self.authed = authed
         self.open_app = open_app
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO", "") in ("", "/"):
+        if environ.get("PATH_INFO", "") in self.PATHS:
             environ[wsgi_util.CONTEXT_KEY] = oslo_context.RequestContext()
             return self.open_app(environ, start_response)
         return self.authed(environ, start_response)
+
+
+class BodySizeLimit(sizelimit.RequestBodySizeLimiter):
+    """oslo.middleware's body size limit with an API-SIG JSON 413 (its own
+    is HTML or plain text, and names the limit as a literal "%s")."""
+
+    @webob.dec.wsgify
+    def __call__(self, req):
+        max_size = self._conf_get("max_request_body_size")
+        req.environ[wsgi_util.MAX_BODY_KEY] = max_size
+        try:
+            return super().__call__(req)
+        except webob.exc.HTTPRequestEntityTooLarge:
+            return errors.response(
+                req, 413, "the request body is larger than %d bytes"
+                % max_size, "cs2os.RequestEntityTooLarge")
 
 
 def build(conf, conductor_api):
@@ -145,8 +180,8 @@ def build(conf, conductor_api):
         LOG.warning("cs2os-api runs with auth_strategy = noauth: every "
                     "caller is an admin")
         app = NoAuthMiddleware(app)
-    app = VersionsBypassAuth(app, router)
-    app = sizelimit.RequestBodySizeLimiter(app, conf)
+    app = PublicBypassAuth(app, router)
+    app = BodySizeLimit(app, conf)
     app = cors.CORS(app, conf)
     app = request_id.RequestId(app)
     app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, conf)

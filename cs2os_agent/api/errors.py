@@ -47,6 +47,13 @@ def response(request, status, detail, code, headers=None):
     return resp
 
 
+def _where(request):
+    # The raw PATH_INFO: request.path decodes it and may itself raise
+    # (a path that is not UTF-8), here of all places.
+    return "%s %r" % (request.environ.get("REQUEST_METHOD"),
+                      request.environ.get("PATH_INFO", ""))
+
+
 def from_exception(request, exc, conductor_timeout=None):
     """The error response for ``exc``; unexpected ones are logged."""
     if isinstance(exc, ApiError):
@@ -57,17 +64,17 @@ def from_exception(request, exc, conductor_timeout=None):
         # conductor's verdict reaches the caller with its own status.
         status = exc.code if exc.code in _KNOWN_STATUSES else 500
         if status >= 500:
-            LOG.warning("%s: %s", request.path, exc)
+            LOG.warning("%s: %s", _where(request), exc)
         return response(request, status, exception.describe(exc),
                         "cs2os.%s" % exception.name_of(exc))
     if isinstance(exc, messaging.MessagingTimeout):
         err = exception.ConductorUnavailable(timeout=conductor_timeout)
-        LOG.error("%s %s: %s", request.method, request.path, err)
+        LOG.error("%s: %s", _where(request), err)
         return response(request, 503, str(err), "cs2os.ConductorUnavailable")
     if isinstance(exc, webob.exc.HTTPException):
         return response(request, exc.code, exc.explanation,
                         "cs2os.%s" % exc.title.replace(" ", ""))
-    LOG.exception("%s %s failed unexpectedly", request.method, request.path)
+    LOG.exception("%s failed unexpectedly", _where(request))
     return response(request, 500,
                     "Unexpected error; the cs2os-api log has the details "
                     "(request %s)" % request.environ.get(

@@ -28,9 +28,23 @@ def get_enforcer():
     return init()
 
 
+def _target(context):
+    return {"project_id": context.project_id, "user_id": context.user_id}
+
+
 def authorize(context, action, target=None):
     """Raise PolicyNotAuthorized unless ``context`` may do ``action``."""
-    target = target or {"project_id": context.project_id,
-                        "user_id": context.user_id}
-    init().authorize(action, target, context, do_raise=True,
-                     exc=exception.PolicyNotAuthorized, action=action)
+    init().authorize(action, target or _target(context), context,
+                     do_raise=True, exc=exception.PolicyNotAuthorized,
+                     action=action)
+
+
+def authorize_any(context, actions):
+    """Raise PolicyNotAuthorized unless ``context`` may do one of
+    ``actions``: the check an endpoint serving several rules can make
+    before it reads the request that says which one applies."""
+    enforcer = init()
+    if not any(enforcer.authorize(a, _target(context), context)
+               for a in actions):
+        raise exception.PolicyNotAuthorized(
+            action="any of " + ", ".join(actions))

@@ -1,18 +1,46 @@
-"""JSON schemas of the request bodies and query strings of /v1."""
+"""JSON schemas of the request bodies, query strings and headers of /v1.
+
+The API validates with these, and cs2os_agent/api/openapi.py publishes
+the same objects as the OpenAPI document: what the document promises is
+what the code checks.  Keywords are kept to those OpenAPI 3.0 has (the
+one exception, propertyNames, is carried over as x-propertyNames).
+"""
+
+import re
 
 import jsonschema
 
 from cs2os_agent.api import errors
+from cs2os_agent.common import states
 
-STATES = ("queued", "running", "cancelling", "succeeded", "failed",
-          "cancelled")
+STATES = states.ALL
 MODES = ("cold", "warm")
 CUTOVERS = ("auto", "manual")
 CUTOVER_METHODS = ("shutdown", "force")
 
+# A name or id: not blank, and no control characters, which no CloudStack
+# or OpenStack name has and some databases refuse to store (PostgreSQL:
+# NUL), which would make a client's typo a 500 after the API let it in.
+# "not" rather than an anchored pattern: "$" also matches before a final
+# newline in Python but not in ECMA regexes.
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
-         "pattern": r"\S"}
+         "pattern": r"\S", "not": {"pattern": r"[\x00-\x1f\x7f]"},
+         "description": "a non-blank string of at most 255 characters "
+                        "without control characters"}
 _OPTIONAL_NAME = {"anyOf": [_NAME, {"type": "null"}]}
+
+# Cutover options mean something for a warm migration only (the conductor
+# refuses them otherwise too); said here so that the published schema
+# describes exactly the bodies that are accepted.
+_WARM_ONLY = {
+    "description": "cutover and cutover_method apply to warm migrations "
+                   "only",
+    "anyOf": [
+        {"not": {"anyOf": [{"required": ["cutover"]},
+                           {"required": ["cutover_method"]}]}},
+        {"properties": {"mode": {"enum": ["warm"]}}, "required": ["mode"]},
+    ],
+}
 
 CREATE_MIGRATION = {
     "type": "object",
@@ -37,6 +65,7 @@ CREATE_MIGRATION = {
             },
             "required": ["source"],
             "additionalProperties": False,
+            "allOf": [_WARM_ONLY],
         },
     },
     "required": ["migration"],
@@ -67,6 +96,63 @@ LIST_QUERY = {
     "marker": {"type": "string", "format": "uuid"},
 }
 
+# POST /v1/migrations: a retried request with the same key gets the
+# migration the first one created.  Visible ASCII at both ends: HTTP drops
+# a header value's outer spaces, so a key must not depend on them.  (An
+# anchored pattern is exact here: a header value holds no newline.)
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255,
+                   "pattern": r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+                   "description": "1-255 printable ASCII characters, not "
+                                  "starting or ending with a space"}
+
+_INTEGER = re.compile(r"-?[0-9]+")
+# More than any page size; int() would take up to 4300 digits.
+_MAX_DIGITS = 18
+
+
+def _first_error(schema, instance):
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.FormatChecker())
+    found = list(validator.iter_errors(instance))
+    # A cross-field rule is reported only when each field is fine alone:
+    # "'hot' is not one of ['cold', 'warm']" says more than the rule.
+    plain = [e for e in found if e.schema is not _WARM_ONLY]
+    if plain or not found:
+        return jsonschema.exceptions.best_match(plain)
+    # The rule itself, not best_match's pick among its branches ("'cold'
+    # is not one of ['warm']").
+    return found[0]
+
+
+def _message(error):
+    """jsonschema's message, or a better one where it says too little."""
+    text = _text(error)
+    if "propertyNames" in error.absolute_schema_path:
+        # The error is about a key, not the value under it.
+        text = "key " + text
+    return text
+
+
+def _text(error):
+    if error.schema is _WARM_ONLY:
+        return "%s (mode is %s)" % (_WARM_ONLY["description"],
+                                    error.instance.get("mode", "cold"))
+    if error.validator in ("pattern", "not") and \
+            "description" in error.schema:
+        # Not "does not match '\\S'": what the value must be.
+        return "%r must be %s" % (error.instance,
+                                  error.schema["description"])
+    if error.validator == "additionalProperties":
+        # jsonschema says "Additional properties are not allowed ('x' was
+        # unexpected)"; add what is allowed.
+        return "%s; allowed: %s" % (error.message, ", ".join(
+            sorted(error.schema.get("properties", {}))))
+    if error.validator in ("minProperties", "maxProperties"):
+        return "exactly one action is expected, one of: %s" % ", ".join(
+            sorted(error.schema["properties"]))
+    return error.message
+
 
 def _where(error):
     path = "/".join(str(p) for p in error.absolute_path)
@@ -75,23 +161,23 @@ def _where(error):
 
 def validate(schema, body):
     """Raise a 400 ApiError naming the first problem in ``body``."""
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.FormatChecker())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    error = _first_error(schema, body)
     if error is None:
         return body
-    if error.validator == "additionalProperties":
-        # jsonschema says "Additional properties are not allowed ('x' was
-        # unexpected)"; add what is allowed.
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        detail = "%s: %s; allowed: %s" % (_where(error), error.message,
-                                          allowed)
-    elif error.validator in ("minProperties", "maxProperties"):
-        detail = "%s: exactly one action is expected, one of: %s" % (
-            _where(error), ", ".join(sorted(error.schema["properties"])))
-    else:
-        detail = "%s: %s" % (_where(error), error.message)
-    raise errors.ApiError(400, detail, "cs2os.InvalidRequest")
+    raise errors.ApiError(400, "%s: %s" % (_where(error), _message(error)),
+                          "cs2os.InvalidRequest")
+
+
+def validate_header(request, name, schema):
+    """The header's value checked against ``schema``; None when absent."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    error = _first_error(schema, value)
+    if error is not None:
+        raise errors.ApiError(400, "header %s: %s" % (name, _message(error)),
+                              "cs2os.InvalidRequest")
+    return value
 
 
 def validate_query(params):
@@ -110,20 +196,22 @@ def validate_query(params):
                 % (name, len(values)), "cs2os.InvalidRequest")
         value = values[0]
         if LIST_QUERY[name].get("type") == "integer":
-            try:
-                value = int(value)
-            except ValueError:
+            # Plain ASCII digits: int() would also take " 5", "1_0" and
+            # other scripts' digits.
+            if not _INTEGER.fullmatch(value):
                 raise errors.ApiError(
                     400, "query parameter %s must be an integer, not %r"
-                    % (name, value), "cs2os.InvalidRequest") from None
+                    % (name, value[:100]), "cs2os.InvalidRequest")
+            if len(value.lstrip("-")) > _MAX_DIGITS:
+                raise errors.ApiError(
+                    400, "query parameter %s has more than %d digits"
+                    % (name, _MAX_DIGITS), "cs2os.InvalidRequest")
+            value = int(value)
         typed[name] = value
     for name, value in typed.items():
-        validator = jsonschema.Draft202012Validator(
-            LIST_QUERY[name], format_checker=jsonschema.FormatChecker())
-        error = jsonschema.exceptions.best_match(
-            validator.iter_errors(value))
+        error = _first_error(LIST_QUERY[name], value)
         if error is not None:
             raise errors.ApiError(
-                400, "query parameter %s: %s" % (name, error.message),
+                400, "query parameter %s: %s" % (name, _message(error)),
                 "cs2os.InvalidRequest")
     return typed

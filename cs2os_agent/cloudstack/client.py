@@ -259,6 +259,12 @@ class CloudStackClient:
         extra = {"expunge": True} if expunge else {}
         return self._vm_job("destroyVirtualMachine", vm_id, **extra)
 
+    def unmanage_vm(self, vm_id):
+        """Make CloudStack forget the VM (unmanageVirtualMachine, KVM since
+        CloudStack 4.19) so nobody can start it from CloudStack again; its
+        volume files stay on primary storage."""
+        return self._vm_job("unmanageVirtualMachine", vm_id)
+
     def stop_vm_async(self, vm_id):
         """Ask CloudStack to stop the VM cleanly; its job id, not waited
         for (``wait_for_job`` or ``poll_job`` later)."""

@@ -36,14 +36,16 @@ def main():
     notifier = notify.MigrationNotifier(CONF, CONF.host)
     clients = conductor_clients.Clients(CONF)
 
-    def make_context(migration):
+    def make_context(migration, owner):
         return flow_context.FlowContext(migration, db, CONF, clients,
-                                        notifier)
+                                        notifier, owner=owner)
 
     engine = conductor_engine.Engine(
         db, CONF.host, CONF.conductor.workers, CONF.conductor.lease_seconds,
         make_context)
-    endpoint = manager.ConductorManager(db, engine, notifier, clients.agent)
+    endpoint = manager.ConductorManager(
+        db, engine, notifier, clients.agent,
+        find_vm=lambda ref: clients.cloudstack.find_vm(ref))
     rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [endpoint])
     rpc_service.on_start = engine.start
     rpc_service.on_stop = engine.stop

@@ -206,6 +206,41 @@ class MigrationStateConflict(Cs2osException):
     code = 409
 
 
+class MigrationConflict(Cs2osException):
+    msg_fmt = (
+        "CloudStack VM %(vm)s already has an active migration %(active)s "
+        "(%(state)s): one migration per VM at a time; wait for it, or "
+        "cancel it"
+    )
+    code = 409
+
+
+class IdempotencyKeyReused(Cs2osException):
+    msg_fmt = (
+        "Idempotency key %(key)s created migration %(migration_id)s from a "
+        "different request (%(detail)s); use a new key for a new request"
+    )
+    code = 422
+
+
+class LeaseLost(Cs2osException):
+    msg_fmt = (
+        "Conductor %(conductor)s no longer holds migration "
+        "%(migration_id)s (epoch %(epoch)s; another conductor took it "
+        "over): it stops without acting"
+    )
+    code = 409
+
+
+class SourceNotStopped(Cs2osException):
+    msg_fmt = (
+        "CloudStack VM %(vm)s was started again while it was being moved "
+        "(%(detail)s): the migration stops before the Nova server runs the "
+        "migrated disk, so only one copy of the guest runs"
+    )
+    code = 409
+
+
 # -- the ssh transport -------------------------------------------------------
 
 
@@ -280,6 +315,11 @@ class SourceRemoteCommandFailed(Cs2osException):
 class OpenStackError(Cs2osException):
     msg_fmt = "OpenStack: %(operation)s failed: %(reason)s"
     code = 502
+
+
+class StartRefused(OpenStackError):
+    """Nova refused to start a server outright (not allowed, or no such
+    server): it started nothing."""
 
 
 # -- the CloudStack management API -------------------------------------------
@@ -486,3 +526,30 @@ class SourceDomainNotFound(Cs2osException):
         "The CloudStack VM's domain %(domain)s does not run on %(uri)s"
     )
     code = 409
+
+
+# -- hostile input: what is never opened, what qemu-img may not write ---------
+
+
+class SourceNotRegularFile(InvalidSource):
+    msg_fmt = (
+        "Source %(path)s is a %(kind)s, not a regular file: refused without "
+        "reading it (a FIFO or device node could block the reader or act "
+        "when opened; a symlink could lead anywhere)"
+    )
+
+
+class QemuImgOutputTooLarge(QemuImgError):
+    msg_fmt = (
+        "qemu-img %(command)s was stopped: it tried to write past its file "
+        "size limit of %(limit)s bytes (%(reason)s)"
+    )
+
+
+class ImageExpansionRefused(Invalid):
+    msg_fmt = (
+        "Refusing to expand %(path)s: its %(allocated)d bytes allocated on "
+        "disk would be written out as %(expanded)d bytes of guest data; "
+        "%(reason)s"
+    )
+    code = 413

@@ -5,6 +5,11 @@ renews the claim while it runs.  On start, and every renewal period, it
 takes over migrations whose claim expired: those of a conductor that died,
 its own earlier self included.  So a migration survives any conductor
 restart, and several conductors can share one database.
+
+Every claim has an epoch (db.api.claim): the flow writes and acts only
+while the record still names this conductor at that epoch, so a conductor
+that was paused or cut off past its lease cannot act next to the one that
+took over (FlowContext.guard).
 """
 
 import concurrent.futures
@@ -14,11 +19,13 @@ import threading
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
+from cs2os_agent.common import exception
+from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import runner
 
 LOG = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("queued", "running", "cancelling")
+ACTIVE_STATES = states.ACTIVE
 
 
 class Engine:
@@ -31,6 +38,7 @@ class Engine:
             max_workers=workers, thread_name_prefix="migration")
         self._lock = threading.Lock()
         self._running = {}  # migration id -> FlowContext
+        self._epochs = {}  # migration id -> the epoch of our claim
         self._stop = threading.Event()
         self._renewer = None
 
@@ -54,10 +62,12 @@ class Engine:
             if migration_id in self._running:
                 return False
             now = timeutils.utcnow()
-            if not self.db.claim(migration_id, self.name, now,
-                                 now + self.lease):
+            epoch = self.db.claim(migration_id, self.name, now,
+                                  now + self.lease)
+            if epoch is None:
                 return False
             self._running[migration_id] = None
+            self._epochs[migration_id] = epoch
         self._pool.submit(self._run, migration_id)
         return True
 
@@ -77,15 +87,20 @@ class Engine:
                 LOG.info("Resuming migration %s", migration_id)
 
     def _run(self, migration_id):
+        owner = {"conductor": self.name,
+                 "lease_epoch": self._epochs[migration_id]}
         try:
             migration = self.db.get_migration(migration_id)
-            if migration["state"] == "cancelling" and \
+            if migration["state"] == states.CANCELLING and \
                     migration["step"] == "validate":
-                self.db.update_migration(migration_id,
-                                         {"state": "cancelled"})
+                # Nothing was done yet: nothing to undo.
+                self.db.update_migration(
+                    migration_id, {"state": states.CANCELLED},
+                    expect=owner)
                 return
-            ctx = self._make_context(migration)
-            if migration["state"] == "cancelling":
+            ctx = self._make_context(
+                migration, (self.name, owner["lease_epoch"]))
+            if migration["state"] == states.CANCELLING:
                 ctx.request_cancel()
             with self._lock:
                 self._running[migration_id] = ctx
@@ -97,20 +112,35 @@ class Engine:
         finally:
             with self._lock:
                 self._running.pop(migration_id, None)
-            # Release the claim only if the migration ended; an unfinished
-            # one keeps it until it expires, then anybody resumes it.
+                self._epochs.pop(migration_id, None)
+            # Release the claim only if the migration ended (and is still
+            # ours); an unfinished one keeps it until it expires, then
+            # anybody resumes it.
             current = self.db.get_migration(migration_id)
             if current["state"] not in ACTIVE_STATES:
-                self.db.update_migration(migration_id, {"lease_until": None})
+                self.db.update_migration(migration_id, {"lease_until": None},
+                                         expect=owner)
 
     def _renew_loop(self):
         period = self.lease.total_seconds() / 3
         while not self._stop.wait(period):
             try:
-                with self._lock:
-                    ids = list(self._running)
-                self.db.renew(self.name, ids,
-                              timeutils.utcnow() + self.lease)
+                self._renew()
                 self.adopt()
             except Exception:
                 LOG.exception("Renewing migration claims failed")
+
+    def _renew(self):
+        with self._lock:
+            claims = list(self._epochs.items())
+        until = timeutils.utcnow() + self.lease
+        for migration_id, epoch in claims:
+            if self.db.renew(migration_id, self.name, epoch, until):
+                continue
+            # Another conductor claimed it (ours had lapsed): ours must
+            # not act on it again.
+            LOG.warning("%s", exception.LeaseLost(
+                conductor=self.name, migration_id=migration_id, epoch=epoch))
+            ctx = self._running.get(migration_id)
+            if ctx is not None:
+                ctx.fence()

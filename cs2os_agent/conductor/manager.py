@@ -11,29 +11,62 @@ from oslo_utils import timeutils
 from oslo_utils import uuidutils
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor import rpcapi
 
 LOG = logging.getLogger(__name__)
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
+FINAL_STATES = states.FINAL
 # A warm migration's steps from the cutover on: too late to ask.
 AFTER_CUTOVER = ("cutover", "finish", "swap", "start", "stop_source",
-                 "done")
+                 "cleanup", "retire_source", "done")
 MAX_LIMIT = 1000
+# What a repeated idempotency key must repeat to get the same migration.
+_REPLAY_FIELDS = ("source_ref", "mode", "target_host", "flavor",
+                  "delete_source")
 
 
 class ConductorManager:
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
-    def __init__(self, db, engine, notifier=None, agent_api=None):
+    def __init__(self, db, engine, notifier=None, agent_api=None,
+                 find_vm=None):
+        """``find_vm(ref)``: the CloudStack VM a request names (by id or
+        name), to refuse a second active migration of it at once; None
+        leaves that to the flow's validate step."""
         self.db = db
         self.engine = engine
         self.notifier = notifier
         self.agent_api = agent_api
+        self.find_vm = find_vm
+
+    def _resolve(self, ref):
+        """The VM's id, or None when CloudStack cannot say now (the
+        validate step then names the problem and claims the VM)."""
+        if self.find_vm is None:
+            return None
+        try:
+            return self.find_vm(ref)["id"]
+        except exception.Cs2osException as exc:
+            LOG.info("CloudStack VM %s not resolved at request time: %s",
+                     ref, exc)
+            return None
 
     def create_migration(self, context, request):
+        """Record a migration request and start it.
+
+        One active migration per CloudStack VM: a second one, by id or by
+        name, is refused (MigrationConflict, 409, naming the active one).
+        A repeated ``idempotency_key`` from the same project returns the
+        migration the first request made instead of starting another.
+        """
         req = request_schema.validate(request)
+        key = req.get("idempotency_key")
+        if key:
+            first = self.db.find_by_idempotency_key(context.project_id, key)
+            if first is not None:
+                return self._replay(first, req, key)
         options = {"networks": req["networks"],
                    "drop_unmapped_nics": req["drop_unmapped_nics"]}
         for name in ("cutover", "cutover_method"):
@@ -55,13 +88,31 @@ class ConductorManager:
             "source": {},
             "resources": {},
             "result": {},
+            "active_source": self._resolve(req["source"]),
+            "idempotency_key": key,
         })
+        if migration.pop("replayed", False):
+            # The same key won a race with this request.
+            return self._replay(migration, req, key)
         LOG.info("Migration %s of CloudStack VM %s requested by %s",
                  migration["id"], req["source"], context.user_id)
         if self.notifier is not None:
             self.notifier.emit(context, "create", migration)
         self.engine.submit(migration["id"])
         return migration
+
+    def _replay(self, first, req, key):
+        asked = {"source_ref": req["source"], "mode": req["mode"],
+                 "target_host": req["host"], "flavor": req["flavor"],
+                 "delete_source": req["delete_source"]}
+        differ = sorted(f for f in _REPLAY_FIELDS if first[f] != asked[f])
+        if differ:
+            raise exception.IdempotencyKeyReused(
+                key=key, migration_id=first["id"],
+                detail="%s differ" % ", ".join(differ))
+        LOG.info("Migration %s: a repeated request (idempotency key %s)",
+                 first["id"], key)
+        return self.db.get_migration(first["id"])
 
     def get_migration(self, context, migration_id):
         return self.db.get_migration(migration_id)
@@ -74,17 +125,33 @@ class ConductorManager:
         return self.db.list_migrations(filters, limit=limit, marker=marker)
 
     def cancel_migration(self, context, migration_id):
-        migration = self.db.get_migration(migration_id)
-        state = migration["state"]
-        if state in FINAL_STATES:
-            raise exception.MigrationStateConflict(
-                migration_id=migration_id, state=state, action="cancel")
-        if state == "queued" and self.db.update_migration(
-                migration_id, {"state": "cancelled",
-                               "error": "cancelled before it started"},
-                expect={"state": "queued"}):
+        """Compare-and-set: a cancel never flips a final state, a rollback
+        or a committed migration; losing that race is a 409."""
+        while True:
+            migration = self.db.get_migration(migration_id)
+            state = migration["state"]
+            if state == states.CANCELLING:
+                return migration
+            if state in FINAL_STATES or state == states.ROLLING_BACK:
+                raise exception.MigrationStateConflict(
+                    migration_id=migration_id, state=state, action="cancel")
+            if migration["committed"]:
+                raise exception.MigrationStateConflict(
+                    migration_id=migration_id, state="committed (the Nova "
+                    "server runs the migrated disk)", action="cancel")
+            if state == states.QUEUED:
+                values = {"state": states.CANCELLED,
+                          "error": "cancelled before it started",
+                          "finished_at": timeutils.utcnow()}
+            else:
+                values = {"state": states.CANCELLING}
+            if self.db.update_migration(
+                    migration_id, values,
+                    expect={"state": state, "committed": False}):
+                break
+            # It moved on meanwhile: look again.
+        if state == states.QUEUED:
             return self.db.get_migration(migration_id)
-        self.db.update_migration(migration_id, {"state": "cancelling"})
         self.engine.cancel(migration_id)
         # A copy in progress stops at once, wherever its flow runs.
         host = migration["resources"].get("host")
@@ -115,7 +182,8 @@ class ConductorManager:
                 migration_id=migration_id, state="a %s migration"
                 % migration["mode"], action="cut over (only warm migrations "
                 "have a cutover)")
-        if state not in ("queued", "running") or step in AFTER_CUTOVER:
+        if state not in (states.QUEUED, states.RUNNING) \
+                or step in AFTER_CUTOVER or migration["committed"]:
             raise exception.MigrationStateConflict(
                 migration_id=migration_id, state="%s at step %s"
                 % (state, step), action="cut over")
@@ -139,19 +207,25 @@ class ConductorManager:
         return self.db.get_migration(migration_id)
 
     def retry_migration(self, context, migration_id):
+        """Run a failed or cancelled migration again: from the start, or,
+        once it is committed, from the step that failed (the forward flow
+        only: a committed migration never rolls back).  Claims the
+        CloudStack VM again: refused while another migration holds it."""
         updated = None
         migration = self.db.get_migration(migration_id)
-        # A held migration is held again: the earlier go was for the
-        # earlier attempt.
-        options = dict(migration["options"] or {})
-        options.pop("cutover_requested", None)
-        for state in ("failed", "cancelled"):
+        values = {"state": states.QUEUED, "error": None,
+                  "finished_at": None, "lease_until": None,
+                  "conductor": None,
+                  "active_source": migration["source_vm_id"]}
+        if not migration["committed"]:
+            # A held migration is held again: the earlier go was for the
+            # earlier attempt.
+            options = dict(migration["options"] or {})
+            options.pop("cutover_requested", None)
+            values.update(step="validate", options=options)
+        for state in (states.FAILED, states.CANCELLED):
             updated = self.db.update_migration(
-                migration_id,
-                {"state": "queued", "step": "validate", "error": None,
-                 "finished_at": None, "lease_until": None,
-                 "conductor": None, "options": options},
-                expect={"state": state})
+                migration_id, values, expect={"state": state})
             if updated:
                 break
         if not updated:

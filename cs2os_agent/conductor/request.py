@@ -19,6 +19,9 @@ _FIELDS = {
     "drop_unmapped_nics": bool,
     "cutover": str,
     "cutover_method": str,
+    # From the API's Idempotency-Key header: a retry returns the same
+    # migration.
+    "idempotency_key": str,
 }
 
 
@@ -79,6 +82,14 @@ def validate(request):
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
     }
+    key = request.get("idempotency_key")
+    if key is not None:
+        if not 0 < len(key) <= 255 or not key.isprintable() \
+                or not key.isascii():
+            raise exception.Invalid(
+                reason="idempotency_key must be 1 to 255 printable ASCII "
+                "characters")
+        validated["idempotency_key"] = key
     if mode == "warm":
         validated["cutover"] = cutover
         validated["cutover_method"] = method

@@ -69,6 +69,17 @@ cloudstack_opts = [
         "waits for the guest to shut down cleanly, which CloudStack lets "
         "take minutes before it forces it.",
     ),
+    cfg.BoolOpt(
+        "unmanage_source",
+        default=True,
+        help="Once a migration is committed (the Nova server runs the "
+        "migrated disk), have CloudStack unmanage the source VM "
+        "(unmanageVirtualMachine, KVM since CloudStack 4.19): CloudStack "
+        "forgets it, so nobody can start a second copy of the guest from "
+        "CloudStack's UI; its volume files stay on primary storage. Off: "
+        "the VM stays Stopped in CloudStack and the migration records a "
+        "warning. A request's delete_source destroys it instead.",
+    ),
     cfg.StrOpt(
         "kvm_libvirt_uri",
         default="qemu+libssh://root@{host}/system?"

@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy import orm
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
 from cs2os_agent.db import models
 
 _COLUMNS = [c.name for c in models.Migration.__table__.columns]
@@ -35,9 +36,10 @@ def _to_dict(row, events=True):
 def _filter(key, value):
     m = models.Migration
     if key == "source":
-        # What the caller asked for, or what CloudStack called the VM.
+        # What the caller asked for, or what CloudStack called the VM
+        # (its id is known from the request on while the migration runs).
         return sa.or_(m.source_ref == value, m.source_vm_id == value,
-                      m.source_vm_name == value)
+                      m.source_vm_name == value, m.active_source == value)
     if key == "host":
         # The requested host, or the one Nova's scheduler chose.
         return sa.or_(m.target_host == value, m.compute_host == value)
@@ -59,11 +61,51 @@ class Database:
         self._session = orm.sessionmaker(self.engine, expire_on_commit=False)
 
     def create_migration(self, values):
-        with self._session.begin() as session:
-            row = models.Migration(**values)
-            session.add(row)
-            session.flush()
-            return _to_dict(row)
+        """Insert a migration.
+
+        A second active migration of the same CloudStack VM (the same
+        ``active_source``) raises MigrationConflict naming the active one;
+        a repeated ``idempotency_key`` of the same project returns the
+        migration it created first (with ``replayed`` set).
+        """
+        try:
+            with self._session.begin() as session:
+                row = models.Migration(**values)
+                session.add(row)
+                session.flush()
+                return _to_dict(row)
+        except sa.exc.IntegrityError:
+            # Which unique column refused it: look, rather than parse the
+            # driver's message (SQLite, MySQL and PostgreSQL differ).
+            key = values.get("idempotency_key")
+            if key:
+                first = self.find_by_idempotency_key(
+                    values.get("project_id"), key)
+                if first is not None:
+                    return dict(first, replayed=True)
+            active = values.get("active_source")
+            holder = self.active_migration_of(active) if active else None
+            if holder is not None:
+                raise exception.MigrationConflict(
+                    vm=active, active=holder["id"],
+                    state=holder["state"]) from None
+            raise
+
+    def find_by_idempotency_key(self, project_id, key):
+        query = sa.select(models.Migration).where(
+            models.Migration.idempotency_key == key,
+            models.Migration.project_id == project_id)
+        with self._session() as session:
+            row = session.scalars(query).first()
+            return _to_dict(row) if row is not None else None
+
+    def active_migration_of(self, vm_id):
+        """The active migration of CloudStack VM ``vm_id``, or None."""
+        query = sa.select(models.Migration).where(
+            models.Migration.active_source == vm_id)
+        with self._session() as session:
+            row = session.scalars(query).first()
+            return _to_dict(row, events=False) if row is not None else None
 
     def get_migration(self, migration_id):
         with self._session() as session:
@@ -104,26 +146,45 @@ class Database:
         matches, so two conductors cannot both act on a stale read.
 
         Returns the updated row, or None when ``expect`` did not match.
+        A final state frees the CloudStack VM for another migration (in
+        the same UPDATE); making one active again claims it, and raises
+        MigrationConflict if another active migration holds it.
         """
-        query = sa.update(models.Migration).where(
-            models.Migration.id == migration_id)
-        for key, value in (expect or {}).items():
-            query = query.where(getattr(models.Migration, key) == value)
+        query = _update_where(migration_id, expect)
         values = dict(values, updated_at=models.utcnow())
-        with self._session.begin() as session:
-            count = session.execute(query.values(**values)).rowcount
-            if count == 0:
-                if session.get(models.Migration, migration_id) is None:
-                    raise exception.MigrationNotFound(
-                        migration_id=migration_id)
-                return None
+        if values.get("state") in states.FINAL:
+            values["active_source"] = None
+        try:
+            with self._session.begin() as session:
+                count = session.execute(query.values(**values)).rowcount
+                if count == 0:
+                    if session.get(models.Migration, migration_id) is None:
+                        raise exception.MigrationNotFound(
+                            migration_id=migration_id)
+                    return None
+        except sa.exc.IntegrityError:
+            vm_id = values.get("active_source")
+            holder = self.active_migration_of(vm_id) if vm_id else None
+            if holder is None:
+                raise
+            raise exception.MigrationConflict(
+                vm=vm_id, active=holder["id"],
+                state=holder["state"]) from None
         return self.get_migration(migration_id)
 
-    def add_event(self, migration_id, step, kind, message):
+    def add_event(self, migration_id, step, kind, message, expect=None):
+        """Append an event; with ``expect`` only if the row still matches
+        (in the same transaction), else False."""
         with self._session.begin() as session:
+            if expect:
+                query = _update_where(migration_id, expect).values(
+                    updated_at=models.utcnow())
+                if session.execute(query).rowcount != 1:
+                    return False
             session.add(models.MigrationEvent(
                 migration_id=migration_id, step=step, kind=kind,
                 message=message))
+        return True
 
     def claimable(self, conductor, now, states):
         """Ids in ``states`` this conductor may run: its own, or any whose
@@ -138,25 +199,48 @@ class Database:
             return list(session.scalars(query))
 
     def claim(self, migration_id, conductor, now, lease_until):
-        """Take a migration if it is unclaimed, ours, or its lease expired."""
-        query = sa.update(models.Migration).where(
-            models.Migration.id == migration_id,
-            sa.or_(models.Migration.conductor == conductor,
-                   models.Migration.conductor.is_(None),
-                   models.Migration.lease_until < now),
-        ).values(conductor=conductor, lease_until=lease_until)
+        """Take a migration if it is unclaimed, ours, or its lease expired.
+
+        Returns the claim's epoch (one more than the last claim's: whoever
+        held it before is fenced from now on), or None if it is taken.
+        """
+        m = models.Migration
+        query = sa.update(m).where(
+            m.id == migration_id,
+            sa.or_(m.conductor == conductor, m.conductor.is_(None),
+                   m.lease_until < now),
+        ).values(conductor=conductor, lease_until=lease_until,
+                 lease_epoch=m.lease_epoch + 1)
+        with self._session.begin() as session:
+            if session.execute(query).rowcount != 1:
+                return None
+            return session.scalar(sa.select(m.lease_epoch).where(
+                m.id == migration_id))
+
+    def renew(self, migration_id, conductor, epoch, lease_until):
+        """Extend a claim that is still this conductor's, at this epoch.
+
+        True if it was; False means another conductor claimed it since,
+        and this one must not act on it again.  A lease that lapsed but
+        nobody claimed is still ours: the epoch proves it.
+        """
+        m = models.Migration
+        query = sa.update(m).where(
+            m.id == migration_id, m.conductor == conductor,
+            m.lease_epoch == epoch,
+        ).values(lease_until=lease_until)
         with self._session.begin() as session:
             return session.execute(query).rowcount == 1
 
-    def renew(self, conductor, migration_ids, lease_until):
-        if not migration_ids:
-            return
-        query = sa.update(models.Migration).where(
-            models.Migration.id.in_(migration_ids),
-            models.Migration.conductor == conductor,
-        ).values(lease_until=lease_until)
-        with self._session.begin() as session:
-            session.execute(query)
+
+def _update_where(migration_id, expect):
+    """An UPDATE of one migration that matches only while every column in
+    ``expect`` still has its value (compare-and-set, fencing)."""
+    query = sa.update(models.Migration).where(
+        models.Migration.id == migration_id)
+    for key, value in (expect or {}).items():
+        query = query.where(getattr(models.Migration, key) == value)
+    return query
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

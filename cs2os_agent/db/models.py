@@ -50,9 +50,26 @@ class Migration(Base):
     bytes_total = sa.Column(sa.BigInteger, nullable=False, default=0)
     rate_bps = sa.Column(sa.BigInteger, nullable=False, default=0)
 
-    # Which conductor runs it, until when its claim holds.
+    # Which conductor runs it, until when its claim holds, and the claim's
+    # generation: every write of a flow names the epoch it claimed with.
     conductor = sa.Column(sa.String(255))
     lease_until = sa.Column(sa.DateTime, index=True)
+    lease_epoch = sa.Column(sa.Integer, nullable=False, default=0)
+
+    # The CloudStack VM id while the migration is active (unique), NULL
+    # once it is final: one active migration per VM.
+    active_source = sa.Column(sa.String(36))
+    # The migrated disk is the guest's from here on: never rolled back.
+    committed = sa.Column(sa.Boolean, nullable=False, default=False)
+    # A client's retry of the same create returns the same migration.
+    idempotency_key = sa.Column(sa.String(255))
+
+    __table_args__ = (
+        sa.Index("ux_migrations_active_source", "active_source",
+                 unique=True),
+        sa.Index("ux_migrations_idempotency_key", "project_id",
+                 "idempotency_key", unique=True),
+    )
 
     events = orm.relationship(
         "MigrationEvent",

@@ -14,7 +14,9 @@ unsafe part).  Two proofs are accepted:
   or ``guest_sha512``.
 
 Anything else is refused (BaseNotVerified); a proof that fails is refused
-as BaseMismatch.  No proof is ever assumed.
+as BaseMismatch.  No proof is ever assumed.  Only regular files are read:
+a template or base that is a FIFO, device node or symlink is refused
+(SourceNotRegularFile) before qemu-img or the hash could block on it.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ import re
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from cs2os_agent.transfer import path as path_transport
 
 ALGORITHMS = {"guest_sha256": hashlib.sha256, "guest_sha512": hashlib.sha512}
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -48,8 +51,9 @@ def guest_digest(path, fmt, algorithm="guest_sha256", size=None):
         raise exception.BaseNotVerified(
             base=path, reason="unknown digest %r (use one of %s)"
             % (algorithm, ", ".join(sorted(ALGORITHMS)))) from None
-    with open(path, "rb") as f:
-        actual = os.fstat(f.fileno()).st_size
+    fd, st = path_transport.open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        actual = st.st_size
         size = actual if size is None else size
         if actual > size:
             raise exception.BaseMismatch(
@@ -85,9 +89,14 @@ def prove(base, base_format, proof):
             raise exception.BaseNotVerified(
                 base=base, reason="a template proof needs 'template' and "
                 "'template_format'")
+        # qemu-img would block for good opening a FIFO (its CPU cap never
+        # fires while it waits): make sure it is a regular file first.
+        fd, _st = path_transport.open_regular(template)
+        os.close(fd)
         try:
             # Not strict: a base that ends where the template's zero tail
-            # begins is the same disk for the guest.
+            # begins is the same disk for the guest; qemu-img compare runs
+            # under its data limits (qemu_img.data_limits).
             qemu_img.compare(template, base, fmt, base_format,
                              force_share=True)
         except exception.ImagesDiffer as exc:

@@ -7,6 +7,7 @@ names the server or image, so a migration record says what went wrong.
 import time
 
 import openstack
+from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from openstack import exceptions as sdk_exc
 from oslo_log import log as logging
@@ -44,6 +45,27 @@ def connect(conf):
         interface=conf[group].interface,
         compute_api_version=COMPUTE_MICROVERSION,
     )
+
+
+def own_identity(conn):
+    """(project id, user id) of cs2os's own connection, from its token.
+
+    What cs2os creates belongs to them; what it finds again must too.
+    """
+    operation = "find the project and user of cs2os's [openstack] " \
+        "credentials"
+    try:
+        project_id = conn.current_project_id
+        user_id = conn.current_user_id
+    except (sdk_exc.SDKException, ks_exc.ClientException) as exc:
+        raise exception.OpenStackError(operation=operation,
+                                       reason=exc) from None
+    if not project_id or not user_id:
+        raise exception.OpenStackError(
+            operation=operation,
+            reason="the token is not scoped to a project (project %s, user "
+            "%s)" % (project_id, user_id))
+    return project_id, user_id
 
 
 class OpenStackClient:
@@ -123,9 +145,28 @@ class OpenStackClient:
     # -- servers -----------------------------------------------------------
 
     def find_server(self, migration_id):
-        for server in self.conn.compute.servers(all_projects=True,
-                                                details=True):
-            if (server.metadata or {}).get(MIGRATION_KEY) == migration_id:
+        """The server an earlier attempt of this migration booted, or None.
+
+        Only a server cs2os made itself is adopted: in the project of
+        cs2os's own connection, created by cs2os's own user, and carrying
+        the migration's id in its metadata.  Metadata alone proves nothing:
+        any user can set it on a server of their own, and a server adopted
+        here is later stopped, deleted on rollback, or has its disk
+        replaced.
+        """
+        project_id, user_id = own_identity(self.conn)
+        try:
+            # Without all_projects Nova lists the token's project only;
+            # project and user are checked again on what comes back.
+            servers = list(self.conn.compute.servers(details=True))
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="find the server of migration %s" % migration_id,
+                reason=exc) from None
+        for server in servers:
+            if ((server.metadata or {}).get(MIGRATION_KEY) == migration_id
+                    and server.project_id == project_id
+                    and server.user_id == user_id):
                 return server
         return None
 
@@ -175,10 +216,27 @@ class OpenStackClient:
         return self.wait_server(server_id, "SHUTOFF")
 
     def start_server(self, server_id):
-        server = self.conn.compute.get_server(server_id)
-        if server.status != "ACTIVE":
-            self.conn.compute.start_server(server_id)
+        self.request_start(server_id)
         return self.wait_server(server_id, "ACTIVE")
+
+    def request_start(self, server_id):
+        """Ask Nova to start the server unless it is ACTIVE; not waited for.
+
+        StartRefused when Nova refuses outright (401, 403: not allowed;
+        404: no such server), so nothing can have started.  Any other
+        failure (a 409 while an earlier start runs, a 5xx, a time-out)
+        leaves it open whether the server starts.
+        """
+        try:
+            server = self.conn.compute.get_server(server_id)
+            if server.status != "ACTIVE":
+                self.conn.compute.start_server(server_id)
+        except sdk_exc.HttpException as exc:
+            if exc.status_code in (401, 403, 404):
+                raise exception.StartRefused(
+                    operation="start server %s" % server_id,
+                    reason=exc) from None
+            raise
 
     def delete_server(self, server_id):
         try:

@@ -5,6 +5,7 @@ import ipaddress
 from openstack import exceptions as sdk_exc
 
 from cs2os_agent.common import exception
+from cs2os_agent.openstack import client as os_client
 
 # Ports cs2os creates are named after the migration and the NIC's place,
 # so a retry recognises its own leftovers and nothing else.
@@ -59,10 +60,31 @@ class NetworkClient:
             "list ports with IP %s" % ip, self.conn.network.ports,
             network_id=network_id, fixed_ips="ip_address=%s" % ip))
 
-    def find_port(self, name):
-        ports = list(self._call("find port %s" % name,
-                                self.conn.network.ports, name=name))
-        return ports[0] if ports else None
+    def find_port(self, name, network_id=None, mac=None):
+        """The port an earlier attempt of this migration made, or None.
+
+        Only a port cs2os made itself is adopted: in the project of cs2os's
+        own connection, with exactly this name and, when given, on this
+        network with this MAC.  A name alone proves nothing: any project
+        can name a port cs2os-<migration id>-nic0, and a port adopted here
+        is attached to the new server and deleted on rollback.
+        """
+        project_id, _user_id = os_client.own_identity(self.conn)
+        filters = {"name": name, "project_id": project_id}
+        if network_id:
+            filters["network_id"] = network_id
+        if mac:
+            filters["mac_address"] = mac
+        ports = self._call("find port %s" % name,
+                           lambda: list(self.conn.network.ports(**filters)))
+        # The filters are Neutron's; check what came back all the same.
+        for port in ports:
+            if (port.name == name and port.project_id == project_id
+                    and (not network_id or port.network_id == network_id)
+                    and (not mac or (port.mac_address or "").lower()
+                         == mac.lower())):
+                return port
+        return None
 
     def create_port(self, name, network_id, mac, subnet_id=None, ip=None,
                     description=None):

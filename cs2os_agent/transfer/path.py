@@ -6,9 +6,14 @@ SEEK_HOLE) so holes are never read or written, with ``copy_file_range`` so
 the data does not pass through user space when the kernel can avoid it, and
 with write-behind (partial.WriteBehind) so the disk writes while the copy
 runs rather than all at the final fsync.
+
+Only a regular file is ever opened (:func:`open_regular`, also what the
+guest-view and base-proof readers use): a FIFO, device node, socket,
+directory or symlink named as a source is refused by name and kind.
 """
 
 import errno
+import fcntl
 import os
 import stat
 
@@ -31,6 +36,20 @@ _NO_COPY_FILE_RANGE = (
 )
 
 
+def _under_roots(real, roots):
+    return any(
+        os.path.commonpath([real, os.path.realpath(root)])
+        == os.path.realpath(root)
+        for root in roots
+    )
+
+
+def _not_allowed(shown_path, roots):
+    return exception.SourceNotAllowed(
+        path=shown_path, roots=", ".join(roots) or "(none configured)"
+    )
+
+
 def resolve_under_roots(fd, shown_path, roots):
     """Return the real path of open ``fd`` if it lies under one of ``roots``.
 
@@ -38,13 +57,81 @@ def resolve_under_roots(fd, shown_path, roots):
     no window for a symlink to be swapped in between check and use.
     """
     real = os.readlink("/proc/self/fd/%d" % fd)
-    for root in roots:
-        real_root = os.path.realpath(root)
-        if os.path.commonpath([real, real_root]) == real_root:
-            return real
-    raise exception.SourceNotAllowed(
-        path=shown_path, roots=", ".join(roots) or "(none configured)"
-    )
+    if _under_roots(real, roots):
+        return real
+    raise _not_allowed(shown_path, roots)
+
+
+# Only regular files are ever opened: opening a FIFO blocks until a writer
+# comes, opening or reading a device node can act (a tape rewinds, a
+# watchdog arms, /dev/zero never ends), and a symlink could be swapped to
+# lead anywhere.  O_NONBLOCK keeps an open of a FIFO or device swapped in
+# after the lstat below from blocking, O_NOFOLLOW refuses a final symlink,
+# O_NOCTTY keeps a terminal from becoming the agent's.
+_OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
+               | os.O_CLOEXEC)
+
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISLNK, "symbolic link"),
+    (stat.S_ISDIR, "directory"),
+)
+
+
+def file_kind(mode):
+    """What a file of ``st_mode`` is, in words."""
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "regular file" if stat.S_ISREG(mode) else "special file"
+
+
+def _refuse(path, mode, roots):
+    # What lies outside the roots is nobody's business: say only that.
+    if roots is not None and not _under_roots(os.path.realpath(path), roots):
+        raise _not_allowed(path, roots)
+    raise exception.SourceNotRegularFile(path=path, kind=file_kind(mode))
+
+
+def open_regular(path, roots=None):
+    """Open ``path`` read-only if it is a regular file: ``(fd, stat)``.
+
+    A FIFO, device node, socket, directory or symlink is refused with
+    SourceNotRegularFile before it is opened (lstat); the ``fstat`` of the
+    opened descriptor is the final word, for a name swapped in between.
+    ``roots``: a refused name outside them is SourceNotAllowed instead.
+    The descriptor is blocking again when returned.
+    """
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            _refuse(path, st.st_mode, roots)
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise exception.SourceNotFound(path=path) from None
+    except PermissionError as exc:
+        raise exception.SourceUnreadable(
+            path=path, reason=exc.strerror
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a symlink after the lstat
+            _refuse(path, stat.S_IFLNK, roots)
+        raise exception.SourceUnreadable(
+            path=path, reason=exc.strerror
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _refuse(path, st.st_mode, roots)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 def data_extents(fd, size, offset=0):
@@ -75,23 +162,11 @@ class PathSource(base.OverlaySource):
             )
         self.path = path
         self._chunk_size = chunk_size
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise exception.SourceNotFound(path=path) from None
-        except PermissionError as exc:
-            raise exception.SourceUnreadable(
-                path=path, reason=exc.strerror
-            ) from None
+        self._fd, self._stat = open_regular(path, allowed_roots)
         try:
             self.real_path = resolve_under_roots(
                 self._fd, path, allowed_roots
             )
-            self._stat = os.fstat(self._fd)
-            if not stat.S_ISREG(self._stat.st_mode):
-                raise exception.InvalidSource(
-                    source=path, reason="not a regular file"
-                )
         except Exception:
             os.close(self._fd)
             raise

@@ -42,7 +42,7 @@ def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
     assert done["state"] == "succeeded", (done["error"], done["events"])
     assert [e["step"] for e in done["events"] if e["message"] == "done"] \
         == ["validate", "image", "ports", "boot", "stop_source", "sync",
-            "swap", "start"]
+            "swap", "start", "cleanup", "retire_source"]
     resources, result = done["resources"], done["result"]
     assert resources["flavor_name"] == "m1.tiny"
     assert resources["host"] == minicloud.compute_host
@@ -77,9 +77,12 @@ def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
     assert len(image.properties["cs2os_template_guest_sha256"]) == 64
     assert int(image.properties["cs2os_template_virtual_size"]) > 0
 
-    # CloudStack's VM is stopped (its transient domain is gone), not
-    # deleted: delete_source was not asked for.
-    assert cloud.vm_state(vm) == "Stopped"
+    # CloudStack's VM is unmanaged (CloudStack forgot it: nobody can start
+    # a second copy from its UI), not deleted: delete_source was not asked
+    # for, and its volume files stay.
+    assert cloud.vm_state(vm) == "Unmanaged"
+    assert result["source_unmanaged"] is True
+    assert not cloud.kvm.is_running(vm.instancename)
     assert os.path.exists(vm.volume.overlay)
 
 

@@ -37,7 +37,8 @@ from tests.functional.harness import wait_state
 MiB = images.MiB
 RUN_ID = ft.RUN_ID
 WARM_STEPS = ["validate", "image", "ports", "boot", "mirror", "ready",
-              "cutover", "finish", "swap", "start", "stop_source"]
+              "cutover", "finish", "swap", "start", "stop_source", "cleanup",
+              "retire_source"]
 # 80 Mbit/s = 10 MB/s for the bulk phase: a 40 MiB overlay copies for ~4 s,
 # long enough to write into it while it runs.  READY-phase writes are
 # synchronous whatever the cap.
@@ -307,7 +308,9 @@ def test_warm_migration_with_guest_writes(conductor, conductor_api, ctxt,
     assert 0 < result["downtime_seconds"] < 30
     assert result["sync"]["staged_path"].endswith("disk.cs2os-staged")
     assert result["source_stopped"] is True
-    assert cloud.vm_state(vm) == "Stopped"
+    # Stopped, then unmanaged after the commit: CloudStack forgot it.
+    assert cloud.vm_state(vm) == "Unmanaged"
+    assert not cloud.kvm.is_running(vm.instancename)
     # The proof came from the job's end, before libvirt reaped QEMU.
     assert cutover["proven_by"] == "job ended after the shutdown"
     assert not done["resources"].get("source_stop_job")
@@ -336,7 +339,8 @@ def test_a_stop_job_failing_after_the_proven_cutover_still_commits(
     (warning,) = [e for e in done["events"] if e["kind"] == "warning"]
     assert warning["step"] == "stop_source"
     assert "agent timed out" in warning["message"]
-    assert cloud.vm_state(vm) == "Stopped"
+    assert cloud.vm_state(vm) == "Unmanaged"
+    assert not cloud.kvm.is_running(vm.instancename)
     assert vm.instancename not in cloud.kvm.fail_after_stop
     assert_migrated(minicloud, done, vm, workdir,
                     ["read -P 0x5b 4M 8M"])

@@ -15,6 +15,34 @@ Tests build the cloud through Python::
     ...
     cloud.shutdown()
 
+Failures on demand, as a real CloudStack has them::
+
+    # The next destroyVirtualMachine job of this VM fails the way a job
+    # does when the KVM agent reports an error: jobstatus 2, jobresultcode
+    # 530, jobresult {"errorcode": 530, "errortext": "agent says no"};
+    # nothing is done to the VM.  ("agent says no", 3): the next 3 such
+    # jobs; ("agent says no", None): every one until the entry is removed.
+    cloud.fail_jobs[("destroyVirtualMachine", vm.id)] = "agent says no"
+
+    # The next call of a command is answered with HTTP 503 and CloudStack's
+    # error body (errorcode 503, that errortext); the command is not run.
+    # (503, "text", 3): the next 3 calls; (503, "text", None): every one.
+    cloud.fail_calls["stopVirtualMachine"] = (503, "management server busy")
+
+    # The next call is held 5 s (or until shutdown) unanswered, so that
+    # the client's timeout fires, then answered 504; the command is not
+    # run.  ("timeout", 5, 3): the next 3 calls, None: every one.
+    cloud.fail_calls["queryAsyncJobResult"] = ("timeout", 5)
+
+    # The VM's owner starts it from CloudStack's UI behind cs2os's back:
+    # the startVirtualMachine command, run as that account, as an async
+    # job like any other (waited for; the model.Job is returned).  Not in
+    # cloud.calls (what cs2os sent) but in cloud.user_calls.
+    job = cloud.user_start(vm)
+
+Every failure that fired is appended to ``cloud.injected`` as (kind, key,
+text), kind "job" or "call".
+
 What CloudStack does that this does not: XML responses, sessions, domains
 and projects, events, most commands.  Where CloudStack's behaviour was
 inferred rather than read, the code says so.
@@ -55,6 +83,12 @@ class FakeCloudStack:
         self._next_vm = first_vm_id or random.randrange(10, 90000)
         self._next_account = 2  # 1 is CloudStack's system account
         self.calls = []  # (HTTP method, command, params without secrets)
+        # Failures on demand (see the module docstring).
+        self.fail_jobs = {}  # (command, vm id) -> text | (text, count)
+        self.fail_calls = {}  # command -> (status, text[, count])
+        self.injected = []  # (kind, key, text) of every failure that fired
+        self.user_calls = []  # (command, vm id, account name) by user_*
+        self._stopping = threading.Event()
         self._server = None
         self._thread = None
 
@@ -175,7 +209,11 @@ class FakeCloudStack:
     # -- what the API shows ----------------------------------------------
 
     def vm_state(self, vm):
+        """CloudStack's state of ``vm``; "Unmanaged" (not a CloudStack
+        state: it lists the VM no more) once unmanageVirtualMachine ran."""
         with self.lock:
+            if vm.unmanaged:
+                return "Unmanaged"
             if vm.removed:
                 return "Expunging"
             if vm.transition:
@@ -185,6 +223,63 @@ class FakeCloudStack:
 
     def root_volume(self, vm):
         return next(v for v in self.volumes if v.vm is vm and v.type == "ROOT")
+
+    # -- what users do behind cs2os's back --------------------------------
+
+    def user_start(self, vm, account=None, wait=True, timeout=60):
+        """The VM's owner (or ``account``) starts it as CloudStack's UI
+        does: startVirtualMachine through the same handler and job queue as
+        an API call.  Returns the model.Job, ended when ``wait``; a refused
+        command raises cloudstack_handlers.ApiError."""
+        account = account or vm.account
+        with self.lock:
+            self.user_calls.append(("startVirtualMachine", vm.id,
+                                    account.name))
+        status, body = self._run_command(account, "startVirtualMachine",
+                                         {"id": vm.id, "response": "json"})
+        answer = body["startvirtualmachineresponse"]
+        if status != 200:
+            raise cloudstack_handlers.ApiError(answer["errorcode"],
+                                               answer["errortext"])
+        job = self.jobs[answer["jobid"]]
+        if wait:
+            cloudstack_handlers.wait_for_job(self, job, timeout)
+        return job
+
+    # -- failures on demand ----------------------------------------------
+
+    def take_job_failure(self, command, vm):
+        """The errortext a job of ``command`` on ``vm`` must fail with
+        now, or None (used up as it is taken)."""
+        with self.lock:
+            entry = self.fail_jobs.get((command, vm.id))
+            if entry is None:
+                return None
+            text, count = (entry, 1) if isinstance(entry, str) else entry
+            _use_up(self.fail_jobs, (command, vm.id), (text,), count)
+            self.injected.append(("job", (command, vm.id), text))
+            return text
+
+    def _take_call_failure(self, command):
+        with self.lock:
+            entry = self.fail_calls.get(command)
+            if entry is None:
+                return None
+            status, text = entry[0], entry[1]
+            count = entry[2] if len(entry) > 2 else 1
+            _use_up(self.fail_calls, command, (status, text), count)
+            self.injected.append(("call", command, "%s %s" % (status, text)))
+            return status, text
+
+    def _failed_call(self, command, failure):
+        name = "%sresponse" % command.lower()
+        status, text = failure
+        if status == "timeout":
+            # Unanswered until the client has given up (or we shut down).
+            self._stopping.wait(float(text))
+            return _error(name, 504, "the stand-in held %s for %s s "
+                          "without running it" % (command, text))
+        return _error(name, int(status), text)
 
     # -- WSGI ------------------------------------------------------------
 
@@ -196,7 +291,11 @@ class FakeCloudStack:
         command = params.get("command")
         self.calls.append((environ["REQUEST_METHOD"], command, {
             k: v for k, v in params.items() if k.lower() not in _HIDDEN}))
-        status, body = self._answer(command, params)
+        failure = self._take_call_failure(command)
+        if failure is not None:
+            status, body = self._failed_call(command, failure)
+        else:
+            status, body = self._answer(command, params)
         if params.get("response") != "json":
             # CloudStack would answer XML; cs2os never asks for it.
             status, body = 400, {"errorresponse": {
@@ -217,6 +316,11 @@ class FakeCloudStack:
             return _error(name or "errorresponse", 401,
                           "unable to verify user credentials and/or request "
                           "signature", cserrorcode=None)
+        return self._run_command(caller, command, params)
+
+    def _run_command(self, caller, command, params):
+        """A verified caller's command: CloudStack's answer to it."""
+        handler = cloudstack_handlers.HANDLERS[command]
         name = "%sresponse" % command.lower()
         if handler.admin_only and not caller.admin:
             # ApiServer.commandAvailable: a ServerApiException(UNAUTHORIZED)
@@ -247,6 +351,7 @@ class FakeCloudStack:
         return "http://127.0.0.1:%d%s" % (self._server.server_port, API_PATH)
 
     def shutdown(self):
+        self._stopping.set()  # releases held ("timeout") calls
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -254,6 +359,16 @@ class FakeCloudStack:
             self._server = None
         cloudstack_handlers.wait_for_jobs(self)
         self.kvm.cleanup()
+
+
+def _use_up(table, key, value, count):
+    """One use of a failure entry: ``count`` None is forever."""
+    if count is None:
+        return
+    if count <= 1:
+        del table[key]
+    else:
+        table[key] = (*value, count - 1)
 
 
 def _key():

@@ -10,6 +10,7 @@ objects unless a root admin passes ``listall=true`` or an ``id``
 """
 
 import threading
+import time
 
 from tests.fakes import cloudstack_kvm
 from tests.fakes import cloudstack_model as model
@@ -21,6 +22,7 @@ JOB_CLASSES = {
     "stopVirtualMachine": "StopVMCmd",
     "startVirtualMachine": "StartVMCmd",
     "destroyVirtualMachine": "DestroyVMCmd",
+    "unmanageVirtualMachine": "UnmanageVMInstanceCmd",
 }
 
 HANDLERS = {}
@@ -220,6 +222,12 @@ def destroy_vm(cloud, caller, params, name):
                    lambda: destroy(cloud, vm, expunge))
 
 
+@command("unmanageVirtualMachine", admin_only=True, required=("id",))
+def unmanage_vm(cloud, caller, params, name):
+    vm = _own_vm(cloud, caller, params, name)
+    return _submit(cloud, caller, name, vm, lambda: unmanage(cloud, vm))
+
+
 @command("queryAsyncJobResult", required=("jobid",))
 def query_job(cloud, caller, params, name):
     job = cloud.jobs.get(params["jobid"])
@@ -238,6 +246,12 @@ def _own_vm(cloud, caller, params, name):
 
 
 def _submit(cloud, caller, name, vm, action):
+    failure = cloud.take_job_failure(name, vm)
+    if failure is not None:
+        # As when the KVM agent answers the command with an error: the job
+        # fails with INTERNAL_ERROR (530) and the VM stays as it was.
+        def action():
+            raise ApiError(530, failure)
     package = "admin" if caller.admin else "user"
     suffix = "ByAdmin" if caller.admin else ""
     job = model.Job("org.apache.cloudstack.api.command.%s.vm.%s%s"
@@ -276,6 +290,20 @@ def _run(cloud, job, action):
 def wait_for_jobs(cloud):
     for thread in list(cloud.job_threads):
         thread.join()
+
+
+def wait_for_job(cloud, job, timeout=60):
+    """Until ``job`` has ended (jobstatus 1 or 2); AssertionError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with cloud.lock:
+            if job.status != 0:
+                return job
+        if time.monotonic() > deadline:
+            raise AssertionError("CloudStack job %s (%s) still pending "
+                                 "after %s s" % (job.id, job.cmd, timeout))
+        time.sleep(0.01)
 
 
 # -- what the KVM agent does -----------------------------------------------
@@ -338,3 +366,17 @@ def destroy(cloud, vm, expunge):
             volume.removed = True
         with cloud.lock:
             vm.removed = True
+
+
+def unmanage(cloud, vm):
+    """CloudStack forgets the VM and its volumes (KVM since 4.19); the
+    volume files stay on primary storage, a running domain runs on."""
+    with cloud.lock:
+        if vm.removed or vm.transition in ("Destroyed", "Expunging"):
+            raise ApiError(431, "Unable to unmanage VM %s: it is %s"
+                           % (vm.id, cloud.vm_state(vm)))
+        for volume in cloud.volumes:
+            if volume.vm is vm:
+                volume.removed = True
+        vm.removed = True
+        vm.unmanaged = True

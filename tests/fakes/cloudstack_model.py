@@ -138,6 +138,7 @@ class Vm:
     host: Host = None  # set while the VM runs on it
     transition: str = None  # Starting, Stopping, Destroyed, Expunging
     removed: bool = False
+    unmanaged: bool = False  # unmanageVirtualMachine: CloudStack forgot it
     created: str = dataclasses.field(default_factory=timestamp)
 
 

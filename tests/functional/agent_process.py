@@ -41,13 +41,17 @@ class ServiceProcess:
         self.conf_file = os.path.join(workdir, "%s.conf" % name)
         self.log_file = os.path.join(workdir, "%s.log" % name)
         self.proc = None
+        # E.g. CS2OS_CRASH_AT for the fault suite (common/faultpoints.py).
+        self.env = {}
 
-    def launch(self):
+    def launch(self, env=None):
+        """Start it; ``env``: more environment for this start only."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module,
              "--config-file", self.conf_file],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.log_file + ".stderr", "w"),
+            stderr=open(self.log_file + ".stderr", "a"),
+            env=dict(os.environ, **self.env, **(env or {})),
         )
 
     def wait_ready(self, probe, timeout=60):

@@ -5,7 +5,11 @@ arriving at the caller is the agent's own (it survived RPC), and the
 instance directory is byte-for-byte as it was.
 """
 
+import contextlib
+import errno
 import os
+import stat
+import threading
 import uuid
 
 import pytest
@@ -122,6 +126,88 @@ def test_symlink_escaping_the_allowed_root(agent, agent_api, ctxt, instance,
     sync_expecting(agent, agent_api, ctxt, instance,
                    {"transport": "path", "path": dotdot},
                    exception.SourceNotAllowed)
+
+
+def _sync_within(agent, agent_api, ctxt, inst, source, exc_type,
+                 seconds=60):
+    """sync_expecting, failing (not hanging) if the agent blocks."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["msg"] = sync_expecting(agent, agent_api, ctxt, inst,
+                                            source, exc_type)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(seconds)
+    assert not caller.is_alive(), "the agent blocked on %s" % source
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["msg"]
+
+
+@pytest.fixture
+def fifo(instance):
+    path = os.path.join(instance.volume.pool_dir, "fifo-%s" % uuid.uuid4())
+    os.mkfifo(path)
+    yield path
+    # An agent a regression left blocked in open() is released by a writer.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    os.unlink(path)
+
+
+def test_fifo_source_refused_at_once(agent, agent_api, ctxt, instance, fifo):
+    msg = _sync_within(agent, agent_api, ctxt, instance,
+                       {"transport": "path", "path": fifo},
+                       exception.SourceNotRegularFile)
+    assert fifo in msg and "FIFO" in msg
+    # The agent was never stuck: it answers, and holds no reader on it.
+    assert agent_api.get_agent_info(ctxt, agent.host)["host"] == agent.host
+    with pytest.raises(OSError) as err:
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert err.value.errno == errno.ENXIO  # nobody has it open to read
+
+
+@pytest.mark.parametrize("kind, major, minor, words", [
+    (stat.S_IFCHR, 1, 5, "character device"),  # a /dev/zero: never ends
+    (stat.S_IFBLK, 7, 0, "block device"),  # a /dev/loop0
+])
+def test_device_node_source_refused(agent, agent_api, ctxt, instance, kind,
+                                    major, minor, words):
+    node = os.path.join(instance.volume.pool_dir, "dev-%s" % uuid.uuid4())
+    os.mknod(node, kind | 0o600, os.makedev(major, minor))
+    try:
+        msg = _sync_within(agent, agent_api, ctxt, instance,
+                           {"transport": "path", "path": node},
+                           exception.SourceNotRegularFile)
+    finally:
+        os.unlink(node)
+    assert node in msg and words in msg
+
+
+def test_symlinks_refused(agent, agent_api, ctxt, instance):
+    pool = instance.volume.pool_dir
+    to_zero = os.path.join(pool, "zero-%s" % uuid.uuid4())
+    os.symlink("/dev/zero", to_zero)
+    # Even to the real overlay, inside the roots: never followed.
+    to_overlay = os.path.join(pool, "link-%s" % uuid.uuid4())
+    os.symlink(instance.volume.overlay, to_overlay)
+    try:
+        msg = _sync_within(agent, agent_api, ctxt, instance,
+                           {"transport": "path", "path": to_zero},
+                           exception.SourceNotAllowed)
+        assert to_zero in msg and "allowed_source_roots" in msg
+        msg = _sync_within(agent, agent_api, ctxt, instance,
+                           {"transport": "path", "path": to_overlay},
+                           exception.SourceNotRegularFile)
+        assert to_overlay in msg and "symbolic link" in msg
+    finally:
+        os.unlink(to_zero)
+        os.unlink(to_overlay)
 
 
 def test_missing_source_file(agent, agent_api, ctxt, instance):

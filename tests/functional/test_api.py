@@ -8,6 +8,7 @@ tests/e2e (a real Keystone lives in the minicloud).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -146,15 +147,76 @@ def test_client_mistakes_are_4xx_with_the_reason(api):
                          json={"migration": {"source": "x",
                                              "cutover": "manual"}},
                          timeout=30)
-    # Allowed by the schema, refused by the conductor: a cold migration
-    # has no cutover.
+    # A cross-field rule of the schema (the conductor has it too): a cold
+    # migration has no cutover.
     assert resp.status_code == 400
-    assert "cutover applies to warm migrations only" in \
-        resp.json()["errors"][0]["detail"]
+    assert resp.json()["errors"][0]["detail"] == (
+        "body/migration: cutover and cutover_method apply to warm "
+        "migrations only (mode is cold)")
     resp = requests.get(api.url + "/v1/migrations/"
                         "9d3c7c84-0a57-4f38-a0fb-1a5bb0f0e5a1", timeout=30)
     assert resp.status_code == 404
     assert resp.json()["errors"][0]["code"] == "cs2os.MigrationNotFound"
+
+
+def _raw(api, request_line, body=b"", headers=()):
+    """Send bytes as they are (requests would quote or refuse them)."""
+    head = [request_line, "Host: 127.0.0.1", "Connection: close",
+            "Content-Length: %d" % len(body), *headers]
+    with socket.create_connection(("127.0.0.1", api.port), 30) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+                     + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_the_known_500s_are_400s_naming_the_problem(api):
+    # Both were 500s: RecursionError in the json module, and
+    # UnicodeDecodeError inside WebOb.
+    status, body = _raw(api, "POST /v1/migrations HTTP/1.1",
+                        b"[" * 100000, ["Content-Type: application/json"])
+    assert status == 400
+    assert body["errors"][0]["detail"] == \
+        "the request body nests arrays or objects deeper than 32 levels"
+    status, body = _raw(api, "GET /v1/migrations?host=%C3 HTTP/1.1")
+    assert status == 400
+    assert body["errors"][0]["detail"] == \
+        "the query string is not UTF-8 once percent-decoded: host=%C3"
+    # Their neighbours: a path that is not UTF-8, raw bytes in the query.
+    status, body = _raw(api, "GET /v1/migrations/%FF HTTP/1.1")
+    assert status == 400
+    assert body["errors"][0]["detail"] == \
+        "the path is not UTF-8 once percent-decoded: /v1/migrations/%FF"
+    status, body = _raw(api, "GET /v1/migrations?source=\xe9 HTTP/1.1")
+    assert status == 400
+    assert body["errors"][0]["detail"] == \
+        "the query string is not UTF-8 once percent-decoded: source=%E9"
+    # And the API still answers: nothing above killed a worker.
+    assert requests.get(api.url + "/v1/migrations?limit=1",
+                        timeout=30).status_code == 200
+
+
+def test_a_repeated_idempotency_key_gets_the_same_migration(api):
+    key = {"Idempotency-Key": "fuzz-%s-once" % RUN_ID}
+    body = {"migration": {"source": "idem-%s" % RUN_ID}}
+    first = requests.post(api.url + "/v1/migrations", json=body,
+                          headers=key, timeout=30)
+    again = requests.post(api.url + "/v1/migrations", json=body,
+                          headers=key, timeout=30)
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert again.json()["migration"]["id"] == \
+        first.json()["migration"]["id"]
+    listed = requests.get(api.url + "/v1/migrations?source=idem-%s" % RUN_ID,
+                          timeout=30).json()["migrations"]
+    assert [m["id"] for m in listed] == [first.json()["migration"]["id"]]
+    resp = requests.post(api.url + "/v1/migrations", json=body,
+                         headers={"Idempotency-Key": "caf\xe9"}, timeout=30)
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["detail"].startswith(
+        "header Idempotency-Key: 'caf\xe9' must be 1-255 printable ASCII")
 
 
 def test_no_conductor_is_503_not_a_hang(workdir, services):

@@ -9,16 +9,19 @@ states, and a migration a dead conductor left behind is taken over.
 """
 
 import datetime
+import json
 import os
 import threading
 import time
 
+import kombu
 import oslo_messaging as messaging
 import pytest
 
 from cs2os_agent import conf
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import notify
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
 from tests.fakes import cloudstack_api
@@ -36,26 +39,68 @@ class Notifications:
         self._cond = threading.Condition()
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._add(event_type, payload)
+        self._add(ctxt, event_type, payload)
 
     def error(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._add(event_type, payload)
+        self._add(ctxt, event_type, payload)
 
-    def _add(self, event_type, payload):
+    def _add(self, ctxt, event_type, payload):
         with self._cond:
-            self.received.append((event_type, payload))
+            self.received.append((event_type, payload, ctxt))
             self._cond.notify_all()
+
+    @staticmethod
+    def migration_id(payload):
+        # A versioned MigrationPayload (cs2os_agent.conductor.notify).
+        return (payload.get("cs2os_object.data") or {}).get("id")
+
+    def of(self, migration_id):
+        """[(event type, payload, context)] of one migration."""
+        with self._cond:
+            return [r for r in self.received
+                    if self.migration_id(r[1]) == migration_id]
 
     def wait_for(self, migration_id, event_types, timeout=60):
         def seen():
-            return [t for t, p in self.received
-                    if p.get("id") == migration_id]
+            return [t for t, p, c in self.received
+                    if self.migration_id(p) == migration_id]
 
         with self._cond:
             if not self._cond.wait_for(
                     lambda: set(event_types) <= set(seen()), timeout):
                 raise AssertionError("saw only %s" % seen())
             return seen()
+
+
+class RawNotifications:
+    """The notification messages' bodies as RabbitMQ delivers them: a queue
+    of our own bound to the notification topic's routing keys (RPC
+    messages, which carry the caller's context, are not routed to it)."""
+
+    def __init__(self, exchange):
+        self._conn = kombu.Connection(
+            harness.TRANSPORT_URL.replace("rabbit://", "amqp://", 1))
+        # As oslo.messaging's rabbit driver declares it (not durable).
+        self._queue = kombu.Queue(
+            "raw-%s" % TOPIC,
+            kombu.Exchange(exchange, type="topic", durable=False),
+            routing_key="%s.*" % TOPIC, durable=False)(
+                self._conn.default_channel)
+        self._queue.declare()
+        self.bodies = []
+
+    def drain(self):
+        while True:
+            message = self._queue.get(no_ack=True)
+            if message is None:
+                return self.bodies
+            self.bodies.append(message.body.decode()
+                               if isinstance(message.body, bytes)
+                               else message.body)
+
+    def close(self):
+        self._queue.delete()
+        self._conn.release()
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +113,13 @@ def notifications(services):
     yield endpoint
     listener.stop()
     listener.wait()
+
+
+@pytest.fixture(scope="module")
+def raw_notifications(services):
+    tap = RawNotifications(services["exchange"])
+    yield tap
+    tap.close()
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +164,9 @@ def ctxt():
 
 
 def test_db_sync_and_version(conductor):
-    assert "database at revision 0002" in conductor.synced
+    assert "database at revision 0003" in conductor.synced
     assert conductor.manage("db", "version").strip() == \
-        "current: 0002, latest: 0002"
+        "current: 0003, latest: 0003"
 
 
 def test_unknown_vm_fails_with_a_clear_error(conductor, conductor_api, ctxt,
@@ -135,6 +187,44 @@ def test_unknown_vm_fails_with_a_clear_error(conductor, conductor_api, ctxt,
         "cs2os.migration.error")
     # The stand-in saw a signed listVirtualMachines for it.
     assert any(call[1] == "listVirtualMachines" for call in cloud.calls)
+
+
+def test_notifications_carry_no_token_and_no_internals(
+        conductor, conductor_api, notifications, raw_notifications):
+    token = "secret-token-xyz"
+    ctxt = cs2os_context.RequestContext(
+        user_id="operator", project_id="admin-project", auth_token=token,
+        service_token="secret-service-token-%s" % RUN_ID, overwrite=False)
+    created = conductor_api.create_migration(
+        ctxt, {"source": "no-such-vm-%s" % RUN_ID})
+    wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    notifications.wait_for(created["id"], {
+        "cs2os.migration.create", "cs2os.migration.start",
+        "cs2os.migration.error"})
+    for event_type, payload, context in notifications.of(created["id"]):
+        assert payload["cs2os_object.name"] == "MigrationPayload"
+        assert payload["cs2os_object.version"] == "1.0"
+        data = payload["cs2os_object.data"]
+        assert set(data) == set(notify.FIELDS), event_type
+        assert (data["user_id"], data["project_id"]) == (
+            "operator", "admin-project")
+        # msg_id, reply_q, client_timeout: added by the receiving driver.
+        sent = set(context) - {"msg_id", "reply_q", "client_timeout"}
+        assert sent == set(notify.CONTEXT_FIELDS), event_type
+        assert context["user_id"] == "operator"
+        assert context["project_id"] == "admin-project"
+        assert context["request_id"] == ctxt.request_id
+    # What RabbitMQ delivered, byte for byte: no token anywhere in it.
+    bodies = [b for b in raw_notifications.drain() if created["id"] in b]
+    assert len(bodies) >= 3, bodies
+    for body in bodies:
+        assert token not in body
+        assert "secret-service-token" not in body
+        assert "auth_token" not in body
+        assert "lease_until" not in body
+        message = json.loads(json.loads(body)["oslo.message"])
+        assert {k[len("_context_"):] for k in message
+                if k.startswith("_context_")} == set(notify.CONTEXT_FIELDS)
 
 
 def test_list_filters_retry_and_cancel_rules(conductor, conductor_api, ctxt):

@@ -10,6 +10,7 @@ import pytest
 from alembic import autogenerate
 from alembic import migration as alembic_migration
 
+from cs2os_agent.common import exception
 from cs2os_agent.db import api
 from cs2os_agent.db import migration
 from cs2os_agent.db import models
@@ -70,10 +71,55 @@ def test_only_one_of_many_conductors_wins_a_claim(database):
         return database.claim("contended", "conductor-%d" % n, NOW, until)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        wins = list(pool.map(claim, range(8)))
-    assert wins.count(True) == 1
-    winner = "conductor-%d" % wins.index(True)
-    assert database.get_migration("contended")["conductor"] == winner
+        epochs = list(pool.map(claim, range(8)))
+    # One claim, at epoch 1; the others got None.
+    assert sorted(epochs, key=str) == [1] + [None] * 7
+    winner = "conductor-%d" % epochs.index(1)
+    record = database.get_migration("contended")
+    assert (record["conductor"], record["lease_epoch"]) == (winner, 1)
+
+
+def test_a_taken_over_claim_is_fenced_in_the_update_itself(database):
+    database.create_migration({
+        "id": "fenced", "source_ref": "vm", "state": "running",
+        "step": "sync", "options": {}, "source": {}, "resources": {},
+        "result": {}})
+    later = NOW + datetime.timedelta(minutes=5)
+    assert database.claim("fenced", "c1", NOW, NOW) == 1
+    # c1's lease lapsed; c2 takes over.
+    assert database.claim("fenced", "c2", later, later) == 2
+    stale = {"conductor": "c1", "lease_epoch": 1}
+    assert database.update_migration("fenced", {"step": "swap"},
+                                     expect=stale) is None
+    assert not database.add_event("fenced", "swap", "info", "x",
+                                  expect=stale)
+    assert not database.renew("fenced", "c1", 1, later)
+    record = database.get_migration("fenced")
+    assert (record["step"], record["events"]) == ("sync", [])
+    assert database.renew("fenced", "c2", 2, later)
+
+
+def test_one_active_migration_per_vm(database):
+    def create(n):
+        try:
+            return database.create_migration({
+                "id": "m-%d" % n, "source_ref": "ref-%d" % n,
+                "state": "queued", "step": "validate", "options": {},
+                "source": {}, "resources": {}, "result": {},
+                "active_source": "vm-1"})["id"]
+        except exception.MigrationConflict as exc:
+            return exc
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(8)))
+    (winner,) = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if not isinstance(r, str)]
+    assert len(refused) == 7
+    assert all(winner in str(r) for r in refused)
+    # Final: the VM is free again, and the next one may take it.
+    database.update_migration(winner, {"state": "succeeded"})
+    assert database.get_migration(winner)["active_source"] is None
+    assert create(9) == "m-9"
 
 
 def test_json_columns_round_trip(database):

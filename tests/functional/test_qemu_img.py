@@ -159,10 +159,14 @@ def test_compare_size_mismatch(tmp_path):
 
 def test_compare_missing_image_is_error(chain, tmp_path):
     _base, top = chain
+    missing = str(tmp_path / "nope")
     with pytest.raises(exception.QemuImgError) as ei:
-        qemu_img.compare(str(top), str(tmp_path / "nope"), "qcow2", "raw")
+        qemu_img.compare(str(top), missing, "qcow2", "raw")
     assert not isinstance(ei.value, exception.ImagesDiffer)
-    assert ei.value.kwargs["exit_code"] == 2
+    # Found by the qemu-img info that sizes compare's CPU cap, first.
+    assert ei.value.kwargs["command"] == "info"
+    assert ei.value.kwargs["exit_code"] == 1
+    assert missing in ei.value.kwargs["stderr"]
 
 
 def test_check_good_image(chain):
@@ -262,8 +266,13 @@ def test_untrusted_calls_run_under_prlimit(chain, monkeypatch):
     for call in (qemu_img.info, qemu_img.check, qemu_img.map):
         with pytest.raises(exception.QemuImgError):
             call(str(top), "qcow2")
-    # Trusted calls are not limited.
-    qemu_img.resize(str(top), "qcow2", 2 * SIZE)
+    # Nor is any other command unlimited: every image may be hostile.
+    with pytest.raises(exception.QemuImgError):
+        qemu_img.resize(str(top), "qcow2", 2 * SIZE)
+    with pytest.raises(exception.QemuImgError):
+        qemu_img.rebase(str(top), "qcow2", None, None)
+    monkeypatch.undo()
+    assert qemu_img.info(str(top), "qcow2")["virtual-size"] == SIZE
 
 
 def test_limits_without_the_prlimit_program(chain, monkeypatch):

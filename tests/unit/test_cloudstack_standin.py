@@ -13,7 +13,10 @@ import uuid
 
 import pytest
 
+from cs2os_agent.cloudstack import client as cloudstack_client
+from cs2os_agent.common import exception
 from tests.fakes import cloudstack_api
+from tests.fakes import cloudstack_handlers
 from tests.fakes import cloudstack_signature as signature
 
 
@@ -177,3 +180,221 @@ def test_other_paths_are_not_the_api(cloud):
     started = {}
     cloud(environ, lambda status, headers: started.update(status=status))
     assert started["status"].startswith("404")
+
+
+# -- failures on demand ----------------------------------------------------
+
+
+def wait_job(cloud, job_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = signed(cloud, "queryAsyncJobResult", jobid=job_id)[1][
+            "queryasyncjobresultresponse"]
+        if job["jobstatus"] != 0:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+
+
+def submit(cloud, command, vm):
+    status, body = signed(cloud, command, id=vm.id)
+    assert status == 200, body
+    return body["%sresponse" % command.lower()]["jobid"]
+
+
+def vm_state(cloud, vm):
+    (entry,) = signed(cloud, "listVirtualMachines", id=vm.id)[1][
+        "listvirtualmachinesresponse"]["virtualmachine"]
+    return entry["state"]
+
+
+def assert_failed_530(job, text):
+    assert job["jobstatus"] == 2
+    assert job["jobresultcode"] == 530
+    assert job["jobresulttype"] == "object"
+    assert job["jobresult"] == {"errorcode": 530, "errortext": text}
+
+
+def test_a_named_job_fails_once_without_being_done(cloud):
+    vm = cloud.vm
+    key = ("destroyVirtualMachine", vm.id)
+    cloud.fail_jobs[key] = "Unable to destroy: the KVM agent says no"
+    job = wait_job(cloud, submit(cloud, "destroyVirtualMachine", vm))
+    assert_failed_530(job, "Unable to destroy: the KVM agent says no")
+    assert job["jobinstanceid"] == vm.id
+    assert key not in cloud.fail_jobs  # one-shot: used up
+    assert cloud.injected == [("job", key,
+                               "Unable to destroy: the KVM agent says no")]
+    # Nothing happened to the VM.
+    assert vm_state(cloud, vm) == "Stopped"
+    assert not vm.removed and vm.transition is None
+    # The next destroy is done.
+    job = wait_job(cloud, submit(cloud, "destroyVirtualMachine", vm))
+    assert job["jobstatus"] == 1
+    assert vm_state(cloud, vm) == "Destroyed"
+
+
+def test_a_failed_stop_leaves_the_vm_running(cloud):
+    vm = cloud.vm
+    cloudstack_handlers.power_on(cloud, vm)
+    cloud.fail_jobs[("stopVirtualMachine", vm.id)] = "agent timed out"
+    job = wait_job(cloud, submit(cloud, "stopVirtualMachine", vm))
+    assert_failed_530(job, "agent timed out")
+    assert vm_state(cloud, vm) == "Running"
+    assert cloud.kvm.is_running(vm.instancename)
+
+
+def test_a_job_fails_a_given_number_of_times_or_always(cloud):
+    vm = cloud.vm
+    cloud.fail_jobs[("startVirtualMachine", vm.id)] = ("no capacity", 2)
+    for _ in range(2):
+        job = wait_job(cloud, submit(cloud, "startVirtualMachine", vm))
+        assert_failed_530(job, "no capacity")
+        assert vm_state(cloud, vm) == "Stopped"
+    assert wait_job(cloud, submit(cloud, "startVirtualMachine",
+                                  vm))["jobstatus"] == 1
+    assert vm_state(cloud, vm) == "Running"
+
+    cloud.fail_jobs[("stopVirtualMachine", vm.id)] = ("stuck", None)
+    for _ in range(3):
+        job = wait_job(cloud, submit(cloud, "stopVirtualMachine", vm))
+        assert_failed_530(job, "stuck")
+        assert vm_state(cloud, vm) == "Running"
+    assert cloud.fail_jobs == {("stopVirtualMachine", vm.id): ("stuck",
+                                                               None)}
+    del cloud.fail_jobs[("stopVirtualMachine", vm.id)]
+    assert wait_job(cloud, submit(cloud, "stopVirtualMachine",
+                                  vm))["jobstatus"] == 1
+    assert vm_state(cloud, vm) == "Stopped"
+
+
+def test_a_job_failure_is_for_the_named_vm_and_command_only(cloud):
+    other = cloud.add_vm("web-2", cloud.admin, cloud.host, cloud.vm.template,
+                         cloud.vm.offering, cloud.root_volume(cloud.vm).pool,
+                         "file-2", 1 << 26)
+    cloud.fail_jobs[("startVirtualMachine", cloud.vm.id)] = "no"
+    assert wait_job(cloud, submit(cloud, "startVirtualMachine",
+                                  other))["jobstatus"] == 1
+    assert wait_job(cloud, submit(cloud, "destroyVirtualMachine",
+                                  cloud.vm))["jobstatus"] == 1
+    assert cloud.fail_jobs == {("startVirtualMachine", cloud.vm.id): "no"}
+
+
+def test_a_command_answers_an_http_error_once(cloud):
+    vm = cloud.vm
+    cloud.fail_calls["startVirtualMachine"] = (503, "management server busy")
+    status, body = signed(cloud, "startVirtualMachine", id=vm.id)
+    assert status == 503
+    assert body == {"startvirtualmachineresponse": {
+        "uuidList": [], "errorcode": 503, "cserrorcode": 9999,
+        "errortext": "management server busy"}}
+    assert cloud.jobs == {}  # not run
+    assert vm_state(cloud, vm) == "Stopped"
+    assert "startVirtualMachine" not in cloud.fail_calls
+    assert cloud.injected == [("call", "startVirtualMachine",
+                               "503 management server busy")]
+    # The attempt is on record like any call.
+    assert [c[1] for c in cloud.calls].count("startVirtualMachine") == 1
+    # The next call is answered.
+    assert wait_job(cloud, submit(cloud, "startVirtualMachine",
+                                  vm))["jobstatus"] == 1
+    assert vm_state(cloud, vm) == "Running"
+
+
+def test_a_command_fails_a_given_number_of_times(cloud):
+    cloud.fail_calls["listVirtualMachines"] = (530, "db down", 2)
+    for _ in range(2):
+        status, body = signed(cloud, "listVirtualMachines", id=cloud.vm.id)
+        assert status == 530
+        assert body["listvirtualmachinesresponse"]["errortext"] == "db down"
+    assert signed(cloud, "listVirtualMachines", id=cloud.vm.id)[0] == 200
+    assert cloud.fail_calls == {}
+
+
+@pytest.fixture
+def served(cloud):
+    cloud.endpoint = cloud.serve()
+    return cloud
+
+
+def cs2os_client(cloud, timeout=30):
+    return cloudstack_client.CloudStackClient(
+        cloud.endpoint, cloud.admin.apikey, cloud.admin.secretkey,
+        timeout=timeout, job_poll_interval=0.01, job_timeout=10)
+
+
+def test_cs2os_sees_the_failed_job_and_the_http_error(served):
+    cloud, vm = served, served.vm
+    client = cs2os_client(cloud)
+    cloud.fail_jobs[("startVirtualMachine", vm.id)] = "agent says no"
+    with pytest.raises(exception.CloudStackJobFailed,
+                       match="agent says no") as failed:
+        client.start_vm(vm.id)
+    assert failed.value.kwargs["errorcode"] == 530
+    assert cloud.vm_state(vm) == "Stopped"
+    cloud.fail_calls["startVirtualMachine"] = (530, "internal error")
+    with pytest.raises(exception.CloudStackAPIError,
+                       match="internal error"):
+        client.start_vm(vm.id)
+    assert cloud.vm_state(vm) == "Stopped"
+    assert client.start_vm(vm.id)["state"] == "Running"
+
+
+def test_a_command_times_out_once_without_being_run(served):
+    cloud, vm = served, served.vm
+    cloud.fail_calls["startVirtualMachine"] = ("timeout", 30)
+    started = time.monotonic()
+    with pytest.raises(exception.CloudStackUnreachable):
+        cs2os_client(cloud, timeout=1).start_vm(vm.id)
+    assert time.monotonic() - started < 10
+    assert cloud.jobs == {} and cloud.vm_state(vm) == "Stopped"
+    assert "startVirtualMachine" not in cloud.fail_calls
+    # The next one is answered (the held request is released at shutdown).
+    assert cs2os_client(cloud).start_vm(vm.id)["state"] == "Running"
+
+
+# -- a user behind cs2os's back ---------------------------------------------
+
+
+def test_user_start_runs_the_start_command_as_the_owner(cloud):
+    user = cloud.add_account("bob", admin=False)
+    vm = cloud.add_vm("bobs", user, cloud.host, cloud.vm.template,
+                      cloud.vm.offering, cloud.root_volume(cloud.vm).pool,
+                      "file-3", 1 << 26)
+    job = cloud.user_start(vm)
+    assert (job.status, job.resultcode) == (1, 0)
+    assert job.account is user
+    assert job.cmd == (
+        "org.apache.cloudstack.api.command.user.vm.StartVMCmd")
+    assert job.result["virtualmachine"]["state"] == "Running"
+    assert vm_state(cloud, vm) == "Running"
+    assert cloud.kvm.is_running(vm.instancename)
+    # Not one of cs2os's calls; on record as the user's.
+    assert not any(c[1] == "startVirtualMachine" for c in cloud.calls)
+    assert cloud.user_calls == [("startVirtualMachine", vm.id, "bob")]
+    # Its job is queryable like any other (by the owner and the admin).
+    assert wait_job(cloud, job.id)["jobstatus"] == 1
+
+
+def test_user_start_goes_through_the_job_failures_too(cloud):
+    cloud.fail_jobs[("startVirtualMachine", cloud.vm.id)] = "no host"
+    job = cloud.user_start(cloud.vm)
+    assert (job.status, job.resultcode) == (2, 530)
+    assert job.result == {"errorcode": 530, "errortext": "no host"}
+    assert vm_state(cloud, cloud.vm) == "Stopped"
+
+
+def test_user_start_of_a_destroyed_vm_is_refused_by_the_job(cloud):
+    assert wait_job(cloud, submit(cloud, "destroyVirtualMachine",
+                                  cloud.vm))["jobstatus"] == 1
+    job = cloud.user_start(cloud.vm)
+    assert job.status == 2 and job.resultcode == 431
+    assert vm_state(cloud, cloud.vm) == "Destroyed"
+
+
+def test_user_start_of_someone_elses_vm_is_refused(cloud):
+    user = cloud.add_account("mallory", admin=False)
+    with pytest.raises(cloudstack_handlers.ApiError) as refused:
+        cloud.user_start(cloud.vm, account=user)
+    assert refused.value.code == 531
+    assert cloud.jobs == {} and vm_state(cloud, cloud.vm) == "Stopped"

@@ -5,6 +5,8 @@ exercised for real in the end-to-end tests.  Here the sequencing is under
 test: checkpoints, resume, rollback, cancel, shutdown, claims.
 """
 
+import types
+
 import pytest
 
 from cs2os_agent.common import exception
@@ -18,6 +20,10 @@ from cs2os_agent.db import migration
 
 class Clients:
     admin_context = None
+
+
+CONF = types.SimpleNamespace(conductor=types.SimpleNamespace(
+    lease_seconds=60))
 
 
 class Notifier:
@@ -121,7 +127,7 @@ def test_resume_starts_at_the_recorded_step(db, monkeypatch):
     new_migration(db, state="running", step="swap",
                   resources={"boot": True})
     runner.run(context(db))
-    assert script.ran == ["swap", "start"]
+    assert script.ran == ["swap", "start", "cleanup", "retire_source"]
     assert db.get_migration("m1")["state"] == "succeeded"
 
 
@@ -185,8 +191,8 @@ def test_engine_runs_queued_and_adopts_expired_claims(db, monkeypatch):
                   .replace(year=2000))
     new_migration(db, "busy", state="running", conductor="alive",
                   lease_until=api.models.utcnow().replace(year=2999))
-    def make_context(m):
-        return flow_context.FlowContext(m, db, None, Clients())
+    def make_context(m, owner):
+        return flow_context.FlowContext(m, db, CONF, Clients(), owner=owner)
 
     eng = conductor_engine.Engine(db, "c1", 2, 60, make_context)
     eng.adopt()

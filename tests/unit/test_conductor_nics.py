@@ -45,7 +45,7 @@ class FakeNeutron:
         return [p for p in self.ports if p.network_id == network_id
                 and ip in [f["ip_address"] for f in p.fixed_ips]]
 
-    def find_port(self, name):
+    def find_port(self, name, network_id=None, mac=None):
         return next((p for p in self.ports if p.name == name), None)
 
     def get_port(self, port_id):
@@ -150,6 +150,10 @@ class Ctx:
         self.clients = types.SimpleNamespace(network=neutron)
         self.resources = {"nic_plan": plan}
         self.migration = {"result": {}}
+        self.committed = False
+
+    def guard(self):
+        pass  # fencing is the runner's (tests/unit/test_conductor_flow.py)
 
     def resource(self, **values):
         self.resources.update(values)

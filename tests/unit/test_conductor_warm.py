@@ -208,6 +208,9 @@ class Nova:
         self._start(server_id)
         return self.wait_server(server_id, "ACTIVE")
 
+    def request_start(self, server_id):
+        self._start(server_id)
+
     def stop_server(self, server_id):
         self.log.append("nova stop")
 
@@ -302,9 +305,12 @@ class CloudStack:
     def destroy_vm(self, vm_id):
         self.log.append("cs destroy")
 
+    def unmanage_vm(self, vm_id):
+        self.log.append("cs unmanage")
+
 
 class Network:
-    def find_port(self, name):
+    def find_port(self, name, network_id=None, mac=None):
         return None
 
 
@@ -315,7 +321,7 @@ def make_conf(**conductor):
     values.update(conductor)
     return types.SimpleNamespace(
         cloudstack=types.SimpleNamespace(
-            kvm_ssh_port=2222, kvm_ssh_user=None,
+            kvm_ssh_port=2222, kvm_ssh_user=None, unmanage_source=True,
             kvm_libvirt_uri="qemu+libssh://root@{host}/system?"
             "known_hosts=/k&keyfile=/id"),
         conductor=types.SimpleNamespace(**values))
@@ -450,6 +456,9 @@ class World:
         for i, (name, data) in enumerate(self.source_end):
             if name == "SHUTDOWN" and i:
                 time.sleep(0.01)  # the guest takes its time
+            if name == "SHUTDOWN":
+                # libvirt's state until it has reaped QEMU.
+                dom.state_ = libvirt.VIR_DOMAIN_SHUTDOWN
             if name in ("BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"):
                 dom.job, dom.ready = None, False  # libvirt drops it
             watch._on_qmp(self.kvm.conn, dom, name, 0, 0, json.dumps(data),
@@ -517,15 +526,19 @@ class World:
 # -- the whole flow --------------------------------------------------------
 
 
+def result_of(world):
+    return world.db.get_migration(MID)["result"]
+
+
 def test_warm_runs_its_own_steps_and_cold_is_untouched():
     assert [n for n, _ in runner.flow({"mode": "warm"})[0]] == [
         "validate", "image", "ports", "boot", "mirror", "ready", "cutover",
-        "finish", "swap", "start", "stop_source"]
+        "finish", "swap", "start", "stop_source", "cleanup", "retire_source"]
     assert runner.flow({"mode": "cold"}) == (steps.COLD, steps.ROLLBACK)
     assert runner.flow({}) == (steps.COLD, steps.ROLLBACK)
     # The cold steps are the same functions, not copies.
     warm_steps = dict(warm.WARM)
-    for name in ("ports", "boot", "swap"):
+    for name in ("ports", "boot", "swap", "cleanup", "retire_source"):
         assert warm_steps[name] is dict(steps.COLD)[name]
 
 
@@ -542,7 +555,9 @@ def test_auto_cutover_end_to_end(db, monkeypatch):
         libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: 80 * 125000}
     assert w.agent_calls() == ["prepare_mirror", "finish_mirror",
                                "swap_disk", "cleanup"]
-    assert w.log == ["nova start", "cs stop forced=True"]
+    # After the commit CloudStack forgets the source: nobody can start it.
+    assert w.log == ["nova start", "cs stop forced=True", "cs unmanage"]
+    assert result_of(w)["source_unmanaged"] is True
     source = w.agent.calls[0][4]
     assert source == {
         "transport": "ssh", "host": "10.0.0.5", "port": 2222,
@@ -666,20 +681,98 @@ def test_failure_after_the_cutover_resumes_the_source_first(db,
     assert done["resources"]["source_suspended"] is False
 
 
-def test_failure_once_nova_was_asked_to_start_resumes_the_source_last(
+def test_a_failing_start_after_the_commit_never_rolls_back(
         db, monkeypatch):
+    # Nova was asked to start the server on the migrated disk: it may run
+    # the guest, so the frozen source is never resumed and nothing of the
+    # migration is undone; a retry resumes at the start.
     w = World(db, monkeypatch, method="force")
     w.nova.start_error = exception.OpenStackError(operation="start",
                                                   reason="no")
     done = w.run()
     assert (done["state"], done["step"]) == ("failed", "start")
-    # The server may have run the migrated disk: it goes first.
+    assert done["committed"] is True
+    assert "rolled_back" not in done["result"]
+    assert done["result"]["committed_failure"]["step"] == "start"
+    assert "cs2os will not start the CloudStack VM again" in done["error"]
+    assert w.dom.calls[-1] == "blockJobAbort(0)"  # still frozen
+    assert "cs start" not in w.log and "nova delete" not in w.log
+    assert "restore_disk" not in w.agent_calls()
+
+    w.nova.start_error = None
+    mgr = manager.ConductorManager(db, engine=_Engine())
+    queued = mgr.retry_migration(cs2os_context.RequestContext(
+        user_id="ops"), MID)
+    assert (queued["state"], queued["step"]) == ("queued", "start")
+    w.ctx = flow_context.FlowContext(db.get_migration(MID), db, w.conf,
+                                     w.clients)
+    done = w.run()
+    assert done["state"] == "succeeded", done["error"]
+    assert w.log.count("nova start") == 2 and "cs start" not in w.log
+
+
+def test_a_start_nova_refused_outright_is_no_commit(db, monkeypatch):
+    # Nova's policy said no (403): nothing started, so the commit recorded
+    # for the start is taken back and the migration rolls back.
+    w = World(db, monkeypatch, method="force")
+    w.nova.start_error = exception.StartRefused(
+        operation="start server srv-1", reason="Forbidden: policy")
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "start")
+    assert done["committed"] is False
     assert done["result"]["rolled_back"] == [
-        "removed the mirror target on cmp-1",
+        "resumed CloudStack VM web-1", "removed the mirror target on cmp-1",
         "put Nova's original disk back on server srv-1",
-        "deleted server srv-1", "resumed CloudStack VM web-1"]
+        "deleted server srv-1"]
     assert w.dom.calls[-1] == "resume"
-    assert "cs start" not in w.log
+
+
+@pytest.mark.parametrize("method", ["force", None])
+def test_a_source_restarted_before_the_commit_fails_the_migration(
+        db, monkeypatch, method):
+    # Someone starts the source (virsh, HA, a user) after the cutover:
+    # the Nova server must not start next to it.
+    w = World(db, monkeypatch, method=method)
+    real_finish = w.agent.finish_mirror
+
+    def finish_then_someone_starts_it(*args):
+        answer = real_finish(*args)
+        w._source_starts()
+        return answer
+
+    w.agent.finish_mirror = finish_then_someone_starts_it
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "start")
+    assert "was started again" in done["error"]
+    assert "i-2-7-VM is running" in done["error"]
+    assert done["committed"] is False
+    assert "nova start" not in w.log
+    assert "restore_disk" in w.agent_calls()
+
+
+def test_a_source_cloudstack_runs_on_another_host_fails_the_migration(
+        db, monkeypatch):
+    w = World(db, monkeypatch)
+    db.update_migration(MID, {"source": {"host": {"id": "host-1"}}})
+    w.ctx.migration["source"] = {"host": {"id": "host-1"}}
+    real_find = w.cloudstack.find_vm
+
+    def elsewhere(vm_id):
+        vm = real_find(vm_id)
+        if w.agent_calls()[-1:] == ["swap_disk"]:
+            vm.update(state="Running", hostid="host-2", hostname="kvm-2")
+        return vm
+
+    w.cloudstack.find_vm = elsewhere
+    done = w.run()
+    assert (done["state"], done["step"]) == ("failed", "start")
+    assert "CloudStack says Running on host kvm-2" in done["error"]
+    assert "nova start" not in w.log
+
+
+class _Engine:
+    def submit(self, migration_id):
+        return True
 
 
 def test_failure_after_commit_never_restarts_the_source(db, monkeypatch):
@@ -692,9 +785,15 @@ def test_failure_after_commit_never_restarts_the_source(db, monkeypatch):
 
     w.cloudstack.stop_vm = stop_fails
     done = w.run()
-    assert (done["state"], done["step"]) == ("failed", "stop_source")
-    assert done["result"]["rolled_back"] == []
+    # The guest runs in Nova: the migration succeeded, and says what is
+    # left to do by hand.
+    assert (done["state"], done["step"]) == ("succeeded", "done")
+    (warning,) = done["result"]["warnings"]
+    assert warning["step"] == "stop_source"
+    assert "host down" in warning["message"]
+    assert "rolled_back" not in done["result"]
     assert "resume" not in w.dom.calls and "nova delete" not in w.log
+    assert "cs start" not in w.log
 
 
 def test_a_write_racing_the_cutover_is_retried_not_failed(db, monkeypatch):
@@ -778,7 +877,7 @@ def test_shutdown_cutover_end_to_end(db, monkeypatch, stopped, proven_by):
     # A clean stop, not forced; stop_source waits for its job, then finds
     # the VM stopped.
     assert w.log == ["cs stop forced=False", "nova start",
-                     "cs wait stop-job-1"]
+                     "cs wait stop-job-1", "cs unmanage"]
     # QEMU's events decided: the job was asked about by stop_source only.
     assert w.cloudstack.polls == ["stop-job-1"]
     assert recorded == ["stop-job-1"]  # the cutover recorded its job
@@ -852,7 +951,8 @@ def test_a_stop_job_failing_after_the_proof_still_commits(
         "job ended after the shutdown"
     assert w.log == ["cs stop forced=False", "nova start",
                      "cs wait stop-job-1"] + (["cs stop forced=True"]
-                                              if forced else [])
+                                              if forced else []) + [
+                         "cs unmanage"]
     assert w.cloudstack.state == "Stopped"
     assert done["result"]["source_stopped"] is True
     assert done["resources"]["source_stop_job"] is None
@@ -979,7 +1079,7 @@ def test_unreachable_cloudstack_while_deciding_is_waited_through(
     # Once per round until the job succeeded, then stop_source's wait.
     assert w.cloudstack.polls == ["stop-job-1"] * 4
     assert w.log == ["cs stop forced=False", "nova start",
-                     "cs wait stop-job-1"]
+                     "cs wait stop-job-1", "cs unmanage"]
 
 
 @pytest.mark.parametrize("leaves, started", [("Running", False),
@@ -1105,12 +1205,12 @@ def test_the_cutover_action_may_choose_the_method(db, monkeypatch, created,
     assert done["resources"]["cutover_method"] == expected
     if expected == "force":
         assert w.dom.calls == ["blockCopy", "suspend", "blockJobAbort(0)"]
-        assert w.log == ["nova start", "cs stop forced=True"]
+        assert w.log == ["nova start", "cs stop forced=True", "cs unmanage"]
         assert w.watches == []
     else:
         assert w.dom.calls == ["blockCopy"]
         assert w.log == ["cs stop forced=False", "nova start",
-                         "cs wait stop-job-1"]
+                         "cs wait stop-job-1", "cs unmanage"]
         assert len(w.watches) == 1
     messages = [e["message"] for e in done["events"]]
     assert "cutover%s requested by ops" % (
@@ -1192,7 +1292,7 @@ def test_a_retry_after_a_failure_past_the_cutover_cuts_over_afresh(
     assert w.log == ["cs stop forced=False", "nova delete",
                      "cs wait stop-job-1", "cs start",
                      "cs stop forced=False", "nova start",
-                     "cs wait stop-job-2"]
+                     "cs wait stop-job-2", "cs unmanage"]
     assert done["resources"]["source_down_at"] == _shutdown_time(
         w.watches[1])
     assert done["resources"]["cutover_started"] > _shutdown_time(
@@ -1204,14 +1304,14 @@ def test_the_mirror_step_forgets_an_earlier_attempts_cutover(db,
                                                              monkeypatch):
     w = World(db, monkeypatch, method="force", resources={
         "cutover_started": 1000.0, "cutover_method": "shutdown",
-        "cutover_done": True, "start_requested": True,
+        "cutover_done": True,
         "source_down_at": 1000.0, "source_stop_job": "stop-job-1"})
     warm.mirror(w.ctx)
     res = w.ctx.resources
     assert (res["cutover_started"], res["cutover_method"],
-            res["cutover_done"], res["start_requested"],
+            res["cutover_done"],
             res["source_down_at"], res["source_stop_job"]) == (
-        None, None, False, False, None, None)
+        None, None, False, None, None)
 
 
 # A conductor died after it froze the source for a forced cutover.

@@ -1,6 +1,9 @@
 """Proving D == B: digests computed here, compare replaced by a fake."""
 
 import hashlib
+import os
+import stat
+import threading
 
 import pytest
 
@@ -73,17 +76,20 @@ def test_digest_needs_a_raw_base(base):
     assert "compare" in str(err.value)
 
 
-def test_compare_proof(base, monkeypatch):
+def test_compare_proof(base, monkeypatch, tmp_path):
     calls = []
 
     def compare(left, right, left_fmt, right_fmt, **kw):
         calls.append((left, right, left_fmt, right_fmt, kw))
 
     monkeypatch.setattr(qemu_img, "compare", compare)
+    template = str(tmp_path / "b")
+    with open(template, "wb") as f:
+        f.write(b"QFI\xfb")
     assert baseproof.prove(base, "raw", {
-        "template": "/mnt/p/b", "template_format": "qcow2"})["method"] == (
+        "template": template, "template_format": "qcow2"})["method"] == (
             "compare")
-    assert calls == [("/mnt/p/b", base, "qcow2", "raw",
+    assert calls == [(template, base, "qcow2", "raw",
                       {"force_share": True})]
 
     def differ(*args, **kw):
@@ -92,6 +98,56 @@ def test_compare_proof(base, monkeypatch):
 
     monkeypatch.setattr(qemu_img, "compare", differ)
     with pytest.raises(exception.BaseMismatch) as err:
-        baseproof.prove(base, "raw", {"template": "/mnt/p/b",
+        baseproof.prove(base, "raw", {"template": template,
                                       "template_format": "qcow2"})
     assert "Content mismatch at offset 1!" in str(err.value)
+
+
+def _within(fn, *args):
+    """Run ``fn``; fail (not hang) if it blocks for 5 s."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "blocked on a FIFO"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    p = str(tmp_path / "b.fifo")
+    os.mkfifo(p)
+    yield p
+    try:  # release a reader a regression left blocked
+        os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def test_fifo_template_refused_before_qemu_img(base, fifo, monkeypatch):
+    # qemu-img compare would block opening it, CPU cap or not.
+    monkeypatch.setattr(qemu_img, "compare", lambda *a, **k: pytest.fail(
+        "qemu-img compare ran on a FIFO"))
+    with pytest.raises(exception.SourceNotRegularFile) as err:
+        _within(baseproof.prove, base, "raw",
+                {"template": fifo, "template_format": "qcow2"})
+    assert err.value.kwargs == {"path": fifo, "kind": "FIFO"}
+
+
+def test_digest_of_a_fifo_or_device_base_refused(fifo, tmp_path):
+    with pytest.raises(exception.SourceNotRegularFile, match="FIFO"):
+        _within(baseproof.guest_digest, fifo, "raw")
+    zero = str(tmp_path / "zero")
+    os.mknod(zero, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero
+    with pytest.raises(exception.SourceNotRegularFile,
+                       match="character device"):
+        _within(baseproof.guest_digest, zero, "raw", "guest_sha256", MiB)

@@ -78,13 +78,28 @@ def test_symlink_out_of_root_refused(tmp_path):
         source(root / "link", [root])
 
 
-def test_symlink_inside_root_allowed(tmp_path):
+def test_symlink_inside_root_refused(tmp_path):
+    # Never followed, even to a file the roots allow: a symlink's target
+    # can change between any check and the read (O_NOFOLLOW).
     root = tmp_path / "root"
     root.mkdir()
     target = sparse_file(root / "real", [(0, b"x")], 10)
     (root / "link").symlink_to(target)
-    with source(root / "link", [root]) as s:
-        assert s.fingerprint()["path"] == str(target)
+    with pytest.raises(exception.SourceNotRegularFile) as err:
+        source(root / "link", [root])
+    assert err.value.kwargs == {"path": str(root / "link"),
+                                "kind": "symbolic link"}
+
+
+def test_directory_inside_the_roots_is_allowed_on_the_way(tmp_path):
+    # Only the last component must not be a symlink: a pool directory
+    # that is one (a mount point moved elsewhere) still works.
+    real_pool = tmp_path / "real-pool"
+    real_pool.mkdir()
+    sparse_file(real_pool / "vol", [(0, b"x")], 10)
+    (tmp_path / "pool").symlink_to(real_pool)
+    with source(tmp_path / "pool" / "vol", [tmp_path]) as s:
+        assert s.fingerprint()["path"] == str(real_pool / "vol")
 
 
 def test_root_prefix_is_not_a_parent(tmp_path):
@@ -107,6 +122,9 @@ def test_missing_and_directory(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(exception.InvalidSource, match="regular file"):
         source(tmp_path / "d", [tmp_path])
+    sparse_file(tmp_path / "f", [(0, b"x")], 10)
+    with pytest.raises(exception.SourceNotFound):  # ENOTDIR
+        source(tmp_path / "f" / "below-a-file", [tmp_path])
 
 
 def test_fingerprint_changes_when_the_file_does(tmp_path):

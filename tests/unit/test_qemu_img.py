@@ -13,6 +13,8 @@ from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
 
 LIMITS = qemu_img.QEMU_IMG_LIMITS
+GiB = 1024**3
+MiB = 1024**2
 
 
 @pytest.fixture
@@ -31,6 +33,39 @@ def fail(exit_code, stdout="", stderr=""):
 def test_limits_are_nova_like():
     assert LIMITS.address_space == 1024**3
     assert LIMITS.cpu_time == 30
+    # A qemu-img crashing under its limit leaves no core file behind.
+    assert LIMITS.core_file_size == 0
+
+
+def test_data_limits_grow_with_what_is_read():
+    small = qemu_img.data_limits(0)
+    assert (small.address_space, small.cpu_time, small.core_file_size,
+            small.file_size) == (2 * GiB, 30, 0, None)
+    # 30 s plus a second per 16 MiB read: 1 GiB -> 94 s, 100 GiB -> 6430 s.
+    assert qemu_img.data_limits(GiB).cpu_time == 30 + 64
+    assert qemu_img.data_limits(100 * GiB).cpu_time == 30 + 6400
+    assert qemu_img.data_limits(GiB + 1).cpu_time == 30 + 65
+    assert qemu_img.data_limits(GiB, max_output=5).file_size == 5
+
+
+def test_every_command_runs_limited(run):
+    # No command, whatever the image, reaches qemu-img without limits.
+    info = '{"virtual-size": %d}' % GiB
+    run.side_effect = lambda args, prlimit: (
+        info if args[1] in ("info", "map", "check") else "")
+    qemu_img.create("/i", "qcow2", size=1)
+    qemu_img.rebase("/i", "qcow2", "/b", "raw")
+    qemu_img.resize("/i", "qcow2", 2)
+    qemu_img.info("/i", "qcow2")
+    qemu_img.check("/i", "qcow2")
+    qemu_img.map("/i", "qcow2")
+    qemu_img.compare("/i", "/b", "qcow2", "raw")
+    qemu_img.convert("/i", "qcow2", "/o", "raw")
+    limits = {c.args[0][1]: c.kwargs["prlimit"] for c in run.call_args_list}
+    assert set(limits) == {"create", "rebase", "resize", "info", "check",
+                           "map", "compare", "convert"}
+    assert all(lim is not None and lim.address_space and lim.cpu_time
+               and lim.core_file_size == 0 for lim in limits.values())
 
 
 def test_info(run):
@@ -108,7 +143,7 @@ def test_create_with_size(run):
     qemu_img.create("/img", "qcow2", size=10 * 1024**3)
     run.assert_called_once_with(
         ["qemu-img", "create", "-f", "qcow2", "/img", "10737418240"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -117,7 +152,7 @@ def test_create_with_backing_file(run):
     run.assert_called_once_with(
         ["qemu-img", "create", "-f", "qcow2", "-b", "/base", "-F", "raw",
          "/top"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -128,7 +163,7 @@ def test_create_with_backing_file_and_size(run):
     run.assert_called_once_with(
         ["qemu-img", "create", "-f", "qcow2", "-b", "/base", "-F", "qcow2",
          "/top", "4096"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -143,7 +178,7 @@ def test_rebase_unsafe(run):
     run.assert_called_once_with(
         ["qemu-img", "rebase", "-f", "qcow2", "-u", "-b", "/_base/abc",
          "-F", "raw", "/top"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -152,7 +187,7 @@ def test_rebase_safe(run):
     run.assert_called_once_with(
         ["qemu-img", "rebase", "-f", "qcow2", "-b", "/base", "-F", "qcow2",
          "/top"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -160,7 +195,7 @@ def test_rebase_remove_backing_file(run):
     qemu_img.rebase("/top", "qcow2", None, None)
     run.assert_called_once_with(
         ["qemu-img", "rebase", "-f", "qcow2", "-u", "-b", "", "/top"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -215,28 +250,45 @@ def test_check_corrupt_without_json_is_qemu_img_error(run):
     assert ei.value.kwargs["exit_code"] == 2
 
 
+def sized(*sizes_then_result):
+    """``_run`` answers: qemu-img info of each image, then the command."""
+    *sizes, result = sizes_then_result
+    return [json.dumps({"virtual-size": n}) for n in sizes] + [result]
+
+
 def test_compare_identical(run):
-    run.return_value = "Images are identical.\n"
+    run.side_effect = sized(GiB, GiB, "Images are identical.\n")
     assert qemu_img.compare("/a", "/b", "qcow2", "raw") is None
-    run.assert_called_once_with(
-        ["qemu-img", "compare", "-f", "qcow2", "-F", "raw", "/a", "/b"],
-        prlimit=None,
-    )
+    assert run.call_args_list == [
+        mock.call(["qemu-img", "info", "--output=json", "-f", "qcow2",
+                   "/a"], prlimit=LIMITS),
+        mock.call(["qemu-img", "info", "--output=json", "-f", "raw", "/b"],
+                  prlimit=LIMITS),
+        mock.call(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", "/a",
+                   "/b"], prlimit=mock.ANY),
+    ]
+    # Its CPU cap follows what it reads: both guest views whole.
+    limits = run.call_args.kwargs["prlimit"]
+    assert limits.cpu_time == 30 + 2 * 64
+    assert limits.address_space == 2 * GiB
 
 
 def test_compare_strict_force_share(run):
+    run.side_effect = sized(MiB, 3 * MiB, "")
     qemu_img.compare(
         "/a", "/b", "qcow2", "qcow2", strict=True, force_share=True
     )
-    run.assert_called_once_with(
-        ["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", "-s", "-U",
-         "/a", "/b"],
-        prlimit=None,
-    )
+    assert [c.args[0][-2:] for c in run.call_args_list[:2]] == [
+        ["-U", "/a"], ["-U", "/b"]]
+    assert run.call_args.args[0] == [
+        "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", "-s", "-U",
+        "/a", "/b"]
+    assert run.call_args.kwargs["prlimit"].cpu_time == 31
 
 
 def test_compare_differ(run):
-    run.side_effect = fail(1, stdout="Content mismatch at offset 512!\n")
+    run.side_effect = sized(MiB, MiB, fail(
+        1, stdout="Content mismatch at offset 512!\n"))
     with pytest.raises(exception.ImagesDiffer) as ei:
         qemu_img.compare("/a", "/b", "qcow2", "raw")
     assert ei.value.kwargs == {
@@ -246,11 +298,11 @@ def test_compare_differ(run):
 
 
 def test_compare_differ_in_size_and_content(run):
-    run.side_effect = fail(
+    run.side_effect = sized(MiB, MiB, fail(
         1,
         stdout="Warning: Image size mismatch!\n"
         "Content mismatch at offset 512!\n",
-    )
+    ))
     with pytest.raises(exception.ImagesDiffer) as ei:
         qemu_img.compare("/a", "/b", "raw", "raw")
     assert ei.value.kwargs["detail"] == (
@@ -259,7 +311,7 @@ def test_compare_differ_in_size_and_content(run):
 
 
 def test_compare_error(run):
-    run.side_effect = fail(2, stderr="Could not open '/b'")
+    run.side_effect = sized(MiB, MiB, fail(2, stderr="Could not open '/b'"))
     with pytest.raises(exception.QemuImgError) as ei:
         qemu_img.compare("/a", "/b", "qcow2", "raw")
     assert not isinstance(ei.value, exception.ImagesDiffer)
@@ -267,10 +319,12 @@ def test_compare_error(run):
 
 
 def test_images_equal(run):
+    run.side_effect = sized(MiB, MiB, "")
     assert qemu_img.images_equal("/a", "/b", "qcow2", "raw") is True
-    run.side_effect = fail(1, stdout="Content mismatch at offset 0!")
+    run.side_effect = sized(MiB, MiB,
+                            fail(1, stdout="Content mismatch at offset 0!"))
     assert qemu_img.images_equal("/a", "/b", "qcow2", "raw") is False
-    run.side_effect = fail(2)
+    run.side_effect = sized(MiB, MiB, fail(2))
     with pytest.raises(exception.QemuImgError):
         qemu_img.images_equal("/a", "/b", "qcow2", "raw")
 
@@ -307,11 +361,51 @@ def test_allocated_bytes_counts_top_layer_data_only(run):
     )
 
 
+def test_convert_runs_under_data_limits_sized_by_info(run):
+    run.side_effect = sized(GiB, "")
+    qemu_img.convert("/t.qcow2", "qcow2", "/o.raw", "raw")
+    assert run.call_args.args[0] == [
+        "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "/t.qcow2",
+        "/o.raw"]
+    limits = run.call_args.kwargs["prlimit"]
+    assert (limits.address_space, limits.cpu_time, limits.file_size) == (
+        2 * GiB, 94, None)
+
+
+def test_convert_with_known_size_and_output_bound(run):
+    qemu_img.convert("/t.qcow2", "qcow2", "/o.raw", "raw",
+                     virtual_size=32 * MiB, max_output=32 * MiB)
+    run.assert_called_once()  # no qemu-img info: the caller knew the size
+    limits = run.call_args.kwargs["prlimit"]
+    assert (limits.cpu_time, limits.file_size) == (32, 32 * MiB)
+
+
+@pytest.mark.parametrize("error", [
+    fail(-25),  # SIGXFSZ
+    fail(1, stderr="qemu-img: error while converting raw: Could not resize "
+         "file: File too large"),  # the signal ignored: EFBIG
+])
+def test_output_past_its_limit_is_named(run, error):
+    run.side_effect = error
+    with pytest.raises(exception.QemuImgOutputTooLarge) as ei:
+        qemu_img.convert("/t", "qcow2", "/o", "raw", virtual_size=MiB,
+                         max_output=4096)
+    assert ei.value.kwargs["limit"] == 4096
+    assert "4096 bytes" in str(ei.value)
+
+
+def test_too_large_without_an_output_limit_is_plain_error(run):
+    run.side_effect = fail(1, stderr="File too large")
+    with pytest.raises(exception.QemuImgError) as ei:
+        qemu_img.resize("/img", "qcow2", 1)
+    assert type(ei.value) is exception.QemuImgError
+
+
 def test_resize(run):
     qemu_img.resize("/img", "qcow2", 8 * 1024**2)
     run.assert_called_once_with(
         ["qemu-img", "resize", "-f", "qcow2", "/img", "8388608"],
-        prlimit=None,
+        prlimit=LIMITS,
     )
 
 
@@ -333,7 +427,7 @@ def test_limits_go_through_the_prlimit_program(execute, monkeypatch):
     assert qemu_img._run(["qemu-img", "info", "/img"],
                          prlimit=LIMITS) == "out"
     execute.assert_called_once_with(
-        "/usr/bin/prlimit", "--as=1073741824", "--cpu=30", "--",
+        "/usr/bin/prlimit", "--as=1073741824", "--core=0", "--cpu=30", "--",
         "qemu-img", "info", "/img", prlimit=None)
 
 

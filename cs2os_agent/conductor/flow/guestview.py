@@ -14,6 +14,10 @@ converted to a sparse raw file next to it first.  Measured on a 1 GiB
 template with 512 MiB of data (page cache, 2 vCPUs): reading by map 1.0
 s; conversion 1.7 s plus hashing 0.8 s.  SHA-256 (1.3 GB/s here, SHA
 extensions) is used rather than SHA-512 (0.7 GB/s).
+
+The template came from CloudStack: a conversion is bounded before it runs
+(:func:`_refuse_bombs`) and while it runs (qemu-img's data limits, the
+output's length capped at the virtual size).
 """
 
 import hashlib
@@ -21,10 +25,22 @@ import os
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from cs2os_agent.transfer import path as path_transport
 
 ALGORITHM = "guest_sha256"
 CHUNK = 8 * 1024 * 1024
 _ZEROS = bytes(CHUNK)
+
+# A conversion writes every data byte the template's map names, however
+# well those bytes compressed; zero clusters and holes cost nothing (the
+# raw output is sparse).  A template whose data would expand to more than
+# this many times its allocation on disk is refused: real templates'
+# clusters compress 2-4x, text-heavy ones ~10x, while a compressed-cluster
+# bomb of one repeated byte reaches ~650x (measured: 1 GiB of 0x41 in 1.6
+# MiB of zlib clusters).
+MAX_EXPANSION = 64
+# What the conversion must leave free of its file system, as a share.
+KEEP_FREE = 0.05
 
 
 def _hash_zeros(digest, length):
@@ -70,9 +86,16 @@ def _check(info, path):
             % (path, "; ".join(problems)))
 
 
+def _open(path):
+    """A regular file only (a FIFO would block, a device never end)."""
+    fd, st = path_transport.open_regular(path)
+    return os.fdopen(fd, "rb"), st
+
+
 def digest_by_map(path, extents):
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    f, _st = _open(path)
+    with f:
         for extent in extents:
             if extent.get("data") and not extent.get("zero"):
                 _hash_range(digest, f, extent["offset"], extent["length"])
@@ -82,20 +105,58 @@ def digest_by_map(path, extents):
 
 
 def digest_raw(path, size):
-    """A raw file's bytes, padded with zeros to ``size``."""
+    """A raw file's bytes, padded with zeros to ``size``; a longer file is
+    refused (as baseproof.guest_digest does): its tail is no guest's."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        actual = os.fstat(f.fileno()).st_size
+    f, st = _open(path)
+    with f:
+        if st.st_size > size:
+            raise exception.Invalid(
+                reason="raw guest view %s is %d bytes, more than the "
+                "virtual size %d" % (path, st.st_size, size))
         for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
-    _hash_zeros(digest, size - actual)
+    _hash_zeros(digest, size - st.st_size)
     return digest.hexdigest()
 
 
-def guest_digest(path, fmt, scratch_dir):
+def _free_bytes(directory):
+    """What may still be written to ``directory``'s file system."""
+    fs = os.statvfs(directory)
+    keep = int(fs.f_blocks * fs.f_frsize * KEEP_FREE)
+    return fs.f_bavail * fs.f_frsize - keep
+
+
+def _refuse_bombs(path, extents, scratch_dir, max_expansion):
+    """Refuse a conversion that would write too much; return what it
+    writes at most (the data extents of ``qemu-img map``, which follows
+    the same block status ``qemu-img convert`` copies by)."""
+    expanded = sum(e["length"] for e in extents
+                   if e.get("data") and not e.get("zero"))
+    allocated = os.stat(path).st_blocks * 512
+    reason = None
+    if expanded > allocated * max_expansion:
+        reason = ("%.1fx its allocation, more than the %dx allowed (a "
+                  "compressed-cluster bomb?)"
+                  % (expanded / max(allocated, 1), max_expansion))
+    else:
+        free = _free_bytes(scratch_dir)
+        if expanded > free:
+            reason = ("%s has %d bytes to spare (keeping %d%% of its file "
+                      "system free)"
+                      % (scratch_dir, max(free, 0), KEEP_FREE * 100))
+    if reason:
+        raise exception.ImageExpansionRefused(
+            path=path, allocated=allocated, expanded=expanded, reason=reason)
+    return expanded
+
+
+def guest_digest(path, fmt, scratch_dir, max_expansion=MAX_EXPANSION):
     """``{"algorithm", "digest", "virtual_size", "method"}`` for ``path``.
 
     ``scratch_dir``: where a conversion may write its sparse raw file.
+    ``max_expansion``: how many times its allocation a template's data
+    may expand to in a conversion (ImageExpansionRefused beyond).
     """
     info = qemu_img.info(path, fmt)
     _check(info, path)
@@ -104,9 +165,14 @@ def guest_digest(path, fmt, scratch_dir):
     if _readable_by_map(extents):
         value, method = digest_by_map(path, extents), "map"
     else:
+        _refuse_bombs(path, extents, scratch_dir, max_expansion)
         raw = os.path.join(scratch_dir, "guest-view.raw")
         try:
-            qemu_img.convert(path, fmt, raw, "raw")
+            # qemu-img sets the raw file's length to the virtual size at
+            # once; RLIMIT_FSIZE at that length keeps every write inside
+            # it.  What it allocates inside was bounded just above.
+            qemu_img.convert(path, fmt, raw, "raw", virtual_size=size,
+                             max_output=size)
             value, method = digest_raw(raw, size), "convert"
         finally:
             try:

@@ -138,13 +138,15 @@ def connect(conf, host):
 
 
 def domain_state(dom):
-    """``running``, ``paused``, ``shut off`` or ``gone``."""
+    """``running``, ``paused``, ``shutting down`` (QEMU said SHUTDOWN,
+    libvirt has not reaped it yet), ``shut off`` or ``gone``."""
     try:
         state = dom.state()[0]
     except libvirt.libvirtError:
         return "gone"
     return {libvirt.VIR_DOMAIN_RUNNING: "running",
             libvirt.VIR_DOMAIN_PAUSED: "paused",
+            libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
             libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}.get(state, str(state))
 
 

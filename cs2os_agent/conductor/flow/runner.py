@@ -4,12 +4,26 @@ Each step is idempotent and the name of the step in progress is stored
 before it starts, so a conductor restarted at any point calls the same step
 again and it finishes what the first attempt began.  After a failure the
 rollback undoes, in reverse, what the recorded resources say was done.
+
+The promise kept here (README, "Safety"):
+- a rollback is recorded (state rolling_back, with the outcome it ends in)
+  before its first undo step, so a conductor that takes over an interrupted
+  rollback finishes the rollback and never resumes the forward flow;
+- once the migration is committed (the Nova server was asked to start on
+  the migrated disk) nothing rolls back: a failing step after the commit
+  either leaves a warning (cleanup, retiring the source) and the flow goes
+  on, or ends the migration failed with the record saying it is
+  committed, and a retry resumes there;
+- a conductor that lost its claim (LeaseLost) stops where it is, writing
+  nothing: the conductor that took over owns the migration.
 """
 
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import faultpoints
+from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.conductor.flow import warm
 
@@ -27,14 +41,28 @@ def flow(migration):
 
 def run(ctx):
     """Drive ``ctx``'s migration to succeeded, failed or cancelled."""
+    try:
+        _run(ctx)
+    except exception.LeaseLost as exc:
+        LOG.warning("Migration %s: %s", ctx.id, exc)
+
+
+def _run(ctx):
     step_list, rollback = flow(ctx.migration)
+    if ctx.migration["state"] == states.ROLLING_BACK:
+        LOG.info("Migration %s: finishing an interrupted rollback", ctx.id)
+        _rollback_and_finish(ctx, rollback)
+        return
+    if ctx.migration["state"] in states.FINAL:
+        return  # e.g. cancelled while queued, before this run began
     names = [name for name, _ in step_list]
     current = ctx.migration["step"]
     start = names.index(current) if current in names else 0
+    if ctx.migration["state"] == states.QUEUED and not ctx.save(
+            expect={"state": states.QUEUED}, state=states.RUNNING):
+        return  # a cancel of the queued migration won
     if ctx.migration["started_at"] is None:
         ctx.save(started_at=timeutils.utcnow())
-    if ctx.migration["state"] == "queued":
-        ctx.save(state="running")
     _notify(ctx, "start")
     step = names[start]
     try:
@@ -44,26 +72,78 @@ def run(ctx):
                          ctx.id, step)
                 return
             ctx.check_cancelled(step)
+            ctx.guard()
             ctx.save(step=step)
-            function(ctx)
+            faultpoints.reached("%s:before" % step)
+            _run_step(ctx, step, function)
+            faultpoints.reached("%s:after" % step)
             ctx.event(step, "done")
+    except exception.LeaseLost:
+        raise
     except exception.MigrationCancelled:
         ctx.event(step, "cancelled", kind="error")
-        _rollback(ctx, rollback)
-        _finish(ctx, "cancelled", error="cancelled by request during %s"
-                % step)
+        _begin_rollback(ctx, states.CANCELLED,
+                        "cancelled by request during %s" % step)
+        _rollback_and_finish(ctx, rollback)
         return
     except Exception as exc:
         LOG.exception("Migration %s failed in %s", ctx.id, step)
         message = "%s failed: %s" % (step, exception.describe(exc))
         ctx.event(step, message, kind="error")
-        _rollback(ctx, rollback)
-        _finish(ctx, "failed", error=message)
-        _notify(ctx, "error")
+        if ctx.committed:
+            _fail_committed(ctx, step, message)
+            return
+        _begin_rollback(ctx, states.FAILED, message)
+        _rollback_and_finish(ctx, rollback)
         return
     ctx.save(step=DONE)
-    _finish(ctx, "succeeded")
+    _finish(ctx, states.SUCCEEDED)
     _notify(ctx, "end")
+
+
+def _run_step(ctx, step, function):
+    """A step; after the commit, one that only tidies up (TIDY_STEPS)
+    leaves a warning instead of failing."""
+    if not (ctx.committed and step in steps.TIDY_STEPS):
+        function(ctx)
+        return
+    try:
+        function(ctx)
+    except exception.LeaseLost:
+        raise
+    except Exception as exc:  # noqa: BLE001 - committed: never roll back
+        LOG.warning("Migration %s: %s failed after the commit: %s",
+                    ctx.id, step, exc)
+        ctx.warn(step, "%s failed after the commit: %s; the Nova server "
+                 "keeps the migrated disk, this is left to do by hand"
+                 % (step, exception.describe(exc)))
+
+
+def _fail_committed(ctx, step, message):
+    ctx.result(committed_failure={"step": step, "error": message})
+    _finish(ctx, states.FAILED,
+            error="%s. The migrated disk is committed to Nova server %s: "
+            "cs2os will not start the CloudStack VM again or roll back; "
+            "retry resumes at %s" % (message, ctx.resources.get("server_id"),
+                                     step))
+    _notify(ctx, "error")
+
+
+def _begin_rollback(ctx, outcome, error):
+    # Recorded before the first undo: a conductor that takes over goes on
+    # rolling back.
+    ctx.save(state=states.ROLLING_BACK,
+             result=dict(ctx.migration["result"],
+                         rollback_of={"state": outcome, "error": error}))
+
+
+def _rollback_and_finish(ctx, rollback):
+    outcome = ctx.migration["result"].get("rollback_of") or {
+        "state": states.FAILED, "error": ctx.migration.get("error")}
+    _rollback(ctx, rollback)
+    _finish(ctx, outcome["state"], error=outcome["error"])
+    if outcome["state"] == states.FAILED:
+        _notify(ctx, "error")
 
 
 def _finish(ctx, state, error=None):
@@ -71,19 +151,25 @@ def _finish(ctx, state, error=None):
 
 
 def _rollback(ctx, rollback):
-    undone = []
+    undone = list(ctx.migration["result"].get("rolled_back") or [])
     for name, function in rollback:
+        ctx.guard()
+        faultpoints.reached("rollback:%s:before" % name)
         try:
             message = function(ctx)
+        except exception.LeaseLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - keep undoing the rest
             LOG.exception("Migration %s: rollback %s failed", ctx.id, name)
             ctx.event("rollback",
                       "%s failed: %s" % (name, exception.describe(exc)),
                       kind="error")
             continue
+        faultpoints.reached("rollback:%s:after" % name)
         if message:
             undone.append(message)
             ctx.event("rollback", message, kind="rollback")
+            ctx.result(rolled_back=undone)
     ctx.result(rolled_back=undone)
 
 

@@ -66,7 +66,10 @@ def validate(ctx):
     nic_plan, dropped = nics.plan(
         ctx.id, vm.get("nics") or [], network_map,
         options.get("drop_unmapped_nics", False), ctx.clients.network)
-    ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"])
+    # Claims the VM (unique while active): a second migration of it, by
+    # whatever name, fails here naming the first.
+    ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"],
+             active_source=vm["id"])
     if dropped:
         ctx.result(dropped_nics=dropped)
     ctx.resource(
@@ -168,8 +171,11 @@ def ports(ctx):
         if entry["index"] in created:
             port = _existing_port(neutron, created[entry["index"]]["id"])
         # A port of an earlier attempt that died before recording it.
-        port = port or neutron.find_port(entry["port_name"])
+        port = port or neutron.find_port(
+            entry["port_name"], network_id=entry["neutron_network_id"],
+            mac=entry["mac"])
         if port is None:
+            ctx.guard()
             port = neutron.create_port(
                 entry["port_name"], entry["neutron_network_id"],
                 entry["mac"], entry["subnet_id"], entry["ip"],
@@ -217,6 +223,7 @@ def boot(ctx):
         server = openstack.find_server(ctx.id)
     if server is None:
         vm = ctx.migration["source"]
+        ctx.guard()
         server = openstack.create_server(
             vm["name"], resources["image_id"], resources["flavor_id"],
             ctx.migration["target_host"], ctx.id,
@@ -238,6 +245,7 @@ def boot(ctx):
             disk_size=probe["virtual_size"])
     # Through Nova: a domain stopped behind its back is restarted by the
     # power-state sync.
+    ctx.guard()
     openstack.stop_server(server.id)
 
 
@@ -247,6 +255,7 @@ def stop_source(ctx):
     if vm["state"] == "Running":
         # Recorded first: if we die during the stop, rollback starts it.
         ctx.resource(source_stopped=True)
+        ctx.guard()
         cs.stop_vm(vm["id"])
     elif vm["state"] != "Stopped":
         raise exception.Invalid(
@@ -256,6 +265,7 @@ def stop_source(ctx):
 def sync(ctx):
     resources = ctx.resources
     while True:
+        ctx.guard()
         try:
             result = ctx.clients.agent.sync_overlay(
                 ctx.admin_context, resources["host"], ctx.id,
@@ -275,23 +285,96 @@ def sync(ctx):
 
 def swap(ctx):
     resources = ctx.resources
+    ctx.guard()
     ctx.clients.agent.swap_disk(ctx.admin_context, resources["host"],
                                 ctx.id, resources["server_id"])
     ctx.resource(swapped=True)
 
 
 def start(ctx):
+    """The commit: the CloudStack VM must still be stopped, then the
+    point of no return is recorded, then Nova starts the server."""
     resources = ctx.resources
-    server = ctx.clients.openstack.start_server(resources["server_id"])
-    ctx.resource(committed=True)
-    ctx.clients.agent.cleanup(ctx.admin_context, resources["host"], ctx.id,
-                              resources["server_id"])
+    if not ctx.committed:
+        require_source_stopped(ctx)
+    request_start(ctx)
+    server = ctx.clients.openstack.wait_server(resources["server_id"],
+                                              "ACTIVE")
     ctx.result(server_id=server.id, host=resources["host"],
                server_status=server.status)
-    if ctx.migration["delete_source"]:
-        ctx.clients.cloudstack.destroy_vm(ctx.migration["source_vm_id"])
-        ctx.result(source_deleted=True)
 
+
+def request_start(ctx):
+    """Commit, then ask Nova to start the server on the migrated disk.
+
+    The commit is recorded first: a conductor that dies during the call
+    cannot know whether Nova started the guest, so from then on it counts
+    as started.  Only a start Nova refused outright takes it back.
+    """
+    ctx.commit()
+    try:
+        ctx.clients.openstack.request_start(ctx.resources["server_id"])
+    except exception.StartRefused:
+        ctx.uncommit()
+        raise
+
+
+def require_source_stopped(ctx):
+    """Before the commit: CloudStack says the VM is (still) stopped.
+
+    Someone may have started it since cs2os stopped it (from CloudStack's
+    UI, HA): then the migrated disk is already stale and two copies would
+    run; the migration fails before the commit and the rollback leaves the
+    running VM alone (it is Running: nothing to start).
+    """
+    ctx.guard()
+    vm = ctx.clients.cloudstack.find_vm(ctx.migration["source_vm_id"])
+    if vm["state"] != "Stopped":
+        raise exception.SourceNotStopped(
+            vm=vm["name"], detail="CloudStack says %s" % vm["state"])
+
+
+def cleanup(ctx):
+    """After the commit: the agent drops Nova's original disk and its
+    bookkeeping for this migration."""
+    resources = ctx.resources
+    ctx.guard()
+    ctx.clients.agent.cleanup(ctx.admin_context, resources["host"], ctx.id,
+                              resources["server_id"])
+
+
+def retire_source(ctx):
+    """After the commit: make sure the CloudStack VM can never run again.
+
+    Destroyed on request (delete_source); otherwise, with [cloudstack]
+    unmanage_source, CloudStack forgets it (its volume files stay) so
+    nobody can start it from CloudStack's UI; else it stays Stopped.
+    """
+    cs = ctx.clients.cloudstack
+    vm_id = ctx.migration["source_vm_id"]
+    ctx.guard()
+    if ctx.migration["delete_source"]:
+        if not ctx.migration["result"].get("source_deleted"):
+            cs.destroy_vm(vm_id)
+            ctx.result(source_deleted=True)
+    elif ctx.conf.cloudstack.unmanage_source:
+        if not ctx.migration["result"].get("source_unmanaged"):
+            try:
+                cs.unmanage_vm(vm_id)
+            except exception.CloudStackVMNotFound:
+                pass  # an earlier attempt unmanaged it
+            ctx.result(source_unmanaged=True)
+    else:
+        ctx.warn("retire_source", "CloudStack VM %s stays Stopped in "
+                 "CloudStack ([cloudstack] unmanage_source is off): starting "
+                 "it there would run a second copy of the guest"
+                 % ctx.migration["source_vm_name"])
+
+
+# Steps after the commit that only tidy up: a failure leaves a warning
+# and the migration still succeeds (the guest runs in Nova).  A warm
+# flow's stop_source runs after its commit (it stops the frozen source).
+TIDY_STEPS = frozenset(("stop_source", "cleanup", "retire_source"))
 
 COLD = [
     ("validate", validate),
@@ -302,6 +385,8 @@ COLD = [
     ("sync", sync),
     ("swap", swap),
     ("start", start),
+    ("cleanup", cleanup),
+    ("retire_source", retire_source),
 ]
 
 
@@ -310,8 +395,9 @@ COLD = [
 
 def undo_swap(ctx):
     resources = ctx.resources
-    if not resources.get("swapped") or resources.get("committed"):
+    if not resources.get("swapped") or ctx.committed:
         return None
+    ctx.guard()
     ctx.clients.openstack.stop_server(resources["server_id"])
     ctx.clients.agent.restore_disk(ctx.admin_context, resources["host"],
                                    ctx.id, resources["server_id"])
@@ -322,8 +408,9 @@ def undo_swap(ctx):
 
 def undo_boot(ctx):
     resources = ctx.resources
-    if not resources.get("server_id") or resources.get("committed"):
+    if not resources.get("server_id") or ctx.committed:
         return None
+    ctx.guard()
     ctx.clients.openstack.delete_server(resources["server_id"])
     ctx.resource(server_id=None, host=None)
     return "deleted server %s" % resources["server_id"]
@@ -333,12 +420,14 @@ def undo_ports(ctx):
     """Delete the ports this migration made (found by record and by name),
     after the server that used them is gone."""
     resources = ctx.resources
-    if resources.get("committed") or resources.get("server_id"):
+    if ctx.committed or resources.get("server_id"):
         return None
     neutron = ctx.clients.network
     ids = {p["id"] for p in resources.get("ports") or []}
     for entry in resources.get("nic_plan") or []:
-        port = neutron.find_port(entry["port_name"])
+        port = neutron.find_port(entry["port_name"],
+                                 network_id=entry["neutron_network_id"],
+                                 mac=entry["mac"])
         if port is not None:
             ids.add(port.id)
     for port_id in sorted(ids):
@@ -348,9 +437,17 @@ def undo_ports(ctx):
 
 
 def undo_stop_source(ctx):
-    if not ctx.resources.get("source_stopped"):
+    """Start the CloudStack VM cs2os stopped: never once committed (the
+    guest is Nova's), and not if it runs already (someone started it)."""
+    if not ctx.resources.get("source_stopped") or ctx.committed:
         return None
-    ctx.clients.cloudstack.start_vm(ctx.migration["source_vm_id"])
+    cs = ctx.clients.cloudstack
+    vm_id = ctx.migration["source_vm_id"]
+    if cs.find_vm(vm_id)["state"] == "Running":
+        ctx.resource(source_stopped=False)
+        return None
+    ctx.guard()
+    cs.start_vm(vm_id)
     ctx.resource(source_stopped=False)
     return "started CloudStack VM %s again" % ctx.migration["source_vm_name"]
 

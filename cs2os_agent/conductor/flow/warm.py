@@ -207,7 +207,7 @@ def mirror(ctx):
             "tunnel_pid": desc["tunnel_pid"]}, mirror_ready=False,
             # An earlier attempt's cutover says nothing about this mirror.
             cutover_started=None, cutover_method=None, cutover_done=False,
-            start_requested=False, source_down_at=None,
+            source_down_at=None,
             source_stop_job=None)
         ctx.event("mirror", "D == B proven on %s (%s); T exported as %s"
                   % (res["host"], desc["base_proof"].get("method"),
@@ -353,7 +353,7 @@ class _Progress:
 def _attach(ctx, dom, job):
     """The job to cut over: the one this run watched, still whole; or,
     after a conductor restart, the one found whole, else a fresh one."""
-    if getattr(ctx, "mirror_watched", False):
+    if ctx.mirror_watched:
         # This run watched it reach READY: a failure since is one.
         _check_job(ctx, job)
         _check_target(ctx)
@@ -568,20 +568,17 @@ def finish(ctx):
 
 
 def start(ctx):
-    """Start the server on the migrated disk; the downtime ends here."""
-    res = ctx.resources
-    openstack = ctx.clients.openstack
-    if res.get("start_requested"):
-        server = openstack.start_server(res["server_id"])
-    else:
-        ctx.resource(start_requested=True)  # before: rollback knows
-        requested_at = time.time()
-        openstack.conn.compute.start_server(res["server_id"])
+    """The commit: the source must still be down (shut down, or frozen
+    after a forced cutover), the point of no return is recorded, then
+    Nova starts the server on the migrated disk; the downtime ends here."""
+    if not ctx.committed:
+        require_source_down(ctx)
+    requested_at = time.time()
+    steps.request_start(ctx)
+    if not ctx.resources.get("start_requested_at"):
         ctx.resource(start_requested_at=requested_at)
-        server = openstack.wait_server(res["server_id"], "ACTIVE")
-    ctx.resource(committed=True)
-    ctx.clients.agent.cleanup(ctx.admin_context, res["host"], ctx.id,
-                              res["server_id"])
+    server = ctx.clients.openstack.wait_server(ctx.resources["server_id"],
+                                              "ACTIVE")
     res = ctx.resources
     downtime = None
     if res.get("source_down_at") and res.get("start_requested_at"):
@@ -593,6 +590,41 @@ def start(ctx):
               "stopped serving (%s) %.2f s before the start was requested"
               % (server.id, "frozen" if res.get("cutover_method") == "force"
                  else "shut down", downtime or 0.0))
+
+
+def require_source_down(ctx):
+    """Before the commit: the source has not been started again.
+
+    Its domain on the KVM host must be gone or shut off (clean cutover) or
+    still paused (forced cutover), and CloudStack must not be starting it
+    or running it on another host (a user's start, HA).
+    """
+    res = ctx.resources
+    vm_name = ctx.migration["source_vm_name"]
+    ctx.guard()
+    with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
+        try:
+            state = kvmhost.domain_state(kvm.domain(res["source_domain"]))
+        except exception.SourceDomainNotFound:
+            state = "gone"
+        host_name = kvm.name
+    # A clean cutover's domain may still be in libvirt's hands (QEMU said
+    # SHUTDOWN, not yet reaped): it runs no guest code any more.
+    allowed = ("paused",) if res.get("cutover_method") == "force" \
+        else ("gone", "shut off", "shutting down")
+    if state not in allowed:
+        raise exception.SourceNotStopped(
+            vm=vm_name, detail="its domain %s is %s on %s"
+            % (res["source_domain"], state, host_name))
+    vm = ctx.clients.cloudstack.find_vm(ctx.migration["source_vm_id"])
+    # "Running" on its own host is CloudStack lagging behind the domain's
+    # end (its stop job has not seen QEMU reaped yet): the domain decides.
+    source_host = (ctx.migration["source"].get("host") or {}).get("id")
+    moved = vm.get("hostid") and vm.get("hostid") != source_host
+    if vm["state"] == "Starting" or (vm["state"] == "Running" and moved):
+        raise exception.SourceNotStopped(
+            vm=vm_name, detail="CloudStack says %s on host %s"
+            % (vm["state"], vm.get("hostname") or vm.get("hostid")))
 
 
 def _wait_stop_job(ctx):
@@ -623,15 +655,13 @@ def stop_source(ctx):
     vm = cs.find_vm(vm_id)
     if vm["state"] == "Running":
         ctx.resource(source_stopped=True)
+        ctx.guard()
         cs.stop_vm(vm_id, forced=True)
     elif vm["state"] not in ("Stopped", "Destroyed", "Expunging"):
         raise exception.Invalid(
             reason="CloudStack VM %s is %s" % (vm["name"], vm["state"]))
     ctx.resource(source_suspended=False)
     ctx.result(source_stopped=True)
-    if ctx.migration["delete_source"]:
-        cs.destroy_vm(vm_id)
-        ctx.result(source_deleted=True)
 
 
 WARM = [
@@ -646,6 +676,8 @@ WARM = [
     ("swap", steps.swap),
     ("start", start),
     ("stop_source", stop_source),
+    ("cleanup", steps.cleanup),
+    ("retire_source", steps.retire_source),
 ]
 
 
@@ -664,8 +696,8 @@ def undo_job(ctx):
     Nova server may run the migrated disk (then undo_source does it once
     the server is gone)."""
     res = ctx.resources
-    if res.get("committed") or not (res.get("mirror_started")
-                                    or res.get("source_suspended")):
+    if ctx.committed or not (res.get("mirror_started")
+                             or res.get("source_suspended")):
         return None
     done = []
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
@@ -678,8 +710,8 @@ def undo_job(ctx):
             if _ours(ctx, dom, job):
                 job.cancel()
                 done.append("ended the block copy")
-            if res.get("source_suspended") and not res.get(
-                    "start_requested"):
+            if res.get("source_suspended"):
+                ctx.guard()
                 if _resume(dom):
                     done.append("resumed CloudStack VM %s"
                                 % ctx.migration["source_vm_name"])
@@ -690,7 +722,7 @@ def undo_job(ctx):
 
 def undo_target(ctx):
     res = ctx.resources
-    if res.get("committed") or not res.get("mirror_prepared") \
+    if ctx.committed or not res.get("mirror_prepared") \
             or not res.get("server_id"):
         return None
     answer = ctx.clients.agent.abort_mirror(
@@ -704,9 +736,10 @@ def undo_target(ctx):
 def undo_source(ctx):
     """Give the CloudStack VM back: never once Nova runs its disk."""
     res = ctx.resources
-    if res.get("committed"):
+    if ctx.committed:
         return None
     if res.get("source_suspended"):
+        ctx.guard()
         with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
             resumed = _resume(kvm.domain(res["source_domain"]))
         ctx.resource(source_suspended=False)
@@ -727,6 +760,7 @@ def undo_source(ctx):
         # A stop that failed (or never got to CloudStack) left it running.
         started = cs.find_vm(vm_id)["state"] != "Running"
         if started:
+            ctx.guard()
             cs.start_vm(vm_id)
         ctx.resource(source_stopped=False)
         if started:

@@ -8,6 +8,7 @@ from cliff import columns as cliff_columns
 from osc_lib.cli import format_columns
 from osc_lib.command import command
 
+from cs2os_agent.common import states
 from cs2os_agent.osc.v1 import progress
 
 LOG = logging.getLogger(__name__)
@@ -15,8 +16,7 @@ LOG = logging.getLogger(__name__)
 MODES = ("cold", "warm")
 CUTOVERS = ("auto", "manual")
 CUTOVER_METHODS = ("shutdown", "force")
-STATES = ("queued", "running", "cancelling", "succeeded", "failed",
-          "cancelled")
+STATES = states.ALL
 # Record fields in display order; fields a newer API adds are shown
 # after these rather than hidden.
 SHOW_FIELDS = (

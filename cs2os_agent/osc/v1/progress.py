@@ -10,9 +10,10 @@ import time
 
 from osc_lib import exceptions as osc_exc
 
+from cs2os_agent.common import states
 from cs2os_agent.osc import client
 
-TERMINAL_STATES = frozenset(("succeeded", "failed", "cancelled"))
+TERMINAL_STATES = frozenset(states.FINAL)
 MIB = 1024**2
 GIB = 1024**3
 BAR_WIDTH = 10
