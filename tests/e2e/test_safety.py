@@ -89,7 +89,7 @@ def test_a_vm_started_again_in_cloudstack_stops_the_migration_first(
     # CloudStack VM ran the guest.
     # 96 MiB to copy at the agent's 20 MB/s: the start happens mid-copy.
     vm = new_vm(cloud, cloudstack_root, template_size=128 * images.MiB,
-                writes=((0x3C, 0, 96 * images.MiB),))
+                writes=((0x3C, images.MiB, 96 * images.MiB),))
     created = conductor_api.create_migration(ctxt, {
         "source": vm.name, "host": minicloud.compute_host})
     wait_step(conductor_api, ctxt, created["id"], "sync")
