@@ -9,6 +9,9 @@ import subprocess
 
 import pytest
 
+from cs2os_agent.db import api
+from cs2os_agent.db import migration
+
 
 class StrayProcessError(AssertionError):
     pass
@@ -28,3 +31,11 @@ def no_stray_processes(monkeypatch):
     monkeypatch.setattr("os.posix_spawnp", _refuse)
     monkeypatch.setattr("os.execv", _refuse)
     monkeypatch.setattr("os.execve", _refuse)
+
+
+@pytest.fixture
+def db(tmp_path):
+    """The conductor's database, migrated to head, on a real SQLite file."""
+    database = api.Database("sqlite:///%s" % (tmp_path / "cs2os.sqlite"))
+    migration.upgrade(database)
+    return database

@@ -7,15 +7,12 @@ test: checkpoints, resume, rollback, cancel, shutdown, claims.
 
 import types
 
-import pytest
-
 from cs2os_agent.common import exception
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor.flow import context as flow_context
 from cs2os_agent.conductor.flow import runner
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.db import api
-from cs2os_agent.db import migration
 
 
 class Clients:
@@ -32,13 +29,6 @@ class Notifier:
 
     def emit(self, context, what, migration):
         self.sent.append((what, migration["state"]))
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = api.Database("sqlite:///%s" % (tmp_path / "c.sqlite"))
-    migration.upgrade(database)
-    return database
 
 
 def new_migration(db, mid="m1", **values):

@@ -20,8 +20,6 @@ from cs2os_agent.conductor import manager
 from cs2os_agent.conductor.flow import context as flow_context
 from cs2os_agent.conductor.flow import runner
 from cs2os_agent.conductor.flow import steps
-from cs2os_agent.db import api
-from cs2os_agent.db import migration
 from cs2os_agent.db import models
 
 CONF = types.SimpleNamespace(conductor=types.SimpleNamespace(
@@ -37,13 +35,6 @@ class Clients:
 
 class ConductorDied(BaseException):
     """What a SIGKILL looks like to the code after it: nothing runs."""
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = api.Database("sqlite:///%s" % (tmp_path / "c.sqlite"))
-    migration.upgrade(database)
-    return database
 
 
 def new_migration(db, mid="m1", **values):

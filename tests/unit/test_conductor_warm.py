@@ -34,8 +34,6 @@ from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.conductor.flow import runner
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.conductor.flow import warm
-from cs2os_agent.db import api
-from cs2os_agent.db import migration as db_migration
 from cs2os_agent.mirror import blockcopy
 from cs2os_agent.mirror import sourceend
 from cs2os_agent.mirror import target as mirror_target
@@ -325,13 +323,6 @@ def make_conf(**conductor):
             kvm_libvirt_uri="qemu+libssh://root@{host}/system?"
             "known_hosts=/k&keyfile=/id"),
         conductor=types.SimpleNamespace(**values))
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = api.Database("sqlite:///%s" % (tmp_path / "c.sqlite"))
-    db_migration.upgrade(database)
-    return database
 
 
 READY_TO_MIRROR = {

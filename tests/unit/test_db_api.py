@@ -5,18 +5,10 @@ import datetime
 import pytest
 
 from cs2os_agent.common import exception
-from cs2os_agent.db import api
 from cs2os_agent.db import migration
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
 LATER = NOW + datetime.timedelta(minutes=2)
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = api.Database("sqlite:///%s" % (tmp_path / "cs2os.sqlite"))
-    migration.upgrade(database)
-    return database
 
 
 def record(db, n=0, **values):
