@@ -595,13 +595,24 @@ def start(ctx):
 def require_source_down(ctx):
     """Before the commit: the source has not been started again.
 
-    Its domain on the KVM host must be gone or shut off (clean cutover) or
-    still paused (forced cutover), and CloudStack must not be starting it
-    or running it on another host (a user's start, HA).
+    CloudStack must not be starting it or running it on another host (a
+    user's start, HA); then its domain on the KVM host must be gone or
+    shut off (clean cutover) or still paused (forced cutover).  In that
+    order: a start that lands between the two looks is seen by the
+    second, which reads the host itself.
     """
     res = ctx.resources
     vm_name = ctx.migration["source_vm_name"]
     ctx.guard()
+    vm = ctx.clients.cloudstack.find_vm(ctx.migration["source_vm_id"])
+    # "Running" on its own host is CloudStack lagging behind the domain's
+    # end (its stop job has not seen QEMU reaped yet): the domain decides.
+    source_host = (ctx.migration["source"].get("host") or {}).get("id")
+    moved = vm.get("hostid") and vm.get("hostid") != source_host
+    if vm["state"] == "Starting" or (vm["state"] == "Running" and moved):
+        raise exception.SourceNotStopped(
+            vm=vm_name, detail="CloudStack says %s on host %s"
+            % (vm["state"], vm.get("hostname") or vm.get("hostid")))
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         try:
             state = kvmhost.domain_state(kvm.domain(res["source_domain"]))
@@ -616,15 +627,6 @@ def require_source_down(ctx):
         raise exception.SourceNotStopped(
             vm=vm_name, detail="its domain %s is %s on %s"
             % (res["source_domain"], state, host_name))
-    vm = ctx.clients.cloudstack.find_vm(ctx.migration["source_vm_id"])
-    # "Running" on its own host is CloudStack lagging behind the domain's
-    # end (its stop job has not seen QEMU reaped yet): the domain decides.
-    source_host = (ctx.migration["source"].get("host") or {}).get("id")
-    moved = vm.get("hostid") and vm.get("hostid") != source_host
-    if vm["state"] == "Starting" or (vm["state"] == "Running" and moved):
-        raise exception.SourceNotStopped(
-            vm=vm_name, detail="CloudStack says %s on host %s"
-            % (vm["state"], vm.get("hostname") or vm.get("hostid")))
 
 
 def _wait_stop_job(ctx):
