@@ -29,6 +29,16 @@ conductor_opts = [
         help="Seconds to wait for a Nova server or a CloudStack job to "
         "reach the state a step asked for.",
     ),
+    cfg.IntOpt(
+        "agent_restart_timeout",
+        default=300,
+        min=0,
+        help="Seconds a migration waits for a cs2os-agent that stopped "
+        "answering in the middle of a copy, swap or cleanup (restarted, "
+        "or the message bus restarted) before it fails and rolls back; "
+        "the call is repeated once the agent answers again (those agent "
+        "calls finish what an earlier one began). 0 fails at once.",
+    ),
     cfg.StrOpt(
         "overlay_transport",
         default="path",

@@ -20,7 +20,7 @@ class Clients:
 
 
 CONF = types.SimpleNamespace(conductor=types.SimpleNamespace(
-    lease_seconds=60))
+    lease_seconds=60, agent_restart_timeout=30))
 
 
 class Notifier:
@@ -164,7 +164,7 @@ def test_agent_busy_with_the_same_migration_is_waited_for(db, monkeypatch):
     clients.agent = Agent()
     new_migration(db, resources={"host": "h", "server_id": "s",
                                  "overlay_source": {}})
-    ctx = flow_context.FlowContext(db.get_migration("m1"), db, None,
+    ctx = flow_context.FlowContext(db.get_migration("m1"), db, CONF,
                                    clients)
     monkeypatch.setattr(steps, "SYNC_BUSY_POLL", 0)
     steps.sync(ctx)

@@ -182,6 +182,7 @@ class Agent:
 
     def restore_disk(self, ctxt, host, mid, server):
         self._log("restore_disk")
+        return {"restored": True}
 
     def cleanup(self, ctxt, host, mid, server):
         self._log("cleanup")
@@ -315,7 +316,7 @@ class Network:
 def make_conf(**conductor):
     values = dict(mirror_max_bandwidth_mbps=0, mirror_ready_timeout=60,
                   mirror_poll_interval=0.001, manual_cutover_timeout=0,
-                  image_spool_dir="/nonexistent")
+                  image_spool_dir="/nonexistent", agent_restart_timeout=30)
     values.update(conductor)
     return types.SimpleNamespace(
         cloudstack=types.SimpleNamespace(

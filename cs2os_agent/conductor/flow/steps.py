@@ -17,6 +17,7 @@ from cs2os_agent import transfer
 from cs2os_agent.agent import overlay
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import agentcall
 from cs2os_agent.conductor.flow import guestview
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import sources
@@ -265,10 +266,9 @@ def stop_source(ctx):
 def sync(ctx):
     resources = ctx.resources
     while True:
-        ctx.guard()
         try:
-            result = ctx.clients.agent.sync_overlay(
-                ctx.admin_context, resources["host"], ctx.id,
+            result = agentcall.call(
+                ctx, "sync", "sync_overlay", ctx.id,
                 resources["server_id"], resources["overlay_source"])
             break
         except exception.MigrationBusy as exc:
@@ -285,10 +285,11 @@ def sync(ctx):
 
 def swap(ctx):
     resources = ctx.resources
-    ctx.guard()
-    ctx.clients.agent.swap_disk(ctx.admin_context, resources["host"],
-                                ctx.id, resources["server_id"])
+    # Recorded first: an agent that dies after swapping but before its
+    # answer leaves the rollback something to restore (a restore with
+    # nothing swapped does nothing).
     ctx.resource(swapped=True)
+    agentcall.call(ctx, "swap", "swap_disk", ctx.id, resources["server_id"])
 
 
 def start(ctx):
@@ -337,10 +338,8 @@ def require_source_stopped(ctx):
 def cleanup(ctx):
     """After the commit: the agent drops Nova's original disk and its
     bookkeeping for this migration."""
-    resources = ctx.resources
-    ctx.guard()
-    ctx.clients.agent.cleanup(ctx.admin_context, resources["host"], ctx.id,
-                              resources["server_id"])
+    agentcall.call(ctx, "cleanup", "cleanup", ctx.id,
+                   ctx.resources["server_id"])
 
 
 def retire_source(ctx):
@@ -399,9 +398,11 @@ def undo_swap(ctx):
         return None
     ctx.guard()
     ctx.clients.openstack.stop_server(resources["server_id"])
-    ctx.clients.agent.restore_disk(ctx.admin_context, resources["host"],
-                                   ctx.id, resources["server_id"])
+    answer = agentcall.call(ctx, "rollback", "restore_disk", ctx.id,
+                            resources["server_id"])
     ctx.resource(swapped=False)
+    if not answer.get("restored"):
+        return None  # the swap itself never happened
     return "put Nova's original disk back on server %s" % (
         resources["server_id"])
 

@@ -1,0 +1,93 @@
+"""The crash points of the sweep, and the CI subset (CS2OS_FAULTS=ci|full).
+
+Points are those cs2os_agent/common/faultpoints.py names: "<step>:before"
+and "<step>:after" around every step of a flow, "rollback:<undo>:before"
+and ":after" around every undo step, and the agent's own points.
+"""
+
+import collections
+import os
+
+from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import warm
+
+MODE = os.environ.get("CS2OS_FAULTS", "ci")
+if MODE not in ("ci", "full"):
+    raise ValueError("CS2OS_FAULTS must be ci or full, not %r" % MODE)
+
+# fault: what else happens in the case
+#   crash        nothing: the crash alone (expected: succeeded)
+#   user-start   a user starts the source right before the pre-commit
+#                check (expected: failed with SourceNotStopped, rollback)
+#   lost-volume  the volume vanishes after CloudStack stopped the VM: the
+#                copy fails (expected: failed, rollback starts the VM)
+#   cancel       warm, held READY, then cancelled (expected: cancelled)
+Case = collections.namedtuple("Case", "flow point process fault")
+
+COLD_STEPS = [name for name, _ in steps.COLD]
+COLD_UNDO = [name for name, _ in steps.ROLLBACK]
+WARM_STEPS = [name for name, _ in warm.WARM]
+WARM_UNDO = [name for name, _ in warm.ROLLBACK]
+AGENT_POINTS = ["agent:sync_overlay:after", "agent:swap_disk:before",
+                "agent:swap_disk:after", "agent:restore_disk:before",
+                "agent:cleanup:before"]
+
+
+def _cold_undo_fault(undo):
+    # undo_swap and undo_boot have work after a failure at the commit
+    # check; undo_ports and undo_stop_source (which starts the VM again)
+    # after a failure of the copy.
+    return "user-start" if undo in ("undo_swap", "undo_boot") \
+        else "lost-volume"
+
+
+def all_cases():
+    cases = []
+    for step in COLD_STEPS:
+        for when in ("before", "after"):
+            cases.append(Case("cold", "%s:%s" % (step, when), "conductor",
+                              "crash"))
+    for undo in COLD_UNDO:
+        for when in ("before", "after"):
+            cases.append(Case("cold", "rollback:%s:%s" % (undo, when),
+                              "conductor", _cold_undo_fault(undo)))
+    for step in WARM_STEPS:
+        for when in ("before", "after"):
+            cases.append(Case("warm", "%s:%s" % (step, when), "conductor",
+                              "crash"))
+    for undo in WARM_UNDO:
+        for when in ("before", "after"):
+            cases.append(Case("warm", "rollback:%s:%s" % (undo, when),
+                              "conductor", "cancel"))
+    for point in AGENT_POINTS:
+        cases.append(Case("cold", point, "agent",
+                          "user-start" if "restore" in point else "crash"))
+    return cases
+
+
+# At least one point per step kind (Nova, CloudStack, agent copy, the
+# commit's both sides, a rollback of each flow, an agent crash), both
+# flows.
+CI = [
+    ("cold", "boot:after"),
+    ("cold", "stop_source:after"),
+    ("cold", "sync:before"),
+    ("cold", "start:before"),
+    ("cold", "start:after"),
+    ("cold", "rollback:undo_swap:after"),
+    ("cold", "rollback:undo_stop_source:before"),
+    ("warm", "cutover:after"),
+    ("warm", "rollback:undo_job:after"),
+    ("cold", "agent:swap_disk:after"),
+]
+
+
+def selected():
+    cases = all_cases()
+    if MODE == "full":
+        return cases
+    return [c for c in cases if (c.flow, c.point) in CI]
+
+
+def case_id(case):
+    return "%s-%s" % (case.flow, case.point.replace(":", "-"))
