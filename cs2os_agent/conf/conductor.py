@@ -39,6 +39,16 @@ conductor_opts = [
         "the call is repeated once the agent answers again (those agent "
         "calls finish what an earlier one began). 0 fails at once.",
     ),
+    cfg.IntOpt(
+        "rollback_attempts",
+        default=10,
+        min=1,
+        help="Passes a rollback makes over its undo steps while one of them "
+        "fails (CloudStack or Nova busy, an agent away), one pass per "
+        "lease renewal (lease_seconds / 3) with the migration in state "
+        "rolling_back; after the last the migration ends failed with an "
+        "error naming what is left undone.",
+    ),
     cfg.StrOpt(
         "overlay_transport",
         default="path",

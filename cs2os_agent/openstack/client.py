@@ -210,9 +210,13 @@ class OpenStackClient:
             time.sleep(self.poll_interval)
 
     def stop_server(self, server_id):
-        server = self.conn.compute.get_server(server_id)
-        if server.status != "SHUTOFF":
-            self.conn.compute.stop_server(server_id)
+        try:
+            server = self.conn.compute.get_server(server_id)
+            if server.status != "SHUTOFF":
+                self.conn.compute.stop_server(server_id)
+        except sdk_exc.HttpException as exc:
+            raise exception.OpenStackError(
+                operation="stop server %s" % server_id, reason=exc) from None
         return self.wait_server(server_id, "SHUTOFF")
 
     def start_server(self, server_id):
@@ -232,11 +236,10 @@ class OpenStackClient:
             if server.status != "ACTIVE":
                 self.conn.compute.start_server(server_id)
         except sdk_exc.HttpException as exc:
-            if exc.status_code in (401, 403, 404):
-                raise exception.StartRefused(
-                    operation="start server %s" % server_id,
-                    reason=exc) from None
-            raise
+            kind = exception.StartRefused if exc.status_code in (
+                401, 403, 404) else exception.OpenStackError
+            raise kind(operation="start server %s" % server_id,
+                       reason=exc) from None
 
     def delete_server(self, server_id):
         try:

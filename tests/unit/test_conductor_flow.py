@@ -20,7 +20,7 @@ class Clients:
 
 
 CONF = types.SimpleNamespace(conductor=types.SimpleNamespace(
-    lease_seconds=60, agent_restart_timeout=30))
+    lease_seconds=60, agent_restart_timeout=30, rollback_attempts=3))
 
 
 class Notifier:
@@ -77,7 +77,7 @@ class Script:
 
 
 def context(db, mid="m1", notifier=None):
-    return flow_context.FlowContext(db.get_migration(mid), db, None,
+    return flow_context.FlowContext(db.get_migration(mid), db, CONF,
                                     Clients(), notifier)
 
 

@@ -316,7 +316,8 @@ class Network:
 def make_conf(**conductor):
     values = dict(mirror_max_bandwidth_mbps=0, mirror_ready_timeout=60,
                   mirror_poll_interval=0.001, manual_cutover_timeout=0,
-                  image_spool_dir="/nonexistent", agent_restart_timeout=30)
+                  image_spool_dir="/nonexistent", agent_restart_timeout=30,
+                  rollback_attempts=1)
     values.update(conductor)
     return types.SimpleNamespace(
         cloudstack=types.SimpleNamespace(

@@ -138,9 +138,30 @@ def _begin_rollback(ctx, outcome, error):
 
 
 def _rollback_and_finish(ctx, rollback):
+    """Undo what was done; finish only once every undo step succeeded.
+
+    An undo step that fails (CloudStack or Nova busy, an agent away)
+    leaves the record rolling_back: the engine claims it again at its next
+    renewal and the rollback goes on, up to [conductor] rollback_attempts
+    passes.  Then the migration ends with an error that names what is left
+    undone, rather than a CloudStack VM silently left stopped.
+    """
     outcome = ctx.migration["result"].get("rollback_of") or {
         "state": states.FAILED, "error": ctx.migration.get("error")}
-    _rollback(ctx, rollback)
+    failures = _rollback(ctx, rollback)
+    if failures:
+        attempts = ctx.migration["result"].get("rollback_attempts", 0) + 1
+        ctx.result(rollback_attempts=attempts)
+        if attempts < ctx.conf.conductor.rollback_attempts:
+            LOG.warning("Migration %s: rollback pass %d left %s undone; "
+                        "the next pass follows at the next lease renewal",
+                        ctx.id, attempts, ", ".join(failures))
+            return
+        ctx.result(rollback_incomplete=failures)
+        outcome = {"state": outcome["state"], "error": "%s; the rollback "
+                   "is incomplete after %d passes (%s): see the events, "
+                   "finish it by hand" % (outcome["error"], attempts,
+                                          "; ".join(failures))}
     _finish(ctx, outcome["state"], error=outcome["error"])
     if outcome["state"] == states.FAILED:
         _notify(ctx, "error")
@@ -151,7 +172,9 @@ def _finish(ctx, state, error=None):
 
 
 def _rollback(ctx, rollback):
+    """One pass over the undo steps; the failures, as "<step>: <why>"."""
     undone = list(ctx.migration["result"].get("rolled_back") or [])
+    failures = []
     for name, function in rollback:
         ctx.guard()
         faultpoints.reached("rollback:%s:before" % name)
@@ -161,9 +184,9 @@ def _rollback(ctx, rollback):
             raise
         except Exception as exc:  # noqa: BLE001 - keep undoing the rest
             LOG.exception("Migration %s: rollback %s failed", ctx.id, name)
-            ctx.event("rollback",
-                      "%s failed: %s" % (name, exception.describe(exc)),
-                      kind="error")
+            failures.append("%s: %s" % (name, exception.describe(exc)))
+            ctx.event("rollback", "%s failed: %s"
+                      % (name, exception.describe(exc)), kind="error")
             continue
         faultpoints.reached("rollback:%s:after" % name)
         if message:
@@ -171,6 +194,7 @@ def _rollback(ctx, rollback):
             ctx.event("rollback", message, kind="rollback")
             ctx.result(rolled_back=undone)
     ctx.result(rolled_back=undone)
+    return failures
 
 
 def _notify(ctx, what):
