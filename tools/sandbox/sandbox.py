@@ -273,11 +273,11 @@ def report(minicloud, cloudstack, migration, conn):
         if event["message"] != "done":
             continue
         now = _when(event["created_at"])
-        print("  %-12s %6.1f s" % (event["step"],
+        print("  %-14s %6.1f s" % (event["step"],
                                    (now - last).total_seconds()))
         last = now
     total = _when(migration["finished_at"]) - _when(migration["started_at"])
-    print("  %-12s %6.1f s" % ("total", total.total_seconds()))
+    print("  %-14s %6.1f s" % ("total", total.total_seconds()))
     console = os.path.join(minicloud["instances_path"], server.id,
                            "console.log")
     deadline = time.monotonic() + 60
