@@ -166,24 +166,33 @@ def conductor(request, workdir, services, cloud, minicloud, agent,
         services["exchange"],
         "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
         "notifications-e2e-%s" % name,
-        sections={
-            "cloudstack": {"endpoint": cloud.endpoint,
-                           "api_key": cloud.admin.apikey,
-                           "secret_key": cloud.admin.secretkey,
-                           "job_poll_interval": 0.5},
-            "openstack": admin_auth(minicloud),
-            "conductor": {"overlay_transport": "path",
-                          "primary_storage_mount":
-                              os.path.join(cloudstack_root, "mnt"),
-                          "image_spool_dir": spool},
-            "agent": {"allowed_source_roots":
-                      os.path.join(cloudstack_root, "mnt")},
-        })
+        sections=conductor_sections(cloud, minicloud, cloudstack_root,
+                                    spool))
     proc.manage("db", "sync")
     proc.start(conductor_api, cs2os_context.get_admin_context())
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)
+
+
+def conductor_sections(cloud, minicloud, cloudstack_root, spool,
+                       account=None):
+    """A chain conductor's config: the stand-in as ``account`` (default
+    its admin), the minicloud's admin, the path transport on the
+    stand-in's primary storage."""
+    account = account or cloud.admin
+    mnt = os.path.join(cloudstack_root, "mnt")
+    return {
+        "cloudstack": {"endpoint": cloud.endpoint,
+                       "api_key": account.apikey,
+                       "secret_key": account.secretkey,
+                       "job_poll_interval": 0.5},
+        "openstack": admin_auth(minicloud),
+        "conductor": {"overlay_transport": "path",
+                      "primary_storage_mount": mnt,
+                      "image_spool_dir": spool},
+        "agent": {"allowed_source_roots": mnt},
+    }
 
 
 def delete_migrated_servers(minicloud):

@@ -21,7 +21,7 @@ from cs2os_agent.agent import rpcapi as agent_rpcapi
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import rpc
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from tests.e2e.conftest import admin_auth
+from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import new_vm
 from tests.faults import broker as private_broker
 from tests.faults import chaos
@@ -79,19 +79,8 @@ def chain(workdir, services, broker, private_apis, cloud, minicloud,
         workdir, "cs2os-faults-%s-rabbit-conductor" % RUN_ID, broker.url,
         services["exchange"], "sqlite:///%s" % db_path,
         "notifications-faults-rabbit",
-        sections={
-            "cloudstack": {"endpoint": cloud.endpoint,
-                           "api_key": cloud.admin.apikey,
-                           "secret_key": cloud.admin.secretkey,
-                           "job_poll_interval": 0.5},
-            "openstack": admin_auth(minicloud),
-            "conductor": {"overlay_transport": "path",
-                          "primary_storage_mount":
-                              os.path.join(cloudstack_root, "mnt"),
-                          "image_spool_dir": spool},
-            "agent": {"allowed_source_roots":
-                      os.path.join(cloudstack_root, "mnt")},
-        })
+        sections=conductor_sections(cloud, minicloud, cloudstack_root,
+                                    spool))
     conductor.db_path = db_path
     conductor.manage("db", "sync")
     conductor.start(conductor_api, admin)

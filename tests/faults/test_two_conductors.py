@@ -21,7 +21,7 @@ import oslo_messaging as messaging
 import pytest
 
 from cs2os_agent.common import context as cs2os_context
-from tests.e2e.conftest import admin_auth
+from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import new_vm
 from tests.fakes import cloudstack_handlers
 from tests.faults import chaos
@@ -66,19 +66,8 @@ def conductors(workdir, services, cloud, minicloud, agent,  # noqa: F811
             workdir, host, ft.TRANSPORT_URL, services["exchange"],
             "sqlite:///%s" % db_path, "notifications-faults-%s" % RUN_ID,
             lease_seconds=LEASE,
-            sections={
-                "cloudstack": {"endpoint": cloud.endpoint,
-                               "api_key": account.apikey,
-                               "secret_key": account.secretkey,
-                               "job_poll_interval": 0.5},
-                "openstack": admin_auth(minicloud),
-                "conductor": {"overlay_transport": "path",
-                              "primary_storage_mount":
-                                  os.path.join(cloudstack_root, "mnt"),
-                              "image_spool_dir": spool},
-                "agent": {"allowed_source_roots":
-                          os.path.join(cloudstack_root, "mnt")},
-            })
+            sections=conductor_sections(cloud, minicloud, cloudstack_root,
+                                        spool, account=account))
         proc.account = account
         proc.db_path = db_path
         procs.append(proc)
