@@ -19,6 +19,7 @@ import pytest
 
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from tests.e2e import warm_chain
 from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_kvm
 from tests.functional import agent_process
@@ -173,6 +174,27 @@ def conductor(request, workdir, services, cloud, minicloud, agent,
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)
+
+
+# -- the warm chain's KVM host side (sshd the agent's tunnel logs in to) ------
+
+
+@pytest.fixture(scope="module")
+def kvm_sshd(workdir):
+    try:
+        server = warm_chain.start_kvm_sshd(workdir)
+    except Exception as exc:  # noqa: BLE001 - harness error says why
+        pytest.fail("the KVM host's sshd did not start: %s" % exc,
+                    pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_dir():
+    path = warm_chain.make_remote_dir(RUN_ID)
+    yield path
+    warm_chain.remove_dir(path)
 
 
 def conductor_sections(cloud, minicloud, cloudstack_root, spool,

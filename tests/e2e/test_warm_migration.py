@@ -49,24 +49,6 @@ MIRROR_MBPS = 80
 
 
 @pytest.fixture(scope="module")
-def kvm_sshd(workdir):
-    try:
-        server = warm_chain.start_kvm_sshd(workdir)
-    except Exception as exc:  # noqa: BLE001 - harness error says why
-        pytest.fail("the KVM host's sshd did not start: %s" % exc,
-                    pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def remote_dir():
-    path = warm_chain.make_remote_dir(RUN_ID)
-    yield path
-    warm_chain.remove_dir(path)
-
-
-@pytest.fixture(scope="module")
 def mirror_run_dir(workdir):
     return os.path.join(workdir, "warm-mirror")
 

@@ -22,7 +22,9 @@ from tests.e2e.conftest import admin_auth
 from tests.e2e.conftest import cloud  # noqa: F401 - fixture
 from tests.e2e.conftest import conductor_api  # noqa: F401 - fixture
 from tests.e2e.conftest import delete_migrated_servers
+from tests.e2e.conftest import kvm_sshd  # noqa: F401 - fixture
 from tests.e2e.conftest import minicloud  # noqa: F401 - fixture
+from tests.e2e.conftest import remote_dir  # noqa: F401 - fixture
 from tests.faults import report as fault_report
 from tests.functional import harness as ft
 
@@ -38,24 +40,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="module")
-def kvm_sshd(workdir):
-    try:
-        server = warm_chain.start_kvm_sshd(workdir)
-    except Exception as exc:  # noqa: BLE001 - harness error says why
-        pytest.fail("the KVM host's sshd did not start: %s" % exc,
-                    pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def remote_dir():
-    path = warm_chain.make_remote_dir(RUN_ID)
-    yield path
-    warm_chain.remove_dir(path)
-
-
-@pytest.fixture(scope="module")
 def mirror_run_dir(workdir, request):
     return os.path.join(workdir, "faults-mirror-%s"
                         % request.module.__name__.rsplit(".", 1)[-1])
@@ -63,7 +47,8 @@ def mirror_run_dir(workdir, request):
 
 @pytest.fixture(scope="module")
 def agent(workdir, services, agent_api, minicloud,  # noqa: F811
-          cloudstack_root, kvm_sshd, remote_dir, mirror_run_dir):
+          cloudstack_root, kvm_sshd, remote_dir,  # noqa: F811
+          mirror_run_dir):
     proc = warm_chain.make_agent(
         workdir, minicloud.compute_host, ft.TRANSPORT_URL,
         services["exchange"], minicloud.instances_path, cloudstack_root,
@@ -78,7 +63,7 @@ def agent(workdir, services, agent_api, minicloud,  # noqa: F811
 
 def make_conductor(request, workdir, services, cloud,  # noqa: F811
                    minicloud, conductor_api,  # noqa: F811
-                   cloudstack_root, kvm_sshd, suffix="",
+                   cloudstack_root, kvm_sshd, suffix="",  # noqa: F811
                    **conductor_options):
     """A ConductorProcess (not started) on its own sqlite database, with
     ``db_path`` and ``probe`` (an RPC call that answers once it is up)."""
