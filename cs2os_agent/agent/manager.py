@@ -24,14 +24,15 @@ from cs2os_agent.agent import layout
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
+from cs2os_agent.agent.mirror import baseproof
+from cs2os_agent.agent.mirror import request as mirror_request
+from cs2os_agent.agent.mirror import target as mirror_target
 from cs2os_agent.common import exception
 from cs2os_agent.common import faultpoints
 from cs2os_agent.common import fileutils
+from cs2os_agent.common import mirror_errors
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.conf import mirror as mirror_conf
-from cs2os_agent.mirror import baseproof
-from cs2os_agent.mirror import request as mirror_request
-from cs2os_agent.mirror import target as mirror_target
 from cs2os_agent.transfer import monitor as transfer_monitor
 from cs2os_agent.transfer import ssh as ssh_transport
 
@@ -355,7 +356,7 @@ class AgentManager:
     def mirror_status(self, context, migration_id):
         target = self._mirror_targets().get(migration_id)
         if target is None:
-            raise exception.MirrorNotFound(migration_id=migration_id)
+            raise mirror_errors.MirrorNotFound(migration_id=migration_id)
         return dict(target.status(), instance_uuid=target.instance_uuid)
 
     def finish_mirror(self, context, migration_id, instance_uuid):
@@ -368,7 +369,7 @@ class AgentManager:
                 done = self._staged_by_mirror(files, migration_id)
                 if done is not None:
                     return dict(done, reused=True)
-                raise exception.MirrorNotFound(migration_id=migration_id)
+                raise mirror_errors.MirrorNotFound(migration_id=migration_id)
             reference = overlay.reference_for(
                 files, info.root_disk_format, instance_uuid
             )

@@ -10,41 +10,18 @@ backing file is D.
 
 import dataclasses
 import os
-import struct
 import threading
 import time
 
 from oslo_log import log as logging
-from oslo_utils.imageutils import format_inspector
 
+from cs2os_agent import qcow2
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
 from cs2os_agent.common import fileutils
 from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
-
-# The qcow2 header and its extensions sit in the first cluster (64 KiB by
-# default, 2 MiB at most); this is enough for the pre-flight inspection.
-HEADER_BYTES = 2 * 1024 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class OverlayHeader:
-    virtual_size: int
-    has_backing: bool
-    # The backing file name the header records, as the CloudStack host
-    # sees it: the real chain, never guessed from names.
-    backing_file: str = None
-
-
-def _backing_file_name(data):
-    """The backing file name stored in a qcow2 header, or None."""
-    offset, size = struct.unpack_from(">QI", data, 8)
-    if not offset or not size or offset + size > len(data):
-        return None
-    return data[offset:offset + size].decode("utf-8", errors="replace")
-
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
@@ -53,53 +30,6 @@ class Reference:
     base_path: str
     base_format: str
     virtual_size: int
-
-
-def _detect(data):
-    for name, cls in format_inspector.ALL_FORMATS.items():
-        if name == "raw":
-            continue
-        inspector = cls()
-        try:
-            inspector.eat_chunk(data)
-        except format_inspector.ImageFormatError:
-            continue  # a malformed file of that format, or not it at all
-        if inspector.format_match:
-            return name
-    return "raw or unknown"
-
-
-def inspect_header(data, shown_path):
-    """Check the first bytes of an untrusted overlay before anything reads it.
-
-    Uses the same format inspector Nova and Glance use against malicious
-    images (CVE-2024-32498): qcow2 only, no data-file, no unknown features.
-    A backing file is expected and allowed: it is replaced by D.
-    """
-    inspector = format_inspector.QcowInspector()
-    inspector.eat_chunk(data)
-    if not inspector.format_match:
-        raise exception.NotQcow2(path=shown_path, detected=_detect(data))
-    has_backing = False
-    try:
-        inspector.safety_check()
-    except format_inspector.SafetyCheckFailed as exc:
-        failures = dict(exc.failures)
-        has_backing = failures.pop("backing_file", None) is not None
-        if failures:
-            raise exception.UnsafeImage(
-                path=shown_path,
-                reason="; ".join(
-                    "%s: %s" % item for item in sorted(failures.items())
-                ),
-            ) from None
-    except format_inspector.ImageFormatError as exc:
-        raise exception.ImageCorrupt(path=shown_path, reason=exc) from None
-    return OverlayHeader(
-        inspector.virtual_size,
-        has_backing,
-        _backing_file_name(data) if has_backing else None,
-    )
 
 
 def reference_for(files, disk_format, instance_uuid):
@@ -220,8 +150,8 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes):
     crash the partial file is removed and nothing else in the directory has
     changed.  ``make_monitor(total)`` returns the TransferMonitor.
     """
-    header = inspect_header(
-        source.read_header(HEADER_BYTES), source.describe()
+    header = qcow2.inspect_header(
+        source.read_header(qcow2.HEADER_BYTES), source.describe()
     )
     # Refuse before moving a byte: the size is in the header.
     if header.virtual_size > reference.virtual_size:
@@ -281,7 +211,7 @@ def _adopt(path, source_header, reference):
     """Rebase the finished copy onto D, grow it, verify it; return info."""
     # The source may have changed after the pre-flight: judge the copy.
     with open(path, "rb") as f:
-        header = inspect_header(f.read(HEADER_BYTES), path)
+        header = qcow2.inspect_header(f.read(qcow2.HEADER_BYTES), path)
     if header != source_header:
         raise exception.TransferFailed(
             source=path, dest=path,

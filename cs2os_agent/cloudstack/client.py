@@ -21,7 +21,7 @@ import cs
 import requests
 from oslo_log import log as logging
 
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors
 
 LOG = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class CloudStackClient:
         for option, value in (("endpoint", endpoint), ("api_key", api_key),
                               ("secret_key", secret_key)):
             if not value:
-                raise exception.CloudStackNotConfigured(option=option)
+                raise errors.CloudStackNotConfigured(option=option)
         self.endpoint = endpoint
         self.timeout = timeout
         self.job_poll_interval = job_poll_interval
@@ -123,24 +123,24 @@ class CloudStackClient:
             return getattr(self._api(), command)(fetch_list=fetch_list,
                                                  **params)
         except requests.exceptions.SSLError as exc:
-            raise exception.CloudStackError(
+            raise errors.CloudStackError(
                 command=command,
                 reason="TLS with %s failed (check [cloudstack] ca_file and "
                 "verify): %s" % (self.endpoint, _redact(str(exc)))) from None
         except (requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout) as exc:
-            raise exception.CloudStackUnreachable(
+            raise errors.CloudStackUnreachable(
                 endpoint=self.endpoint, command=command,
                 reason=_redact(str(exc))) from None
         except cs.CloudStackApiException as exc:
             raise self._api_error(command, exc) from None
         except cs.CloudStackException as exc:
             # Not a CloudStack answer at all: an HTML error page, a proxy.
-            raise exception.CloudStackError(
+            raise errors.CloudStackError(
                 command=command,
                 reason=_redact(" ".join(str(a) for a in exc.args))) from None
         except requests.exceptions.RequestException as exc:
-            raise exception.CloudStackError(
+            raise errors.CloudStackError(
                 command=command, reason=_redact(str(exc))) from None
 
     @staticmethod
@@ -151,9 +151,9 @@ class CloudStackClient:
             code = exc.response.status_code
         text = error.get("errortext") or _redact(str(exc.error))
         if code == UNAUTHORIZED:
-            return exception.CloudStackAuthFailed(
+            return errors.CloudStackAuthFailed(
                 command=command, errorcode=code, errortext=text)
-        return exception.CloudStackAPIError(
+        return errors.CloudStackAPIError(
             command=command, errorcode=code, errortext=text)
 
     def _list(self, command, key, **params):
@@ -166,13 +166,13 @@ class CloudStackClient:
     def _one(self, command, key, kind, object_id, **params):
         try:
             found = self._list(command, key, id=object_id, **params)
-        except exception.CloudStackAPIError as exc:
+        except errors.CloudStackAPIError as exc:
             if _unknown_id(exc, "id"):
-                raise exception.CloudStackObjectNotFound(
+                raise errors.CloudStackObjectNotFound(
                     kind=kind, id=object_id) from None
             raise
         if not found:
-            raise exception.CloudStackObjectNotFound(kind=kind, id=object_id)
+            raise errors.CloudStackObjectNotFound(kind=kind, id=object_id)
         return found[0]
 
     # -- lookups ---------------------------------------------------------
@@ -187,7 +187,7 @@ class CloudStackClient:
             try:
                 found = self._list("listVirtualMachines", "virtualmachine",
                                    id=ref.lower(), listall=True)
-            except exception.CloudStackAPIError as exc:
+            except errors.CloudStackAPIError as exc:
                 if not _unknown_id(exc, "id"):
                     raise
                 found = []
@@ -195,7 +195,7 @@ class CloudStackClient:
                 return found[0]
             # A host name may look like a uuid: try it as a name too.
         if not _VM_NAME_RE.match(ref):
-            raise exception.CloudStackVMNotFound(ref=ref)
+            raise errors.CloudStackVMNotFound(ref=ref)
         # listall: without it even a root admin sees only its own VMs.
         matches = [
             vm for vm in self._list("listVirtualMachines", "virtualmachine",
@@ -203,9 +203,9 @@ class CloudStackClient:
             if vm.get("name") == ref
         ]
         if not matches:
-            raise exception.CloudStackVMNotFound(ref=ref)
+            raise errors.CloudStackVMNotFound(ref=ref)
         if len(matches) > 1:
-            raise exception.CloudStackVMAmbiguous(
+            raise errors.CloudStackVMAmbiguous(
                 ref=ref, count=len(matches),
                 ids=", ".join(sorted(vm["id"] for vm in matches)))
         return matches[0]
@@ -215,9 +215,9 @@ class CloudStackClient:
         try:
             volumes = self._list("listVolumes", "volume", fetch_list=True,
                                  virtualmachineid=vm_id, listall=True)
-        except exception.CloudStackAPIError as exc:
+        except errors.CloudStackAPIError as exc:
             if _unknown_id(exc, "virtualmachineid"):
-                raise exception.CloudStackVMNotFound(ref=vm_id) from None
+                raise errors.CloudStackVMNotFound(ref=vm_id) from None
             raise
         return sorted(volumes, key=lambda v: (v.get("type") != "ROOT",
                                               v.get("deviceid", 0)))
@@ -278,13 +278,13 @@ class CloudStackClient:
     def _submit_vm_job(self, command, vm_id, **params):
         try:
             answer = self.call(command, id=vm_id, **params)
-        except exception.CloudStackAPIError as exc:
+        except errors.CloudStackAPIError as exc:
             if _unknown_id(exc, "id"):
-                raise exception.CloudStackVMNotFound(ref=vm_id) from None
+                raise errors.CloudStackVMNotFound(ref=vm_id) from None
             raise
         job_id = answer.get("jobid") if isinstance(answer, dict) else None
         if not job_id:
-            raise exception.CloudStackError(
+            raise errors.CloudStackError(
                 command=command, reason="the answer names no job: %s"
                 % _redact(str(answer)))
         LOG.info("CloudStack %s %s: job %s", command, vm_id, job_id)
@@ -301,7 +301,7 @@ class CloudStackClient:
             return job.get("jobresult") or {}
         if status != JOB_PENDING:
             result = job.get("jobresult") or {}
-            raise exception.CloudStackJobFailed(
+            raise errors.CloudStackJobFailed(
                 job_id=job_id, command=command, target=target,
                 errorcode=result.get("errorcode", job.get("jobresultcode")),
                 errortext=result.get("errortext", "(no error text)"))
@@ -316,7 +316,7 @@ class CloudStackClient:
         while True:
             try:
                 result = self.poll_job(job_id, command, target)
-            except exception.CloudStackUnreachable as exc:
+            except errors.CloudStackUnreachable as exc:
                 # The job runs on in CloudStack: a management server restart
                 # or a network blip must not fail the migration.
                 LOG.warning("Still waiting for CloudStack job %s: %s",
@@ -326,7 +326,7 @@ class CloudStackClient:
                     return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise exception.CloudStackJobTimeout(
+                raise errors.CloudStackJobTimeout(
                     job_id=job_id, command=command, target=target,
                     timeout=self.job_timeout)
             time.sleep(min(self.job_poll_interval, remaining))

@@ -10,7 +10,7 @@ import posixpath
 
 from oslo_log import log as logging
 
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors
 
 LOG = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def _host(client, vm):
     if host["id"]:
         try:
             host["ipaddress"] = client.get_host(host["id"]).get("ipaddress")
-        except (exception.CloudStackAuthFailed, exception.CloudStackAPIError,
-                exception.CloudStackObjectNotFound) as exc:
+        except (errors.CloudStackAuthFailed, errors.CloudStackAPIError,
+                errors.CloudStackObjectNotFound) as exc:
             # listHosts is for root admins only; the name is still known.
             LOG.warning("No address for CloudStack host %s: %s",
                         host["id"], exc)
@@ -84,7 +84,7 @@ def _template(client, vm):
         try:
             template.update(_pick(client.get_template(template["id"]),
                                   _TEMPLATE_KEYS))
-        except exception.CloudStackObjectNotFound:
+        except errors.CloudStackObjectNotFound:
             # Deleted since, or an ISO: the VM still names it.
             LOG.warning("CloudStack template %s of VM %s is not listed",
                         template["id"], vm["id"])
@@ -103,7 +103,7 @@ def _offering(client, vm):
             # A custom offering lists no cpu or memory: keep the VM's.
             offering.update({k: v for k, v in _pick(listed, _OFFERING_KEYS)
                              .items() if v is not None})
-        except exception.CloudStackObjectNotFound:
+        except errors.CloudStackObjectNotFound:
             LOG.warning("CloudStack service offering %s of VM %s is not "
                         "listed", offering["id"], vm["id"])
     return offering

@@ -75,6 +75,11 @@ class Invalid(Cs2osException):
     code = 400
 
 
+class GuestViewTooLong(Invalid):
+    msg_fmt = ("Raw guest view %(path)s is %(actual)d bytes, more than the "
+               "virtual size %(size)d: its tail is no guest's")
+
+
 class InvalidSource(Invalid):
     msg_fmt = "Invalid overlay source %(source)s: %(reason)s"
 
@@ -322,76 +327,6 @@ class StartRefused(OpenStackError):
     server): it started nothing."""
 
 
-# -- the CloudStack management API -------------------------------------------
-
-
-class CloudStackError(Cs2osException):
-    msg_fmt = "CloudStack %(command)s failed: %(reason)s"
-    code = 502
-
-
-class CloudStackNotConfigured(CloudStackError):
-    msg_fmt = "[cloudstack] %(option)s is not set"
-    code = 500
-
-
-class CloudStackUnreachable(CloudStackError):
-    msg_fmt = (
-        "CloudStack management server %(endpoint)s did not answer "
-        "%(command)s: %(reason)s"
-    )
-    code = 503
-
-
-class CloudStackAuthFailed(CloudStackError):
-    msg_fmt = (
-        "CloudStack refused %(command)s (error %(errorcode)s: "
-        "%(errortext)s); check [cloudstack] api_key and secret_key, that the "
-        "key belongs to an enabled root admin, and this host's clock (signed "
-        "requests expire)"
-    )
-
-
-class CloudStackAPIError(CloudStackError):
-    msg_fmt = (
-        "CloudStack %(command)s returned error %(errorcode)s: %(errortext)s"
-    )
-
-
-class CloudStackVMNotFound(CloudStackError):
-    msg_fmt = "CloudStack has no VM with id or name %(ref)s"
-    code = 404
-
-
-class CloudStackVMAmbiguous(CloudStackError):
-    msg_fmt = (
-        "CloudStack has %(count)s VMs named %(ref)s (ids %(ids)s); name the "
-        "one to move by its id"
-    )
-    code = 409
-
-
-class CloudStackObjectNotFound(CloudStackError):
-    msg_fmt = "CloudStack has no %(kind)s %(id)s"
-    code = 404
-
-
-class CloudStackJobFailed(CloudStackError):
-    msg_fmt = (
-        "CloudStack job %(job_id)s (%(command)s %(target)s) failed with error "
-        "%(errorcode)s: %(errortext)s"
-    )
-
-
-class CloudStackJobTimeout(CloudStackError):
-    msg_fmt = (
-        "CloudStack job %(job_id)s (%(command)s %(target)s) did not finish "
-        "within %(timeout)s seconds ([cloudstack] job_timeout); it may still "
-        "finish in CloudStack"
-    )
-    code = 504
-
-
 class NfsServerUnreachable(SourceUnreachable):
     msg_fmt = (
         "Cannot reach NFS server %(host)s port %(port)s (%(version)s): "
@@ -435,97 +370,6 @@ class ConductorUnavailable(Cs2osException):
         "runs and reaches the message bus"
     )
     code = 503
-
-
-# -- warm migration: the live mirror ------------------------------------------
-
-
-class MirrorError(Cs2osException):
-    msg_fmt = "Mirror failed: %(reason)s"
-    code = 502
-
-
-class StorageDaemonError(MirrorError):
-    msg_fmt = "qemu-storage-daemon: %(command)s failed: %(reason)s"
-
-
-class StorageDaemonDied(StorageDaemonError):
-    msg_fmt = (
-        "qemu-storage-daemon (pid %(pid)s) exited (%(status)s) while "
-        "%(during)s: %(stderr)s; the mirror target is not durable and the "
-        "mirror must start again"
-    )
-
-
-class MirrorTunnelFailed(MirrorError):
-    msg_fmt = (
-        "The SSH tunnel to %(host)s port %(port)s for the mirror could not "
-        "be opened: %(reason)s"
-    )
-
-
-class MirrorTunnelDied(MirrorTunnelFailed):
-    msg_fmt = (
-        "The SSH tunnel to %(host)s port %(port)s for the mirror ended "
-        "(%(status)s): %(reason)s"
-    )
-
-
-class BlockCopyFailed(MirrorError):
-    msg_fmt = (
-        "Block copy of %(domain)s disk %(disk)s: %(reason)s"
-    )
-
-
-class BlockCopyTimeout(BlockCopyFailed):
-    msg_fmt = (
-        "Block copy of %(domain)s disk %(disk)s did not become ready within "
-        "%(timeout)s s (%(cur)s of %(end)s bytes copied)"
-    )
-
-
-class BaseNotVerified(Invalid):
-    msg_fmt = (
-        "Refusing a shallow mirror onto base %(base)s: %(reason)s. Only the "
-        "top layer is mirrored, so the base must be proven to hold the same "
-        "guest-visible bytes as the CloudStack template (a recorded content "
-        "digest or a template to compare with)"
-    )
-    code = 409
-
-
-class BaseMismatch(BaseNotVerified):
-    msg_fmt = (
-        "Refusing a shallow mirror onto base %(base)s: it differs from the "
-        "CloudStack template (%(detail)s); the guest would see wrong data"
-    )
-
-
-class MirrorNotFound(Cs2osException):
-    msg_fmt = (
-        "No mirror target for migration %(migration_id)s on this agent; "
-        "prepare_mirror first"
-    )
-    code = 404
-
-
-# -- warm migration: the conductor's side -------------------------------------
-
-
-class KvmHostUnreachable(Cs2osException):
-    msg_fmt = (
-        "Cannot use libvirt on the CloudStack KVM host %(uri)s: %(reason)s "
-        "([cloudstack] kvm_libvirt_uri; the host key must be in its "
-        "known_hosts file)"
-    )
-    code = 502
-
-
-class SourceDomainNotFound(Cs2osException):
-    msg_fmt = (
-        "The CloudStack VM's domain %(domain)s does not run on %(uri)s"
-    )
-    code = 409
 
 
 # -- hostile input: what is never opened, what qemu-img may not write ---------

@@ -9,12 +9,15 @@ cross the bus.
 import oslo_messaging as messaging
 from oslo_serialization import jsonutils
 
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
 
 # Exceptions raised in these modules are re-created with their own type on
 # the caller's side instead of arriving as a generic RemoteError.
-ALLOWED_EXMODS = [exception.__name__]
+ALLOWED_EXMODS = [exception.__name__, cloudstack_errors.__name__,
+                  mirror_errors.__name__]
 
 # oslo.messaging's default exchange is "openstack"; a dedicated one keeps
 # cs2os topics apart from Nova's on a shared broker.

@@ -264,7 +264,7 @@ def remote_command(*words):
 # Type+mode, size, mtime in ns, inode of the file, symlinks followed.
 STAT_FORMAT = "%f %s %.9Y %i"
 # What the first call brings along: the qcow2 header and its extensions
-# (agent.overlay.HEADER_BYTES), so that inspecting it costs no extra
+# (qcow2.HEADER_BYTES), so that inspecting it costs no extra
 # connection.
 PREFETCH_BYTES = 2 * 1024 * 1024
 

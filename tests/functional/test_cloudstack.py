@@ -16,7 +16,7 @@ import pytest
 from cs2os_agent import qemu_img
 from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import discovery
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_kvm
 from tests.functional import harness
@@ -131,15 +131,15 @@ def test_stop_then_start(client, cloud, running_vm, libvirt_conn):
 def test_wrong_secret_is_auth_failed(cloud, running_vm):
     wrong = cs_client.CloudStackClient(cloud.endpoint, cloud.admin.apikey,
                                        "not-the-secret", timeout=10)
-    with pytest.raises(exception.CloudStackAuthFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackAuthFailed) as info:
         wrong.find_vm(running_vm.id)
     assert info.value.kwargs["errorcode"] == 401
 
 
 def test_unknown_vm_is_not_found(client):
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm("nothing-%s" % RUN_ID)
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm("00000000-0000-4000-8000-%s0000" % RUN_ID)
 
 
@@ -150,7 +150,7 @@ def test_unreachable_endpoint():
         port = s.getsockname()[1]
     unreachable = cs_client.CloudStackClient(
         "http://127.0.0.1:%d/client/api" % port, "k", "s", timeout=5)
-    with pytest.raises(exception.CloudStackUnreachable) as info:
+    with pytest.raises(cloudstack_errors.CloudStackUnreachable) as info:
         unreachable.find_vm("web-1")
     assert str(port) in str(info.value)
 
@@ -160,7 +160,7 @@ def test_failing_start_job(client, cloud, cloudstack_root, libvirt_conn):
     vm = cloud.add_kvm_vm("broken-%s" % RUN_ID, volume, cloud.admin,
                           cloud.host, start=False)
     os.unlink(volume.overlay)  # the volume file is gone from the pool
-    with pytest.raises(exception.CloudStackJobFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackJobFailed) as info:
         client.start_vm(vm.id)
     assert info.value.kwargs["errorcode"] == 530
     assert os.path.basename(volume.overlay) in str(info.value)
@@ -177,5 +177,5 @@ def test_destroy_with_expunge(client, cloud, cloudstack_root, libvirt_conn):
     assert domain(libvirt_conn, vm.instancename) is None
     assert not os.path.exists(volume.overlay)  # CloudStack deletes it
     assert os.path.exists(volume.template)
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm(vm.id)

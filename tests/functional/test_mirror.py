@@ -31,15 +31,16 @@ import libvirt_qemu
 import pytest
 
 from cs2os_agent import qemu_img
+from cs2os_agent.agent.mirror import baseproof
+from cs2os_agent.agent.mirror import qsd
+from cs2os_agent.agent.mirror import target as mirror_target
+from cs2os_agent.agent.mirror import tunnel
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
-from cs2os_agent.conductor.flow import kvmhost
-from cs2os_agent.mirror import baseproof
-from cs2os_agent.mirror import blockcopy
-from cs2os_agent.mirror import qsd
-from cs2os_agent.mirror import sourceend
-from cs2os_agent.mirror import target as mirror_target
-from cs2os_agent.mirror import tunnel
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.sourcehost import blockcopy
+from cs2os_agent.sourcehost import kvmhost
+from cs2os_agent.sourcehost import sourceend
 from cs2os_agent.transfer import ssh
 from tests.fakes import cloudstack_kvm
 from tests.functional import agent_process
@@ -521,7 +522,7 @@ def test_clean_cutover_refused_when_the_target_died_before_the_end(
         guest_write(dom, "write -P 0x42 2M 64k")
         dom.destroy()
         assert watch.wait_ended(30)
-        with pytest.raises(exception.BlockCopyFailed) as err:
+        with pytest.raises(mirror_errors.BlockCopyFailed) as err:
             watch.verdict()
     assert "reported a write error on its target" in str(err.value)
     assert "the target misses writes" in str(err.value)
@@ -539,7 +540,7 @@ def test_clean_cutover_refused_when_the_job_ended_before_the_shutdown(
         guest_write(dom, "write -P 0x43 3M 64k")
         kvm.stop(src.name, forced=False)
         assert watch.wait_ended(30)
-        with pytest.raises(exception.BlockCopyFailed) as err:
+        with pytest.raises(mirror_errors.BlockCopyFailed) as err:
             watch.verdict()
     assert "while the guest still ran" in str(err.value)
 
@@ -602,12 +603,12 @@ def _expect_job_failure(job, timeout=30):
     def failed():
         try:
             job.check()
-        except exception.BlockCopyFailed:
+        except mirror_errors.BlockCopyFailed:
             return True
         return False
 
     harness.wait_for(failed, timeout, "the block job to fail")
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.check()
     return str(err.value)
 
@@ -647,7 +648,7 @@ def test_storage_daemon_killed_mid_mirror(source, make_target, workdir):
     assert status["state"] == "failed" and not status["qsd_alive"]
     assert "killed by SIGKILL" in status["error"]
     # T is not durable: finishing it is refused, with the reason.
-    with pytest.raises(exception.StorageDaemonDied):
+    with pytest.raises(mirror_errors.StorageDaemonDied):
         target.finish()
     target.abort()
     assert_cleaned(target, desc)
@@ -692,14 +693,14 @@ def test_base_differing_from_template_refused(source, cloudstack_volume,
     # One byte of D changed: B and D no longer match.
     images.run("qemu-io", "-f", "raw", "-c", "write -P 0x99 20M 1",
                nova.base)
-    with pytest.raises(exception.BaseMismatch) as err:
+    with pytest.raises(mirror_errors.BaseMismatch) as err:
         baseproof.prove(nova.base, "raw", proof)
     assert "mismatch" in str(err.value).lower()
-    with pytest.raises(exception.BaseMismatch):
+    with pytest.raises(mirror_errors.BaseMismatch):
         baseproof.prove(nova.base, "raw", {
             "algorithm": "guest_sha256", "digest": digest,
             "virtual_size": 64 * MiB})
-    with pytest.raises(exception.BaseNotVerified):
+    with pytest.raises(mirror_errors.BaseNotVerified):
         baseproof.prove(nova.base, "raw", {})
 
 
@@ -727,7 +728,7 @@ def test_tunnel_refusals(server, ssh_options, remote_dir, run_root, workdir):
         t = tunnel.ReverseTunnel(
             tunnel.Endpoint(plain.host, plain.port, "root"), opts, local,
             remote, log_file=os.path.join(run_root, "t2.log"))
-        with pytest.raises(exception.MirrorTunnelFailed) as err:
+        with pytest.raises(mirror_errors.MirrorTunnelFailed) as err:
             t.start()
         assert "AllowTcpForwarding" in str(err.value)
         assert not os.path.exists(remote)
@@ -803,7 +804,7 @@ def test_agent_rpc_warm_migration_end_to_end(
     again = agent_api.finish_mirror(ctxt, mirror_agent.host, migration,
                                     inst.uuid)
     assert again["reused"] is True and again["staged_path"] == staged
-    with pytest.raises(exception.MirrorNotFound):
+    with pytest.raises(mirror_errors.MirrorNotFound):
         agent_api.mirror_status(ctxt, mirror_agent.host, migration)
 
     # The cold path's swap takes it from here; the guest boots it.
@@ -830,10 +831,10 @@ def test_agent_rpc_refuses_an_unproven_base_and_aborts(
     migration = "mig-warm-%s" % uuid.uuid4().hex
     wrong = {"algorithm": "guest_sha256", "digest": "0" * 64,
              "virtual_size": 64 * MiB}
-    with pytest.raises(exception.BaseMismatch):
+    with pytest.raises(mirror_errors.BaseMismatch):
         agent_api.prepare_mirror(ctxt, mirror_agent.host, migration,
                                  inst.uuid, mirror_source(server, src, wrong))
-    with pytest.raises(exception.BaseNotVerified):
+    with pytest.raises(mirror_errors.BaseNotVerified):
         agent_api.prepare_mirror(ctxt, mirror_agent.host, migration,
                                  inst.uuid, dict(mirror_source(server, src),
                                                  base_proof={}))

@@ -17,9 +17,9 @@ import subprocess
 import pytest
 from oslo_concurrency import processutils
 
+from cs2os_agent import guestview
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from cs2os_agent.conductor.flow import guestview
 
 MiB = 1024**2
 GiB = 1024**3

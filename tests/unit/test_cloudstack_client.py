@@ -16,7 +16,7 @@ from oslo_config import fixture as config_fixture
 
 from cs2os_agent import conf
 from cs2os_agent.cloudstack import client as cs_client
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.conf import cloudstack as cloudstack_conf
 from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_handlers
@@ -88,13 +88,13 @@ def test_requests_are_signed_posts(cloud):
 
 def test_unknown_vm(cloud):
     client = cloud.client()
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm("nope")
     # An unknown uuid is answered with 431 "Invalid parameter id value=".
-    with pytest.raises(exception.CloudStackVMNotFound) as info:
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound) as info:
         client.find_vm(str(uuid.uuid4()))
     assert info.value.code == 404
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm("web~1")
     assert not any("~" in str(c[2]) for c in cloud.api.calls)
 
@@ -108,7 +108,7 @@ def test_a_uuid_shaped_name_is_found_by_name(cloud):
 def test_ambiguous_name_lists_the_ids(cloud):
     first = cloud.vm("db", cloud.user)
     second = cloud.vm("db", cloud.admin)
-    with pytest.raises(exception.CloudStackVMAmbiguous) as info:
+    with pytest.raises(cloudstack_errors.CloudStackVMAmbiguous) as info:
         cloud.client().find_vm("db")
     assert first.id in str(info.value) and second.id in str(info.value)
     assert info.value.code == 409
@@ -116,14 +116,14 @@ def test_ambiguous_name_lists_the_ids(cloud):
 
 def test_wrong_secret_or_key_is_auth_failed(cloud):
     cloud.vm("web-1")
-    with pytest.raises(exception.CloudStackAuthFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackAuthFailed) as info:
         cloud.client(secret="not-the-secret").find_vm("web-1")
     assert info.value.kwargs["errorcode"] == 401
     assert "unable to verify user credentials" in str(info.value)
     stranger = cs_client.CloudStackClient(
         ENDPOINT, "unknown-key", "x",
         session=wsgi_session.session_for(cloud.api))
-    with pytest.raises(exception.CloudStackAuthFailed):
+    with pytest.raises(cloudstack_errors.CloudStackAuthFailed):
         stranger.find_vm("web-1")
 
 
@@ -132,7 +132,7 @@ def test_secrets_never_reach_the_log(cloud, caplog):
     vm = cloud.vm("web-1")
     client = cloud.client()
     client.stop_vm(vm.id)
-    with pytest.raises(exception.CloudStackAuthFailed):
+    with pytest.raises(cloudstack_errors.CloudStackAuthFailed):
         cloud.client(secret="wrong").find_vm("web-1")
     assert "stopVirtualMachine" in caplog.text and vm.id in caplog.text
     for secret in (cloud.admin.secretkey, "wrong", "signature"):
@@ -164,19 +164,19 @@ def _failing_client(error):
 
 def test_connection_error_is_unreachable_without_the_query():
     client = _failing_client(requests.exceptions.ConnectionError)
-    with pytest.raises(exception.CloudStackUnreachable) as info:
+    with pytest.raises(cloudstack_errors.CloudStackUnreachable) as info:
         client.find_vm("web-1")
     assert "Connection refused" in str(info.value)
     assert "SIG" not in str(info.value) and "apiKey" not in str(info.value)
     assert info.value.code == 503
-    with pytest.raises(exception.CloudStackUnreachable):
+    with pytest.raises(cloudstack_errors.CloudStackUnreachable):
         _failing_client(requests.exceptions.ReadTimeout).find_vm("web-1")
 
 
 def test_tls_failure_says_so():
-    with pytest.raises(exception.CloudStackError) as info:
+    with pytest.raises(cloudstack_errors.CloudStackError) as info:
         _failing_client(requests.exceptions.SSLError).find_vm("web-1")
-    assert not isinstance(info.value, exception.CloudStackUnreachable)
+    assert not isinstance(info.value, cloudstack_errors.CloudStackUnreachable)
     assert "ca_file" in str(info.value) and "SIG" not in str(info.value)
 
 
@@ -184,13 +184,13 @@ def test_a_page_that_is_not_the_api_is_a_cloudstack_error(cloud):
     client = cs_client.CloudStackClient(
         wsgi_session.BASE_URL + "/client/wrong", cloud.admin.apikey,
         cloud.admin.secretkey, session=wsgi_session.session_for(cloud.api))
-    with pytest.raises(exception.CloudStackError) as info:
+    with pytest.raises(cloudstack_errors.CloudStackError) as info:
         client.find_vm("web-1")
     assert "404" in str(info.value)
 
 
 def test_non_admin_cannot_list_hosts(cloud):
-    with pytest.raises(exception.CloudStackAuthFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackAuthFailed) as info:
         cloud.client(cloud.user).get_host(cloud.host.id)
     assert "listHosts" in str(info.value)
 
@@ -202,10 +202,10 @@ def test_lookups_of_pool_template_offering_host(cloud):
     assert client.get_template(cloud.template.id)["name"] == "tiny"
     assert client.get_service_offering(cloud.offering.id)["memory"] == 64
     assert client.get_host(cloud.host.id)["ipaddress"] == "192.0.2.10"
-    with pytest.raises(exception.CloudStackObjectNotFound) as info:
+    with pytest.raises(cloudstack_errors.CloudStackObjectNotFound) as info:
         client.get_template(str(uuid.uuid4()))
     assert "template" in str(info.value)
-    with pytest.raises(exception.CloudStackObjectNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackObjectNotFound):
         client.get_storage_pool("not-a-uuid")
 
 
@@ -214,7 +214,7 @@ def test_list_volumes_root_first(cloud):
     cloud.api.add_data_disk(vm, cloud.pool, "data-file", 1 << 20, "data-1")
     volumes = cloud.client().list_volumes(vm.id)
     assert [v["type"] for v in volumes] == ["ROOT", "DATADISK"]
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         cloud.client().list_volumes(str(uuid.uuid4()))
 
 
@@ -233,7 +233,7 @@ def test_stop_start_destroy_wait_for_their_jobs(cloud):
     assert [p.get("forced") for p in stops] == [None, "true"]
     assert client.destroy_vm(vm.id)["state"] == "Destroyed"
     client.destroy_vm(vm.id, expunge=True)
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm(vm.id)
     assert cloud.kvm.deleted == [
         "/mnt/%s/%s" % (cloud.pool.id, cloud.api.root_volume(vm).path)]
@@ -242,7 +242,7 @@ def test_stop_start_destroy_wait_for_their_jobs(cloud):
 def test_failed_job_carries_cloudstacks_error(cloud):
     vm = cloud.vm("web-1")
     cloud.kvm.fail_start[vm.instancename] = "no capacity on kvm-1"
-    with pytest.raises(exception.CloudStackJobFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackJobFailed) as info:
         cloud.client().start_vm(vm.id)
     assert info.value.kwargs["errorcode"] == 530
     assert "no capacity on kvm-1" in str(info.value)
@@ -250,7 +250,7 @@ def test_failed_job_carries_cloudstacks_error(cloud):
 
 
 def test_action_on_unknown_vm_is_not_found(cloud):
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         cloud.client().stop_vm(str(uuid.uuid4()))
 
 
@@ -265,7 +265,7 @@ def test_job_timeout_names_the_job_and_it_can_be_waited_for_again(cloud):
 
     cloud.kvm.start = slow_start
     client = cloud.client(job_timeout=0.2)
-    with pytest.raises(exception.CloudStackJobTimeout) as info:
+    with pytest.raises(cloudstack_errors.CloudStackJobTimeout) as info:
         client.start_vm(vm.id)
     assert info.value.code == 504
     assert client.find_vm(vm.id)["state"] == "Starting"
@@ -334,14 +334,14 @@ def test_poll_job_raises_a_failed_jobs_error(cloud):
     client = cloud.client()
     job_id = client.stop_vm_async(vm.id)
     cloudstack_handlers.wait_for_jobs(cloud.api)
-    with pytest.raises(exception.CloudStackJobFailed) as info:
+    with pytest.raises(cloudstack_errors.CloudStackJobFailed) as info:
         client.poll_job(job_id, "stopVirtualMachine", "web-1")
     assert info.value.kwargs["job_id"] == job_id
     assert info.value.kwargs["errorcode"] == 530
     assert "stopVirtualMachine web-1" in str(info.value)
     assert "host busy" in str(info.value)
     # wait_for_job says the same.
-    with pytest.raises(exception.CloudStackJobFailed):
+    with pytest.raises(cloudstack_errors.CloudStackJobFailed):
         client.wait_for_job(job_id, "stopVirtualMachine", "web-1")
 
 
@@ -373,7 +373,7 @@ def test_wait_for_job_retries_through_an_unreachable_server(cloud, caplog):
         session=session, job_poll_interval=0.01, job_timeout=10)
     job_id = client.stop_vm_async(vm.id)
     # One poll does not retry: the caller decides.
-    with pytest.raises(exception.CloudStackUnreachable):
+    with pytest.raises(cloudstack_errors.CloudStackUnreachable):
         client.poll_job(job_id)
     result = client.wait_for_job(job_id, "stopVirtualMachine", "web-1")
     assert result["virtualmachine"]["state"] == "Stopped"
@@ -393,7 +393,7 @@ def test_tls_options_reach_cs():
 
 
 def test_missing_settings_are_named():
-    with pytest.raises(exception.CloudStackNotConfigured) as info:
+    with pytest.raises(cloudstack_errors.CloudStackNotConfigured) as info:
         cs_client.CloudStackClient("http://x/client/api", "k", None)
     assert "secret_key" in str(info.value)
 

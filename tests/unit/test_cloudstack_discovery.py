@@ -7,7 +7,7 @@ import pytest
 
 from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import discovery
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from tests.fakes import cloudstack_api
 from tests.fakes import wsgi_session
 
@@ -54,7 +54,7 @@ class CannedClient:
 
     def find_vm(self, ref):
         if ref not in (self.vm["id"], self.vm["name"]):
-            raise exception.CloudStackVMNotFound(ref=ref)
+            raise cloudstack_errors.CloudStackVMNotFound(ref=ref)
         return self.vm
 
     def list_volumes(self, vm_id):
@@ -100,7 +100,7 @@ def test_describe_vm():
 
 
 def test_host_address_is_optional():
-    denied = exception.CloudStackAuthFailed(
+    denied = cloudstack_errors.CloudStackAuthFailed(
         command="listHosts", errorcode=401, errortext="not for you")
     desc = discovery.describe_vm(CannedClient(host_error=denied), "web-1")
     assert desc["host"] == {"id": "h-1", "name": "kvm-1", "ipaddress": None}
@@ -115,7 +115,7 @@ def test_stopped_vm_has_no_host():
 
 
 def test_unknown_vm_propagates():
-    with pytest.raises(exception.CloudStackVMNotFound):
+    with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         discovery.describe_vm(CannedClient(), "other")
 
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from cs2os_agent.cloudstack import client as cloudstack_client
-from cs2os_agent.common import exception
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from tests.fakes import cloudstack_api
 from tests.fakes import cloudstack_handlers
 from tests.fakes import cloudstack_signature as signature
@@ -327,13 +327,13 @@ def test_cs2os_sees_the_failed_job_and_the_http_error(served):
     cloud, vm = served, served.vm
     client = cs2os_client(cloud)
     cloud.fail_jobs[("startVirtualMachine", vm.id)] = "agent says no"
-    with pytest.raises(exception.CloudStackJobFailed,
+    with pytest.raises(cloudstack_errors.CloudStackJobFailed,
                        match="agent says no") as failed:
         client.start_vm(vm.id)
     assert failed.value.kwargs["errorcode"] == 530
     assert cloud.vm_state(vm) == "Stopped"
     cloud.fail_calls["startVirtualMachine"] = (530, "internal error")
-    with pytest.raises(exception.CloudStackAPIError,
+    with pytest.raises(cloudstack_errors.CloudStackAPIError,
                        match="internal error"):
         client.start_vm(vm.id)
     assert cloud.vm_state(vm) == "Stopped"
@@ -344,7 +344,7 @@ def test_a_command_times_out_once_without_being_run(served):
     cloud, vm = served, served.vm
     cloud.fail_calls["startVirtualMachine"] = ("timeout", 30)
     started = time.monotonic()
-    with pytest.raises(exception.CloudStackUnreachable):
+    with pytest.raises(cloudstack_errors.CloudStackUnreachable):
         cs2os_client(cloud, timeout=1).start_vm(vm.id)
     assert time.monotonic() - started < 10
     assert cloud.jobs == {} and cloud.vm_state(vm) == "Stopped"

@@ -13,6 +13,7 @@ import types
 import oslo_messaging as messaging
 import pytest
 
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
@@ -316,7 +317,7 @@ def make_manager(db, vms):
     """``vms``: {ref: id} CloudStack knows."""
     def find_vm(ref):
         if ref not in vms:
-            raise exception.CloudStackVMNotFound(ref=ref)
+            raise cloudstack_errors.CloudStackVMNotFound(ref=ref)
         return {"id": vms[ref]}
 
     return manager.ConductorManager(
@@ -496,7 +497,7 @@ def test_a_failing_undo_step_keeps_the_rollback_going(db, monkeypatch):
 
     def cloudstack_busy(name, ctx):
         if name == "stop_source" and busy and busy.pop():
-            raise exception.CloudStackAPIError(
+            raise cloudstack_errors.CloudStackAPIError(
                 command="startVirtualMachine", errorcode=503, errortext="busy")
 
     script = Steps(monkeypatch, fail_at="sync", undo_hook=cloudstack_busy)
@@ -519,7 +520,7 @@ def test_a_failing_undo_step_keeps_the_rollback_going(db, monkeypatch):
 def test_a_rollback_that_cannot_finish_says_what_is_left(db, monkeypatch):
     def cloudstack_down(name, ctx):
         if name == "stop_source":
-            raise exception.CloudStackAPIError(
+            raise cloudstack_errors.CloudStackAPIError(
                 command="startVirtualMachine", errorcode=503, errortext="down")
 
     Steps(monkeypatch, fail_at="sync", undo_hook=cloudstack_down)

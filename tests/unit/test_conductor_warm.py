@@ -22,24 +22,26 @@ from xml.sax import saxutils
 import libvirt
 import pytest
 
+from cs2os_agent import guestview
 from cs2os_agent import qemu_img
 from cs2os_agent.cloudstack import client as cs_client
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.common import nbd
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor import request
 from cs2os_agent.conductor.flow import context as flow_context
-from cs2os_agent.conductor.flow import guestview
-from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.conductor.flow import runner
 from cs2os_agent.conductor.flow import steps
 from cs2os_agent.conductor.flow import warm
-from cs2os_agent.mirror import blockcopy
-from cs2os_agent.mirror import sourceend
-from cs2os_agent.mirror import target as mirror_target
+from cs2os_agent.sourcehost import blockcopy
+from cs2os_agent.sourcehost import kvmhost
+from cs2os_agent.sourcehost import sourceend
 
 MID = "11111111-2222-3333-4444-555555555555"
-EXPORT = mirror_target.export_name(MID)
+EXPORT = nbd.export_name(MID)
 RUNNING = libvirt.VIR_DOMAIN_RUNNING
 PAUSED = libvirt.VIR_DOMAIN_PAUSED
 SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
@@ -141,7 +143,8 @@ class FakeKvm:
 
     def domain(self, name):
         if self.dom is None:
-            raise exception.SourceDomainNotFound(domain=name, uri=self.name)
+            raise mirror_errors.SourceDomainNotFound(domain=name,
+                                                     uri=self.name)
         return self.dom
 
 
@@ -159,7 +162,7 @@ class Agent:
         return {"export": EXPORT, "target_path": "/i/s/disk.cs2os-mirror",
                 "nbd": {"socket": "/tmp/cs2os-nbd-x.sock"}, "qsd_pid": 11,
                 "tunnel_pid": 12, "base_proof": {"method": "digest"},
-                "dest_xml": blockcopy.nbd_dest_xml(
+                "dest_xml": nbd.dest_xml(
                     EXPORT, socket="/tmp/cs2os-nbd-x.sock")}
 
     def mirror_status(self, ctxt, host, mid):
@@ -271,7 +274,7 @@ class CloudStack:
         job = self.jobs[job_id]
         if job["outcome"] is None:
             found = job["script"].pop(0) if job["script"] else job["end"]
-            if isinstance(found, exception.CloudStackUnreachable):
+            if isinstance(found, cloudstack_errors.CloudStackUnreachable):
                 raise found
             if found != "pending":
                 job["outcome"] = found
@@ -295,7 +298,7 @@ class CloudStack:
         self.log.append("cs start")
         if any(job["outcome"] is None for job in self.jobs.values()):
             # CloudStack runs one job at a time on a VM.
-            raise exception.CloudStackJobFailed(
+            raise cloudstack_errors.CloudStackJobFailed(
                 job_id="start-job", command="startVirtualMachine",
                 target=vm_id, errorcode=530, errortext="a stop job runs")
         self.on_start()
@@ -661,7 +664,7 @@ def test_cancel_during_the_hold(db, monkeypatch):
 def test_failure_after_the_cutover_resumes_the_source_first(db,
                                                             monkeypatch):
     w = World(db, monkeypatch, method="force")
-    w.agent.finish_error = exception.StorageDaemonDied(
+    w.agent.finish_error = mirror_errors.StorageDaemonDied(
         pid=11, status="killed by SIGKILL", during="closing", stderr="")
     done = w.run()
     assert (done["state"], done["step"]) == ("failed", "finish")
@@ -772,7 +775,7 @@ def test_failure_after_commit_never_restarts_the_source(db, monkeypatch):
     w = World(db, monkeypatch, method="force")
 
     def stop_fails(vm_id, forced=False):
-        raise exception.CloudStackJobFailed(
+        raise cloudstack_errors.CloudStackJobFailed(
             job_id="j", command="stopVirtualMachine", target=vm_id,
             errorcode=530, errortext="host down")
 
@@ -840,7 +843,7 @@ def assert_rolled_back_after_the_stop(w, done, started):
 
 
 def _stop_failed(text="host busy"):
-    return exception.CloudStackJobFailed(
+    return cloudstack_errors.CloudStackJobFailed(
         job_id="stop-job-1", command="stopVirtualMachine", target="web-1",
         errorcode=530, errortext=text)
 
@@ -1061,7 +1064,7 @@ def test_unreachable_cloudstack_while_deciding_is_waited_through(
     # job has the domain reaped.
     w.source_end = SHUT_DOWN_JOB_RUNNING
     w.cloudstack.stop_job = [
-        exception.CloudStackUnreachable(
+        cloudstack_errors.CloudStackUnreachable(
             endpoint="http://cs:8080/client/api",
             command="queryAsyncJobResult", reason="Connection refused"),
         "pending", "succeeded"]
@@ -1127,7 +1130,7 @@ def test_a_stop_cloudstack_refuses_leaves_the_vm_running(db, monkeypatch):
 
     def stop_refused(vm_id):
         w.log.append("cs stop forced=False")
-        raise exception.CloudStackAPIError(
+        raise cloudstack_errors.CloudStackAPIError(
             command="stopVirtualMachine", errorcode=431,
             errortext="host busy")
 
@@ -1268,7 +1271,7 @@ def test_conductor_restart_mid_shutdown_cutover_fails_safe(
 def test_a_retry_after_a_failure_past_the_cutover_cuts_over_afresh(
         db, monkeypatch):
     w = World(db, monkeypatch)
-    w.agent.finish_error = exception.StorageDaemonDied(
+    w.agent.finish_error = mirror_errors.StorageDaemonDied(
         pid=11, status="killed by SIGKILL", during="closing", stderr="")
     failed = w.run()
     assert (failed["state"], failed["step"]) == ("failed", "finish")

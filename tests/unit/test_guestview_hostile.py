@@ -10,8 +10,8 @@ import os
 
 import pytest
 
+from cs2os_agent import guestview
 from cs2os_agent.common import exception
-from cs2os_agent.conductor.flow import guestview
 
 MiB = 1024**2
 GiB = 1024**3

@@ -8,8 +8,9 @@ import threading
 import pytest
 
 from cs2os_agent import qemu_img
+from cs2os_agent.agent.mirror import baseproof
 from cs2os_agent.common import exception
-from cs2os_agent.mirror import baseproof
+from cs2os_agent.common import mirror_errors
 
 MiB = 1024 * 1024
 
@@ -42,7 +43,7 @@ def test_digest_proof_accepted(base):
 
 
 def test_digest_mismatch_refused(base):
-    with pytest.raises(exception.BaseMismatch) as err:
+    with pytest.raises(mirror_errors.BaseMismatch) as err:
         baseproof.prove(base, "raw", {
             "algorithm": "guest_sha256", "digest": "0" * 64,
             "virtual_size": 3 * MiB})
@@ -50,7 +51,7 @@ def test_digest_mismatch_refused(base):
 
 
 def test_base_larger_than_the_template_refused(base):
-    with pytest.raises(exception.BaseMismatch):
+    with pytest.raises(mirror_errors.BaseMismatch):
         baseproof.prove(base, "raw", {
             "algorithm": "guest_sha256", "digest": guest_sha256(MiB),
             "virtual_size": MiB})
@@ -66,12 +67,12 @@ def test_base_larger_than_the_template_refused(base):
     {"template": "/mnt/p/b"},
 ])
 def test_no_usable_proof_refused(base, proof):
-    with pytest.raises(exception.BaseNotVerified):
+    with pytest.raises(mirror_errors.BaseNotVerified):
         baseproof.prove(base, "raw", proof)
 
 
 def test_digest_needs_a_raw_base(base):
-    with pytest.raises(exception.BaseNotVerified) as err:
+    with pytest.raises(mirror_errors.BaseNotVerified) as err:
         baseproof.guest_digest(base, "qcow2")
     assert "compare" in str(err.value)
 
@@ -97,7 +98,7 @@ def test_compare_proof(base, monkeypatch, tmp_path):
                                      detail="Content mismatch at offset 1!")
 
     monkeypatch.setattr(qemu_img, "compare", differ)
-    with pytest.raises(exception.BaseMismatch) as err:
+    with pytest.raises(mirror_errors.BaseMismatch) as err:
         baseproof.prove(base, "raw", {"template": template,
                                       "template_format": "qcow2"})
     assert "Content mismatch at offset 1!" in str(err.value)

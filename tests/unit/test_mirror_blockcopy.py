@@ -5,8 +5,9 @@ from xml.etree import ElementTree
 import libvirt
 import pytest
 
-from cs2os_agent.common import exception
-from cs2os_agent.mirror import blockcopy
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.common import nbd
+from cs2os_agent.sourcehost import blockcopy
 
 DOM_XML = """<domain type='kvm'><name>i-2-7-VM</name><devices>
 <disk type='file' device='disk'><source file='/mnt/p/v'/>
@@ -70,7 +71,7 @@ def test_flags_are_the_recipes():
 
 
 def test_dest_xml_is_a_raw_nbd_network_disk_and_escaped():
-    xml = blockcopy.nbd_dest_xml("cs2os-x", socket="/tmp/a'<b>.sock")
+    xml = nbd.dest_xml("cs2os-x", socket="/tmp/a'<b>.sock")
     assert xml.startswith("<disk type='network'><driver type='raw'/>")
     disk = ElementTree.fromstring(xml)
     source = disk.find("source")
@@ -78,11 +79,11 @@ def test_dest_xml_is_a_raw_nbd_network_disk_and_escaped():
     host = source.find("host")
     assert host.attrib == {"transport": "unix", "socket": "/tmp/a'<b>.sock"}
     tcp = ElementTree.fromstring(
-        blockcopy.nbd_dest_xml("e", host="127.0.0.1", port=10811))
+        nbd.dest_xml("e", host="127.0.0.1", port=10811))
     assert tcp.find("source/host").attrib == {"name": "127.0.0.1",
                                               "port": "10811"}
     with pytest.raises(ValueError):
-        blockcopy.nbd_dest_xml("e")
+        nbd.dest_xml("e")
 
 
 def test_qemu_owner_from_the_dac_label():
@@ -120,7 +121,7 @@ def test_cutover_refused_before_ready_and_nothing_touched():
     dom = FakeDomain()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.cutover()
     assert "not ready" in str(err.value)
     assert [c[0] for c in dom.calls] == ["blockCopy"]
@@ -131,7 +132,7 @@ def test_a_job_that_vanishes_by_itself_failed():
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     dom.job = None
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.wait_ready(10, interval=0)
     assert "source domain is running" in str(err.value)
 
@@ -141,7 +142,7 @@ def test_timeout_names_the_progress():
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     dom.job["cur"] = 40
-    with pytest.raises(exception.BlockCopyTimeout) as err:
+    with pytest.raises(mirror_errors.BlockCopyTimeout) as err:
         job.wait_ready(0, interval=0)
     assert "40 of 100" in str(err.value)
 
@@ -164,7 +165,7 @@ def test_a_failed_cutover_resumes_the_source():
     dom.job["cur"] = 100
     dom.ready = True
     dom.abort_fails = True
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.cutover()
     assert "could not end the job" in str(err.value)
     assert [c[0] for c in dom.calls[1:]] == ["suspend", "blockJobAbort",

@@ -2,9 +2,10 @@
 
 import pytest
 
-from cs2os_agent.common import exception
-from cs2os_agent.mirror import qsd
-from cs2os_agent.mirror import target as mirror_target
+from cs2os_agent.agent.mirror import qsd
+from cs2os_agent.agent.mirror import target as mirror_target
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.common import nbd
 
 
 def test_argv_has_only_a_private_monitor_and_a_pid_file():
@@ -72,14 +73,14 @@ def test_close_order_puts_t_first_and_d_last():
 
 
 def test_too_long_socket_paths_are_refused_up_front(tmp_path):
-    with pytest.raises(exception.StorageDaemonError) as err:
+    with pytest.raises(mirror_errors.StorageDaemonError) as err:
         qsd.StorageDaemon("/" + "r" * 100, "/t", "/d", "e")
     assert "run_dir" in str(err.value)
 
 
 def test_a_target_that_cannot_be_opened_fails_the_start_by_name(tmp_path):
     d = qsd.StorageDaemon(str(tmp_path), str(tmp_path / "absent"), "/d", "e")
-    with pytest.raises(exception.StorageDaemonError) as err:
+    with pytest.raises(mirror_errors.StorageDaemonError) as err:
         d.start()
     assert str(tmp_path / "absent") in str(err.value)
     assert d.proc is None  # nothing was started
@@ -94,7 +95,7 @@ def test_status_words():
 def test_not_started():
     d = qsd.StorageDaemon("/run/x", "/t", "/d", "e")
     assert not d.alive()
-    with pytest.raises(exception.StorageDaemonError):
+    with pytest.raises(mirror_errors.StorageDaemonError):
         d.check()
 
 
@@ -105,7 +106,7 @@ def test_run_dirs_are_short_and_per_migration():
     # Stays under the unix socket limit with a long migration id too.
     long_id = mirror_target.run_dir_for("/run/cs2os/mirror", "x" * 500)
     assert len(long_id + "/nbd.sock") < qsd.SUN_PATH_MAX
-    assert mirror_target.export_name("m-1").startswith("cs2os-")
+    assert nbd.export_name("m-1").startswith("cs2os-")
 
 
 def test_start_time_names_this_process():

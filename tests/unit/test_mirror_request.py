@@ -6,9 +6,9 @@ import types
 import pytest
 
 from cs2os_agent.agent import rpcapi
+from cs2os_agent.agent.mirror import request
 from cs2os_agent.common import exception
 from cs2os_agent.conf import mirror as mirror_conf
-from cs2os_agent.mirror import request
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""cs2os_agent.mirror.sourceend: the clean cutover's proof, from events.
+"""cs2os_agent.sourcehost.sourceend: the clean cutover's proof, from events.
 
 The event sequences are the ones QEMU and libvirt 9.0 gave on a real
 source domain (tests/e2e runs them live): a guest shutdown, and a target
@@ -13,8 +13,8 @@ import libvirt
 import libvirt_qemu
 import pytest
 
-from cs2os_agent.common import exception
-from cs2os_agent.mirror import sourceend
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.sourcehost import sourceend
 
 JOB = "copy-vda-libvirt-1-format"
 SHUTDOWN_DONE = libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN
@@ -114,7 +114,7 @@ def feed(w, events, stopped=SHUTDOWN_DONE):
 
 
 def refused(w):
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         w.verdict()
     message = str(err.value)
     assert "i-2-7-VM" in message and "vda" in message
@@ -358,7 +358,7 @@ def test_a_refused_qmp_registration_fails_and_leaves_nothing(qmp):
     registered, fail = qmp
     fail.append("QEMU monitor events are not supported")
     w = watch()
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         with w:
             raise AssertionError("entered")
     assert "cannot watch the domain's QEMU events: QEMU monitor events " \
@@ -369,7 +369,7 @@ def test_a_refused_qmp_registration_fails_and_leaves_nothing(qmp):
 def test_a_refused_lifecycle_registration_removes_the_qmp_one(qmp):
     registered, _ = qmp
     w = sourceend.SourceEndWatch(FakeConn(fail=True), FakeDom(), "vda")
-    with pytest.raises(exception.BlockCopyFailed) as err:
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         w.__enter__()
     assert "lifecycle events refused" in str(err.value)
     assert registered == {} and w.conn.registered == {}

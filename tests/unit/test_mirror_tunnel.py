@@ -4,8 +4,9 @@ import shlex
 
 import pytest
 
+from cs2os_agent.agent.mirror import tunnel
 from cs2os_agent.common import exception
-from cs2os_agent.mirror import tunnel
+from cs2os_agent.common import mirror_errors
 from cs2os_agent.transfer import ssh
 
 LOCAL = "/run/cs2os/mirror/0123456789abcdef/nbd.sock"
@@ -117,7 +118,7 @@ def test_dead_ssh_is_reported_with_the_transports_words(options, tmp_path):
     log.write_text("Error: remote port forwarding failed for listen path "
                    "%s\n" % REMOTE)
     err = t._error(255)
-    assert isinstance(err, exception.MirrorTunnelFailed)
+    assert isinstance(err, mirror_errors.MirrorTunnelFailed)
     assert "AllowTcpForwarding" in str(err)
 
 
@@ -125,5 +126,5 @@ def test_check_before_start(options):
     t = tunnel.ReverseTunnel(tunnel.Endpoint("h", 22, "root"), options,
                              LOCAL, REMOTE)
     assert not t.alive()
-    with pytest.raises(exception.MirrorTunnelFailed):
+    with pytest.raises(mirror_errors.MirrorTunnelFailed):
         t.check()

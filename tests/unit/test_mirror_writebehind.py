@@ -3,7 +3,7 @@
 import os
 import threading
 
-from cs2os_agent.mirror import writebehind
+from cs2os_agent.agent.mirror import writebehind
 from cs2os_agent.transfer import partial
 
 

@@ -18,9 +18,9 @@ import threading
 import pytest
 
 from cs2os_agent import conf
+from cs2os_agent import guestview
 from cs2os_agent import transfer
 from cs2os_agent.common import exception
-from cs2os_agent.conductor.flow import guestview
 from cs2os_agent.transfer import path
 
 DEADLINE = 5  # seconds; a refusal takes microseconds

@@ -13,12 +13,13 @@ import time
 
 from oslo_log import log as logging
 
+from cs2os_agent import guestview
+from cs2os_agent import qcow2
 from cs2os_agent import transfer
-from cs2os_agent.agent import overlay
 from cs2os_agent.cloudstack import discovery
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import agentcall
-from cs2os_agent.conductor.flow import guestview
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.openstack import client as os_client
@@ -41,8 +42,8 @@ def validate(ctx):
             % (vm["name"], "; ".join(problems)))
     overlay_source = sources.source_for(ctx.conf, vm, vm["overlay_path"])
     with transfer.get_source(overlay_source, ctx.conf) as src:
-        header = overlay.inspect_header(
-            src.read_header(overlay.HEADER_BYTES), src.describe())
+        header = qcow2.inspect_header(
+            src.read_header(qcow2.HEADER_BYTES), src.describe())
     if header.has_backing:
         # The template as the file says, not as names suggest.
         sources.pool_relative(header.backing_file,
@@ -94,8 +95,8 @@ def image(ctx):
                                          resources["template_path"])
     openstack = ctx.clients.openstack
     with transfer.get_source(template_source, ctx.conf) as src:
-        header = overlay.inspect_header(
-            src.read_header(overlay.HEADER_BYTES), src.describe())
+        header = qcow2.inspect_header(
+            src.read_header(qcow2.HEADER_BYTES), src.describe())
         if header.has_backing:
             raise exception.Invalid(
                 reason="template %s has a backing file of its own (%s)"
@@ -360,7 +361,7 @@ def retire_source(ctx):
         if not ctx.migration["result"].get("source_unmanaged"):
             try:
                 cs.unmanage_vm(vm_id)
-            except exception.CloudStackVMNotFound:
+            except cloudstack_errors.CloudStackVMNotFound:
                 pass  # an earlier attempt unmanaged it
             ctx.result(source_unmanaged=True)
     else:

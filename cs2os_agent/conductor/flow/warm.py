@@ -20,7 +20,7 @@ cutover             by default "shutdown": with the job READY and nothing
                     down cleanly, applications flush) while the synchronous
                     mirror keeps every write on both sides; QEMU's events
                     prove the job stayed whole until the domain ended
-                    (mirror/sourceend.py).  "force", for guests that will
+                    (sourcehost/sourceend.py).  "force", for guests that will
                     not shut down: suspend the source, check the job READY
                     with nothing left to copy, end it without pivot
 finish              the agent closes T (durable) and stages it
@@ -49,17 +49,19 @@ import time
 
 from oslo_log import log as logging
 
+from cs2os_agent import guestview
 from cs2os_agent import transfer
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.common import nbd
 from cs2os_agent.conductor import request as request_schema
-from cs2os_agent.conductor.flow import guestview
-from cs2os_agent.conductor.flow import kvmhost
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.conductor.flow import steps
-from cs2os_agent.mirror import blockcopy
-from cs2os_agent.mirror import sourceend
-from cs2os_agent.mirror import target as mirror_target
 from cs2os_agent.openstack import client as os_client
+from cs2os_agent.sourcehost import blockcopy
+from cs2os_agent.sourcehost import kvmhost
+from cs2os_agent.sourcehost import sourceend
 
 LOG = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def _template_digest(ctx):
 
 def _export(ctx):
     # The agent names its export after the migration (the same function).
-    return mirror_target.export_name(ctx.id)
+    return nbd.export_name(ctx.id)
 
 
 def _job(ctx, dom):
@@ -283,10 +285,10 @@ def _wait(ctx, job, step, done, timeout, sleep=time.sleep):
             next_check = now + AGENT_CHECK_INTERVAL
         if timeout and now - started > timeout:
             if step == "mirror":
-                raise exception.BlockCopyTimeout(
+                raise mirror_errors.BlockCopyTimeout(
                     domain=job.name, disk=job.disk, timeout=timeout,
                     cur=status.cur, end=status.end)
-            raise exception.MirrorError(
+            raise mirror_errors.MirrorError(
                 reason="no cutover was requested within %s s ([conductor] "
                 "manual_cutover_timeout)" % timeout)
         sleep(ctx.conf.conductor.mirror_poll_interval)
@@ -295,11 +297,11 @@ def _wait(ctx, job, step, done, timeout, sleep=time.sleep):
 def _check_job(ctx, job):
     try:
         return job.check()
-    except exception.BlockCopyFailed as exc:
+    except mirror_errors.BlockCopyFailed as exc:
         # The agent usually knows why (daemon or tunnel died): say it.
         reason = _target_error(ctx)
         if reason:
-            raise exception.MirrorError(
+            raise mirror_errors.MirrorError(
                 reason="%s; on the agent: %s" % (exc.message, reason)
             ) from None
         raise
@@ -319,7 +321,7 @@ def _target_error(ctx):
 def _check_target(ctx):
     reason = _target_error(ctx)
     if reason:
-        raise exception.MirrorError(
+        raise mirror_errors.MirrorError(
             reason="the mirror target on %s failed: %s"
             % (ctx.resources["host"], reason))
 
@@ -392,7 +394,7 @@ def cutover(ctx):
         return
     if res.get("cutover_started") and \
             res.get("cutover_method") == "shutdown":
-        raise exception.BlockCopyFailed(
+        raise mirror_errors.BlockCopyFailed(
             domain=res["source_domain"], disk=res["source_disk"],
             reason="the conductor stopped during a clean cutover: the QEMU "
             "events that prove the target complete went with it")
@@ -443,7 +445,7 @@ def _settled(ctx, job):
         if _ready(ctx, status):
             return status
         if time.monotonic() > deadline:
-            raise exception.BlockCopyFailed(
+            raise mirror_errors.BlockCopyFailed(
                 domain=job.name, disk=job.disk,
                 reason="the job never had nothing left to copy within %d s "
                 "(%d of %d bytes)" % (SETTLE_TIMEOUT, status.cur,
@@ -491,14 +493,14 @@ def _wait_decided(ctx, cs, job_id, watch, kvm):
             try:
                 stopped = cs.poll_job(job_id, "stopVirtualMachine",
                                       vm) is not None
-            except exception.CloudStackUnreachable as exc:
+            except cloudstack_errors.CloudStackUnreachable as exc:
                 LOG.warning("Still waiting for CloudStack job %s: %s",
                             job_id, exc)
             if stopped:
                 # Libvirt reports the domain's end soon after CloudStack.
                 deadline = time.monotonic() + DOMAIN_END_TIMEOUT
         if time.monotonic() > deadline:
-            raise exception.BlockCopyFailed(
+            raise mirror_errors.BlockCopyFailed(
                 domain=watch.name, disk=watch.disk,
                 reason="CloudStack %s VM %s, but its domain did not end on "
                 "%s" % ("stopped" if stopped else "did not stop", vm,
@@ -522,7 +524,7 @@ def _freeze_and_end(ctx, dom, job):
                      source_suspended=True)
         try:
             timings = job.cutover()
-        except exception.BlockCopyFailed:
+        except mirror_errors.BlockCopyFailed:
             # Refused before it suspended (a write raced the check): the
             # source runs on, the job is whole; try again.
             if kvmhost.domain_state(dom) == "running" and \
@@ -545,7 +547,7 @@ def _finish_interrupted_cutover(ctx, dom, job):
     status = job.status()
     state = kvmhost.domain_state(dom)
     if state != "paused" or not status.active or not status.ready:
-        raise exception.BlockCopyFailed(
+        raise mirror_errors.BlockCopyFailed(
             domain=job.name, disk=job.disk,
             reason="the conductor stopped during the cutover and the job "
             "is %s with the source %s: the target cannot be proven "
@@ -616,7 +618,7 @@ def require_source_down(ctx):
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         try:
             state = kvmhost.domain_state(kvm.domain(res["source_domain"]))
-        except exception.SourceDomainNotFound:
+        except mirror_errors.SourceDomainNotFound:
             state = "gone"
         host_name = kvm.name
     # A clean cutover's domain may still be in libvirt's hands (QEMU said
@@ -646,7 +648,7 @@ def stop_source(ctx):
     vm_id = ctx.migration["source_vm_id"]
     try:
         _wait_stop_job(ctx)
-    except exception.CloudStackJobFailed as exc:
+    except cloudstack_errors.CloudStackJobFailed as exc:
         # The Nova server already runs the proven disk and the source's
         # domain has ended: only CloudStack's view is behind.  Its state
         # decides below; a VM it still calls Running is stopped forced.
@@ -705,7 +707,7 @@ def undo_job(ctx):
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         try:
             dom = kvm.domain(res["source_domain"])
-        except exception.SourceDomainNotFound:
+        except mirror_errors.SourceDomainNotFound:
             dom = None
         if dom is not None:
             job = _job(ctx, dom)
@@ -755,7 +757,7 @@ def undo_source(ctx):
             # A clean cutover's stop may still run: starting meanwhile
             # would be refused.
             _wait_stop_job(ctx)
-        except exception.CloudStackError:
+        except cloudstack_errors.CloudStackError:
             LOG.warning("Migration %s: the CloudStack stop job failed",
                         ctx.id, exc_info=True)
             ctx.resource(source_stop_job=None)

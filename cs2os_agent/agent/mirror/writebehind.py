@@ -1,7 +1,8 @@
 """Keep the disk writing a buffered T while the mirror fills it.
 
 Where T's file system has no O_DIRECT, the storage daemon writes T through
-the page cache and ignores flushes on it (see :mod:`cs2os_agent.mirror.qsd`),
+the page cache and ignores flushes on it (see
+:mod:`cs2os_agent.agent.mirror.qsd`),
 so T's bytes would sit dirty in the page cache until ``finish`` fsyncs it,
 and that fsync falls in the cutover's downtime.  A thread of the agent asks
 the kernel every ``interval`` seconds to start writing back whatever of T is

@@ -5,7 +5,7 @@
     {"transport": "ssh", "host": H, "port": 22, "user": U,
      "virtual_size": N,            # the source disk's (T gets this size)
      "socket_owner": "64055:64055",  # the source QEMU's uid:gid (DAC label)
-     "base_proof": {...}}          # see cs2os_agent.mirror.baseproof.prove
+     "base_proof": {...}}      # see agent/mirror/baseproof.prove
 
 The host, port and user are checked as the ``ssh`` transport checks them.
 A template named by ``base_proof`` must lie under ``[agent]
@@ -15,8 +15,8 @@ allowed_source_roots`` (symlinks resolved): the agent reads nothing else.
 import dataclasses
 import os
 
+from cs2os_agent.agent.mirror import tunnel
 from cs2os_agent.common import exception
-from cs2os_agent.mirror import tunnel
 from cs2os_agent.transfer import ssh
 
 _FIELDS = {"transport", "host", "port", "user", "virtual_size",

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from cs2os_agent.agent import overlay
+from cs2os_agent import qcow2
 from cs2os_agent.common import exception
 
 MiB = 1024 * 1024
@@ -28,13 +28,13 @@ def qcow2_header(size=64 * MiB, backing=b"", incompatible=0):
 
 
 def test_standalone_qcow2():
-    h = overlay.inspect_header(qcow2_header(), "/v")
-    assert h == overlay.OverlayHeader(virtual_size=64 * MiB,
+    h = qcow2.inspect_header(qcow2_header(), "/v")
+    assert h == qcow2.Header(virtual_size=64 * MiB,
                                       has_backing=False)
 
 
 def test_overlay_with_backing_is_allowed():
-    h = overlay.inspect_header(
+    h = qcow2.inspect_header(
         qcow2_header(backing=b"/mnt/pool/template"), "/v")
     assert h.has_backing is True
     assert h.backing_file == "/mnt/pool/template"
@@ -42,15 +42,15 @@ def test_overlay_with_backing_is_allowed():
 
 def test_external_data_file_is_refused():
     with pytest.raises(exception.UnsafeImage, match="data_file"):
-        overlay.inspect_header(
+        qcow2.inspect_header(
             qcow2_header(incompatible=INCOMPAT_DATA_FILE), "/v")
 
 
 def test_raw_is_not_qcow2():
     with pytest.raises(exception.NotQcow2, match="raw or unknown"):
-        overlay.inspect_header(b"\0" * 65536, "/v")
+        qcow2.inspect_header(b"\0" * 65536, "/v")
 
 
 def test_unknown_incompatible_feature_is_refused():
     with pytest.raises(exception.UnsafeImage, match="unknown_features"):
-        overlay.inspect_header(qcow2_header(incompatible=1 << 40), "/v")
+        qcow2.inspect_header(qcow2_header(incompatible=1 << 40), "/v")

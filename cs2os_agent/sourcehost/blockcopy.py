@@ -5,7 +5,7 @@ the CloudStack host's libvirtd and the running domain.  The copy goes into
 the agent's NBD export as ``<disk type='network'>`` with flags:
 
 - SHALLOW: only the top layer A; the template B is already the target's
-  base D (prove that first: :mod:`cs2os_agent.mirror.baseproof`);
+  base D (prove that first: :mod:`cs2os_agent.agent.mirror.baseproof`);
 - REUSE_EXT: the target exists (T on D); libvirt must not create it;
 - TRANSIENT_JOB: CloudStack's domains are transient, which libvirt refuses
   a non-transient copy job for;
@@ -32,12 +32,11 @@ import dataclasses
 import threading
 import time
 from xml.etree import ElementTree
-from xml.sax import saxutils
 
 import libvirt
 from oslo_log import log as logging
 
-from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -55,24 +54,6 @@ COPY_FLAGS = (libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
               | libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
               | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
               | libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES)
-
-
-def nbd_dest_xml(export, socket=None, host=None, port=None):
-    """The copy destination: the export as a raw network disk.
-
-    ``raw``: the export serves T's qcow2 node, i.e. guest data.
-    """
-    if (socket is None) == (host is None):
-        raise ValueError("give either socket or host and port")
-    if socket is not None:
-        where = "<host transport='unix' socket=%s/>" % saxutils.quoteattr(
-            socket)
-    else:
-        where = "<host name=%s port=%s/>" % (saxutils.quoteattr(host),
-                                             saxutils.quoteattr(str(port)))
-    return ("<disk type='network'><driver type='raw'/>"
-            "<source protocol='nbd' name=%s>%s</source></disk>"
-            % (saxutils.quoteattr(export), where))
 
 
 def _xml(dom):
@@ -126,7 +107,7 @@ class BlockCopy:
         self._seen_ready = False
 
     def _fail(self, reason):
-        return exception.BlockCopyFailed(domain=self.name, disk=self.disk,
+        return mirror_errors.BlockCopyFailed(domain=self.name, disk=self.disk,
                                          reason=reason)
 
     def start(self, dest_xml, bandwidth=None):
@@ -200,7 +181,7 @@ class BlockCopy:
                     self.ready_after = time.monotonic() - self.started
                 return status
             if time.monotonic() > deadline:
-                raise exception.BlockCopyTimeout(
+                raise mirror_errors.BlockCopyTimeout(
                     domain=self.name, disk=self.disk, timeout=timeout,
                     cur=status.cur, end=status.end)
             time.sleep(interval)

@@ -23,12 +23,12 @@ from oslo_log import log as logging
 
 from cs2os_agent import qemu_img
 from cs2os_agent.agent import layout
-from cs2os_agent.common import exception
+from cs2os_agent.agent.mirror import qsd
+from cs2os_agent.agent.mirror import tunnel
+from cs2os_agent.agent.mirror import writebehind
 from cs2os_agent.common import fileutils
-from cs2os_agent.mirror import blockcopy
-from cs2os_agent.mirror import qsd
-from cs2os_agent.mirror import tunnel
-from cs2os_agent.mirror import writebehind
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.common import nbd
 
 LOG = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def run_dir_for(root, migration_id):
     """A short per-migration directory: socket paths stay < 108 bytes."""
     digest = hashlib.sha256(str(migration_id).encode()).hexdigest()[:16]
     return os.path.join(root, digest)
-
-
-def export_name(migration_id):
-    return "cs2os-" + hashlib.sha256(
-        str(migration_id).encode()).hexdigest()[:16]
 
 
 def _start_time(pid):
@@ -80,7 +75,7 @@ class MirrorTarget:
         self.virtual_size = int(virtual_size)
         self.run_dir = run_dir_for(run_root, migration_id)
         self.target_path = os.path.join(instance_dir, TARGET_NAME)
-        self.export = export_name(migration_id)
+        self.export = nbd.export_name(migration_id)
         self.endpoint = endpoint
         self.ssh_options = ssh_options
         self.remote_socket_dir = remote_socket_dir
@@ -152,7 +147,7 @@ class MirrorTarget:
             "export": self.export,
             "nbd": {"transport": "unix", "socket": socket,
                     "on": where},
-            "dest_xml": blockcopy.nbd_dest_xml(self.export, socket=socket),
+            "dest_xml": nbd.dest_xml(self.export, socket=socket),
             "qsd_pid": self.qsd.pid,
             "tunnel_pid": self.tunnel.pid if self.tunnel else None,
         }
@@ -177,7 +172,7 @@ class MirrorTarget:
         if self.state == "exporting":
             try:
                 self.check()
-            except exception.MirrorError as exc:
+            except mirror_errors.MirrorError as exc:
                 self.state = "failed"
                 self.error = exc.message
                 result.update(state=self.state, error=self.error)
@@ -193,7 +188,7 @@ class MirrorTarget:
         try:
             self.qsd.check()
             closed_after = self.qsd.stop()
-        except exception.MirrorError as exc:
+        except mirror_errors.MirrorError as exc:
             self.state = "failed"
             self.error = exc.message
             self._teardown(remove_target=False)

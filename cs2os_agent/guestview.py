@@ -28,6 +28,8 @@ from cs2os_agent.common import exception
 from cs2os_agent.transfer import path as path_transport
 
 ALGORITHM = "guest_sha256"
+# Both name a hash of the guest-visible bytes, never of a qcow2 file.
+HASHES = {"guest_sha256": hashlib.sha256, "guest_sha512": hashlib.sha512}
 CHUNK = 8 * 1024 * 1024
 _ZEROS = bytes(CHUNK)
 
@@ -104,16 +106,25 @@ def digest_by_map(path, extents):
     return digest.hexdigest()
 
 
-def digest_raw(path, size):
-    """A raw file's bytes, padded with zeros to ``size``; a longer file is
-    refused (as baseproof.guest_digest does): its tail is no guest's."""
-    digest = hashlib.sha256()
+def digest_raw(path, size=None, algorithm=ALGORITHM):
+    """A raw file's bytes (a raw file *is* its guest view), padded with
+    zeros to ``size`` (the guest reads zeros past a shorter file); a longer
+    file is refused (GuestViewTooLong): its tail is no guest's.  Memory
+    stays flat in the size of the file.  Nova's ``_base`` files (the
+    agent's D) and a converted template (here) are hashed by this one
+    function, so the two digests compare."""
+    try:
+        digest = HASHES[algorithm]()
+    except KeyError:
+        raise exception.Invalid(
+            reason="unknown guest digest %r (use one of %s)"
+            % (algorithm, ", ".join(sorted(HASHES)))) from None
     f, st = _open(path)
     with f:
+        size = st.st_size if size is None else size
         if st.st_size > size:
-            raise exception.Invalid(
-                reason="raw guest view %s is %d bytes, more than the "
-                "virtual size %d" % (path, st.st_size, size))
+            raise exception.GuestViewTooLong(
+                path=path, actual=st.st_size, size=size)
         for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     _hash_zeros(digest, size - st.st_size)

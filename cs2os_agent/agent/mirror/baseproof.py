@@ -19,56 +19,40 @@ a template or base that is a FIFO, device node or symlink is refused
 (SourceNotRegularFile) before qemu-img or the hash could block on it.
 """
 
-import hashlib
 import os
 import re
 
+from cs2os_agent import guestview
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
 from cs2os_agent.transfer import path as path_transport
 
-ALGORITHMS = {"guest_sha256": hashlib.sha256, "guest_sha512": hashlib.sha512}
+ALGORITHMS = guestview.HASHES
 _HEX = re.compile(r"[0-9a-fA-F]+")
-CHUNK = 8 * 1024 * 1024
 
 
 def guest_digest(path, fmt, algorithm="guest_sha256", size=None):
-    """Digest of an image's guest-visible bytes.
+    """Digest of base D's guest-visible bytes (guestview.digest_raw).
 
-    Only raw images are hashed here (Nova's ``_base`` files are raw with
-    the default ``force_raw_images``): a raw file *is* its guest view.
-    Holes read as zeros, as the guest sees them.  ``size``: the virtual
-    size the digest covers; a shorter file is padded with zeros (the guest
-    reads zeros past a smaller base), a longer one refused.
+    Only raw bases are hashed here (Nova's ``_base`` files are raw with the
+    default ``force_raw_images``).  ``size``: the template's virtual size;
+    a base longer than that is not the template's (BaseMismatch).
     """
     if fmt != "raw":
-        raise exception.BaseNotVerified(
+        raise mirror_errors.BaseNotVerified(
             base=path, reason="a digest proof needs a raw base, this one is "
             "%s; give the template to compare with instead" % fmt)
-    try:
-        digest = ALGORITHMS[algorithm]()
-    except KeyError:
-        raise exception.BaseNotVerified(
+    if algorithm not in ALGORITHMS:
+        raise mirror_errors.BaseNotVerified(
             base=path, reason="unknown digest %r (use one of %s)"
-            % (algorithm, ", ".join(sorted(ALGORITHMS)))) from None
-    fd, st = path_transport.open_regular(path)
-    with os.fdopen(fd, "rb") as f:
-        actual = st.st_size
-        size = actual if size is None else size
-        if actual > size:
-            raise exception.BaseMismatch(
-                base=path, detail="the base is %d bytes, the template %d"
-                % (actual, size))
-        # Read in fixed chunks: memory stays flat in the size of D.
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    zeros = bytes(CHUNK)
-    left = size - actual
-    while left > 0:
-        n = min(left, CHUNK)
-        digest.update(zeros[:n])
-        left -= n
-    return digest.hexdigest()
+            % (algorithm, ", ".join(sorted(ALGORITHMS))))
+    try:
+        return guestview.digest_raw(path, size, algorithm)
+    except exception.GuestViewTooLong as exc:
+        raise mirror_errors.BaseMismatch(
+            base=path, detail="the base is %d bytes, the template %d"
+            % (exc.kwargs["actual"], exc.kwargs["size"])) from None
 
 
 def prove(base, base_format, proof):
@@ -80,13 +64,13 @@ def prove(base, base_format, proof):
     Returns ``{"method": "compare" | "digest", ...}`` for the record.
     """
     if not isinstance(proof, dict) or not proof:
-        raise exception.BaseNotVerified(
+        raise mirror_errors.BaseNotVerified(
             base=base, reason="no proof was given")
     if "template" in proof:
         template = proof["template"]
         fmt = proof.get("template_format")
         if not isinstance(template, str) or not fmt:
-            raise exception.BaseNotVerified(
+            raise mirror_errors.BaseNotVerified(
                 base=base, reason="a template proof needs 'template' and "
                 "'template_format'")
         # qemu-img would block for good opening a FIFO (its CPU cap never
@@ -100,7 +84,7 @@ def prove(base, base_format, proof):
             qemu_img.compare(template, base, fmt, base_format,
                              force_share=True)
         except exception.ImagesDiffer as exc:
-            raise exception.BaseMismatch(
+            raise mirror_errors.BaseMismatch(
                 base=base, detail=exc.kwargs.get("detail") or str(exc)
             ) from None
         return {"method": "compare", "template": template}
@@ -111,13 +95,13 @@ def prove(base, base_format, proof):
             or not _HEX.fullmatch(expected)
             or isinstance(size, bool) or not isinstance(size, int)
             or size <= 0):
-        raise exception.BaseNotVerified(
+        raise mirror_errors.BaseNotVerified(
             base=base, reason="a digest proof needs 'algorithm' (%s), a "
             "hex 'digest' of the template's guest-visible bytes and its "
             "'virtual_size'" % " or ".join(sorted(ALGORITHMS)))
     actual = guest_digest(base, base_format, algorithm, size)
     if actual != expected.lower():
-        raise exception.BaseMismatch(
+        raise mirror_errors.BaseMismatch(
             base=base, detail="%s %s here, %s recorded for the template"
             % (algorithm, actual, expected))
     return {"method": "digest", "algorithm": algorithm}

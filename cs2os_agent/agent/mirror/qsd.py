@@ -43,7 +43,7 @@ READY, medians of 3, MB/s and the daemon's CPU-seconds per GiB:
 
 Only both together pay. On a file system without O_DIRECT, T stays
 buffered and the agent writes it behind
-(:mod:`cs2os_agent.mirror.writebehind`) so that ``finish``'s fsync stays
+(:mod:`cs2os_agent.agent.mirror.writebehind`) so that ``finish``'s fsync stays
 short.
 """
 
@@ -59,8 +59,8 @@ from qemu.qmp import QMPClient
 from qemu.qmp import QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
-from cs2os_agent.common import exception
 from cs2os_agent.common import fileutils
+from cs2os_agent.common import mirror_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class StorageDaemon:
         self._thread = None
         for path in (self.qmp_socket, self.nbd_socket):
             if len(path.encode()) > SUN_PATH_MAX:
-                raise exception.StorageDaemonError(
+                raise mirror_errors.StorageDaemonError(
                     command="start", reason="socket path %s is longer than "
                     "%d bytes, the limit of a unix socket; use a shorter "
                     "[mirror] run_dir" % (path, SUN_PATH_MAX))
@@ -245,7 +245,7 @@ class StorageDaemon:
         try:
             self.direct_io = fileutils.supports_direct_io(self.target)
         except OSError as exc:
-            raise exception.StorageDaemonError(
+            raise mirror_errors.StorageDaemonError(
                 command="start", reason="cannot open %s: %s"
                 % (self.target, exc.strerror)) from None
         LOG.debug("Starting %s (T %s)", " ".join(argv),
@@ -259,7 +259,7 @@ class StorageDaemon:
                     # terminal must not kill it before T is closed cleanly.
                     start_new_session=True)
             except OSError as exc:
-                raise exception.StorageDaemonError(
+                raise mirror_errors.StorageDaemonError(
                     command="start", reason="%s (Debian: apt-get install "
                     "qemu-system-common)" % exc) from None
         self._start_loop()
@@ -291,7 +291,7 @@ class StorageDaemon:
                     self._qmp = client
                     return
             if time.monotonic() > deadline:
-                raise exception.StorageDaemonError(
+                raise mirror_errors.StorageDaemonError(
                     command="start", reason="no QMP monitor on %s after "
                     "%d s; see %s" % (self.qmp_socket, self.start_timeout,
                                       self.log_file))
@@ -309,10 +309,10 @@ class StorageDaemon:
 
     def _raise_if_dead(self, during):
         if self.proc is None:
-            raise exception.StorageDaemonError(command=during,
+            raise mirror_errors.StorageDaemonError(command=during,
                                                reason="not started")
         if self.proc.poll() is not None:
-            raise exception.StorageDaemonDied(
+            raise mirror_errors.StorageDaemonDied(
                 pid=self.proc.pid, status=exit_status(self.proc.returncode),
                 during=during, stderr=self.stderr() or "(no message)")
 
@@ -327,7 +327,7 @@ class StorageDaemon:
             return self._run(self._qmp.execute(command, arguments),
                              timeout or self.command_timeout)
         except ExecuteError as exc:
-            raise exception.StorageDaemonError(
+            raise mirror_errors.StorageDaemonError(
                 command=command, reason=str(exc)) from None
         except (QMPError, OSError, EOFError, TimeoutError) as exc:
             # The monitor went away: most likely the daemon did.
@@ -336,7 +336,7 @@ class StorageDaemon:
             except subprocess.TimeoutExpired:
                 pass
             self._raise_if_dead(command)
-            raise exception.StorageDaemonError(
+            raise mirror_errors.StorageDaemonError(
                 command=command,
                 reason="%s: %s" % (type(exc).__name__, exc)) from None
 
@@ -389,7 +389,7 @@ class StorageDaemon:
                 # differently across versions): wait, then drop them.
                 if mode == "hard" or time.monotonic() > deadline:
                     if mode == "hard":
-                        raise exception.StorageDaemonError(
+                        raise mirror_errors.StorageDaemonError(
                             command="block-export-del",
                             reason=str(exc)) from None
                     LOG.warning("NBD export %s still has a client after "

@@ -17,7 +17,7 @@ default).  sshd creates the remote socket as the login user with mode 0600
 (``StreamLocalBindMask``); the source QEMU runs as its own user
 (libvirt-qemu on Debian) and would get EACCES (recipe finding), so the
 tunnel's remote command hands the socket to QEMU's uid:gid (read from the
-domain's DAC label, :func:`cs2os_agent.mirror.blockcopy.qemu_owner`); that
+domain's DAC label, :func:`cs2os_agent.sourcehost.blockcopy.qemu_owner`); that
 needs root on the host, which is how CloudStack manages its KVM hosts.
 
 The remote command also says when the forward is up: sshd handles the
@@ -39,6 +39,7 @@ import time
 from oslo_log import log as logging
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
 from cs2os_agent.transfer import ssh
 
 LOG = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class ReverseTunnel:
                 stderr=self._log, start_new_session=True)
         except OSError as exc:
             self._log.close()
-            raise exception.MirrorTunnelFailed(
+            raise mirror_errors.MirrorTunnelFailed(
                 host=self.endpoint.host, port=self.endpoint.port,
                 reason="cannot run ssh: %s" % exc) from None
         try:
@@ -198,7 +199,7 @@ class ReverseTunnel:
         while not got.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise exception.MirrorTunnelFailed(
+                raise mirror_errors.MirrorTunnelFailed(
                     host=self.endpoint.host, port=self.endpoint.port,
                     reason="no answer within %d s" % self.ready_timeout)
             readable, _, _ = select.select([fd], [], [], min(left, 0.5))
@@ -240,7 +241,7 @@ class ReverseTunnel:
                        "(AllowTcpForwarding yes or remote)")
         if what:
             reason += "; remote output %r" % what[:100]
-        return exception.MirrorTunnelFailed(
+        return mirror_errors.MirrorTunnelFailed(
             host=self.endpoint.host, port=self.endpoint.port,
             reason="ssh ended (%s): %s" % (
                 "running" if returncode is None
@@ -252,12 +253,12 @@ class ReverseTunnel:
     def check(self):
         """Raise MirrorTunnelDied if the tunnel is gone."""
         if self.proc is None:
-            raise exception.MirrorTunnelFailed(
+            raise mirror_errors.MirrorTunnelFailed(
                 host=self.endpoint.host, port=self.endpoint.port,
                 reason="not opened")
         returncode = self.proc.poll()
         if returncode is not None:
-            raise exception.MirrorTunnelDied(
+            raise mirror_errors.MirrorTunnelDied(
                 host=self.endpoint.host, port=self.endpoint.port,
                 status=("killed by signal %d" % -returncode
                         if returncode < 0 else "exit code %d" % returncode),

@@ -23,6 +23,7 @@ import libvirt
 from oslo_log import log as logging
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import mirror_errors
 
 # blockcopy (imported by warm.py) silences libvirt's default error handler,
 # which would print every expected error to stderr.
@@ -100,7 +101,7 @@ class KvmHost:
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
-            raise exception.KvmHostUnreachable(
+            raise mirror_errors.KvmHostUnreachable(
                 uri=self.name, reason=exc.get_error_message()) from None
         if remote:
             try:
@@ -122,9 +123,9 @@ class KvmHost:
             return self.conn.lookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise exception.SourceDomainNotFound(
+                raise mirror_errors.SourceDomainNotFound(
                     domain=name, uri=self.name) from None
-            raise exception.KvmHostUnreachable(
+            raise mirror_errors.KvmHostUnreachable(
                 uri=self.name, reason=exc.get_error_message()) from None
 
 

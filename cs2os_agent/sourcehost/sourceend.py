@@ -45,8 +45,8 @@ import libvirt
 import libvirt_qemu
 from oslo_log import log as logging
 
-from cs2os_agent.common import exception
-from cs2os_agent.mirror import blockcopy
+from cs2os_agent.common import mirror_errors
+from cs2os_agent.sourcehost import blockcopy
 
 LOG = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class SourceEndWatch:
             self.conn.domainEventDeregisterAny, self._life_id)
 
     def _fail(self, reason):
-        return exception.BlockCopyFailed(domain=self.name, disk=self.disk,
+        return mirror_errors.BlockCopyFailed(domain=self.name, disk=self.disk,
                                          reason=reason)
 
     # Called on the libvirt event loop's thread.

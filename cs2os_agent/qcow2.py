@@ -1,0 +1,81 @@
+"""Read an untrusted qcow2 header before anything else touches the file.
+
+The agent checks a CloudStack overlay with it before staging; the conductor
+checks the same header at validation, through the same transport, so a bad
+file is refused before any server exists.
+"""
+
+import dataclasses
+import struct
+
+from oslo_utils.imageutils import format_inspector
+
+from cs2os_agent.common import exception
+
+# The qcow2 header and its extensions sit in the first cluster (64 KiB by
+# default, 2 MiB at most); this is enough for the pre-flight inspection.
+HEADER_BYTES = 2 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    virtual_size: int
+    has_backing: bool
+    # The backing file name the header records, as the CloudStack host
+    # sees it: the real chain, never guessed from names.
+    backing_file: str = None
+
+
+def _backing_file_name(data):
+    """The backing file name stored in a qcow2 header, or None."""
+    offset, size = struct.unpack_from(">QI", data, 8)
+    if not offset or not size or offset + size > len(data):
+        return None
+    return data[offset:offset + size].decode("utf-8", errors="replace")
+
+
+def _detect(data):
+    for name, cls in format_inspector.ALL_FORMATS.items():
+        if name == "raw":
+            continue
+        inspector = cls()
+        try:
+            inspector.eat_chunk(data)
+        except format_inspector.ImageFormatError:
+            continue  # a malformed file of that format, or not it at all
+        if inspector.format_match:
+            return name
+    return "raw or unknown"
+
+
+def inspect_header(data, shown_path):
+    """Check the first bytes of an untrusted overlay before anything reads it.
+
+    Uses the same format inspector Nova and Glance use against malicious
+    images (CVE-2024-32498): qcow2 only, no data-file, no unknown features.
+    A backing file is expected and allowed: it is replaced by D.
+    """
+    inspector = format_inspector.QcowInspector()
+    inspector.eat_chunk(data)
+    if not inspector.format_match:
+        raise exception.NotQcow2(path=shown_path, detected=_detect(data))
+    has_backing = False
+    try:
+        inspector.safety_check()
+    except format_inspector.SafetyCheckFailed as exc:
+        failures = dict(exc.failures)
+        has_backing = failures.pop("backing_file", None) is not None
+        if failures:
+            raise exception.UnsafeImage(
+                path=shown_path,
+                reason="; ".join(
+                    "%s: %s" % item for item in sorted(failures.items())
+                ),
+            ) from None
+    except format_inspector.ImageFormatError as exc:
+        raise exception.ImageCorrupt(path=shown_path, reason=exc) from None
+    return Header(
+        inspector.virtual_size,
+        has_backing,
+        _backing_file_name(data) if has_backing else None,
+    )
