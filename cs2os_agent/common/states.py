@@ -26,3 +26,40 @@ CANCELLED = "cancelled"
 ACTIVE = (QUEUED, RUNNING, CANCELLING, ROLLING_BACK)
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
 ALL = ACTIVE + FINAL
+
+# -- how a migration moves the disk -------------------------------------------
+
+COLD = "cold"    # the source stops, then its overlay is copied
+WARM = "warm"    # the overlay is mirrored while the source runs
+MODES = (COLD, WARM)
+
+# When a warm migration cuts over: as soon as the mirror is ready, or when
+# the operator asks (the cutover action).
+AUTO = "auto"
+MANUAL = "manual"
+CUTOVERS = (AUTO, MANUAL)
+
+# How it cuts over: the guest shuts down and QEMU proves its last write
+# reached the mirror, or the source is frozen and the job ended.
+SHUTDOWN = "shutdown"
+FORCE = "force"
+CUTOVER_METHODS = (SHUTDOWN, FORCE)
+DEFAULT_CUTOVER_METHOD = SHUTDOWN
+
+# -- the steps of each flow, by name ------------------------------------------
+# The conductor's flows (conductor/flow/cold.py, warm.py) run exactly these,
+# in this order; the API, the CLI and the manager read them from here.
+
+COLD_STEPS = ("validate", "image", "ports", "boot", "stop_source", "sync",
+              "swap", "start", "cleanup", "retire_source")
+WARM_STEPS = ("validate", "image", "ports", "boot", "mirror", "ready",
+              "cutover", "finish", "swap", "start", "stop_source", "cleanup",
+              "retire_source")
+# The step a migration records when its flow is done.
+DONE = "done"
+# A warm migration's steps from the cutover on: too late to ask for one.
+AFTER_CUTOVER = WARM_STEPS[WARM_STEPS.index("cutover"):] + (DONE,)
+# Steps after the commit that only tidy up: a failure leaves a warning and
+# the migration still succeeds (the guest runs in Nova).  A warm flow's
+# stop_source runs after its commit (it stops the frozen source).
+TIDY_STEPS = frozenset(("stop_source", "cleanup", "retire_source"))
