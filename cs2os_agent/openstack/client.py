@@ -108,6 +108,17 @@ class OpenStackClient:
                 operation="upload image %s" % name, reason=exc) from None
         return self.conn.image.get_image(image.id)
 
+    def get_image(self, image_id):
+        return self.conn.image.get_image(image_id)
+
+    def set_image_properties(self, image_id, properties):
+        """Add ``properties`` to an image.  By id: given the fetched
+        resource, openstacksdk's patch is refused (409) by Glance."""
+        self.conn.image.update_image(image_id, **properties)
+
+    def delete_image(self, image_id):
+        self.conn.image.delete_image(image_id)
+
     # -- flavors -----------------------------------------------------------
 
     def get_flavor(self, ref):

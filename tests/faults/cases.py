@@ -8,7 +8,8 @@ and ":after" around every undo step, and the agent's own points.
 import collections
 import os
 
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import cold
 from cs2os_agent.conductor.flow import warm
 
 MODE = os.environ.get("CS2OS_FAULTS", "ci")
@@ -24,9 +25,9 @@ if MODE not in ("ci", "full"):
 #   cancel       warm, held READY, then cancelled (expected: cancelled)
 Case = collections.namedtuple("Case", "flow point process fault")
 
-COLD_STEPS = [name for name, _ in steps.COLD]
-COLD_UNDO = [name for name, _ in steps.ROLLBACK]
-WARM_STEPS = [name for name, _ in warm.WARM]
+COLD_STEPS = list(states.COLD_STEPS)
+COLD_UNDO = [name for name, _ in cold.ROLLBACK]
+WARM_STEPS = list(states.WARM_STEPS)
 WARM_UNDO = [name for name, _ in warm.ROLLBACK]
 AGENT_POINTS = ["agent:sync_overlay:after", "agent:swap_disk:before",
                 "agent:swap_disk:after", "agent:restore_disk:before",

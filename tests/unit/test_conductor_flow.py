@@ -7,11 +7,17 @@ test: checkpoints, resume, rollback, cancel, shutdown, claims.
 
 import types
 
+import pytest
+
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
 from cs2os_agent.conductor import engine as conductor_engine
+from cs2os_agent.conductor.flow import cold
 from cs2os_agent.conductor.flow import context as flow_context
+from cs2os_agent.conductor.flow import disk
+from cs2os_agent.conductor.flow import resources
 from cs2os_agent.conductor.flow import runner
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import warm
 from cs2os_agent.db import api
 
 
@@ -66,9 +72,12 @@ class Script:
                 return None
             return undo
 
-        names = [n for n, _ in steps.COLD]
-        monkeypatch.setattr(steps, "COLD", [(n, make(n)) for n in names])
-        monkeypatch.setattr(steps, "ROLLBACK", [
+        names = [n for n, _ in cold.STEPS]
+        monkeypatch.setattr(cold, "STEPS", [(n, make(n)) for n in names])
+        # The fake steps record a resource named after each step.
+        monkeypatch.setattr(resources, "KEYS", dict(
+            resources.KEYS, **{n: ("test", n) for n in names}))
+        monkeypatch.setattr(cold, "ROLLBACK", [
             ("undo_swap", make_undo("swap")),
             ("undo_boot", make_undo("boot")),
             ("undo_stop_source", make_undo("stop_source")),
@@ -79,6 +88,29 @@ class Script:
 def context(db, mid="m1", notifier=None):
     return flow_context.FlowContext(db.get_migration(mid), db, CONF,
                                     Clients(), notifier)
+
+
+def test_the_flows_run_the_steps_states_names_in_order():
+    # The API, the CLI and the manager read the names from states.py.
+    assert tuple(n for n, _ in cold.STEPS) == states.COLD_STEPS
+    assert tuple(n for n, _ in warm.STEPS) == states.WARM_STEPS
+    assert set(states.AFTER_CUTOVER) - {states.DONE} <= set(
+        states.WARM_STEPS)
+
+
+def test_an_undeclared_resource_key_is_refused_before_it_is_written(db):
+    new_migration(db)
+    ctx = context(db)
+    with pytest.raises(KeyError) as err:
+        ctx.resource(server_id="s-1", sever_id="typo")
+    assert "sever_id" in str(err.value)
+    assert "conductor/flow/resources.py" in str(err.value)
+    assert db.get_migration("m1")["resources"] == {}
+    with pytest.raises(KeyError):
+        ctx.resources.get("sever_id")
+    ctx.resource(server_id="s-1")
+    assert db.get_migration("m1")["resources"] == {"server_id": "s-1"}
+    assert ctx.resources["server_id"] == "s-1"
 
 
 def test_success_runs_every_step_once_and_notifies(db, monkeypatch):
@@ -166,8 +198,8 @@ def test_agent_busy_with_the_same_migration_is_waited_for(db, monkeypatch):
                                  "overlay_source": {}})
     ctx = flow_context.FlowContext(db.get_migration("m1"), db, CONF,
                                    clients)
-    monkeypatch.setattr(steps, "SYNC_BUSY_POLL", 0)
-    steps.sync(ctx)
+    monkeypatch.setattr(disk, "SYNC_BUSY_POLL", 0)
+    disk.sync(ctx)
     assert len(calls) == 2
     assert db.get_migration("m1")["result"]["sync"] == {"bytes_copied": 7}
 

@@ -11,7 +11,7 @@ import pytest
 
 from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import nics
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import prepare
 
 MID = "m-1"
 
@@ -171,7 +171,7 @@ def test_ports_step_creates_reuses_and_undo_deletes_only_ours():
     leftover = neutron.create_port("cs2os-m-1-nic0", "net-a",
                                    "1e:00:00:00:00:01", ip="10.0.0.50")
     ctx = Ctx(neutron, plan)
-    steps.ports(ctx)
+    prepare.ports(ctx)
     ids = [p["id"] for p in ctx.resources["ports"]]
     assert ids[0] == leftover.id
     assert len(ids) == 2 and foreign.id not in ids
@@ -182,11 +182,11 @@ def test_ports_step_creates_reuses_and_undo_deletes_only_ours():
         ("1e:00:00:00:00:02", "10.0.0.102", False),
     ]
     # Running the step again creates nothing new.
-    steps.ports(ctx)
+    prepare.ports(ctx)
     assert [p["id"] for p in ctx.resources["ports"]] == ids
     assert len(neutron.ports) == 3
 
-    message = steps.undo_ports(ctx)
+    message = prepare.undo_ports(ctx)
     assert sorted(neutron.deleted) == sorted(ids)
     assert [p.id for p in neutron.ports] == [foreign.id]
     assert message == "deleted ports %s" % ", ".join(sorted(ids))
@@ -196,7 +196,7 @@ def test_undo_ports_waits_for_the_server_to_be_gone():
     neutron = FakeNeutron()
     plan, _ = nics.plan(MID, NICS[1:], {"guest": "private"}, False, neutron)
     ctx = Ctx(neutron, plan)
-    steps.ports(ctx)
+    prepare.ports(ctx)
     ctx.resource(server_id="still-there")
-    assert steps.undo_ports(ctx) is None
+    assert prepare.undo_ports(ctx) is None
     assert neutron.deleted == []

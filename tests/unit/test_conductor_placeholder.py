@@ -3,7 +3,7 @@
 import os
 import types
 
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import image
 from cs2os_agent.openstack import client as os_client
 
 
@@ -46,9 +46,9 @@ class Ctx:
 def test_made_once_then_reused(tmp_path):
     openstack = FakeOpenStack()
     first = Ctx(openstack, str(tmp_path))
-    steps.image(first)
+    image.image(first)
     assert openstack.uploads == [(
-        "cs2os-placeholder", steps.PLACEHOLDER_BYTES, "raw",
+        "cs2os-placeholder", image.PLACEHOLDER_BYTES, "raw",
         {os_client.PLACEHOLDER_KEY: "1"})]
     assert first.resources["image_id"] == "img-0"
     assert first.migration["result"]["standalone_volume"] is True
@@ -57,6 +57,6 @@ def test_made_once_then_reused(tmp_path):
     assert os.listdir(tmp_path) == []
 
     second = Ctx(openstack, str(tmp_path))
-    steps.image(second)
+    image.image(second)
     assert len(openstack.uploads) == 1
     assert second.resources["image_id"] == "img-0"

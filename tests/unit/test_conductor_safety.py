@@ -20,9 +20,11 @@ from cs2os_agent.common import states
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor.flow import agentcall
+from cs2os_agent.conductor.flow import cold
 from cs2os_agent.conductor.flow import context as flow_context
+from cs2os_agent.conductor.flow import disk
+from cs2os_agent.conductor.flow import resources
 from cs2os_agent.conductor.flow import runner
-from cs2os_agent.conductor.flow import steps
 from cs2os_agent.db import models
 
 CONF = types.SimpleNamespace(conductor=types.SimpleNamespace(
@@ -89,9 +91,12 @@ class Steps:
                 return "undid %s" % name
             return undo
 
-        names = [n for n, _ in steps.COLD]
-        monkeypatch.setattr(steps, "COLD", [(n, make(n)) for n in names])
-        monkeypatch.setattr(steps, "ROLLBACK", [
+        names = [n for n, _ in cold.STEPS]
+        monkeypatch.setattr(cold, "STEPS", [(n, make(n)) for n in names])
+        # The fake steps record a resource named after each step.
+        monkeypatch.setattr(resources, "KEYS", dict(
+            resources.KEYS, **{n: ("test", n) for n in names}))
+        monkeypatch.setattr(cold, "ROLLBACK", [
             ("undo_swap", make_undo("swap")),
             ("undo_boot", make_undo("boot")),
             ("undo_stop_source", make_undo("stop_source")),
@@ -469,7 +474,7 @@ def test_a_call_the_dead_agent_lost_is_repeated_once_it_answers(
         db, monkeypatch):
     agent = RestartingAgent()
     ctx = agent_ctx(db, monkeypatch, agent)
-    steps.sync(ctx)
+    disk.sync(ctx)
     assert agent.calls == [("cmp-1", "m1", "s", {})] * 2
     assert agent.pings == 3
     record = db.get_migration("m1")
@@ -482,7 +487,7 @@ def test_an_agent_that_stays_down_fails_the_step(db, monkeypatch):
     agent = RestartingAgent(down_pings=10 ** 6)
     ctx = agent_ctx(db, monkeypatch, agent, restart_timeout=0)
     with pytest.raises(messaging.MessagingTimeout):
-        steps.sync(ctx)
+        disk.sync(ctx)
     assert len(agent.calls) == 1
 
 

@@ -32,9 +32,14 @@ from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import nbd
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor import request
+from cs2os_agent.conductor.flow import cold
 from cs2os_agent.conductor.flow import context as flow_context
+from cs2os_agent.conductor.flow import cutover as cutover_step
+from cs2os_agent.conductor.flow import image as image_step
+from cs2os_agent.conductor.flow import mirroring
+from cs2os_agent.conductor.flow import prepare
 from cs2os_agent.conductor.flow import runner
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import source
 from cs2os_agent.conductor.flow import warm
 from cs2os_agent.sourcehost import blockcopy
 from cs2os_agent.sourcehost import kvmhost
@@ -427,7 +432,7 @@ class World:
         self.ctx = flow_context.FlowContext(
             db.get_migration(MID), db, self.conf, self.clients)
         monkeypatch.setattr(ScriptedSourceEnd, "world", self)
-        monkeypatch.setattr(warm.sourceend, "SourceEndWatch",
+        monkeypatch.setattr(cutover_step.sourceend, "SourceEndWatch",
                             ScriptedSourceEnd)
 
         @contextlib.contextmanager
@@ -437,11 +442,11 @@ class World:
             yield self.kvm
 
         monkeypatch.setattr(kvmhost, "connect", connect)
-        monkeypatch.setattr(warm, "AGENT_CHECK_INTERVAL", 0)
-        monkeypatch.setattr(warm, "SETTLE_POLL", 0)
+        monkeypatch.setattr(mirroring, "AGENT_CHECK_INTERVAL", 0)
+        monkeypatch.setattr(cutover_step, "SETTLE_POLL", 0)
         # The scripted domain ends within the stop job's poll: a test
         # that waits longer is broken (or means to say so with its own).
-        monkeypatch.setattr(warm, "DOMAIN_END_TIMEOUT", 2.0)
+        monkeypatch.setattr(cutover_step, "DOMAIN_END_TIMEOUT", 2.0)
 
     def _source_stops(self, forced):
         watching = [w for w in self.watches if w.open]
@@ -530,12 +535,12 @@ def test_warm_runs_its_own_steps_and_cold_is_untouched():
     assert [n for n, _ in runner.flow({"mode": "warm"})[0]] == [
         "validate", "image", "ports", "boot", "mirror", "ready", "cutover",
         "finish", "swap", "start", "stop_source", "cleanup", "retire_source"]
-    assert runner.flow({"mode": "cold"}) == (steps.COLD, steps.ROLLBACK)
-    assert runner.flow({}) == (steps.COLD, steps.ROLLBACK)
+    assert runner.flow({"mode": "cold"}) == (cold.STEPS, cold.ROLLBACK)
+    assert runner.flow({}) == (cold.STEPS, cold.ROLLBACK)
     # The cold steps are the same functions, not copies.
-    warm_steps = dict(warm.WARM)
+    warm_steps = dict(warm.STEPS)
     for name in ("ports", "boot", "swap", "cleanup", "retire_source"):
-        assert warm_steps[name] is dict(steps.COLD)[name]
+        assert warm_steps[name] is dict(cold.STEPS)[name]
 
 
 def test_auto_cutover_end_to_end(db, monkeypatch):
@@ -1097,7 +1102,7 @@ def test_a_stop_job_failing_before_the_decision_fails_the_cutover(
 
 
 def test_shutdown_cutover_fails_if_the_domain_never_ends(db, monkeypatch):
-    monkeypatch.setattr(warm, "DOMAIN_END_TIMEOUT", 0.05)
+    monkeypatch.setattr(cutover_step, "DOMAIN_END_TIMEOUT", 0.05)
     w = World(db, monkeypatch)
     # CloudStack says stopped; libvirt never says anything.
     w.source_end, w.reap_detail = SHUT_DOWN_JOB_RUNNING, None
@@ -1156,13 +1161,13 @@ def test_undo_source_starts_the_vm_only_if_cloudstack_says_stopped(
     w = World(db, monkeypatch, step="cutover",
               resources={"source_stopped": True})
     w.cloudstack.state = state
-    message = warm.undo_source(w.ctx)
+    message = source.undo_source(w.ctx)
     assert (message == "started CloudStack VM web-1 again") is started
     assert w.log == (["cs start"] if started else [])
     assert w.ctx.resources["source_stopped"] is False
     assert w.cloudstack.state == "Running"
     # Nothing left to undo on a second pass.
-    assert warm.undo_source(w.ctx) is None
+    assert source.undo_source(w.ctx) is None
     assert w.log.count("cs start") == int(started)
 
 
@@ -1175,7 +1180,7 @@ def test_undo_source_waits_for_the_stop_job_first(db, monkeypatch, script,
     w = World(db, monkeypatch, step="cutover", resources={
         "source_stopped": True, "source_stop_job": "stop-job-1"})
     w.cloudstack.add_stop_job(script)
-    message = warm.undo_source(w.ctx)
+    message = source.undo_source(w.ctx)
     assert (message == "started CloudStack VM web-1 again") is started
     assert w.cloudstack.polls == ["stop-job-1"] * len(script)
     assert w.log == ["cs wait stop-job-1"] + (["cs start"] if started
@@ -1215,12 +1220,12 @@ def test_the_cutover_action_may_choose_the_method(db, monkeypatch, created,
 
 def test_cutover_method_reads_the_action_then_the_request(db, monkeypatch):
     w = World(db, monkeypatch)
-    assert warm.cutover_method(w.ctx) == "shutdown"
+    assert cutover_step.cutover_method(w.ctx) == "shutdown"
 
     def options(**values):
         db.update_migration(MID, {"options": dict(
             {"networks": {}, "cutover": "auto"}, **values)})
-        return warm.cutover_method(w.ctx)
+        return cutover_step.cutover_method(w.ctx)
 
     assert options(cutover_method="force") == "force"
     assert options(cutover_method="force",
@@ -1302,7 +1307,7 @@ def test_the_mirror_step_forgets_an_earlier_attempts_cutover(db,
         "cutover_started": 1000.0, "cutover_method": "shutdown",
         "cutover_done": True,
         "source_down_at": 1000.0, "source_stop_job": "stop-job-1"})
-    warm.mirror(w.ctx)
+    mirroring.mirror(w.ctx)
     res = w.ctx.resources
     assert (res["cutover_started"], res["cutover_method"],
             res["cutover_done"],
@@ -1376,7 +1381,7 @@ def test_mirror_step_ends_an_earlier_attempts_job_first(db, monkeypatch):
 
 def test_agent_busy_with_our_own_prepare_is_waited_for(db, monkeypatch):
     w = World(db, monkeypatch)
-    monkeypatch.setattr(warm, "BUSY_POLL", 0)
+    monkeypatch.setattr(mirroring, "BUSY_POLL", 0)
     real = w.agent.prepare_mirror
     tries = []
 
@@ -1406,11 +1411,11 @@ def _validated(db, monkeypatch, vm_state="Running", dom_state=RUNNING,
     def cold_validate(ctx):
         ctx.save(source=vm)
 
-    monkeypatch.setattr(steps, "validate", cold_validate)
+    monkeypatch.setattr(prepare, "validate", cold_validate)
     w.dom.state_ = dom_state
     if foreign_job:
         w.dom.job, w.dom.export = {"cur": 1, "end": 9}, "someone-else"
-    warm.validate(w.ctx)
+    mirroring.validate(w.ctx)
     return w.ctx.resources
 
 
@@ -1441,7 +1446,7 @@ class Glance:
     def get_image(self, image_id):
         return self.image
 
-    def update_image(self, image, **props):
+    def set_image_properties(self, image_id, props):
         self.updates.append(props)
 
 
@@ -1450,16 +1455,18 @@ def _image_world(db, monkeypatch, properties):
         "template_path": "/mnt/pool-1/tmpl-1", "base_proof": None})
     w.ctx.migration["source"] = {"root_volume": {"storage": {"id": "p"}}}
     glance = Glance(properties)
-    w.nova.conn.image = glance
-    monkeypatch.setattr(steps, "image", lambda ctx: None)
+    w.nova.get_image = glance.get_image
+    w.nova.set_image_properties = glance.set_image_properties
+    monkeypatch.setattr(image_step, "image", lambda ctx: None)
     return w, glance
 
 
 def test_image_reuses_the_recorded_guest_digest(db, monkeypatch):
     w, glance = _image_world(db, monkeypatch, {
-        warm.GUEST_DIGEST_KEY: "cd" * 32, warm.GUEST_SIZE_KEY: "4096"})
-    monkeypatch.setattr(warm.transfer, "get_source", None)  # never read
-    warm.image(w.ctx)
+        image_step.GUEST_DIGEST_KEY: "cd" * 32,
+        image_step.GUEST_SIZE_KEY: "4096"})
+    monkeypatch.setattr(image_step.transfer, "get_source", None)  # never read
+    image_step.image_with_guest_digest(w.ctx)
     assert w.ctx.resources["base_proof"] == {
         "algorithm": "guest_sha256", "digest": "cd" * 32,
         "virtual_size": 4096}
@@ -1483,17 +1490,17 @@ def test_image_hashes_the_template_once_and_records_it(db, monkeypatch,
         with open(path, "wb") as f:
             f.write(b"qcow2")
 
-    monkeypatch.setattr(warm.transfer, "get_source", get_source)
-    monkeypatch.setattr(warm.sources, "source_for",
+    monkeypatch.setattr(image_step.transfer, "get_source", get_source)
+    monkeypatch.setattr(image_step.sources, "source_for",
                         lambda conf, vm, path: {"path": path})
-    monkeypatch.setattr(steps, "spool", spool)
+    monkeypatch.setattr(image_step, "spool", spool)
     monkeypatch.setattr(guestview, "guest_digest", lambda path, fmt, d: {
         "algorithm": "guest_sha256", "digest": "ef" * 32,
         "virtual_size": 8192, "method": "map"})
-    warm.image(w.ctx)
+    image_step.image_with_guest_digest(w.ctx)
     assert read == [{"path": "/mnt/pool-1/tmpl-1"}]
-    assert glance.updates == [{warm.GUEST_DIGEST_KEY: "ef" * 32,
-                               warm.GUEST_SIZE_KEY: "8192"}]
+    assert glance.updates == [{image_step.GUEST_DIGEST_KEY: "ef" * 32,
+                               image_step.GUEST_SIZE_KEY: "8192"}]
     assert w.ctx.resources["base_proof"]["digest"] == "ef" * 32
     assert os.listdir(spool_dir) == []  # the spool is gone
 

@@ -18,6 +18,7 @@ from oslo_utils import timeutils
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import resources
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class FlowContext:
 
     @property
     def resources(self):
-        return self.migration["resources"]
+        """What the steps created or changed (conductor/flow/resources.py
+        declares every key)."""
+        return resources.Resources(self.migration["resources"])
 
     @property
     def committed(self):
@@ -104,7 +107,8 @@ class FlowContext:
 
     def resource(self, **values):
         """Record what a step created or changed, before relying on it."""
-        self.save(resources=dict(self.resources, **values))
+        resources.check(values)
+        self.save(resources=dict(self.migration["resources"], **values))
 
     def result(self, **values):
         self.save(result=dict(self.migration["result"], **values))
@@ -130,7 +134,8 @@ class FlowContext:
             return
         self.guard()
         if not self.save(expect={"state": states.RUNNING}, committed=True,
-                         resources=dict(self.resources, committed=True)):
+                         resources=dict(self.migration["resources"],
+                                        committed=True)):
             raise exception.MigrationCancelled(migration_id=self.id,
                                                step=self.migration["step"])
 
@@ -140,7 +145,8 @@ class FlowContext:
         the rollback may run.  Nothing else acts meanwhile: a cancel is
         refused while committed, and the claim is this conductor's."""
         self.save(committed=False,
-                  resources=dict(self.resources, committed=False))
+                  resources=dict(self.migration["resources"],
+                                 committed=False))
 
     def progress(self, progress):
         """A progress report: from the agent's casts or our own copies."""

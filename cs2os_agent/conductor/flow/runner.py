@@ -24,19 +24,16 @@ from oslo_utils import timeutils
 from cs2os_agent.common import exception
 from cs2os_agent.common import faultpoints
 from cs2os_agent.common import states
-from cs2os_agent.conductor.flow import steps
+from cs2os_agent.conductor.flow import cold
 from cs2os_agent.conductor.flow import warm
 
 LOG = logging.getLogger(__name__)
 
-DONE = "done"
-
-
 def flow(migration):
     """(steps, rollback) of the migration's mode; read at call time."""
-    if migration.get("mode") == "warm":
-        return warm.WARM, warm.ROLLBACK
-    return steps.COLD, steps.ROLLBACK
+    if migration.get("mode") == states.WARM:
+        return warm.STEPS, warm.ROLLBACK
+    return cold.STEPS, cold.ROLLBACK
 
 
 def run(ctx):
@@ -96,7 +93,7 @@ def _run(ctx):
         _begin_rollback(ctx, states.FAILED, message)
         _rollback_and_finish(ctx, rollback)
         return
-    ctx.save(step=DONE)
+    ctx.save(step=states.DONE)
     _finish(ctx, states.SUCCEEDED)
     _notify(ctx, "end")
 
@@ -104,7 +101,7 @@ def _run(ctx):
 def _run_step(ctx, step, function):
     """A step; after the commit, one that only tidies up (TIDY_STEPS)
     leaves a warning instead of failing."""
-    if not (ctx.committed and step in steps.TIDY_STEPS):
+    if not (ctx.committed and step in states.TIDY_STEPS):
         function(ctx)
         return
     try:

@@ -1,0 +1,65 @@
+"""The agent's work on the compute node's disk: copy, swap, tidy up.
+
+Each is an idempotent agent call (agentcall.call repeats it after an agent
+restart): sync copies and stages the overlay rebased onto Nova's base,
+swap puts the staged disk in place of Nova's, cleanup drops Nova's original
+once committed, undo_swap puts it back before the commit.
+"""
+
+import time
+
+from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import agentcall
+
+SYNC_BUSY_POLL = 10
+
+
+def sync(ctx):
+    resources = ctx.resources
+    while True:
+        try:
+            result = agentcall.call(
+                ctx, "sync", "sync_overlay", ctx.id,
+                resources["server_id"], resources["overlay_source"])
+            break
+        except exception.MigrationBusy as exc:
+            # Our own copy, started before a conductor restart, is still
+            # running on the agent: wait for it, then collect its result.
+            if exc.kwargs.get("owner") != ctx.id:
+                raise
+            ctx.check_cancelled("sync")
+            time.sleep(SYNC_BUSY_POLL)
+    ctx.save(bytes_done=result["bytes_copied"],
+             bytes_total=result["bytes_copied"])
+    ctx.result(sync=result)
+
+
+def swap(ctx):
+    resources = ctx.resources
+    # Recorded first: an agent that dies after swapping but before its
+    # answer leaves the rollback something to restore (a restore with
+    # nothing swapped does nothing).
+    ctx.resource(swapped=True)
+    agentcall.call(ctx, "swap", "swap_disk", ctx.id, resources["server_id"])
+
+
+def cleanup(ctx):
+    """After the commit: the agent drops Nova's original disk and its
+    bookkeeping for this migration."""
+    agentcall.call(ctx, "cleanup", "cleanup", ctx.id,
+                   ctx.resources["server_id"])
+
+
+def undo_swap(ctx):
+    resources = ctx.resources
+    if not resources.get("swapped") or ctx.committed:
+        return None
+    ctx.guard()
+    ctx.clients.openstack.stop_server(resources["server_id"])
+    answer = agentcall.call(ctx, "rollback", "restore_disk", ctx.id,
+                            resources["server_id"])
+    ctx.resource(swapped=False)
+    if not answer.get("restored"):
+        return None  # the swap itself never happened
+    return "put Nova's original disk back on server %s" % (
+        resources["server_id"])

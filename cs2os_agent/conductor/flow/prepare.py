@@ -1,0 +1,206 @@
+"""The steps that prepare the target: validate, ports, boot.
+
+Nothing here touches the CloudStack VM: validate checks it and claims it,
+ports gives the server the VM's MACs and IPs on Neutron, boot creates the
+Nova server on the template image (and stops it, through Nova) so that the
+agent can swap its disk.  Each step first looks at what the record says was
+already done, and at the real world, so that calling it twice is harmless.
+"""
+
+import math
+
+from cs2os_agent import qcow2
+from cs2os_agent import transfer
+from cs2os_agent.cloudstack import discovery
+from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import nics
+from cs2os_agent.conductor.flow import sources
+
+GiB = 1024 ** 3
+
+
+def validate(ctx):
+    cs = ctx.clients.cloudstack
+    vm = discovery.describe_vm(cs, ctx.migration["source_ref"])
+    problems = discovery.validate_vm(vm)
+    if problems:
+        raise exception.Invalid(
+            reason="CloudStack VM %s cannot be migrated: %s"
+            % (vm["name"], "; ".join(problems)))
+    overlay_source = sources.source_for(ctx.conf, vm, vm["overlay_path"])
+    with transfer.get_source(overlay_source, ctx.conf) as src:
+        header = qcow2.inspect_header(
+            src.read_header(qcow2.HEADER_BYTES), src.describe())
+    if header.has_backing:
+        # The template as the file says, not as names suggest.
+        sources.pool_relative(header.backing_file,
+                              vm["root_volume"]["storage"]["id"])
+    openstack = ctx.clients.openstack
+    disk_gib = math.ceil(header.virtual_size / GiB)
+    if ctx.migration["flavor"]:
+        flavor = openstack.get_flavor(ctx.migration["flavor"])
+        if flavor.disk * GiB < header.virtual_size:
+            raise exception.OverlayTooLarge(
+                overlay_size=header.virtual_size, disk_size=flavor.disk * GiB)
+    else:
+        flavor = openstack.smallest_flavor(vm["cpunumber"], vm["memory"],
+                                           disk_gib)
+    host = ctx.migration["target_host"]
+    if host:
+        openstack.check_compute_host(host)
+        require_agent(ctx, host)
+    options = ctx.migration["options"] or {}
+    network_map = dict(ctx.conf.cloudstack.network_map,
+                       **(options.get("networks") or {}))
+    nic_plan, dropped = nics.plan(
+        ctx.id, vm.get("nics") or [], network_map,
+        options.get("drop_unmapped_nics", False), ctx.clients.network)
+    # Claims the VM (unique while active): a second migration of it, by
+    # whatever name, fails here naming the first.
+    ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"],
+             active_source=vm["id"])
+    if dropped:
+        ctx.result(dropped_nics=dropped)
+    ctx.resource(
+        nic_plan=nic_plan,
+        flavor_id=flavor.id,
+        flavor_name=flavor.name,
+        overlay_source=overlay_source,
+        overlay_virtual_size=header.virtual_size,
+        # None: a FAT or SPARSE volume holds the whole disk itself.
+        template_path=header.backing_file if header.has_backing else None,
+        source_state_at_start=vm["state"],
+    )
+
+
+def ports(ctx):
+    """One Neutron port per planned NIC: same MAC, same IP where it fits."""
+    neutron = ctx.clients.network
+    created = {p["index"]: p for p in ctx.resources.get("ports") or []}
+    for entry in ctx.resources.get("nic_plan") or []:
+        port = None
+        if entry["index"] in created:
+            port = _existing_port(neutron, created[entry["index"]]["id"])
+        # A port of an earlier attempt that died before recording it.
+        port = port or neutron.find_port(
+            entry["port_name"], network_id=entry["neutron_network_id"],
+            mac=entry["mac"])
+        if port is None:
+            ctx.guard()
+            port = neutron.create_port(
+                entry["port_name"], entry["neutron_network_id"],
+                entry["mac"], entry["subnet_id"], entry["ip"],
+                description="cs2os migration %s: CloudStack NIC %s on %s"
+                % (ctx.id, entry["mac"], entry["cloudstack_network"]))
+        created[entry["index"]] = {"index": entry["index"], "id": port.id}
+        ctx.resource(ports=sorted(created.values(),
+                                  key=lambda p: p["index"]))
+    if ctx.resources.get("nic_plan"):
+        ctx.result(nics=[_nic_result(entry, neutron.get_port(
+            created[entry["index"]]["id"]))
+            for entry in ctx.resources["nic_plan"]])
+
+
+def _nic_result(entry, port):
+    ips = [f["ip_address"] for f in port.fixed_ips or []]
+    return {
+        "cloudstack_network": entry["cloudstack_network"],
+        "cloudstack_network_id": entry["cloudstack_network_id"],
+        "neutron_network": entry["neutron_network"],
+        "neutron_network_id": entry["neutron_network_id"],
+        "port_id": port.id,
+        "mac": port.mac_address,
+        "cloudstack_ip": entry["cloudstack_ip"],
+        "ip": ips[0] if ips else None,
+        "ip_preserved": entry["cloudstack_ip"] in ips,
+        "mac_preserved": port.mac_address == entry["mac"],
+    }
+
+
+def _existing_port(neutron, port_id):
+    try:
+        return neutron.get_port(port_id)
+    except exception.OpenStackError:
+        return None
+
+
+def boot(ctx):
+    openstack = ctx.clients.openstack
+    resources = ctx.resources
+    server = None
+    if resources.get("server_id"):
+        server = _existing_server(openstack, resources["server_id"])
+    if server is None:
+        server = openstack.find_server(ctx.id)
+    if server is None:
+        vm = ctx.migration["source"]
+        ctx.guard()
+        server = openstack.create_server(
+            vm["name"], resources["image_id"], resources["flavor_id"],
+            ctx.migration["target_host"], ctx.id,
+            {"cloudstack_vm_id": vm["id"]},
+            ports=[p["id"] for p in resources.get("ports") or []])
+    ctx.resource(server_id=server.id)
+    if openstack.get_server(server.id).status != "SHUTOFF":
+        server = openstack.wait_server(server.id, "ACTIVE")
+    server = openstack.get_server(server.id)
+    host = server.compute_host
+    ctx.resource(host=host)
+    ctx.save(compute_host=host)
+    require_agent(ctx, host)
+    probe = ctx.clients.agent.probe_instance(ctx.admin_context, host,
+                                             server.id)
+    if probe["virtual_size"] < resources["overlay_virtual_size"]:
+        raise exception.OverlayTooLarge(
+            overlay_size=resources["overlay_virtual_size"],
+            disk_size=probe["virtual_size"])
+    # Through Nova: a domain stopped behind its back is restarted by the
+    # power-state sync.
+    ctx.guard()
+    openstack.stop_server(server.id)
+
+
+def require_agent(ctx, host):
+    try:
+        ctx.clients.agent.get_agent_info(ctx.admin_context, host, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure means no agent
+        raise exception.Invalid(
+            reason="no cs2os-agent answers on compute host %s (%s)"
+            % (host, type(exc).__name__)) from None
+
+
+def _existing_server(openstack, server_id):
+    try:
+        return openstack.get_server(server_id)
+    except Exception:  # noqa: BLE001 - gone: boot anew
+        return None
+
+
+def undo_boot(ctx):
+    resources = ctx.resources
+    if not resources.get("server_id") or ctx.committed:
+        return None
+    ctx.guard()
+    ctx.clients.openstack.delete_server(resources["server_id"])
+    ctx.resource(server_id=None, host=None)
+    return "deleted server %s" % resources["server_id"]
+
+
+def undo_ports(ctx):
+    """Delete the ports this migration made (found by record and by name),
+    after the server that used them is gone."""
+    resources = ctx.resources
+    if ctx.committed or resources.get("server_id"):
+        return None
+    neutron = ctx.clients.network
+    ids = {p["id"] for p in resources.get("ports") or []}
+    for entry in resources.get("nic_plan") or []:
+        port = neutron.find_port(entry["port_name"],
+                                 network_id=entry["neutron_network_id"],
+                                 mac=entry["mac"])
+        if port is not None:
+            ids.add(port.id)
+    for port_id in sorted(ids):
+        neutron.delete_port(port_id)
+    ctx.resource(ports=[])
+    return "deleted ports %s" % ", ".join(sorted(ids)) if ids else None

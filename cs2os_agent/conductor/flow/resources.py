@@ -1,0 +1,87 @@
+"""The keys of a migration's ``resources`` record, in one place.
+
+``resources`` holds what the steps created or changed, each written before
+a step relies on it: a conductor that resumes the migration, and the
+rollback, act on what it says.  FlowContext writes and reads only the keys
+declared here (a misspelt key fails the first test that touches it instead
+of being written and never read); records written by an older version may
+hold other keys, which are kept but not read.
+"""
+
+# key: (the step that writes it, what it records)
+KEYS = {
+    # validate
+    "nic_plan": ("validate", "one entry per CloudStack NIC: network, MAC, "
+                 "IP, subnet, port name"),
+    "flavor_id": ("validate", "the Nova flavor"),
+    "flavor_name": ("validate", "the Nova flavor's name"),
+    "overlay_source": ("validate", "where the agent reads the overlay A "
+                       "(transport and path)"),
+    "overlay_virtual_size": ("validate", "A's virtual size, bytes"),
+    "template_path": ("validate", "the template B the overlay's header "
+                      "names; None for a volume without a backing file"),
+    "source_state_at_start": ("validate", "CloudStack's VM state then"),
+    "kvm_host": ("validate (warm)", "the KVM host that runs the VM"),
+    "source_domain": ("validate (warm)", "the VM's libvirt domain there"),
+    "source_disk": ("validate (warm)", "its root disk's target (vda)"),
+    "socket_owner": ("validate (warm)", "uid:gid of the source QEMU, for "
+                     "the mirror's socket"),
+    # image
+    "image_id": ("image", "the Glance image of B (or the placeholder)"),
+    "base_proof": ("image (warm)", "B's guest-view digest: what the agent "
+                   "proves D against"),
+    # ports, boot
+    "ports": ("ports", "the Neutron ports made, by NIC index"),
+    "server_id": ("boot", "the Nova server"),
+    "host": ("boot", "its compute host (the agent's)"),
+    # the source VM
+    "source_stopped": ("stop_source, cutover", "cs2os stopped the VM: a "
+                       "rollback starts it again"),
+    "source_suspended": ("cutover (force)", "cs2os paused the VM's domain: "
+                         "a rollback resumes it"),
+    "source_stop_job": ("cutover (shutdown)", "CloudStack's stop job, "
+                        "waited for before the VM is started or retired"),
+    "source_down_at": ("cutover", "when the source stopped serving"),
+    # the disk
+    "swapped": ("swap", "the agent may have swapped the disk: a rollback "
+                "restores Nova's"),
+    # the mirror (warm)
+    "mirror_prepared": ("mirror", "the agent may hold a target: a rollback "
+                        "aborts it"),
+    "mirror": ("mirror", "the target: export, path, socket, daemon and "
+               "tunnel PIDs"),
+    "mirror_started": ("mirror", "the block copy may run: a rollback ends "
+                       "it"),
+    "mirror_ready": ("mirror", "the job reached READY"),
+    "mirror_finished": ("finish", "the agent closed and staged T"),
+    "cutover_started": ("cutover", "when the cutover began; None if not"),
+    "cutover_method": ("cutover", "shutdown or force"),
+    "cutover_done": ("cutover", "the target is complete"),
+    # the commit
+    "committed": ("start", "kept in step with the record's committed "
+                  "column, for records read as a whole"),
+    "start_requested_at": ("start (warm)", "when Nova was asked to start "
+                           "the server: the downtime's end"),
+}
+
+
+def check(names):
+    """Refuse a key that is not declared above."""
+    unknown = sorted(set(names) - KEYS.keys())
+    if unknown:
+        raise KeyError("undeclared resource key(s) %s: declare them in "
+                       "cs2os_agent/conductor/flow/resources.py"
+                       % ", ".join(unknown))
+
+
+class Resources(dict):
+    """A migration's resources as the steps read them: a plain dict whose
+    ``[]`` and ``get`` refuse undeclared keys."""
+
+    def __getitem__(self, key):
+        check((key,))
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        check((key,))
+        return super().get(key, default)
