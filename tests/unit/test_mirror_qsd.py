@@ -3,13 +3,14 @@
 import pytest
 
 from cs2os_agent.agent.mirror import qsd
+from cs2os_agent.agent.mirror import qsdgraph
 from cs2os_agent.agent.mirror import target as mirror_target
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import nbd
 
 
 def test_argv_has_only_a_private_monitor_and_a_pid_file():
-    argv = qsd.build_argv("/run/cs2os/m/ab")
+    argv = qsdgraph.build_argv("/run/cs2os/m/ab", qsd.BINARY)
     assert argv[0] == "qemu-storage-daemon"
     assert argv[1:3] == ["--chardev", "socket,id=qmp0,path=/run/cs2os/m/ab/"
                          "qmp.sock,server=on,wait=off"]
@@ -20,13 +21,13 @@ def test_argv_has_only_a_private_monitor_and_a_pid_file():
 
 
 def test_commas_in_the_run_dir_cannot_add_options():
-    argv = qsd.build_argv("/run/a,server=off,x")
+    argv = qsdgraph.build_argv("/run/a,server=off,x", qsd.BINARY)
     assert "path=/run/a,,server=off,,x/qmp.sock,server=on" in argv[2]
 
 
 def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
-    cmds = qsd.graph_commands("/i/u/disk.cs2os-mirror", "/i/_base/d", "raw",
-                              "/r/nbd.sock", "cs2os-x")
+    cmds = qsdgraph.graph_commands("/i/u/disk.cs2os-mirror", "/i/_base/d",
+                                   "raw", "/r/nbd.sock", "cs2os-x")
     names = [c for c, _ in cmds]
     assert names == ["blockdev-add"] * 4 + ["nbd-server-start",
                                             "block-export-add"]
@@ -50,26 +51,27 @@ def test_graph_exports_the_qcow2_node_writable_with_read_only_base():
 
 
 def test_a_t_without_o_direct_is_buffered_and_still_ignores_flushes():
-    cmds = qsd.graph_commands("/t", "/d", "raw", "/r/nbd.sock", "x",
+    cmds = qsdgraph.graph_commands("/t", "/d", "raw", "/r/nbd.sock", "x",
                               direct_io=False)
     t_file = cmds[2][1]
-    assert t_file["node-name"] == qsd.T_FILE
+    assert t_file["node-name"] == qsdgraph.T_FILE
     assert t_file["cache"] == {"direct": False, "no-flush": True}
     assert "aio" not in t_file  # native AIO needs O_DIRECT
 
 
 def test_the_daemon_gets_the_malloc_tunables_and_keeps_others():
-    env = qsd.daemon_environment({"PATH": "/bin"})
-    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": qsd.MALLOC_TUNABLES}
-    env = qsd.daemon_environment({"GLIBC_TUNABLES": "glibc.pthread.x=1"})
-    assert env["GLIBC_TUNABLES"] == "glibc.pthread.x=1:" + qsd.MALLOC_TUNABLES
+    env = qsdgraph.daemon_environment({"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": qsdgraph.MALLOC_TUNABLES}
+    env = qsdgraph.daemon_environment({"GLIBC_TUNABLES": "glibc.pthread.x=1"})
+    assert env["GLIBC_TUNABLES"] == (
+        "glibc.pthread.x=1:" + qsdgraph.MALLOC_TUNABLES)
     # Buffers up to an NBD request's 32 MiB stay in the heap.
-    assert "glibc.malloc.mmap_threshold=33554432" in qsd.MALLOC_TUNABLES
+    assert "glibc.malloc.mmap_threshold=33554432" in qsdgraph.MALLOC_TUNABLES
 
 
 def test_close_order_puts_t_first_and_d_last():
-    assert qsd.CLOSE_ORDER[0] == qsd.T_FMT
-    assert qsd.CLOSE_ORDER[-1] == qsd.D_FILE
+    assert qsdgraph.CLOSE_ORDER[0] == qsdgraph.T_FMT
+    assert qsdgraph.CLOSE_ORDER[-1] == qsdgraph.D_FILE
 
 
 def test_too_long_socket_paths_are_refused_up_front(tmp_path):
