@@ -16,6 +16,7 @@ from cs2os_agent.api import policy
 from cs2os_agent.api import schemas
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
 from cs2os_agent.conductor import request as request_schema
 
 # What a caller sees of a record; lease and conductor bookkeeping stay in.
@@ -38,8 +39,8 @@ def view(record, with_events=True):
     options = record.get("options") or {}
     body["networks"] = options.get("networks") or {}
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
-    if record.get("mode") == "warm":
-        body["cutover"] = options.get("cutover") or "auto"
+    if record.get("mode") == states.WARM:
+        body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.
         body["cutover_method"] = request_schema.effective_cutover_method(
             options)

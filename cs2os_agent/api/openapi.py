@@ -15,6 +15,7 @@ import sys
 
 import cs2os_agent
 from cs2os_agent.api import schemas
+from cs2os_agent.common import states
 
 OPENAPI_VERSION = "3.0.3"
 PATH = "/v1/openapi.json"
@@ -96,9 +97,9 @@ def _migration(with_events):
         "created_at", "updated_at", "started_at", "finished_at")}
     props.update({
         "id": {"type": "string", "format": "uuid"},
-        "state": {"type": "string", "enum": list(schemas.STATES)},
+        "state": {"type": "string", "enum": list(states.ALL)},
         "step": _STRING,
-        "mode": {"type": "string", "enum": list(schemas.MODES)},
+        "mode": {"type": "string", "enum": list(states.MODES)},
         "source_ref": _STRING,
         "delete_source": {"type": "boolean", "nullable": True},
         "committed": {"type": "boolean", "nullable": True,
@@ -114,10 +115,10 @@ def _migration(with_events):
         "networks": {"type": "object",
                      "additionalProperties": _STRING},
         "drop_unmapped_nics": {"type": "boolean"},
-        "cutover": {"type": "string", "enum": list(schemas.CUTOVERS),
+        "cutover": {"type": "string", "enum": list(states.CUTOVERS),
                     "description": "warm migrations only"},
         "cutover_method": {
-            "type": "string", "enum": list(schemas.CUTOVER_METHODS),
+            "type": "string", "enum": list(states.CUTOVER_METHODS),
             "description": "warm migrations only: the method the cutover "
                            "runs with (the cutover action's, else the "
                            "request's)"},

@@ -13,11 +13,6 @@ import jsonschema
 from cs2os_agent.api import errors
 from cs2os_agent.common import states
 
-STATES = states.ALL
-MODES = ("cold", "warm")
-CUTOVERS = ("auto", "manual")
-CUTOVER_METHODS = ("shutdown", "force")
-
 # A name or id: not blank, and no control characters, which no CloudStack
 # or OpenStack name has and some databases refuse to store (PostgreSQL:
 # NUL), which would make a client's typo a 500 after the API let it in.
@@ -38,7 +33,8 @@ _WARM_ONLY = {
     "anyOf": [
         {"not": {"anyOf": [{"required": ["cutover"]},
                            {"required": ["cutover_method"]}]}},
-        {"properties": {"mode": {"enum": ["warm"]}}, "required": ["mode"]},
+        {"properties": {"mode": {"enum": [states.WARM]}},
+         "required": ["mode"]},
     ],
 }
 
@@ -51,10 +47,11 @@ CREATE_MIGRATION = {
                 "source": _NAME,
                 "host": _OPTIONAL_NAME,
                 "flavor": _OPTIONAL_NAME,
-                "mode": {"type": "string", "enum": list(MODES)},
-                "cutover": {"type": "string", "enum": list(CUTOVERS)},
+                "mode": {"type": "string", "enum": list(states.MODES)},
+                "cutover": {"type": "string",
+                            "enum": list(states.CUTOVERS)},
                 "cutover_method": {"type": "string",
-                                   "enum": list(CUTOVER_METHODS)},
+                                   "enum": list(states.CUTOVER_METHODS)},
                 "delete_source": {"type": "boolean"},
                 "networks": {
                     "type": "object",
@@ -81,7 +78,7 @@ MIGRATION_ACTION = {
                        "type": "object",
                        "properties": {"method": {
                            "type": "string",
-                           "enum": list(CUTOVER_METHODS)}},
+                           "enum": list(states.CUTOVER_METHODS)}},
                        "additionalProperties": False}},
     "minProperties": 1,
     "maxProperties": 1,
@@ -89,7 +86,7 @@ MIGRATION_ACTION = {
 }
 
 LIST_QUERY = {
-    "state": {"type": "string", "enum": list(STATES)},
+    "state": {"type": "string", "enum": list(states.ALL)},
     "source": _NAME,
     "host": _NAME,
     "limit": {"type": "integer", "minimum": 1},
@@ -136,8 +133,8 @@ def _message(error):
 
 def _text(error):
     if error.schema is _WARM_ONLY:
-        return "%s (mode is %s)" % (_WARM_ONLY["description"],
-                                    error.instance.get("mode", "cold"))
+        mode = error.instance.get("mode", states.DEFAULT_MODE)
+        return "%s (mode is %s)" % (_WARM_ONLY["description"], mode)
     if error.validator in ("pattern", "not") and \
             "description" in error.schema:
         # Not "does not match '\\S'": what the value must be.

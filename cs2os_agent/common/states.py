@@ -32,12 +32,14 @@ ALL = ACTIVE + FINAL
 COLD = "cold"    # the source stops, then its overlay is copied
 WARM = "warm"    # the overlay is mirrored while the source runs
 MODES = (COLD, WARM)
+DEFAULT_MODE = COLD
 
 # When a warm migration cuts over: as soon as the mirror is ready, or when
 # the operator asks (the cutover action).
 AUTO = "auto"
 MANUAL = "manual"
 CUTOVERS = (AUTO, MANUAL)
+DEFAULT_CUTOVER = AUTO
 
 # How it cuts over: the guest shuts down and QEMU proves its last write
 # reached the mirror, or the source is frozen and the job ended.
@@ -63,3 +65,9 @@ AFTER_CUTOVER = WARM_STEPS[WARM_STEPS.index("cutover"):] + (DONE,)
 # the migration still succeeds (the guest runs in Nova).  A warm flow's
 # stop_source runs after its commit (it stops the frozen source).
 TIDY_STEPS = frozenset(("stop_source", "cleanup", "retire_source"))
+
+# Where both flows start, and where a retry that is not committed starts
+# again: a migration still at this step has done nothing to undo.
+FIRST_STEP = "validate"
+# The cold flow's copy: the agent runs it, so a cancel must reach the agent.
+COPY_STEP = "sync"

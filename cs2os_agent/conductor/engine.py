@@ -25,8 +25,6 @@ from cs2os_agent.conductor.flow import runner
 
 LOG = logging.getLogger(__name__)
 
-ACTIVE_STATES = states.ACTIVE
-
 
 class Engine:
     def __init__(self, db, name, workers, lease_seconds, make_context):
@@ -82,7 +80,7 @@ class Engine:
     def adopt(self):
         """Claim and run every unfinished migration nobody runs."""
         for migration_id in self.db.claimable(self.name, timeutils.utcnow(),
-                                              ACTIVE_STATES):
+                                              states.ACTIVE):
             if self.submit(migration_id):
                 LOG.info("Resuming migration %s", migration_id)
 
@@ -92,7 +90,7 @@ class Engine:
         try:
             migration = self.db.get_migration(migration_id)
             if migration["state"] == states.CANCELLING and \
-                    migration["step"] == "validate":
+                    migration["step"] == states.FIRST_STEP:
                 # Nothing was done yet: nothing to undo.
                 self.db.update_migration(
                     migration_id, {"state": states.CANCELLED},
@@ -117,7 +115,7 @@ class Engine:
             # ours); an unfinished one keeps it until it expires, then
             # anybody resumes it.
             current = self.db.get_migration(migration_id)
-            if current["state"] not in ACTIVE_STATES:
+            if current["state"] not in states.ACTIVE:
                 self.db.update_migration(migration_id, {"lease_until": None},
                                          expect=owner)
 

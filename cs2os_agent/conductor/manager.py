@@ -17,10 +17,6 @@ from cs2os_agent.conductor import rpcapi
 
 LOG = logging.getLogger(__name__)
 
-FINAL_STATES = states.FINAL
-# A warm migration's steps from the cutover on: too late to ask.
-AFTER_CUTOVER = ("cutover", "finish", "swap", "start", "stop_source",
-                 "cleanup", "retire_source", "done")
 MAX_LIMIT = 1000
 # What a repeated idempotency key must repeat to get the same migration.
 _REPLAY_FIELDS = ("source_ref", "mode", "target_host", "flavor",
@@ -79,8 +75,8 @@ class ConductorManager:
             "target_host": req["host"],
             "flavor": req["flavor"],
             "delete_source": req["delete_source"],
-            "state": "queued",
-            "step": "validate",
+            "state": states.QUEUED,
+            "step": states.FIRST_STEP,
             "user_id": context.user_id,
             "project_id": context.project_id,
             "request_id": context.request_id,
@@ -132,7 +128,7 @@ class ConductorManager:
             state = migration["state"]
             if state == states.CANCELLING:
                 return migration
-            if state in FINAL_STATES or state == states.ROLLING_BACK:
+            if state in states.FINAL or state == states.ROLLING_BACK:
                 raise exception.MigrationStateConflict(
                     migration_id=migration_id, state=state, action="cancel")
             if migration["committed"]:
@@ -155,7 +151,7 @@ class ConductorManager:
         self.engine.cancel(migration_id)
         # A copy in progress stops at once, wherever its flow runs.
         host = migration["resources"].get("host")
-        if migration["step"] == "sync" and host and self.agent_api:
+        if migration["step"] == states.COPY_STEP and host and self.agent_api:
             try:
                 self.agent_api.cancel(context, host, migration_id)
             except Exception:  # noqa: BLE001 - the flow notices anyway
@@ -177,13 +173,13 @@ class ConductorManager:
             request_schema.check_cutover_method(method)
         migration = self.db.get_migration(migration_id)
         state, step = migration["state"], migration["step"]
-        if migration["mode"] != "warm":
+        if migration["mode"] != states.WARM:
             raise exception.MigrationStateConflict(
                 migration_id=migration_id, state="a %s migration"
                 % migration["mode"], action="cut over (only warm migrations "
                 "have a cutover)")
         if state not in (states.QUEUED, states.RUNNING) \
-                or step in AFTER_CUTOVER or migration["committed"]:
+                or step in states.AFTER_CUTOVER or migration["committed"]:
             raise exception.MigrationStateConflict(
                 migration_id=migration_id, state="%s at step %s"
                 % (state, step), action="cut over")
@@ -222,7 +218,7 @@ class ConductorManager:
             # earlier attempt.
             options = dict(migration["options"] or {})
             options.pop("cutover_requested", None)
-            values.update(step="validate", options=options)
+            values.update(step=states.FIRST_STEP, options=options)
         for state in (states.FAILED, states.CANCELLED):
             updated = self.db.update_migration(
                 migration_id, values, expect={"state": state})

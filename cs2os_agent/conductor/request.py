@@ -1,14 +1,12 @@
-"""Checks a create_migration request before anything is recorded."""
+"""Checks a create_migration request before anything is recorded.
+
+The values a request may name (modes, cutovers, cutover methods) and its
+defaults are common/states.py's, which the API and the CLI read too.
+"""
 
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
 
-MODES = ("cold", "warm")
-# When a warm migration cuts over: as soon as its mirror is READY, or when
-# the operator says so (the cutover action).
-CUTOVERS = ("auto", "manual")
-# How: CloudStack stops the VM (a clean guest shutdown, the default), or
-# the source is frozen (for guests that will not shut down).
-CUTOVER_METHODS = ("shutdown", "force")
 _FIELDS = {
     "source": str,
     "host": str,
@@ -43,27 +41,27 @@ def validate(request):
     if not source:
         raise exception.Invalid(
             reason="source (the CloudStack VM id or name) is required")
-    mode = request.get("mode") or "cold"
-    if mode not in MODES:
+    mode = request.get("mode") or states.DEFAULT_MODE
+    if mode not in states.MODES:
         raise exception.Invalid(
             reason="mode %s is not supported; supported: %s"
-            % (mode, ", ".join(MODES)))
+            % (mode, ", ".join(states.MODES)))
     cutover = request.get("cutover")
-    if cutover is not None and mode != "warm":
+    if cutover is not None and mode != states.WARM:
         raise exception.Invalid(
             reason="cutover applies to warm migrations only (mode is %s)"
             % mode)
-    cutover = cutover or "auto"
-    if cutover not in CUTOVERS:
+    cutover = cutover or states.DEFAULT_CUTOVER
+    if cutover not in states.CUTOVERS:
         raise exception.Invalid(
             reason="cutover %s is not supported; supported: %s"
-            % (cutover, ", ".join(CUTOVERS)))
+            % (cutover, ", ".join(states.CUTOVERS)))
     method = request.get("cutover_method")
-    if method is not None and mode != "warm":
+    if method is not None and mode != states.WARM:
         raise exception.Invalid(
             reason="cutover_method applies to warm migrations only (mode is "
             "%s)" % mode)
-    method = method or "shutdown"
+    method = method or states.DEFAULT_CUTOVER_METHOD
     check_cutover_method(method)
     networks = request.get("networks") or {}
     bad = sorted(k for k, v in networks.items()
@@ -90,7 +88,7 @@ def validate(request):
                 reason="idempotency_key must be 1 to 255 printable ASCII "
                 "characters")
         validated["idempotency_key"] = key
-    if mode == "warm":
+    if mode == states.WARM:
         validated["cutover"] = cutover
         validated["cutover_method"] = method
     return validated
@@ -102,11 +100,11 @@ def effective_cutover_method(options):
     options = options or {}
     requested = options.get("cutover_requested") or {}
     return (requested.get("method") or options.get("cutover_method")
-            or "shutdown")
+            or states.DEFAULT_CUTOVER_METHOD)
 
 
 def check_cutover_method(method):
-    if method not in CUTOVER_METHODS:
+    if method not in states.CUTOVER_METHODS:
         raise exception.Invalid(
             reason="cutover method %s is not supported; supported: %s"
-            % (method, ", ".join(CUTOVER_METHODS)))
+            % (method, ", ".join(states.CUTOVER_METHODS)))

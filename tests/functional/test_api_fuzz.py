@@ -125,7 +125,7 @@ else:
             "seed": SEED,
             "generation": {"deterministic": True,
                            # noauth: X-Auth-Token means nothing here
-                           # (tests/unit/test_api.py covers keystone).
+                           # (tests/unit/api/test_app.py covers keystone).
                            "with-security-parameters": False},
             # It expects a 401 without a token, which noauth never says.
             "checks": {"ignored_auth": {"enabled": False}},

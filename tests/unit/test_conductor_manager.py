@@ -11,8 +11,6 @@ from cs2os_agent.common import rpc
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor import request
 from cs2os_agent.conductor import rpcapi
-from cs2os_agent.db import api
-from cs2os_agent.db import migration
 
 
 class Engine:
@@ -36,9 +34,7 @@ class Agent:
 
 
 @pytest.fixture
-def mgr(tmp_path):
-    db = api.Database("sqlite:///%s" % (tmp_path / "c.sqlite"))
-    migration.upgrade(db)
+def mgr(db):
     return manager.ConductorManager(db, Engine(), agent_api=Agent())
 
 
@@ -213,6 +209,25 @@ def test_cutover_method_cannot_change_once_the_cutover_began(mgr):
                        match="at step cutover"):
         mgr.cutover_migration(CTXT, mid, "shutdown")
     assert "cutover_requested" not in mgr.db.get_migration(mid)["options"]
+
+
+# The warm flow's steps, spelled out: the wire values the API shows.
+BEFORE_CUTOVER = ("validate", "image", "ports", "boot", "mirror", "ready")
+FROM_CUTOVER = ("cutover", "finish", "swap", "start", "stop_source",
+                "cleanup", "retire_source", "done")
+
+
+@pytest.mark.parametrize("step", BEFORE_CUTOVER + FROM_CUTOVER)
+def test_a_cutover_is_taken_until_the_cutover_step(mgr, step):
+    mid = _held(mgr)
+    mgr.db.update_migration(mid, {"step": step})
+    if step in BEFORE_CUTOVER:
+        assert mgr.cutover_migration(CTXT, mid)["options"][
+            "cutover_requested"]["by"] == "alice"
+        return
+    with pytest.raises(exception.MigrationStateConflict,
+                       match="running at step %s: cannot cut over" % step):
+        mgr.cutover_migration(CTXT, mid)
 
 
 def test_retry_forgets_the_actions_method_not_the_requests(mgr):

@@ -13,10 +13,6 @@ from cs2os_agent.osc.v1 import progress
 
 LOG = logging.getLogger(__name__)
 
-MODES = ("cold", "warm")
-CUTOVERS = ("auto", "manual")
-CUTOVER_METHODS = ("shutdown", "force")
-STATES = states.ALL
 # Record fields in display order; fields a newer API adds are shown
 # after these rather than hidden.
 SHOW_FIELDS = (
@@ -218,19 +214,19 @@ class ImportMigration(_Watching, command.ShowOne):
             "(default: chosen from the VM's offering)",
         )
         parser.add_argument(
-            "--mode", choices=MODES,
+            "--mode", choices=states.MODES,
             help="cold: stop the VM, then copy; warm: mirror its disk while "
             "it runs, then freeze it and start the server in seconds (API "
             "default: cold)",
         )
         parser.add_argument(
-            "--cutover", choices=CUTOVERS,
+            "--cutover", choices=states.CUTOVERS,
             help="With --mode warm: cut over as soon as the mirror is READY "
             "(auto, the default) or hold it READY until 'openstack cs2os "
             "migration cutover' (manual)",
         )
         parser.add_argument(
-            "--cutover-method", choices=CUTOVER_METHODS,
+            "--cutover-method", choices=states.CUTOVER_METHODS,
             help="With --mode warm: how the CloudStack VM stops at the "
             "cutover. shutdown (default): CloudStack shuts the guest down "
             "cleanly while the mirror keeps every write; force: freeze it "
@@ -277,7 +273,7 @@ class ListMigration(command.Lister):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument(
-            "--state", choices=STATES,
+            "--state", choices=states.ALL,
             help="Only migrations in this state",
         )
         parser.add_argument(
@@ -378,7 +374,8 @@ class CutoverMigration(_Watching, command.ShowOne):
         parser = super().get_parser(prog_name)
         _add_migration_argument(parser, "cut over")
         parser.add_argument(
-            "--force", action="store_const", const="force", dest="method",
+            "--force", action="store_const", const=states.FORCE,
+            dest="method",
             help="Freeze the CloudStack VM instead of letting CloudStack "
             "shut it down cleanly (crash-consistent; for a guest that "
             "will not shut down)",

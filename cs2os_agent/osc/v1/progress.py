@@ -13,7 +13,6 @@ from osc_lib import exceptions as osc_exc
 from cs2os_agent.common import states
 from cs2os_agent.osc import client
 
-TERMINAL_STATES = frozenset(states.FINAL)
 MIB = 1024**2
 GIB = 1024**3
 BAR_WIDTH = 10
@@ -81,7 +80,7 @@ def _amount(record):
 def _rate_and_eta(record):
     # Only a running copy has a meaningful speed; a finished or queued
     # one would show a stale rate and a zero or endless ETA.
-    if record.get("state") != "running":
+    if record.get("state") != states.RUNNING:
         return "", ""
     rate = record.get("rate_bps")
     eta = eta_seconds(record)
@@ -200,7 +199,7 @@ def wait_for_migration(fetch, record, reporter, poll_interval=2.0,
     try:
         while True:
             reporter.update(record)
-            if record.get("state") in TERMINAL_STATES:
+            if record.get("state") in states.FINAL:
                 return record
             if deadline is not None and clock() >= deadline:
                 raise osc_exc.CommandError(
@@ -234,7 +233,7 @@ def wait_for_migration(fetch, record, reporter, poll_interval=2.0,
 
 def raise_if_unsuccessful(record):
     """CommandError naming id, state and error unless it succeeded."""
-    if record.get("state") == "succeeded":
+    if record.get("state") == states.SUCCEEDED:
         return
     raise osc_exc.CommandError(
         "Migration %s %s at step %s: %s" % (
