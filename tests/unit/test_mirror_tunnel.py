@@ -7,7 +7,7 @@ import pytest
 from cs2os_agent.agent.mirror import tunnel
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 
 LOCAL = "/run/cs2os/mirror/0123456789abcdef/nbd.sock"
 REMOTE = "/tmp/cs2os-nbd-00112233aabbccdd.sock"
@@ -15,19 +15,19 @@ REMOTE = "/tmp/cs2os-nbd-00112233aabbccdd.sock"
 
 @pytest.fixture
 def options(tmp_path):
-    return ssh.SshOptions(private_key_file="/etc/cs2os/ssh/id_ed25519",
-                          known_hosts_file="/etc/cs2os/ssh/known_hosts",
-                          connect_timeout=10, stall_timeout=60,
-                          chunk_size=1 << 20)
+    return sshcmd.SshOptions(private_key_file="/etc/cs2os/ssh/id_ed25519",
+                             known_hosts_file="/etc/cs2os/ssh/known_hosts",
+                             connect_timeout=10, stall_timeout=60,
+                             chunk_size=1 << 20)
 
 
 def target(host="kvm-01.example.org", port=2222):
-    return ssh.SshTarget(host=host, port=port, user="root", path=REMOTE)
+    return sshcmd.SshTarget(host=host, port=port, user="root", path=REMOTE)
 
 
 def test_argv_is_the_ssh_transports_plus_one_reverse_forward(options):
     argv = tunnel.build_argv(target(), options, LOCAL, REMOTE, "64055:64055")
-    base = ssh.build_argv(target(), options, "x")
+    base = sshcmd.build_argv(target(), options, "x")
     # Every host key / authentication option of the transport is there.
     for i, word in enumerate(base[:-3]):
         if word == "ClearAllForwardings=yes":
@@ -42,7 +42,7 @@ def test_argv_is_the_ssh_transports_plus_one_reverse_forward(options):
     assert "UserKnownHostsFile=/etc/cs2os/ssh/known_hosts" in argv
     assert "-F" in argv and argv[argv.index("-F") + 1] == "none"
     assert "BatchMode=yes" in argv and "IdentityAgent=none" in argv
-    assert "Ciphers=%s" % ssh.CIPHERS in argv
+    assert "Ciphers=%s" % sshcmd.CIPHERS in argv
     # Exactly one forward, remote socket -> local socket, before "--".
     assert argv.count("-R") == 1
     r = argv.index("-R")

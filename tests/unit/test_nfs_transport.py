@@ -1,6 +1,6 @@
 """The nfs transport without a server: requests, errors, the copy loop.
 
-libnfs itself is replaced by FakeLib, which mirrors transfer.nfs.LibNfs;
+libnfs itself is replaced by FakeLib, which mirrors transfer.libnfs.LibNfs;
 the real library and a real nfs-ganesha are exercised by
 tests/functional/test_transport_nfs.py.
 """
@@ -18,6 +18,7 @@ from oslo_config import cfg as oslo_cfg
 from cs2os_agent import transfer
 from cs2os_agent.common import exception
 from cs2os_agent.conf import transfer as transfer_conf
+from cs2os_agent.transfer import libnfs
 from cs2os_agent.transfer import monitor
 from cs2os_agent.transfer import nfs
 from cs2os_agent.transfer import partial as partial_file
@@ -85,7 +86,7 @@ class FakeLib:
         return 0
 
     def fstat(self, ctx, fh):
-        st = nfs._Stat()
+        st = libnfs._Stat()
         data = self.files[fh[1]]
         if data == "dir":
             st.mode = stat.S_IFDIR | 0o755
@@ -203,9 +204,9 @@ def test_bad_versions_are_refused(version):
 
 
 def test_port_arguments():
-    assert nfs.port_args(0, 0) == ""
-    assert nfs.port_args(20999, 0) == "nfsport=20999"
-    assert nfs.port_args(2049, 20048) == "nfsport=2049&mountport=20048"
+    assert libnfs.port_args(0, 0) == ""
+    assert libnfs.port_args(20999, 0) == "nfsport=20999"
+    assert libnfs.port_args(2049, 20048) == "nfsport=2049&mountport=20048"
 
 
 def test_allowed_exports():
@@ -235,7 +236,7 @@ def test_allowed_exports():
 ])
 def test_connection_failures_are_unreachable(rc, message, version, port,
                                              shown_port):
-    err = nfs.mount_error("srv", "/e", version, port, rc, message)
+    err = libnfs.mount_error("srv", "/e", version, port, rc, message)
     assert isinstance(err, exception.NfsServerUnreachable)
     assert isinstance(err, exception.SourceUnreachable)
     assert err.code == 503
@@ -250,20 +251,20 @@ def test_connection_failures_are_unreachable(rc, message, version, port,
     (-errno.EPERM, "NFS4ERR_PERM"),
 ])
 def test_export_answers_are_export_unavailable(rc, message):
-    err = nfs.mount_error("srv", "/x", 4, 0, rc, message)
+    err = libnfs.mount_error("srv", "/x", 4, 0, rc, message)
     assert isinstance(err, exception.NfsExportUnavailable)
     assert "/x" in str(err) and message in str(err)
 
 
 def test_open_errors():
-    assert isinstance(nfs.open_error("u", -errno.ENOENT, "m"),
+    assert isinstance(libnfs.open_error("u", -errno.ENOENT, "m"),
                       exception.SourceNotFound)
-    assert isinstance(nfs.open_error("u", -errno.ENOTDIR, "m"),
+    assert isinstance(libnfs.open_error("u", -errno.ENOTDIR, "m"),
                       exception.SourceNotFound)
-    denied = nfs.open_error("u", -errno.EACCES, "NFS4ERR_ACCESS")
+    denied = libnfs.open_error("u", -errno.EACCES, "NFS4ERR_ACCESS")
     assert isinstance(denied, exception.SourceUnreadable)
     assert "NFS4ERR_ACCESS" in str(denied)
-    assert isinstance(nfs.open_error("u", -errno.EINVAL, "m"),
+    assert isinstance(libnfs.open_error("u", -errno.EINVAL, "m"),
                       exception.InvalidSource)
 
 
@@ -326,7 +327,7 @@ def test_options_reach_the_client():
 
 def test_from_request_uses_the_config(cfg, monkeypatch):
     lib = FakeLib({"/pool/vol": b"x"})
-    monkeypatch.setattr(nfs, "load_libnfs", lambda: lib)
+    monkeypatch.setattr(libnfs, "load_libnfs", lambda: lib)
     cfg.set_override("nfs_version", "3", "transfer")
     cfg.set_override("nfs_port", 2050, "transfer")
     cfg.set_override("nfs_uid", 0, "transfer")
@@ -344,7 +345,7 @@ def test_from_request_uses_the_config(cfg, monkeypatch):
 
 
 def test_from_request_refuses_unlisted_exports(cfg, monkeypatch):
-    monkeypatch.setattr(nfs, "load_libnfs", lambda: FakeLib())
+    monkeypatch.setattr(libnfs, "load_libnfs", lambda: FakeLib())
     cfg.set_override("nfs_allowed_exports", ["nfs.example:/export/a"],
                      "transfer")
     source = {"transport": "nfs", "server": "nfs.example",
@@ -480,7 +481,7 @@ class _Fn:
 ])
 def test_pread_argument_order_per_libnfs_version(order, expected):
     calls = []
-    lib = nfs.LibNfs(_recording_cdll(calls), order)
+    lib = libnfs.LibNfs(_recording_cdll(calls), order)
     lib.pread(1, 2, 4096, 512, "buf")
     assert calls[-1] == ("nfs_pread", expected)
 
@@ -499,7 +500,7 @@ def test_every_nfsv4_context_is_a_client_of_its_own():
     # Two contexts under libnfs's default name would expire each other's
     # state on the server (NFS4ERR_EXPIRED).
     calls = []
-    lib = nfs.LibNfs(_recording_cdll(calls), "offset_count_buf")
+    lib = libnfs.LibNfs(_recording_cdll(calls), "offset_count_buf")
     assert lib.configure(1, 4, 30, None, None, "") == 0
     assert lib.configure(2, 4, 30, None, None, "") == 0
     names = [args[1] for n, args in calls if n == "nfs4_set_client_name"]
@@ -514,14 +515,14 @@ def test_every_nfsv4_context_is_a_client_of_its_own():
 
 
 def test_missing_libnfs_is_reported(monkeypatch):
-    monkeypatch.setattr(nfs, "_lib", None)
+    monkeypatch.setattr(libnfs, "_lib", None)
 
     def no_such_lib(name):
         raise OSError("%s: cannot open shared object file" % name)
 
-    monkeypatch.setattr(nfs.ctypes, "CDLL", no_such_lib)
+    monkeypatch.setattr(libnfs.ctypes, "CDLL", no_such_lib)
     with pytest.raises(exception.NfsClientUnavailable, match="libnfs13"):
-        nfs.load_libnfs()
+        libnfs.load_libnfs()
 
 
 def test_exception_messages_format():
@@ -734,7 +735,7 @@ def test_a_file_changed_during_the_copy_is_refused(tmp_path, connections):
 
 def test_connections_come_from_the_config(cfg, monkeypatch):
     lib = FakeLib({"/pool/vol": b"x"})
-    monkeypatch.setattr(nfs, "load_libnfs", lambda: lib)
+    monkeypatch.setattr(libnfs, "load_libnfs", lambda: lib)
     assert cfg.transfer.nfs_connections == 3
     cfg.set_override("nfs_connections", 5, "transfer")
     source = {"transport": "nfs", "server": "nfs.example",

@@ -1,7 +1,7 @@
 """The ssh transport without ssh: argv, validation, error mapping, copy.
 
 No process runs here (the unit conftest forbids it): the one function that
-runs a short ssh command (``ssh._run``) and the stream process are
+runs a short ssh command (``sshcmd.run``) and the stream process are
 replaced by fakes fed from real pipes.
 """
 
@@ -19,6 +19,7 @@ from cs2os_agent.common import rpc
 from cs2os_agent.transfer import monitor as transfer_monitor
 from cs2os_agent.transfer import partial as partial_file
 from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 from cs2os_agent.transfer import stream
 
 MiB = 1024 * 1024
@@ -252,7 +253,7 @@ def test_client_paths_ssh_would_mangle_refused(conf, option, value):
 
 
 def test_missing_ssh_client_named(conf, monkeypatch):
-    monkeypatch.setattr(ssh.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sshcmd.shutil, "which", lambda name: None)
     with pytest.raises(exception.SshClientConfigInvalid,
                        match="openssh-client"):
         make(conf)
@@ -284,16 +285,16 @@ root@127.0.0.1: Permission denied (publickey).
 
 
 def target(port=2222, host="127.0.0.1", user="root"):
-    return ssh.SshTarget(host, port, user, PATH)
+    return sshcmd.SshTarget(host, port, user, PATH)
 
 
 def options():
-    return ssh.SshOptions("/etc/cs2os/ssh/id_ed25519",
-                          "/etc/cs2os/ssh/known_hosts", 10, 30, MiB)
+    return sshcmd.SshOptions("/etc/cs2os/ssh/id_ed25519",
+                             "/etc/cs2os/ssh/known_hosts", 10, 30, MiB)
 
 
 def test_unknown_host_key_names_file_and_fix():
-    exc = ssh.ssh_error(target(), options(), UNKNOWN)
+    exc = sshcmd.ssh_error(target(), options(), UNKNOWN)
     assert type(exc) is exception.SourceHostKeyUnknown
     assert isinstance(exc, exception.SourceHostKeyRefused)
     msg = str(exc)
@@ -305,7 +306,7 @@ def test_unknown_host_key_names_file_and_fix():
 
 
 def test_changed_host_key_names_file_and_fix():
-    exc = ssh.ssh_error(target(), options(), CHANGED)
+    exc = sshcmd.ssh_error(target(), options(), CHANGED)
     assert type(exc) is exception.SourceHostKeyChanged
     msg = str(exc)
     assert "does not match" in msg and "intercepting" in msg
@@ -316,13 +317,13 @@ def test_changed_host_key_names_file_and_fix():
 
 
 def test_changed_host_key_on_port_22_names_the_bare_host():
-    exc = ssh.ssh_error(target(port=22, host="kvm-01"), options(), CHANGED)
+    exc = sshcmd.ssh_error(target(port=22, host="kvm-01"), options(), CHANGED)
     assert "-R kvm-01 " in str(exc)
 
 
 def test_bare_host_key_failure_is_still_a_refusal():
-    exc = ssh.ssh_error(target(), options(),
-                        "Host key verification failed.\r\n")
+    exc = sshcmd.ssh_error(target(), options(),
+                           "Host key verification failed.\r\n")
     assert type(exc) is exception.SourceHostKeyRefused
 
 
@@ -335,14 +336,14 @@ def test_bare_host_key_failure_is_still_a_refusal():
     "Connection timed out during banner exchange\r\n",
 ])
 def test_unreachable(stderr):
-    exc = ssh.ssh_error(target(), options(), stderr)
+    exc = sshcmd.ssh_error(target(), options(), stderr)
     assert type(exc) is exception.SourceUnreachable
     assert "127.0.0.1 port 2222" in str(exc)
     assert exc.code == 503
 
 
 def test_auth_failure_names_user_and_the_key_option():
-    exc = ssh.ssh_error(target(user="cloud"), options(), AUTH)
+    exc = sshcmd.ssh_error(target(user="cloud"), options(), AUTH)
     assert type(exc) is exception.SourceAuthFailed
     msg = str(exc)
     assert "as cloud to 127.0.0.1 port 2222" in msg
@@ -350,20 +351,20 @@ def test_auth_failure_names_user_and_the_key_option():
 
 
 def test_key_ssh_ignored_is_a_config_error_not_an_auth_failure():
-    exc = ssh.ssh_error(target(), options(), LOOSE_KEY)
+    exc = sshcmd.ssh_error(target(), options(), LOOSE_KEY)
     assert type(exc) is exception.SshClientConfigInvalid
     assert "bad permissions" in str(exc)
 
 
 def test_silent_ssh_failure_still_says_what_happened():
-    exc = ssh.ssh_error(target(), options(), "")
+    exc = sshcmd.ssh_error(target(), options(), "")
     assert type(exc) is exception.SourceSshError
     assert "code 255" in str(exc) and "127.0.0.1 port 2222" in str(exc)
 
 
 def test_other_ssh_failure_keeps_its_words():
-    exc = ssh.ssh_error(target(), options(),
-                        "Timeout, server 127.0.0.1 not responding.\r\n")
+    exc = sshcmd.ssh_error(target(), options(),
+                           "Timeout, server 127.0.0.1 not responding.\r\n")
     assert type(exc) is exception.SourceSshError
     assert "not responding" in str(exc)
 
@@ -386,13 +387,13 @@ def test_other_ssh_failure_keeps_its_words():
     (255, AUTH, exception.SourceAuthFailed),
 ])
 def test_command_errors(rc, stderr, exc_type):
-    exc = ssh.command_error(target(), options(), "cat", rc, stderr,
-                            "ssh://root@127.0.0.1:2222/mnt/p/v")
+    exc = sshcmd.command_error(target(), options(), "cat", rc, stderr,
+                               "ssh://root@127.0.0.1:2222/mnt/p/v")
     assert type(exc) is exc_type
 
 
 def test_permission_denied_keeps_the_remote_words():
-    exc = ssh.command_error(
+    exc = sshcmd.command_error(
         target(), options(), "head", 1,
         "head: cannot open '/mnt/p/v' for reading: Permission denied\n",
         "ssh://root@127.0.0.1:2222/mnt/p/v")
@@ -401,14 +402,14 @@ def test_permission_denied_keeps_the_remote_words():
 
 
 def test_missing_coreutils_is_explained():
-    exc = ssh.command_error(target(), options(), "stat", 127,
-                            "bash: realpath: command not found\n", "x")
+    exc = sshcmd.command_error(target(), options(), "stat", 127,
+                               "bash: realpath: command not found\n", "x")
     assert type(exc) is exception.SourceRemoteCommandFailed
     assert "coreutils" in str(exc) and "exit code 127" in str(exc)
 
 
 def test_long_stderr_is_cut():
-    exc = ssh.command_error(target(), options(), "cat", 1, "x" * 10000, "s")
+    exc = sshcmd.command_error(target(), options(), "cat", 1, "x" * 10000, "s")
     assert len(str(exc)) < 1000
 
 
@@ -446,7 +447,7 @@ STAT_OUT = probe_out()
 
 
 class FakeRun:
-    """Stands in for ssh._run: answers by remote command name."""
+    """Stands in for sshcmd.run: answers by remote command name."""
 
     def __init__(self, answers):
         self.answers = answers
@@ -466,7 +467,7 @@ class FakeRun:
 def fake_run(monkeypatch):
     def install(**answers):
         fake = FakeRun(answers)
-        monkeypatch.setattr(ssh, "_run", fake)
+        monkeypatch.setattr(sshcmd, "run", fake)
         return fake
     return install
 

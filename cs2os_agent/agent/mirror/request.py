@@ -17,7 +17,7 @@ import os
 
 from cs2os_agent.agent.mirror import tunnel
 from cs2os_agent.common import exception
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 
 _FIELDS = {"transport", "host", "port", "user", "virtual_size",
            "socket_owner", "base_proof"}
@@ -49,9 +49,10 @@ class MirrorRequest:
             raise _invalid("virtual_size must be the source disk's virtual "
                            "size in bytes")
         endpoint = tunnel.Endpoint(
-            host=ssh.valid_host(source.get("host")),
-            port=ssh.valid_port(source.get("port", ssh.DEFAULT_PORT)),
-            user=ssh.valid_user(source.get("user") or conf.transfer.ssh_user))
+            host=sshcmd.valid_host(source.get("host")),
+            port=sshcmd.valid_port(source.get("port", sshcmd.DEFAULT_PORT)),
+            user=sshcmd.valid_user(source.get("user")
+                                   or conf.transfer.ssh_user))
         proof = source.get("base_proof")
         if isinstance(proof, dict) and "template" in proof:
             proof = dict(proof, template=_allowed_template(

@@ -40,13 +40,13 @@ from oslo_log import log as logging
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 
 LOG = logging.getLogger(__name__)
 
 READY = b"ready\n"
 # Characters ssh's -R parser or the remote shell would treat specially in
-# a socket path ('[' ']' ':' split forward specs), beyond ssh.py's list.
+# a socket path ('[' ']' ':' split forward specs), beyond sshcmd.py's list.
 _UNSAFE_SOCKET_PATH = re.compile(r"[\s%~\"'\\:\[\]\x00-\x1f\x7f]")
 _OWNER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
 _SUN_PATH_MAX = 107
@@ -88,30 +88,30 @@ def remote_socket_path(directory, token=None):
 
 def remote_script(remote_socket, owner=None):
     """The session's command: check, hand over, say ready, wait, clean up."""
-    steps = [ssh.remote_command("test", "-S", remote_socket)]
+    steps = [sshcmd.remote_command("test", "-S", remote_socket)]
     if owner is not None:
-        steps.append(ssh.remote_command("chown", owner, "--",
-                                        remote_socket))
+        steps.append(sshcmd.remote_command("chown", owner, "--",
+                                           remote_socket))
     steps += [
-        ssh.remote_command("echo", "ready"),
+        sshcmd.remote_command("echo", "ready"),
         # Waits until the agent closes the tunnel (or the connection
         # breaks: cat sees end of file either way).
-        ssh.remote_command("cat") + " >/dev/null",
+        sshcmd.remote_command("cat") + " >/dev/null",
     ]
-    return "%s ; %s" % (" && ".join(steps), ssh.remote_command(
+    return "%s ; %s" % (" && ".join(steps), sshcmd.remote_command(
         "rm", "-f", "--", remote_socket))
 
 
 def build_argv(target, options, local_socket, remote_socket, owner=None):
-    """ssh.build_argv's command line, plus exactly one reverse forward.
+    """sshcmd.build_argv's command line, plus exactly one reverse forward.
 
     Every host key and authentication option comes from the ssh transport
     unchanged; only ``ClearAllForwardings=yes`` goes (it would clear the
     forward given here too), and ExitOnForwardFailure makes a refused
     forward fatal.
     """
-    argv = ssh.build_argv(target, options,
-                          remote_script(remote_socket, owner))
+    argv = sshcmd.build_argv(target, options,
+                             remote_script(remote_socket, owner))
     clear = argv.index("ClearAllForwardings=yes")
     if argv[clear - 1] != "-o" or argv[-3] != "--":
         raise AssertionError("unexpected ssh command line layout: %r"
@@ -149,10 +149,10 @@ class ReverseTunnel:
             options.connect_timeout + 20)
         self.proc = None
         self._log = None
-        self._target = ssh.SshTarget(
-            host=ssh.valid_host(endpoint.host),
-            port=ssh.valid_port(endpoint.port),
-            user=ssh.valid_user(endpoint.user),
+        self._target = sshcmd.SshTarget(
+            host=sshcmd.valid_host(endpoint.host),
+            port=sshcmd.valid_port(endpoint.port),
+            user=sshcmd.valid_user(endpoint.user),
             path=self.remote_socket)
 
     @property
@@ -229,10 +229,10 @@ class ReverseTunnel:
 
     def _error(self, returncode, what=b""):
         stderr = self.stderr()
-        if returncode == ssh.SSH_FAILED and stderr:
+        if returncode == sshcmd.SSH_FAILED and stderr:
             # Host key unknown or changed, login refused, unreachable: the
             # ssh transport's own words (and the command that fixes it).
-            err = ssh.ssh_error(self._target, self.options, stderr)
+            err = sshcmd.ssh_error(self._target, self.options, stderr)
             if not isinstance(err, exception.SourceSshError):
                 return err
         reason = stderr or "(no message)"
