@@ -7,10 +7,8 @@ refused at once rather than queued behind an hour-long copy.
 """
 
 import contextlib
-import json
 import os
 import threading
-import time
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
@@ -24,17 +22,12 @@ from cs2os_agent.agent import layout
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
-from cs2os_agent.agent.mirror import baseproof
-from cs2os_agent.agent.mirror import request as mirror_request
-from cs2os_agent.agent.mirror import target as mirror_target
+from cs2os_agent.agent.mirror import staging as mirror_staging
 from cs2os_agent.common import exception
 from cs2os_agent.common import faultpoints
-from cs2os_agent.common import fileutils
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from cs2os_agent.conf import mirror as mirror_conf
 from cs2os_agent.transfer import monitor as transfer_monitor
-from cs2os_agent.transfer import ssh as ssh_transport
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +49,9 @@ class AgentManager:
         self._busy = {}  # instance uuid -> migration id
         # migration id -> Event set by cancel() while sync_overlay runs
         self._cancel_events = {}
+        # migration id -> MirrorTarget, the warm-migration targets this
+        # process started (prepare_mirror until finish or abort).
+        self._mirrors = {}
 
     # -- helpers -----------------------------------------------------------
 
@@ -183,7 +179,7 @@ class AgentManager:
                     self._cancel_events.pop(migration_id, None)
             faultpoints.reached("agent:sync_overlay:after")
             result.update(migration_id=migration_id, source=fingerprint)
-            self._write_meta(files, result)
+            overlay.write_meta(files, result)
             LOG.info(
                 "Migration %s: staged %d bytes in %.1f s",
                 migration_id,
@@ -249,21 +245,9 @@ class AgentManager:
             cancel_event=cancel_event,
         )
 
-    @staticmethod
-    def _staged_meta(files, migration_id):
-        """The sidecar of ``staged`` if it holds this migration's disk."""
-        if not os.path.exists(files.staged):
-            return None
-        try:
-            with open(files.staged_meta) as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return meta if meta.get("migration_id") == migration_id else None
-
     def _reusable_staged(self, files, migration_id, fingerprint, reference):
         """The earlier result if ``staged`` already holds this very copy."""
-        meta = self._staged_meta(files, migration_id)
+        meta = overlay.read_meta(files, migration_id)
         if meta is None or meta.get("source") != fingerprint:
             return None
         try:
@@ -278,83 +262,33 @@ class AgentManager:
             return None
         return meta
 
-    def _write_meta(self, files, result):
-        fileutils.write_json_atomic(files.staged_meta, result)
-        fileutils.fsync_dir(files.instance_dir)
-
     # -- RPC API 1.1: warm migration ----------------------------------------
     #
-    # The agent's part of a live mirror: prepare_mirror exports a fresh
-    # overlay T on the instance's base D through a qemu-storage-daemon and
-    # opens the SSH tunnel the source host reaches it through; the caller
-    # runs libvirt's block copy on the source host (cs2os_agent.mirror.
-    # blockcopy) and, after its cutover (the source shut down or frozen,
-    # the job ended), calls finish_mirror, which closes T cleanly and
-    # stages it for swap_disk exactly as sync_overlay stages a copied
-    # overlay.
-
-    def _mirror_options(self):
-        if "mirror" not in self.conf:
-            # Until conf/__init__.py lists the module: register it here so
-            # that the options (and a config file's [mirror] section) work.
-            mirror_conf.register_opts(self.conf)
-        return self.conf.mirror
-
-    def _mirror_targets(self):
-        """migration id -> MirrorTarget, for the targets this process runs."""
-        with self._lock:
-            if not hasattr(self, "_mirrors"):
-                self._mirrors = {}
-            return self._mirrors
+    # The agent's part of a live mirror (agent/mirror/staging.py):
+    # prepare_mirror exports a fresh overlay T on the instance's base D
+    # through a qemu-storage-daemon and opens the SSH tunnel the source
+    # host reaches it through; the conductor runs libvirt's block copy on
+    # the source host (cs2os_agent.sourcehost.blockcopy) and, after its
+    # cutover (the source shut down or frozen, the job ended), calls
+    # finish_mirror, which closes T cleanly and stages it for swap_disk
+    # exactly as sync_overlay stages a copied overlay.
 
     def prepare_mirror(self, context, migration_id, instance_uuid, source):
         with self._exclusive(instance_uuid, migration_id):
-            options = self._mirror_options()
-            targets = self._mirror_targets()
-            for other_id, other in list(targets.items()):
-                if (other.instance_uuid == instance_uuid
-                        and other_id != migration_id
-                        and other.state == "exporting"):
-                    raise exception.MigrationBusy(
-                        instance_uuid=instance_uuid, owner=other_id,
-                        migration_id=migration_id)
+            mirror_staging.refuse_busy(
+                self._mirrors, instance_uuid, migration_id
+            )
             info, files = self._locate(instance_uuid)
             reference = overlay.reference_for(
                 files, info.root_disk_format, instance_uuid
             )
-            req = mirror_request.MirrorRequest.from_dict(source, self.conf)
-            if req.virtual_size > reference.virtual_size:
-                raise exception.OverlayTooLarge(
-                    overlay_size=req.virtual_size,
-                    disk_size=reference.virtual_size,
-                )
-            # The unsafe part, before anything is created: a shallow
-            # mirror is right only if D shows the template's bytes.
-            proof = baseproof.prove(
-                reference.base_path, reference.base_format, req.base_proof
+            return mirror_staging.prepare(
+                self.conf, self._mirrors, migration_id, instance_uuid,
+                files, reference, source,
             )
-            ssh_options = ssh_transport.SshOptions.from_conf(self.conf)
-            ssh_options.check_key()
-            old = targets.pop(migration_id, None)
-            if old is not None:
-                # A repeated prepare (a retry): the mirror starts afresh.
-                old.abort()
-            os.makedirs(options.run_dir, mode=0o700, exist_ok=True)
-            target = mirror_target.MirrorTarget(
-                migration_id, files.instance_dir, reference.base_path,
-                reference.base_format, req.virtual_size, options.run_dir,
-                endpoint=req.endpoint, ssh_options=ssh_options,
-                remote_socket_dir=options.remote_socket_dir,
-                socket_owner=req.socket_owner, instance_uuid=instance_uuid,
-                tunnel_ready_timeout=options.tunnel_ready_timeout,
-            )
-            description = target.prepare()
-            targets[migration_id] = target
-            return dict(description, instance_uuid=instance_uuid,
-                        base_proof=proof)
 
     def mirror_status(self, context, migration_id):
-        target = self._mirror_targets().get(migration_id)
+        target = self._mirrors.get(migration_id)
         if target is None:
             raise mirror_errors.MirrorNotFound(migration_id=migration_id)
         return dict(target.status(), instance_uuid=target.instance_uuid)
@@ -363,54 +297,18 @@ class AgentManager:
         """Close T (durable), verify it, stage it as the cold path does."""
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
-            targets = self._mirror_targets()
-            target = targets.get(migration_id)
+            target = self._mirrors.get(migration_id)
             if target is None or target.instance_uuid != instance_uuid:
-                done = self._staged_by_mirror(files, migration_id)
+                done = mirror_staging.staged_earlier(files, migration_id)
                 if done is not None:
                     return dict(done, reused=True)
                 raise mirror_errors.MirrorNotFound(migration_id=migration_id)
             reference = overlay.reference_for(
                 files, info.root_disk_format, instance_uuid
             )
-            started = time.monotonic()
-            closed = target.finish()
-            path = target.target_path
-            qemu_img.check(path, "qcow2")
-            grown = target.virtual_size < reference.virtual_size
-            if grown:
-                qemu_img.resize(path, "qcow2", reference.virtual_size)
-            try:
-                checked = overlay.verify(path, reference, checked=not grown)
-            except exception.Cs2osException:
-                target.abort()
-                targets.pop(migration_id, None)
-                raise
-            allocated = qemu_img.allocated_bytes(path, "qcow2")
-            os.rename(path, files.staged)
-            fileutils.fsync_dir(files.instance_dir)
-            result = {
-                "migration_id": migration_id,
-                "staged_path": files.staged,
-                "virtual_size": checked["virtual-size"],
-                "source_virtual_size": target.virtual_size,
-                "grown": grown,
-                "backing_file": reference.base_path,
-                "backing_format": reference.base_format,
-                "full_copy": False,
-                "bytes_copied": allocated,
-                "closed_seconds": closed["closed_seconds"],
-                "fsync_seconds": closed["fsync_seconds"],
-                "seconds": round(time.monotonic() - started, 3),
-                "source": {"transport": "mirror",
-                           "export": target.export,
-                           "prepared_at": target.prepared_at},
-            }
-            self._write_meta(files, result)
-            targets.pop(migration_id, None)
-            LOG.info("Migration %s: mirror target staged as %s",
-                     migration_id, files.staged)
-            return dict(result, reused=False)
+            return mirror_staging.finish(
+                self._mirrors, migration_id, target, files, reference
+            )
 
     def abort_mirror(self, context, migration_id, instance_uuid):
         """Stop the daemon and the tunnel, remove T; idempotent.
@@ -420,18 +318,10 @@ class AgentManager:
         """
         with self._exclusive(instance_uuid, migration_id):
             _info, files = self._locate(instance_uuid)
-            target = self._mirror_targets().pop(migration_id, None)
-            if target is not None:
-                target.abort()
-            else:
-                mirror_target.abandon(
-                    mirror_target.run_dir_for(
-                        self._mirror_options().run_dir, migration_id),
-                    os.path.join(files.instance_dir,
-                                 mirror_target.TARGET_NAME),
-                )
-            return {"migration_id": migration_id,
-                    "aborted": target is not None}
+            aborted = mirror_staging.abort(
+                self.conf, self._mirrors, migration_id, files
+            )
+            return {"migration_id": migration_id, "aborted": aborted}
 
     def stop_mirrors(self):
         """Tear down every mirror target of this process (agent shutdown).
@@ -440,16 +330,4 @@ class AgentManager:
         outlive the agent; a mirror cut off here fails its block job, the
         source keeps running, and the conductor prepares it again.
         """
-        targets = self._mirror_targets()
-        for migration_id in list(targets):
-            LOG.warning("Migration %s: stopping its mirror target (agent "
-                        "shutdown)", migration_id)
-            targets.pop(migration_id).abort()
-
-    def _staged_by_mirror(self, files, migration_id):
-        """The result of an earlier finish_mirror of this migration."""
-        meta = self._staged_meta(files, migration_id)
-        if meta is None or (meta.get("source") or {}).get(
-                "transport") != "mirror":
-            return None
-        return meta
+        mirror_staging.stop_all(self._mirrors)

@@ -9,6 +9,7 @@ backing file is D.
 """
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from cs2os_agent.common import fileutils
 from cs2os_agent.transfer import partial as transfer_partial
 
 LOG = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
@@ -230,3 +232,25 @@ def _adopt(path, source_header, reference):
     # The only check of a copy that needs no resize (before, it was
     # checked twice, unchanged in between).
     return verify(path, reference)
+
+
+def read_meta(files, migration_id):
+    """The sidecar of ``staged`` if it holds this migration's disk.
+
+    The sidecar is what makes a repeated call cheap: it names the
+    migration and the source the staged file was made from.
+    """
+    if not os.path.exists(files.staged):
+        return None
+    try:
+        with open(files.staged_meta) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("migration_id") == migration_id else None
+
+
+def write_meta(files, result):
+    """Record ``result`` next to the staged file, durably."""
+    fileutils.write_json_atomic(files.staged_meta, result)
+    fileutils.fsync_dir(files.instance_dir)

@@ -41,7 +41,7 @@ from cs2os_agent.common import mirror_errors
 from cs2os_agent.sourcehost import blockcopy
 from cs2os_agent.sourcehost import kvmhost
 from cs2os_agent.sourcehost import sourceend
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 from tests.fakes import cloudstack_kvm
 from tests.functional import agent_process
 from tests.functional import harness
@@ -93,10 +93,10 @@ def server(workdir):
 
 @pytest.fixture(scope="module")
 def ssh_options(server):
-    return ssh.SshOptions(private_key_file=server.client_key,
-                          known_hosts_file=server.known_hosts,
-                          connect_timeout=10, stall_timeout=20,
-                          chunk_size=MiB)
+    return sshcmd.SshOptions(private_key_file=server.client_key,
+                             known_hosts_file=server.known_hosts,
+                             connect_timeout=10, stall_timeout=20,
+                             chunk_size=MiB)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +367,7 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
     job.wait_ready(180, progress=seen.append)
     mirror_s = job.ready_after
     # The daemon's allocator kept the NBD buffers it freed
-    # (qsd.MALLOC_TUNABLES): receiving the overlay faulted in far fewer
+    # (qsdgraph.MALLOC_TUNABLES): receiving the overlay faulted in far fewer
     # pages than it holds (with glibc's defaults: about one per 4 KiB).
     faults = minor_faults(target.qsd.pid) - faults_before
     print("\nqsd: %d minor faults for %d MiB mirrored"
@@ -421,9 +421,9 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
 
     # The raw transport on the same file, same sshd: ssh cat.
     t0 = time.monotonic()
-    subprocess.run(ssh.build_argv(
-        ssh.SshTarget(endpoint.host, endpoint.port, "root", "/"),
-        ssh_options, ssh.remote_command("cat", "--", src.vol.overlay)),
+    subprocess.run(sshcmd.build_argv(
+        sshcmd.SshTarget(endpoint.host, endpoint.port, "root", "/"),
+        ssh_options, sshcmd.remote_command("cat", "--", src.vol.overlay)),
         stdout=subprocess.DEVNULL, check=True)
     cat_s = time.monotonic() - t0
     size = os.path.getsize(src.vol.overlay)

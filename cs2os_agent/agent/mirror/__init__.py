@@ -10,6 +10,9 @@
   before a shallow mirror relies on it.
 - :mod:`.request`: the ``prepare_mirror`` call's source, checked.
 - :mod:`.target`: the agent's per-migration target (T + daemon + tunnel).
+- :mod:`.staging`: from a ``prepare_mirror`` request to the staged
+  overlay (prepare, finish, abort), as ``overlay.stage`` for a copy.
+- :mod:`.qsdgraph`: the daemon's command line and block graph.
 
 The source side (libvirt's block copy on the CloudStack host) is the
 conductor's: :mod:`cs2os_agent.sourcehost`.  The steps, flags and pitfalls

@@ -32,8 +32,6 @@ from cs2os_agent.common import nbd
 
 LOG = logging.getLogger(__name__)
 
-# One name for T, shared with the agent's cleanup (layout.ours()).
-TARGET_NAME = os.path.basename(layout.InstanceFiles("/").mirror)
 STATE_FILE = "state.json"
 TUNNEL_LOG = "tunnel.log"
 
@@ -74,7 +72,8 @@ class MirrorTarget:
         self.base_format = base_format
         self.virtual_size = int(virtual_size)
         self.run_dir = run_dir_for(run_root, migration_id)
-        self.target_path = os.path.join(instance_dir, TARGET_NAME)
+        # One name for T, shared with the agent's cleanup (layout.ours()).
+        self.target_path = layout.InstanceFiles(instance_dir).mirror
         self.export = nbd.export_name(migration_id)
         self.endpoint = endpoint
         self.ssh_options = ssh_options
