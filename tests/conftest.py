@@ -1,7 +1,7 @@
 """Fixtures of the functional and end-to-end tests (real components).
 
-See tests/functional/harness.py for what they check and how they name
-what they create.
+See tests/functional/checks.py for what they check and
+tools/testbed/harness.py for how they name what they create.
 """
 
 import os
@@ -13,12 +13,21 @@ import libvirt
 import oslo_messaging as messaging
 import pytest
 
+from cs2os_agent import virt
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import rpc
-from tests.functional import agent_process
-from tests.functional import harness
-from tests.functional import images
+from tests.functional import checks
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed import service
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _libvirt_init():
+    """What the services' mains do first (virt.init): libvirt prints no
+    expected error to the tests' stderr."""
+    virt.init()
 
 
 @pytest.fixture(scope="session")
@@ -34,21 +43,21 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def services(workdir):
-    harness.require_binaries()
-    harness.require_broker()
+    checks.require_binaries()
+    checks.require_broker()
     # Each run gets a vhost of its own: queue names are global in a vhost,
     # so two runs' servers on one topic would take each other's messages.
-    harness.rabbitmqctl("add_vhost", harness.VHOST)
+    checks.rabbitmqctl("add_vhost", harness.VHOST)
     user = urllib.parse.urlsplit(harness.BROKER_URL).username or "guest"
-    harness.rabbitmqctl("set_permissions", "-p", harness.VHOST, user,
-                        ".*", ".*", ".*")
-    harness.require_libvirt()
+    checks.rabbitmqctl("set_permissions", "-p", harness.VHOST, user,
+                       ".*", ".*", ".*")
+    checks.require_libvirt()
     exchange = "cs2os-test-%s" % harness.RUN_ID
-    agent_process.init_rpc_client(workdir, harness.TRANSPORT_URL, exchange,
-                                  harness.RPC_RESPONSE_TIMEOUT)
+    service.init_rpc_client(workdir, harness.TRANSPORT_URL, exchange,
+                            harness.RPC_RESPONSE_TIMEOUT)
     yield {"exchange": exchange}
     rpc.cleanup()
-    harness.rabbitmqctl("delete_vhost", harness.VHOST)
+    checks.rabbitmqctl("delete_vhost", harness.VHOST)
 
 
 @pytest.fixture(scope="session")

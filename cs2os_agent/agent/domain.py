@@ -1,41 +1,27 @@
-"""What the agent needs to know from libvirt about a Nova instance."""
+"""What the agent needs to know from libvirt about a Nova instance.
+
+libvirt itself (its setup, the state names, opening a connection) is
+:mod:`cs2os_agent.virt`; the service's main calls ``virt.init()``.
+"""
 
 import dataclasses
-from xml.etree import ElementTree
 
 import libvirt
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.common import exception
 
 LOG = logging.getLogger(__name__)
 
-STATE_NAMES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
-SHUTOFF = "shutoff"
-
-
-def _ignore_libvirt_error(ctxt, error):
-    # libvirt's default handler prints every error to stderr; we turn them
-    # into exceptions instead (as Nova does).
-    pass
-
-
-libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+# The one state in which the agent may swap or restore a disk.
+SHUTOFF = virt.SHUT_OFF
 
 
 @dataclasses.dataclass(frozen=True)
 class DomainInfo:
     name: str
-    state: str
+    state: str  # from virt's vocabulary (virt.SHUT_OFF...)
     root_disk_path: str
     root_disk_format: str
 
@@ -46,8 +32,7 @@ def root_disk(domain_xml):
     Nova attaches the root disk first; a domain whose first disk is not a
     file (RBD, LVM) is not something the qcow2 method can adopt.
     """
-    # The XML comes from the local libvirtd, not from a user.
-    root = ElementTree.fromstring(domain_xml)  # noqa: S314
+    root = virt.parse_xml(domain_xml)
     for disk in root.findall("./devices/disk"):
         if disk.get("device") != "disk":
             continue
@@ -69,7 +54,7 @@ class LibvirtHost:
 
     def _open(self):
         try:
-            return libvirt.open(self._uri)
+            return virt.open(self._uri)
         except libvirt.libvirtError as exc:
             raise exception.LibvirtError(
                 operation="connect to %s" % self._uri,
@@ -80,7 +65,7 @@ class LibvirtHost:
         try:
             return conn.lookupByUUIDString(instance_uuid)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            if virt.no_such_domain(exc):
                 raise exception.InstanceNotFound(
                     instance_uuid=instance_uuid, host=self._host
                 ) from None
@@ -113,7 +98,7 @@ class LibvirtHost:
             )
         return DomainInfo(
             name=name,
-            state=STATE_NAMES.get(state, "unknown(%d)" % state),
+            state=virt.state_name(state),
             root_disk_path=path,
             root_disk_format=fmt or "raw",
         )

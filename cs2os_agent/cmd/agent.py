@@ -5,6 +5,7 @@ import sys
 from oslo_log import log as logging
 
 from cs2os_agent import conf
+from cs2os_agent import virt
 from cs2os_agent.agent import manager
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import config
@@ -18,6 +19,7 @@ LOG = logging.getLogger(__name__)
 def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-agent")
+    virt.init()
     rpc.init(CONF)
     agent = manager.AgentManager(CONF)
     rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [agent])

@@ -5,6 +5,7 @@ import sys
 from oslo_log import log as logging
 
 from cs2os_agent import conf
+from cs2os_agent import virt
 from cs2os_agent.common import config
 from cs2os_agent.common import rpc
 from cs2os_agent.common import service
@@ -24,6 +25,7 @@ LOG = logging.getLogger(__name__)
 def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-conductor")
+    virt.init()
     db = db_api.Database(CONF.database.connection,
                          CONF.database.sqlite_busy_timeout)
     current, head = db_migration.current_version(db), \

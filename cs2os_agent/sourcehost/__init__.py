@@ -10,6 +10,9 @@ source host's libvirt.
 - :mod:`.sourceend`: the clean cutover's proof that the source guest shut
   down with the job still mirroring (QMP events).
 
+libvirt's own setup and the domain-state names are
+:mod:`cs2os_agent.virt`, shared with the agent.
+
 The contract with the agent's side (export name, destination XML) is in
 :mod:`cs2os_agent.common.nbd`.
 """

@@ -31,34 +31,19 @@ not up to a poll interval late.
 import dataclasses
 import threading
 import time
-from xml.etree import ElementTree
 
 import libvirt
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.common import mirror_errors
 
 LOG = logging.getLogger(__name__)
-
-
-def _ignore_libvirt_error(ctxt, error):
-    # libvirt's default handler prints every error to stderr, also the
-    # expected ones (a job or a transient domain gone); they are raised as
-    # exceptions and handled instead (as cs2os_agent.agent.domain does).
-    pass
-
-
-libvirt.registerErrorHandler(_ignore_libvirt_error, None)
 
 COPY_FLAGS = (libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
               | libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
               | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
               | libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES)
-
-
-def _xml(dom):
-    # The XML comes from libvirtd, not from a user.
-    return ElementTree.fromstring(dom.XMLDesc(0))  # noqa: S314
 
 
 def qemu_owner(dom):
@@ -67,7 +52,8 @@ def qemu_owner(dom):
     The NBD socket on the source host must be connectable by this user.
     libvirt writes the label as ``+64055:+64055``.
     """
-    for label in _xml(dom).findall("./seclabel[@model='dac']/label"):
+    labels = virt.domain_xml(dom).findall("./seclabel[@model='dac']/label")
+    for label in labels:
         text = (label.text or "").replace("+", "")
         uid, sep, gid = text.partition(":")
         if sep and uid.isdigit() and gid.isdigit():
@@ -76,7 +62,7 @@ def qemu_owner(dom):
 
 
 def _mirror_element(dom, disk):
-    for d in _xml(dom).findall("./devices/disk"):
+    for d in virt.domain_xml(dom).findall("./devices/disk"):
         target = d.find("target")
         if target is not None and target.get("dev") == disk:
             return d.find("mirror")
@@ -108,7 +94,7 @@ class BlockCopy:
 
     def _fail(self, reason):
         return mirror_errors.BlockCopyFailed(domain=self.name, disk=self.disk,
-                                         reason=reason)
+                                             reason=reason)
 
     def start(self, dest_xml, bandwidth=None):
         """Start the copy; ``bandwidth`` in bytes/s caps the bulk phase."""
@@ -151,18 +137,8 @@ class BlockCopy:
             raise self._fail(
                 "the job ended without being asked to (the NBD target "
                 "closed or refused a write); the source domain is %s and "
-                "its disk unchanged" % self._domain_state())
+                "its disk unchanged" % virt.state(self.dom))
         return status
-
-    def _domain_state(self):
-        try:
-            state = self.dom.state()[0]
-        except libvirt.libvirtError:
-            return "gone"
-        return {libvirt.VIR_DOMAIN_RUNNING: "running",
-                libvirt.VIR_DOMAIN_PAUSED: "paused",
-                libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}.get(
-                    state, "in state %d" % state)
 
     def wait_ready(self, timeout, interval=0.1, progress=None):
         """Poll until READY with every byte copied; return the status.
@@ -276,24 +252,14 @@ class BlockCopy:
         self._ending = True
 
 
-def deregister_quietly(deregister, callback_id):
-    """Undo a libvirt event registration, if there was one; returns None
-    for the caller to store.  A connection already gone has dropped the
-    callback with it, so its error is not one."""
-    if callback_id is not None:
-        try:
-            deregister(callback_id)
-        except libvirt.libvirtError:
-            pass
-
-
 class JobEvents:
     """Wakes a poller when libvirt reports anything of a domain's block
     jobs (READY above all), so the poll interval bounds progress updates
     only, not how late READY is seen.
 
     The events only wake: the poll still reads the state.  Needs a running
-    libvirt event loop in the caller's process (kvmhost starts one).
+    libvirt event loop in the caller's process (:class:`.kvmhost.KvmHost`
+    starts one).
     """
 
     def __init__(self, conn, dom):
@@ -314,7 +280,7 @@ class JobEvents:
         return self
 
     def __exit__(self, *exc_info):
-        self._callback_id = deregister_quietly(
+        self._callback_id = virt.deregister_quietly(
             self.conn.domainEventDeregisterAny, self._callback_id)
 
     # Called on the libvirt event loop's thread.

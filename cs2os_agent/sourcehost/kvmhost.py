@@ -9,48 +9,30 @@ A remote connection gets libvirt keepalives (5 s, 3 missed: a dead host or
 SSH session is noticed in ~20 s instead of hanging a call).  Keepalives
 and the domain events a clean cutover watches need an event loop in the
 process, registered before a connection opens: the default one is
-registered once and run on a daemon thread.  Each step opens its own
+registered once, lazily (:func:`cs2os_agent.virt.ensure_event_loop`), and
+run on a daemon thread.  Each step opens its own
 connection and closes it: nothing libvirt-side outlives a step, so a
 conductor restarted between steps finds everything again by name.
 """
 
 import contextlib
-import threading
 import urllib.parse
-from xml.etree import ElementTree
 
 import libvirt
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
-
-# blockcopy (imported by warm.py) silences libvirt's default error handler,
-# which would print every expected error to stderr.
 
 LOG = logging.getLogger(__name__)
 
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 _SSH_SCHEMES = ("ssh", "libssh", "libssh2")
-_event_loop_lock = threading.Lock()
-_event_loop = None
 
-
-def ensure_event_loop():
-    global _event_loop
-    with _event_loop_lock:
-        if _event_loop is not None:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run():
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        _event_loop = threading.Thread(target=run, name="libvirt-events",
-                                       daemon=True)
-        _event_loop.start()
+# Kept under its old name for callers that start the loop themselves.
+ensure_event_loop = virt.ensure_event_loop
 
 
 def _host_part(host):
@@ -97,9 +79,9 @@ class KvmHost:
         self.uri = uri
         self.name = redact(uri)
         remote = "+" in urllib.parse.urlsplit(uri).scheme
-        ensure_event_loop()
+        virt.ensure_event_loop()
         try:
-            self.conn = libvirt.open(uri)
+            self.conn = virt.open(uri)
         except libvirt.libvirtError as exc:
             raise mirror_errors.KvmHostUnreachable(
                 uri=self.name, reason=exc.get_error_message()) from None
@@ -122,7 +104,7 @@ class KvmHost:
         try:
             return self.conn.lookupByName(name)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            if virt.no_such_domain(exc):
                 raise mirror_errors.SourceDomainNotFound(
                     domain=name, uri=self.name) from None
             raise mirror_errors.KvmHostUnreachable(
@@ -140,20 +122,9 @@ def connect(conf, host):
 
 def domain_state(dom):
     """``running``, ``paused``, ``shutting down`` (QEMU said SHUTDOWN,
-    libvirt has not reaped it yet), ``shut off`` or ``gone``."""
-    try:
-        state = dom.state()[0]
-    except libvirt.libvirtError:
-        return "gone"
-    return {libvirt.VIR_DOMAIN_RUNNING: "running",
-            libvirt.VIR_DOMAIN_PAUSED: "paused",
-            libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
-            libvirt.VIR_DOMAIN_SHUTOFF: "shut off"}.get(state, str(state))
-
-
-def _xml(dom):
-    # The XML comes from libvirtd, not from a user.
-    return ElementTree.fromstring(dom.XMLDesc(0))  # noqa: S314
+    libvirt has not reaped it yet), ``shut off`` or ``gone``: the
+    constants of :mod:`cs2os_agent.virt` (virt.RUNNING...)."""
+    return virt.state(dom)
 
 
 def root_disk(dom, pool_id, volume_path):
@@ -164,7 +135,7 @@ def root_disk(dom, pool_id, volume_path):
     """
     tail = "/%s/%s" % (pool_id, volume_path.lstrip("/"))
     found = []
-    for disk in _xml(dom).findall("./devices/disk[@device='disk']"):
+    for disk in virt.domain_xml(dom).findall("./devices/disk[@device='disk']"):
         source = disk.find("source")
         target = disk.find("target")
         if source is None or target is None:
@@ -181,7 +152,7 @@ def root_disk(dom, pool_id, volume_path):
 
 def mirror_export(dom, disk):
     """The NBD export name a block copy on ``disk`` writes to, or None."""
-    for d in _xml(dom).findall("./devices/disk"):
+    for d in virt.domain_xml(dom).findall("./devices/disk"):
         target = d.find("target")
         if target is None or target.get("dev") != disk:
             continue

@@ -45,8 +45,8 @@ import libvirt
 import libvirt_qemu
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.common import mirror_errors
-from cs2os_agent.sourcehost import blockcopy
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class SourceEndWatch:
 
     Register (``with``) before the last check of the job: whatever happens
     after that check is then seen.  The caller's process needs a running
-    libvirt event loop (kvmhost starts one for remote connections).
+    libvirt event loop (:class:`.kvmhost.KvmHost` starts one).
     """
 
     def __init__(self, conn, dom, disk):
@@ -101,15 +101,15 @@ class SourceEndWatch:
         return self
 
     def __exit__(self, *exc_info):
-        self._qmp_id = blockcopy.deregister_quietly(
+        self._qmp_id = virt.deregister_quietly(
             functools.partial(libvirt_qemu.qemuMonitorEventDeregister,
                               self.conn), self._qmp_id)
-        self._life_id = blockcopy.deregister_quietly(
+        self._life_id = virt.deregister_quietly(
             self.conn.domainEventDeregisterAny, self._life_id)
 
     def _fail(self, reason):
         return mirror_errors.BlockCopyFailed(domain=self.name, disk=self.disk,
-                                         reason=reason)
+                                             reason=reason)
 
     # Called on the libvirt event loop's thread.
     def _on_qmp(self, conn, dom, event, seconds, micros, details, opaque):

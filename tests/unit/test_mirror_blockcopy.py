@@ -8,60 +8,12 @@ import pytest
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import nbd
 from cs2os_agent.sourcehost import blockcopy
-
-DOM_XML = """<domain type='kvm'><name>i-2-7-VM</name><devices>
-<disk type='file' device='disk'><source file='/mnt/p/v'/>
-<target dev='vda' bus='virtio'/>%s</disk></devices>
-<seclabel type='dynamic' model='dac' relabel='yes'>
-<label>+64055:+64055</label><imagelabel>+64055:+64055</imagelabel>
-</seclabel></domain>"""
+from tests.fakes import libvirt as fakes
 
 
-class FakeDomain:
-    """Just the calls BlockCopy makes, recorded in order."""
-
-    def __init__(self):
-        self.calls = []
-        self.job = None  # {"cur", "end"} while libvirt has the job
-        self.ready = False
-        self.state_ = libvirt.VIR_DOMAIN_RUNNING
-        self.abort_fails = False
-        self.xml_reads = 0
-
-    def name(self):
-        return "i-2-7-VM"
-
-    def XMLDesc(self, flags):  # noqa: N802 - libvirt's name
-        self.xml_reads += 1
-        mirror = ""
-        if self.job is not None:
-            mirror = "<mirror type='network' job='copy'%s/>" % (
-                " ready='yes'" if self.ready else "")
-        return DOM_XML % mirror
-
-    def blockCopy(self, disk, xml, params, flags):  # noqa: N802
-        self.calls.append(("blockCopy", disk, xml, params, flags))
-        self.job = {"cur": 0, "end": 100}
-
-    def blockJobInfo(self, disk, flags):  # noqa: N802
-        return dict(self.job, type=2, bandwidth=0) if self.job else {}
-
-    def state(self):
-        return [self.state_, 0]
-
-    def suspend(self):
-        self.calls.append(("suspend",))
-        self.state_ = libvirt.VIR_DOMAIN_PAUSED
-
-    def resume(self):
-        self.calls.append(("resume",))
-        self.state_ = libvirt.VIR_DOMAIN_RUNNING
-
-    def blockJobAbort(self, disk, flags):  # noqa: N802
-        self.calls.append(("blockJobAbort", disk, flags))
-        if self.abort_fails:
-            raise libvirt.libvirtError("abort refused")
-        self.job = None
+def hand_driven():
+    """A running domain whose job the test moves by hand (step 0)."""
+    return fakes.FakeDomain(step=0)
 
 
 def test_flags_are_the_recipes():
@@ -87,16 +39,16 @@ def test_dest_xml_is_a_raw_nbd_network_disk_and_escaped():
 
 
 def test_qemu_owner_from_the_dac_label():
-    assert blockcopy.qemu_owner(FakeDomain()) == "64055:64055"
+    assert blockcopy.qemu_owner(hand_driven()) == "64055:64055"
 
 
 def test_start_wait_ready_and_cutover_in_the_recipes_order():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>", bandwidth=1024)
-    name, disk, xml, params, flags = dom.calls[0]
-    assert (disk, flags) == ("vda", blockcopy.COPY_FLAGS)
-    assert params == {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: 1024}
+    assert dom.calls == ["blockCopy"]
+    assert (dom.dest_xml, dom.flags) == ("<disk/>", blockcopy.COPY_FLAGS)
+    assert dom.params == {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: 1024}
     polls = []
 
     def progress(status):
@@ -110,25 +62,24 @@ def test_start_wait_ready_and_cutover_in_the_recipes_order():
     assert not polls[0].ready
     timings = job.cutover()
     # Suspend first, then end the job without pivot (flags 0).
-    assert [c[0] for c in dom.calls[1:]] == ["suspend", "blockJobAbort"]
-    assert dom.calls[-1] == ("blockJobAbort", "vda", 0)
+    assert dom.calls[1:] == ["suspend", "blockJobAbort(0)"]
     assert set(timings) == {"suspend", "abort", "total"}
     # Ended on purpose: not a failure.
     assert not job.check().active
 
 
 def test_cutover_refused_before_ready_and_nothing_touched():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.cutover()
     assert "not ready" in str(err.value)
-    assert [c[0] for c in dom.calls] == ["blockCopy"]
+    assert dom.calls == ["blockCopy"]
 
 
 def test_a_job_that_vanishes_by_itself_failed():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     dom.job = None
@@ -137,8 +88,23 @@ def test_a_job_that_vanishes_by_itself_failed():
     assert "source domain is running" in str(err.value)
 
 
+@pytest.mark.parametrize("state, says", [
+    (libvirt.VIR_DOMAIN_SHUTDOWN, "shutting down"),
+    (libvirt.VIR_DOMAIN_SHUTOFF, "shut off"),
+])
+def test_a_vanished_job_names_the_source_state(state, says):
+    dom = hand_driven()
+    job = blockcopy.BlockCopy(dom)
+    job.start("<disk/>")
+    dom.job, dom.state_ = None, state
+    with pytest.raises(mirror_errors.BlockCopyFailed) as err:
+        job.check()
+    assert "source domain is %s and its disk unchanged" % says \
+        in str(err.value)
+
+
 def test_timeout_names_the_progress():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     dom.job["cur"] = 40
@@ -148,28 +114,27 @@ def test_timeout_names_the_progress():
 
 
 def test_cancel_ends_the_job_without_suspending():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     job.cancel()
-    assert [c[0] for c in dom.calls] == ["blockCopy", "blockJobAbort"]
+    assert dom.calls == ["blockCopy", "blockJobAbort(0)"]
     assert dom.state_ == libvirt.VIR_DOMAIN_RUNNING
     job.cancel()  # again: nothing left to end
     assert len(dom.calls) == 2
 
 
 def test_a_failed_cutover_resumes_the_source():
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
     dom.job["cur"] = 100
     dom.ready = True
-    dom.abort_fails = True
+    dom.fail["blockJobAbort"] = "abort refused"
     with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         job.cutover()
     assert "could not end the job" in str(err.value)
-    assert [c[0] for c in dom.calls[1:]] == ["suspend", "blockJobAbort",
-                                             "resume"]
+    assert dom.calls[1:] == ["suspend", "blockJobAbort(0)", "resume"]
     assert dom.state_ == libvirt.VIR_DOMAIN_RUNNING
 
 
@@ -177,7 +142,7 @@ def test_the_bulk_copy_is_polled_without_the_domain_xml():
     # READY is only in the XML, and a job still copying before its first
     # READY cannot be READY; once seen READY, every poll reads it (a
     # force cutover checks the job stayed READY).
-    dom = FakeDomain()
+    dom = hand_driven()
     job = blockcopy.BlockCopy(dom)
     job.start("<disk/>")
 
@@ -196,21 +161,22 @@ def test_the_bulk_copy_is_polled_without_the_domain_xml():
 
 
 def test_job_events_wake_the_sleeper_and_go_with_it():
-    class Conn:
-        callbacks = {}
-
-        def domainEventRegisterAny(self, dom, event, cb, opaque):  # noqa
-            assert event == libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2
-            self.callbacks[7] = cb
-            return 7
-
-        def domainEventDeregisterAny(self, callback_id):  # noqa: N802
-            del self.callbacks[callback_id]
-
-    conn, dom = Conn(), FakeDomain()
+    dom = hand_driven()
+    conn = fakes.FakeConnection(dom)
     with blockcopy.JobEvents(conn, dom) as events:
         assert not events.sleep(0.01)
-        conn.callbacks[7](conn, dom, "vda", 2, 3, None)  # READY
+        # READY, as libvirt's event loop delivers it.
+        assert conn.emit(libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, dom,
+                         "vda", 2, 3) == 1
         assert events.sleep(60)  # at once, not after 60 s
         assert not events.sleep(0.01)  # one event wakes one sleep
+    assert conn.callbacks == {}
+
+
+def test_job_events_refused_leave_polling_alone():
+    dom = hand_driven()
+    conn = fakes.FakeConnection(dom)
+    conn.fail["domainEventRegisterAny"] = "events not supported"
+    with blockcopy.JobEvents(conn, dom) as events:
+        assert not events.sleep(0.01)
     assert conn.callbacks == {}

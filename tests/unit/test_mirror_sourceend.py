@@ -10,15 +10,16 @@ import json
 import threading
 
 import libvirt
-import libvirt_qemu
 import pytest
 
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.sourcehost import sourceend
+from tests.fakes import libvirt as fakes
 
 JOB = "copy-vda-libvirt-1-format"
 SHUTDOWN_DONE = libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN
 DESTROYED = libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED
+LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 
 
 def status(state):
@@ -47,64 +48,19 @@ HOST_ENDED = [HOST_SHUTDOWN, status("aborting"), CANCELLED,
               status("concluded"), status("null")]
 
 
-class FakeDom:
-    def name(self):
-        return "i-2-7-VM"
-
-
-class FakeConn:
-    def __init__(self, fail=False):
-        self.registered = {}
-        self.fail = fail
-        self.next_id = 7
-
-    def domainEventRegisterAny(self, dom, event, cb, opaque):  # noqa: N802
-        if self.fail:
-            raise _error("lifecycle events refused")
-        assert event == libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
-        self.next_id += 1
-        self.registered[self.next_id] = cb
-        return self.next_id
-
-    def domainEventDeregisterAny(self, callback_id):  # noqa: N802
-        del self.registered[callback_id]
-
-
-def _error(message):
-    exc = libvirt.libvirtError(message)
-    exc.err = (libvirt.VIR_ERR_OPERATION_INVALID, 0, message)
-    return exc
-
-
 @pytest.fixture
 def qmp(monkeypatch):
-    """libvirt_qemu's QEMU monitor event API, recording."""
-    registered = {}
-    fail = []
-
-    def register(conn, dom, event, cb, opaque, flags):
-        if fail:
-            raise _error(fail[0])
-        # Every event of the domain: the watch filters nothing out.
-        assert (event, flags) == (None, 0)
-        registered[3] = cb
-        return 3
-
-    def deregister(conn, callback_id):
-        del registered[callback_id]
-
-    monkeypatch.setattr(libvirt_qemu, "qemuMonitorEventRegister", register)
-    monkeypatch.setattr(libvirt_qemu, "qemuMonitorEventDeregister",
-                        deregister)
-    return registered, fail
+    """libvirt_qemu's QEMU monitor event API, on the fake connection."""
+    fakes.route_qemu_monitor(monkeypatch)
 
 
 def watch():
-    return sourceend.SourceEndWatch(FakeConn(), FakeDom(), "vda")
+    dom = fakes.FakeDomain()
+    return sourceend.SourceEndWatch(fakes.FakeConnection(dom), dom, "vda")
 
 
 def feed(w, events, stopped=SHUTDOWN_DONE):
-    dom = FakeDom()
+    dom = w.dom
     for i, (name, data) in enumerate(events):
         w._on_qmp(w.conn, dom, name, 1000 + i, 0, json.dumps(data), None)
     if stopped is not None:
@@ -321,14 +277,14 @@ def test_other_lifecycle_events_are_not_the_end():
     for event in (libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
                   libvirt.VIR_DOMAIN_EVENT_RESUMED,
                   libvirt.VIR_DOMAIN_EVENT_SHUTDOWN):
-        w._on_lifecycle(w.conn, FakeDom(), event, 0, None)
+        w._on_lifecycle(w.conn, w.dom, event, 0, None)
     assert w.stopped is None and w.wait_ended(0) is False
 
 
 def test_event_details_that_are_not_json_are_kept():
     w = watch()
-    w._on_qmp(w.conn, FakeDom(), "STOP", 1, 0, None, None)
-    w._on_qmp(w.conn, FakeDom(), "ODD", 1, 0, "{not json", None)
+    w._on_qmp(w.conn, w.dom, "STOP", 1, 0, None, None)
+    w._on_qmp(w.conn, w.dom, "ODD", 1, 0, "{not json", None)
     assert [(e[1], e[2]) for e in w.events] == [
         ("STOP", {}), ("ODD", {"details": "{not json"})]
 
@@ -337,54 +293,53 @@ def test_event_details_that_are_not_json_are_kept():
 
 
 def test_the_watch_registers_both_callbacks_and_removes_them(qmp):
-    registered, _ = qmp
     w = watch()
+    conn, dom = w.conn, w.dom
     with w as entered:
         assert entered is w
-        assert list(registered.values()) == [w._on_qmp]
-        assert list(w.conn.registered.values()) == [w._on_lifecycle]
+        assert conn.registered(fakes.QMP) == [w._on_qmp]
+        assert conn.registered(LIFECYCLE) == [w._on_lifecycle]
+        # Every event of the domain: the watch filters nothing out.
+        assert conn.callbacks[w._qmp_id].filter == (None, 0)
+        assert conn.callbacks[w._qmp_id].dom is dom
         # libvirt's event loop calls them: the watch records.
-        registered[3](w.conn, FakeDom(), "SHUTDOWN", 1, 0,
-                      json.dumps(GUEST_SHUTDOWN[1]), None)
-        w.conn.registered[w._life_id](
-            w.conn, FakeDom(), libvirt.VIR_DOMAIN_EVENT_STOPPED,
-            SHUTDOWN_DONE, None)
+        conn.emit(fakes.QMP, dom, "SHUTDOWN", 1, 0,
+                  json.dumps(GUEST_SHUTDOWN[1]))
+        conn.emit(LIFECYCLE, dom, libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                  SHUTDOWN_DONE)
         assert w.verdict()["guest_shutdown"] is True
-    assert registered == {} and w.conn.registered == {}
+    assert conn.callbacks == {}
     assert (w._qmp_id, w._life_id) == (None, None)
 
 
 def test_a_refused_qmp_registration_fails_and_leaves_nothing(qmp):
-    registered, fail = qmp
-    fail.append("QEMU monitor events are not supported")
     w = watch()
+    w.conn.fail["qemuMonitorEventRegister"] = \
+        "QEMU monitor events are not supported"
     with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         with w:
             raise AssertionError("entered")
     assert "cannot watch the domain's QEMU events: QEMU monitor events " \
         "are not supported" in str(err.value)
-    assert registered == {} and w.conn.registered == {}
+    assert w.conn.callbacks == {}
 
 
 def test_a_refused_lifecycle_registration_removes_the_qmp_one(qmp):
-    registered, _ = qmp
-    w = sourceend.SourceEndWatch(FakeConn(fail=True), FakeDom(), "vda")
+    w = watch()
+    w.conn.fail["domainEventRegisterAny"] = "lifecycle events refused"
     with pytest.raises(mirror_errors.BlockCopyFailed) as err:
         w.__enter__()
     assert "lifecycle events refused" in str(err.value)
-    assert registered == {} and w.conn.registered == {}
+    assert w.conn.callbacks == {}
     assert (w._qmp_id, w._life_id) == (None, None)
 
 
-def test_a_failing_deregistration_does_not_hide_the_result(qmp, monkeypatch):
-    registered, _ = qmp
-
-    def refuse(conn, callback_id):
-        raise _error("connection closed")
-
-    monkeypatch.setattr(libvirt_qemu, "qemuMonitorEventDeregister", refuse)
+def test_a_failing_deregistration_does_not_hide_the_result(qmp):
     w = watch()
     with w:
         feed(w, CLEAN)
+        w.conn.fail["qemuMonitorEventDeregister"] = "connection closed"
+    # The refused deregistration was tried (and swallowed).
+    assert w.conn.registered(fakes.QMP) == [w._on_qmp]
     assert w.verdict()["guest_shutdown"] is True
     assert (w._qmp_id, w._life_id) == (None, None)
