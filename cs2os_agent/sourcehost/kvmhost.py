@@ -31,9 +31,6 @@ KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 _SSH_SCHEMES = ("ssh", "libssh", "libssh2")
 
-# Kept under its old name for callers that start the loop themselves.
-ensure_event_loop = virt.ensure_event_loop
-
 
 def _host_part(host):
     if not host or any(c in host for c in "/?#@[] "):
@@ -118,13 +115,6 @@ def connect(conf, host):
         yield kvm
     finally:
         kvm.close()
-
-
-def domain_state(dom):
-    """``running``, ``paused``, ``shutting down`` (QEMU said SHUTDOWN,
-    libvirt has not reaped it yet), ``shut off`` or ``gone``: the
-    constants of :mod:`cs2os_agent.virt` (virt.RUNNING...)."""
-    return virt.state(dom)
 
 
 def root_disk(dom, pool_id, volume_path):

@@ -1,7 +1,7 @@
 """The warm-migration building blocks, for real.
 
 A CloudStack-like source (template B, overlay A naming B by its KVM-host
-path) runs as a real transient KVM domain (tests/fakes/cloudstack_kvm); a
+path) runs as a real transient KVM domain (tools/testbed/cloudstack_kvm); a
 Nova-like base D is made from B.  The mirror target T (fresh qcow2 on D) is
 exported by a real qemu-storage-daemon; the source reaches it through a
 real ``ssh -R`` tunnel into a private sshd on 127.0.0.1 that plays the KVM
@@ -31,6 +31,7 @@ import libvirt_qemu
 import pytest
 
 from cs2os_agent import qemu_img
+from cs2os_agent import virt
 from cs2os_agent.agent.mirror import baseproof
 from cs2os_agent.agent.mirror import qsd
 from cs2os_agent.agent.mirror import target as mirror_target
@@ -39,14 +40,13 @@ from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.sourcehost import blockcopy
-from cs2os_agent.sourcehost import kvmhost
 from cs2os_agent.sourcehost import sourceend
 from cs2os_agent.transfer import sshcmd
-from tests.fakes import cloudstack_kvm
-from tests.functional import agent_process
-from tests.functional import harness
-from tests.functional import images
-from tests.functional import sshd
+from tools.testbed import agent_process
+from tools.testbed import cloudstack_kvm
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed import sshd
 
 MiB = images.MiB
 # Where virtio-disk0's block backend sits in the QOM tree of a libvirt
@@ -445,7 +445,7 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
 def event_conn(services):
     """A libvirt connection that delivers domain events (the loop must be
     registered before the connection opens, as the conductor's is)."""
-    kvmhost.ensure_event_loop()
+    virt.ensure_event_loop()
     conn = libvirt.open(harness.LIBVIRT_URI)
     yield conn
     conn.close()

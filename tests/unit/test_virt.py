@@ -6,12 +6,12 @@ import libvirt
 import pytest
 
 from cs2os_agent import virt
-from cs2os_agent.sourcehost import kvmhost
 from tests.fakes import libvirt as fakes
 
 
 def test_the_state_names_the_flows_compare():
-    # conductor/flow compares kvmhost.domain_state() with these strings.
+    # What the conductor's flows compare virt.state() with, and the agent
+    # reports over RPC.
     assert (virt.RUNNING, virt.PAUSED, virt.SHUTTING_DOWN, virt.SHUT_OFF,
             virt.GONE) == ("running", "paused", "shutting down",
                            "shut off", "gone")
@@ -32,8 +32,6 @@ def test_state_names_every_libvirt_state(code, name):
     dom = fakes.FakeDomain()
     dom.state_ = code
     assert virt.state(dom) == virt.state_name(code) == name
-    # The conductor's flows still call it by its old name.
-    assert kvmhost.domain_state(dom) == name
 
 
 def test_a_domain_libvirt_no_longer_knows_is_gone():

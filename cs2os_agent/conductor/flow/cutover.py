@@ -13,6 +13,7 @@ import time
 
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import states
@@ -166,7 +167,7 @@ def _freeze_and_end(ctx, dom, job):
         except mirror_errors.BlockCopyFailed:
             # Refused before it suspended (a write raced the check): the
             # source runs on, the job is whole; try again.
-            if kvmhost.domain_state(dom) == "running" and \
+            if virt.state(dom) == virt.RUNNING and \
                     job.status().active:
                 ctx.resource(cutover_started=None, source_suspended=False)
                 continue
@@ -184,8 +185,8 @@ def _finish_interrupted_cutover(ctx, dom, job):
     resumes the source.
     """
     status = job.status()
-    state = kvmhost.domain_state(dom)
-    if state != "paused" or not status.active or not status.ready:
+    state = virt.state(dom)
+    if state != virt.PAUSED or not status.active or not status.ready:
         raise mirror_errors.BlockCopyFailed(
             domain=job.name, disk=job.disk,
             reason="the conductor stopped during the cutover and the job "

@@ -9,6 +9,7 @@ cutover, and after the cutover have the agent close and stage T.
 
 import time
 
+from cs2os_agent import virt
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import nbd
@@ -39,8 +40,8 @@ def validate(ctx):
     volume = vm["root_volume"]
     with kvmhost.connect(ctx.conf, host) as kvm:
         dom = kvm.domain(vm["instancename"])
-        state = kvmhost.domain_state(dom)
-        if state != "running":
+        state = virt.state(dom)
+        if state != virt.RUNNING:
             raise exception.Invalid(
                 reason="domain %s of CloudStack VM %s is %s on %s"
                 % (vm["instancename"], vm["name"], state, kvm.name))
@@ -85,8 +86,8 @@ def mirror(ctx):
     res = ctx.resources
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
-        state = kvmhost.domain_state(dom)
-        if state != "running":
+        state = virt.state(dom)
+        if state != virt.RUNNING:
             raise exception.Invalid(
                 reason="the CloudStack VM's domain %s is %s, not running"
                 % (res["source_domain"], state))

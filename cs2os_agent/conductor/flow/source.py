@@ -10,6 +10,7 @@ CloudStack's view; undo_source resumes or starts it on a rollback.
 
 from oslo_log import log as logging
 
+from cs2os_agent import virt
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
@@ -114,14 +115,14 @@ def require_source_down(ctx):
             % (vm["state"], vm.get("hostname") or vm.get("hostid")))
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         try:
-            state = kvmhost.domain_state(kvm.domain(res["source_domain"]))
+            state = virt.state(kvm.domain(res["source_domain"]))
         except mirror_errors.SourceDomainNotFound:
-            state = "gone"
+            state = virt.GONE
         host_name = kvm.name
     # A clean cutover's domain may still be in libvirt's hands (QEMU said
     # SHUTDOWN, not yet reaped): it runs no guest code any more.
-    allowed = ("paused",) if res.get("cutover_method") == states.FORCE \
-        else ("gone", "shut off", "shutting down")
+    allowed = (virt.PAUSED,) if res.get("cutover_method") == states.FORCE \
+        else (virt.GONE, virt.SHUT_OFF, virt.SHUTTING_DOWN)
     if state not in allowed:
         raise exception.SourceNotStopped(
             vm=vm_name, detail="its domain %s is %s on %s"
@@ -166,7 +167,7 @@ def stop_after_cutover(ctx):
 
 
 def resume_if_paused(dom):
-    if kvmhost.domain_state(dom) == "paused":
+    if virt.state(dom) == virt.PAUSED:
         dom.resume()
         return True
     return False
