@@ -17,6 +17,7 @@ from osc_lib import exceptions as osc_exc
 
 from cs2os_agent.osc import client
 from cs2os_agent.osc.v1 import migration
+from tests.fakes.clock import FakeClock
 
 ENDPOINT = "http://127.0.0.1:9877"
 URL = ENDPOINT + "/v1/migrations"
@@ -49,19 +50,6 @@ class FakeApp:
         self.options = types.SimpleNamespace(debug=False)
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def mock():
     with requests_mock.Mocker() as m:
@@ -81,7 +69,7 @@ def parse(cls, argv, app=None):
 def run(cls, argv, app, t=None):
     cmd, parsed = parse(cls, argv, app)
     if t is not None:
-        cmd.clock, cmd.sleep = t.clock, t.sleep
+        cmd.clock, cmd.sleep = t.monotonic, t.sleep
     assert cmd.run(parsed) == 0
     return app.stdout.getvalue()
 
@@ -192,7 +180,7 @@ def test_cutover_wait_watches_until_the_end(mock, app):
         {"json": {"migration": dict(held, step="start")}},
         {"json": {"migration": dict(held, state="succeeded",
                                     step="done")}}])
-    t = FakeTime()
+    t = FakeClock()
     out = run(migration.CutoverMigration,
               ["m-1", "--wait", "-f", "value", "-c", "state"], app, t)
     assert out == "succeeded\n"
@@ -293,7 +281,7 @@ def test_import_wait_success_prints_the_final_record(mock, app):
                                       bytes_done=None, bytes_total=None)})
     mock.get(URL + "/m-1", [{"json": {"migration": RECORD}},
                             {"json": {"migration": done}}])
-    t = FakeTime()
+    t = FakeClock()
     out = run(migration.ImportMigration,
               ["web-1", "--wait", "--poll-interval", "3", "-f", "value",
                "-c", "state", "-c", "result"], app, t)
@@ -315,7 +303,7 @@ def test_import_wait_failure_raises_with_the_error(mock, app):
     mock.get(URL + "/m-1", json={"migration": dict(
         RECORD, state="failed", step="boot", error="No valid host")})
     with pytest.raises(osc_exc.CommandError) as info:
-        run(migration.ImportMigration, ["web-1", "--wait"], app, FakeTime())
+        run(migration.ImportMigration, ["web-1", "--wait"], app, FakeClock())
     assert str(info.value) == "Migration m-1 failed at step boot: " \
         "No valid host"
     assert app.stdout.getvalue() == ""

@@ -10,22 +10,10 @@ from osc_lib import exceptions as osc_exc
 
 from cs2os_agent.osc import client
 from cs2os_agent.osc.v1 import progress
+from tests.fakes.clock import FakeClock
 
 MIB = 1024**2
 GIB = 1024**3
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Fetcher:
@@ -131,8 +119,8 @@ def test_tty_line_of_a_finished_migration():
 
 def test_non_tty_prints_lines_on_change_and_throttles_progress():
     out = io.StringIO()
-    t = FakeTime()
-    reporter = progress.Reporter(out, tty=False, clock=t.clock,
+    t = FakeClock()
+    reporter = progress.Reporter(out, tty=False, clock=t.monotonic,
                                  line_interval=5)
     reporter.update(rec(state="queued", step=None))
     t.now += 2
@@ -168,14 +156,14 @@ def test_reporter_asks_the_stream_whether_it_is_a_tty():
 
 def wait(fetch, first, t, **kwargs):
     out = io.StringIO()
-    reporter = progress.Reporter(out, tty=False, clock=t.clock)
+    reporter = progress.Reporter(out, tty=False, clock=t.monotonic)
     final = progress.wait_for_migration(
-        fetch, first, reporter, clock=t.clock, sleep=t.sleep, **kwargs)
+        fetch, first, reporter, clock=t.monotonic, sleep=t.sleep, **kwargs)
     return final, out.getvalue()
 
 
 def test_wait_polls_until_a_terminal_state():
-    t = FakeTime()
+    t = FakeClock()
     done = rec(state="succeeded", step="start", done=GIB, total=GIB)
     fetch = Fetcher(rec(step="image", done=1, total=GIB), done)
     final, out = wait(fetch, rec(state="queued", step=None), t,
@@ -188,7 +176,7 @@ def test_wait_polls_until_a_terminal_state():
 
 
 def test_wait_returns_a_failure_without_polling_again():
-    t = FakeTime()
+    t = FakeClock()
     failed = rec(state="failed", step="boot", error="No valid host")
     final, _ = wait(Fetcher(), failed, t)
     assert final is failed
@@ -196,7 +184,7 @@ def test_wait_returns_a_failure_without_polling_again():
 
 
 def test_wait_times_out_with_the_state_in_the_message():
-    t = FakeTime()
+    t = FakeClock()
     fetch = Fetcher(rec(step="sync"), rec(step="sync"), rec(step="sync"))
     with pytest.raises(osc_exc.CommandError) as info:
         wait(fetch, rec(state="queued", step=None), t, poll_interval=2,
@@ -209,7 +197,7 @@ def test_wait_times_out_with_the_state_in_the_message():
 
 
 def test_wait_rides_out_a_short_api_outage():
-    t = FakeTime()
+    t = FakeClock()
     fetch = Fetcher(
         client.ApiError(503, "Service Unavailable"),
         client.ApiUnreachable("Cannot reach the cs2os API: refused"),
@@ -222,7 +210,7 @@ def test_wait_rides_out_a_short_api_outage():
 
 
 def test_wait_gives_up_when_the_api_stays_away():
-    t = FakeTime()
+    t = FakeClock()
     down = [client.ApiUnreachable("refused") for _ in range(10)]
     fetch = Fetcher(*down)
     with pytest.raises(client.ApiUnreachable):
@@ -232,7 +220,7 @@ def test_wait_gives_up_when_the_api_stays_away():
 
 
 def test_wait_does_not_retry_a_real_error():
-    t = FakeTime()
+    t = FakeClock()
     fetch = Fetcher(client.ApiError(404, "Migration m-1 could not be found."))
     with pytest.raises(client.ApiError, match="could not be found"):
         wait(fetch, rec(), t)
@@ -240,7 +228,7 @@ def test_wait_does_not_retry_a_real_error():
 
 
 def test_ctrl_c_stops_watching_and_says_how_to_resume():
-    t = FakeTime()
+    t = FakeClock()
     out = io.StringIO()
 
     def interrupted_sleep(seconds):
@@ -249,7 +237,7 @@ def test_ctrl_c_stops_watching_and_says_how_to_resume():
     fetch = Fetcher()
     reporter = progress.Reporter(out, tty=True, width=80)
     with pytest.raises(KeyboardInterrupt):
-        progress.wait_for_migration(fetch, rec(), reporter, clock=t.clock,
+        progress.wait_for_migration(fetch, rec(), reporter, clock=t.monotonic,
                                     sleep=interrupted_sleep)
     assert fetch.calls == []
     # The progress line is ended before the hint.

@@ -2,19 +2,7 @@ import pytest
 
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import monitor
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-        self.slept = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.fakes.clock import FakeClock
 
 
 def make(clock, **kwargs):
@@ -45,14 +33,14 @@ def test_bandwidth_limit_sleeps_to_the_average_rate():
     mon, _ = make(clock, interval=1000, max_bandwidth_mbps=8)
     mon.advance(500_000)
     mon.advance(500_000)
-    assert sum(clock.slept) == pytest.approx(1.0)
+    assert sum(clock.sleeps) == pytest.approx(1.0)
 
 
 def test_unlimited_never_sleeps():
     clock = FakeClock()
     mon, _ = make(clock, interval=1000)
     mon.advance(10**9)
-    assert clock.slept == []
+    assert clock.sleeps == []
 
 
 def test_cancel_stops_the_next_advance():

@@ -2,14 +2,12 @@ import os
 
 import pytest
 
-from cs2os_agent import conf
-from cs2os_agent import transfer
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import monitor
 from cs2os_agent.transfer import partial as partial_file
 from cs2os_agent.transfer import path
-
-MiB = 1024 * 1024
+from tests.unit.transfer.helpers import MiB
+from tests.unit.transfer.helpers import copy
 
 
 def sparse_file(p, extents, size):
@@ -19,18 +17,6 @@ def sparse_file(p, extents, size):
             f.seek(offset)
             f.write(data)
     return p
-
-
-def copy(src, dst, mon, offset=0, checkpoint=64 * MiB):
-    part = partial_file.PartialFile(str(dst), str(dst) + ".json",
-                                    src.fingerprint(), checkpoint)
-    part.open(offset)
-    try:
-        copied = src.copy_to(part, mon, offset)
-        part.finish(src.size())
-    finally:
-        part.close()
-    return copied
 
 
 def source(p, roots, chunk=MiB):
@@ -151,18 +137,6 @@ def test_cancel_mid_copy(tmp_path):
         with pytest.raises(exception.MigrationCancelled):
             copy(s, tmp_path / "dst", mon)
     assert mon.done == MiB
-
-
-@pytest.mark.parametrize("bad, words", [
-    (None, "must be a dict"),
-    ({"path": "/x"}, "unknown transport"),
-    ({"transport": "nfs", "path": "/x"}, "missing export, server"),
-    ({"transport": "path"}, "missing path"),
-    ({"transport": "path", "path": "/x", "port": 1}, "unknown port"),
-])
-def test_get_source_rejects_malformed_requests(bad, words):
-    with pytest.raises(exception.InvalidSource, match=words):
-        transfer.get_source(bad, conf.CONF)
 
 
 def test_copy_from_an_offset_moves_only_the_rest(tmp_path):
