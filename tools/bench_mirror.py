@@ -48,13 +48,18 @@ from cs2os_agent.common import context
 from cs2os_agent.common import rpc
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.transfer import ssh
-from tests.e2e import conftest as e2e
-from tests.e2e import warm_chain
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_kvm
-from tests.functional import agent_process
-from tests.functional import harness
-from tests.functional import images
+
+# The test bed comes from the checkout: tox sets PYTHONPATH, a plain
+# ``python tools/bench_mirror.py`` from the repository root does not.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.testbed import cloudstack_api  # noqa: E402
+from tools.testbed import cloudstack_kvm  # noqa: E402
+from tools.testbed import harness  # noqa: E402
+from tools.testbed import images  # noqa: E402
+from tools.testbed import minicloud  # noqa: E402
+from tools.testbed import service  # noqa: E402
+from tools.testbed import warm_chain  # noqa: E402
 
 MiB = images.MiB
 # The guest's boot sector and message live in the first sectors; the
@@ -110,11 +115,11 @@ class Chain:
         self.started = []
 
     def start(self):
-        with open(os.path.join(e2e.STATE_DIR, "minicloud.json")) as f:
+        with open(os.path.join(minicloud.STATE_DIR, "minicloud.json")) as f:
             self.minicloud_info = json.load(f)
-        self.minicloud = e2e.Minicloud(
+        self.minicloud = minicloud.Minicloud(
             info=self.minicloud_info,
-            conn=e2e.smoke.connect(self.minicloud_info))
+            conn=minicloud.smoke.connect(self.minicloud_info))
         # A vhost of our own: queue names are global within one.
         broker = self.args.broker_url.rstrip("/")
         self.vhost = "cs2os-bench-%s" % self.run_id
@@ -131,8 +136,8 @@ class Chain:
         exchange = "cs2os-bench-%s" % self.run_id
         # Short: a call sent before a server's queue exists is lost, and
         # the start-up probes retry (as the tests' harness does).
-        agent_process.init_rpc_client(self.work, url, exchange,
-                                      harness.RPC_RESPONSE_TIMEOUT)
+        service.init_rpc_client(self.work, url, exchange,
+                                harness.RPC_RESPONSE_TIMEOUT)
         self.started.append(rpc.cleanup)
         self.ctxt = context.get_admin_context()
         self.cs_root = os.path.join(self.work, "cloudstack")
@@ -162,7 +167,7 @@ class Chain:
         self.api = conductor_rpcapi.ConductorAPI()
         self.conductor = warm_chain.make_conductor(
             self.work, "bench-%s" % self.run_id, url, exchange, self.cloud,
-            e2e.admin_auth(self.minicloud), self.cs_root, self.sshd,
+            minicloud.admin_auth(self.minicloud), self.cs_root, self.sshd,
             mirror_poll_interval=0.1)
         self.conductor.manage("db", "sync")
         self.conductor.start(self.api, self.ctxt)

@@ -38,20 +38,21 @@ import uuid
 import libvirt
 
 from cs2os_agent import qemu_img
-from cs2os_agent.agent import domain  # noqa: F401 - quiets libvirt's stderr
+from cs2os_agent import virt
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
 from cs2os_agent.transfer import ssh
 
-# The test helpers below come from the checkout: tox sets PYTHONPATH, a
-# plain ``python tools/bench_transfer.py`` from the repository root does not.
+# The test bed comes from the checkout: tox sets PYTHONPATH, a plain
+# ``python tools/bench_transfer.py`` from the repository root does not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.functional import agent_process  # noqa: E402
-from tests.functional import images  # noqa: E402
-from tests.functional import nfsd  # noqa: E402
-from tests.functional import sshd  # noqa: E402
+from tools.testbed import agent_process  # noqa: E402
+from tools.testbed import images  # noqa: E402
+from tools.testbed import nfsd  # noqa: E402
+from tools.testbed import service  # noqa: E402
+from tools.testbed import sshd  # noqa: E402
 
 MiB = images.MiB
 
@@ -329,6 +330,7 @@ def main():
     run_id = uuid.uuid4().hex[:8]
     work = tempfile.mkdtemp(prefix="cs2os-bench-%s-" % run_id, dir="/var/tmp")
     os.chmod(work, 0o755)  # noqa: S103 - qemu runs as libvirt-qemu
+    virt.init()  # libvirt's expected errors stay off stderr
     conn = libvirt.open("qemu:///system")
     dom = None
     try:
@@ -343,7 +345,7 @@ def main():
         dom = conn.defineXML(inst.domain_xml())
 
         exchange = "cs2os-bench-%s" % run_id
-        agent_process.init_rpc_client(work, args.transport_url, exchange)
+        service.init_rpc_client(work, args.transport_url, exchange)
         api = rpcapi.AgentAPI()
         ctxt = context.get_admin_context()
         results = []

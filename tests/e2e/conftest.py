@@ -1,16 +1,13 @@
-"""End-to-end harness: a real Keystone + Glance + Placement + Nova.
+"""End-to-end fixtures: a real Keystone + Glance + Placement + Nova.
 
-The cloud is the minicloud (tools/minicloud), started before the tests by
+The cloud is the minicloud (tools/minicloud, seen through
+tools/testbed/minicloud.py), started before the tests by
 `tools/minicloud/minicloud.sh up` (after `tools/test-services.sh start`):
 booting it takes about a minute, so it runs once for the whole session and
-beyond.  Its state dir is $CS2OS_MINICLOUD_DIR (default
-/var/lib/cs2os-minicloud); up.sh writes minicloud.json there once the cloud
-is ready.  A cloud that is not up fails the tests with the command that
+beyond.  A cloud that is not up fails the tests with the command that
 starts it: these tests never skip.
 """
 
-import dataclasses
-import importlib.util
 import json
 import os
 import uuid
@@ -19,51 +16,19 @@ import pytest
 
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from tests.e2e import warm_chain
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_kvm
-from tests.functional import agent_process
-from tests.functional import conductor_process
-from tests.functional import harness as ft
-from tests.functional import images
-from tests.functional.harness import wait_console
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-STATE_DIR = os.environ.get("CS2OS_MINICLOUD_DIR", "/var/lib/cs2os-minicloud")
-HINT = ("start it with: tools/minicloud/minicloud.sh up "
-        "(services first: tools/test-services.sh start)")
-
-
-def _load_minicloud_module(name):
-    # tools/minicloud is not a package; its smoke helpers are loaded by path
-    # so that the smoke command and these tests check the same things.
-    path = os.path.join(REPO, "tools", "minicloud", name + ".py")
-    spec = importlib.util.spec_from_file_location("minicloud_" + name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-smoke = _load_minicloud_module("smoke")
-
-
-@dataclasses.dataclass
-class Minicloud:
-    info: dict  # minicloud.json: auth_url, compute_host, instances_path...
-    conn: object  # openstacksdk Connection as the cloud's admin
-
-    @property
-    def compute_host(self):
-        return self.info["compute_host"]
-
-    @property
-    def instances_path(self):
-        return self.info["instances_path"]
-
-    def connect(self, cloud=None):
-        """Another openstacksdk Connection (cloud: a clouds.yaml entry)."""
-        return smoke.connect(self.info, cloud)
+from tools.testbed import agent_process
+from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_kvm
+from tools.testbed import conductor_process
+from tools.testbed import harness as ft
+from tools.testbed import images
+from tools.testbed import warm_chain
+from tools.testbed.harness import wait_console
+from tools.testbed.minicloud import HINT
+from tools.testbed.minicloud import STATE_DIR
+from tools.testbed.minicloud import Minicloud
+from tools.testbed.minicloud import admin_auth
+from tools.testbed.minicloud import smoke
 
 
 @pytest.fixture(scope="session")
@@ -115,25 +80,6 @@ def cloud(cloudstack_root, minicloud):  # noqa: F811
     api.endpoint = api.serve()
     yield api
     api.shutdown()
-
-
-def admin_auth(minicloud):
-    with open(minicloud.info["clouds_yaml"]) as f:
-        import yaml
-
-        clouds = yaml.safe_load(f)["clouds"]
-    auth = clouds[minicloud.info["admin_cloud"]]["auth"]
-    return {
-        "auth_type": "password",
-        "auth_url": auth["auth_url"],
-        "username": auth["username"],
-        "password": auth["password"],
-        "project_name": auth["project_name"],
-        "user_domain_name": auth.get("user_domain_name", "Default"),
-        "project_domain_name": auth.get("project_domain_name", "Default"),
-        "region_name": minicloud.info.get("region_name", "RegionOne"),
-        "interface": "public",
-    }
 
 
 @pytest.fixture(scope="module")

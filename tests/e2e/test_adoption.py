@@ -18,8 +18,8 @@ import pytest
 
 from cs2os_agent.openstack import client as os_client
 from cs2os_agent.openstack import network as os_network
-from tests.e2e.conftest import smoke
-from tests.functional.harness import RUN_ID
+from tools.testbed.harness import RUN_ID
+from tools.testbed.minicloud import smoke
 
 PREFIX = "cs2os-e2e-%s-adopt" % RUN_ID
 

@@ -18,10 +18,10 @@ import yaml
 
 from cs2os_agent import qemu_img
 from tests.e2e.conftest import RUN_ID
-from tests.e2e.conftest import admin_auth
 from tests.e2e.conftest import new_vm
-from tests.functional import api_process
-from tests.functional import harness as ft
+from tools.testbed import api_process
+from tools.testbed import harness as ft
+from tools.testbed.minicloud import admin_auth
 
 OPENSTACK = os.path.join(os.path.dirname(sys.executable), "openstack")
 

@@ -17,14 +17,14 @@ import time
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
-from tests.e2e.conftest import STATE_DIR
 from tests.e2e.conftest import new_vm
-from tests.fakes import cloudstack_handlers
-from tests.functional import harness as ft
-from tests.functional import images
-from tests.functional.harness import wait_console
-from tests.functional.harness import wait_state
-from tests.functional.harness import wait_step
+from tools.testbed import cloudstack_handlers
+from tools.testbed import harness as ft
+from tools.testbed import images
+from tools.testbed.harness import wait_console
+from tools.testbed.harness import wait_state
+from tools.testbed.harness import wait_step
+from tools.testbed.minicloud import STATE_DIR
 
 MiB = images.MiB
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -15,7 +15,7 @@ import uuid
 import openstack.exceptions
 import pytest
 
-from tests.e2e.conftest import smoke
+from tools.testbed.minicloud import smoke
 
 
 def test_boot_stop_start_delete(minicloud, tmp_path):

@@ -13,8 +13,8 @@ import pytest
 
 from tests.e2e.conftest import RUN_ID
 from tests.e2e.conftest import new_vm
-from tests.fakes import cloudstack_handlers
-from tests.functional.harness import wait_state
+from tools.testbed import cloudstack_handlers
+from tools.testbed.harness import wait_state
 
 SUFFIX = (RUN_ID[0:2], RUN_ID[2:4], RUN_ID[4:6])
 

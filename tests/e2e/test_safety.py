@@ -15,10 +15,10 @@ import pytest
 
 from cs2os_agent.common import exception
 from tests.e2e.conftest import new_vm
-from tests.functional import images
-from tests.functional.harness import wait_console
-from tests.functional.harness import wait_state
-from tests.functional.harness import wait_step
+from tools.testbed import images
+from tools.testbed.harness import wait_console
+from tools.testbed.harness import wait_state
+from tools.testbed.harness import wait_step
 
 FINAL = ("succeeded", "failed", "cancelled")
 

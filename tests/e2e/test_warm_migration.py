@@ -24,15 +24,15 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
-from tests.e2e import warm_chain
-from tests.e2e.conftest import admin_auth
 from tests.e2e.conftest import delete_migrated_servers
 from tests.e2e.conftest import new_vm
-from tests.functional import harness as ft
-from tests.functional import images
-from tests.functional.harness import wait_console
-from tests.functional.harness import wait_for
-from tests.functional.harness import wait_state
+from tools.testbed import harness as ft
+from tools.testbed import images
+from tools.testbed import warm_chain
+from tools.testbed.harness import wait_console
+from tools.testbed.harness import wait_for
+from tools.testbed.harness import wait_state
+from tools.testbed.minicloud import admin_auth
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID

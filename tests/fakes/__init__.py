@@ -1,3 +1,4 @@
-"""Stand-ins for services that cannot run here (a CloudStack management
-server).  They speak the real wire protocol; only what sits behind it is
-smaller."""
+"""Fakes for the unit tests (libvirt, a clock).  The real stand-ins that
+the functional and end-to-end tests, the sandbox and the benchmarks share
+(the CloudStack API and KVM host, sshd, nfsd, databases) are in
+tools/testbed/."""

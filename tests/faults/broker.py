@@ -9,30 +9,28 @@ stopped by PID.
 """
 
 import os
-import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.functional import harness as ft
+from tools.testbed import harness as ft
+from tools.testbed import process
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class PrivateBroker(process.Child):
+    # rabbitmq-server is a script that runs the Erlang VM, which runs
+    # helpers (erl_child_setup, inet_gethost): all of them go, by group.
+    stop_group = True
+    stop_timeout = 60
 
-
-class PrivateBroker:
     def __init__(self, base):
         self.base = base
         os.makedirs(base, exist_ok=True)
-        self.port = _free_port()
-        self.dist_port = _free_port()
+        self.port = process.free_port()
+        self.dist_port = process.free_port()
         self.node = "cs2os-faults-%s@localhost" % ft.RUN_ID
         env_file = os.path.join(base, "rabbitmq-env.conf")
         with open(env_file, "w") as f:
@@ -62,10 +60,8 @@ class PrivateBroker:
             pytest.fail("%s is missing (tools/install-deps.sh installs "
                         "rabbitmq-server)" % SERVER, pytrace=False)
         out = open(os.path.join(self.base, "server.out"), "a")
-        self.proc = subprocess.Popen([SERVER], env=self.env, stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.spawn([SERVER], env=self.env, stdout=out,
+                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self.usable():
             if self.proc.poll() is not None:
@@ -90,20 +86,3 @@ class PrivateBroker:
             return True
         except Exception:  # noqa: BLE001 - not yet
             return False
-
-    def stop(self):
-        """SIGTERM to the server's process (its session: the script, the
-        Erlang VM; both ours), wait for it; SIGKILL after 60 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        # Anything left in its session (erl_child_setup, inet_gethost).
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

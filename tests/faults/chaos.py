@@ -6,8 +6,8 @@ import os
 import signal
 import time
 
-from tests.fakes import cloudstack_handlers
 from tests.faults import invariants
+from tools.testbed import cloudstack_handlers
 
 CRASH_ENV = "CS2OS_CRASH_AT"
 

@@ -8,7 +8,7 @@ libvirt URI), so one agent and one conductor serve cold and warm
 migrations alike; the sweep stops and launches them itself, with
 CS2OS_CRASH_AT in their environment (cs2os_agent/common/faultpoints.py).
 
-Every name carries RUN_ID (tests/functional/harness.py); only processes
+Every name carries RUN_ID (tools/testbed/harness.py); only processes
 started here are stopped, by PID.
 """
 
@@ -17,8 +17,6 @@ import os
 import pytest
 
 from cs2os_agent.common import context as cs2os_context
-from tests.e2e import warm_chain
-from tests.e2e.conftest import admin_auth
 from tests.e2e.conftest import cloud  # noqa: F401 - fixture
 from tests.e2e.conftest import conductor_api  # noqa: F401 - fixture
 from tests.e2e.conftest import delete_migrated_servers
@@ -26,7 +24,9 @@ from tests.e2e.conftest import kvm_sshd  # noqa: F401 - fixture
 from tests.e2e.conftest import minicloud  # noqa: F401 - fixture
 from tests.e2e.conftest import remote_dir  # noqa: F401 - fixture
 from tests.faults import report as fault_report
-from tests.functional import harness as ft
+from tools.testbed import harness as ft
+from tools.testbed import warm_chain
+from tools.testbed.minicloud import admin_auth
 
 RUN_ID = ft.RUN_ID
 

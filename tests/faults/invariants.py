@@ -31,8 +31,8 @@ import uuid
 import libvirt
 
 from cs2os_agent import qemu_img
-from tests.e2e import warm_chain
-from tests.functional import harness as ft
+from tools.testbed import harness as ft
+from tools.testbed import warm_chain
 
 NAMES = {
     1: "one live copy",
@@ -255,7 +255,7 @@ def _overlay_intact(vm, digest, workdir):
             % (vm.volume.overlay, proc.returncode,
                (proc.stdout + proc.stderr).strip()[-400:]))
     if digest is not None:
-        from tests.functional import images
+        from tools.testbed import images
 
         now = images.sha256(vm.volume.overlay)
         require(now == digest, 2, "the CloudStack overlay %s changed "

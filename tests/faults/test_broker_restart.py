@@ -27,10 +27,10 @@ from tests.faults import broker as private_broker
 from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import report
-from tests.functional import agent_process
-from tests.functional import conductor_process
-from tests.functional import harness as ft
-from tests.functional import images
+from tools.testbed import agent_process
+from tools.testbed import conductor_process
+from tools.testbed import harness as ft
+from tools.testbed import images
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID

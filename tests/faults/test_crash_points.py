@@ -20,7 +20,7 @@ from tests.faults import cases
 from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import report
-from tests.functional import images
+from tools.testbed import images
 
 EXPECTED = {"crash": ("succeeded",), "user-start": ("failed",),
             "lost-volume": ("failed",), "cancel": ("cancelled",)}

@@ -23,18 +23,18 @@ import time
 
 import pytest
 
-from tests.e2e import warm_chain
-from tests.e2e.conftest import admin_auth
 from tests.e2e.conftest import delete_migrated_servers
 from tests.e2e.conftest import new_vm
-from tests.fakes import cloudstack_handlers
 from tests.faults import cases
 from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import novaproxy
 from tests.faults import report
-from tests.functional import harness as ft
-from tests.functional import images
+from tools.testbed import cloudstack_handlers
+from tools.testbed import harness as ft
+from tools.testbed import images
+from tools.testbed import warm_chain
+from tools.testbed.minicloud import admin_auth
 
 RUN_ID = ft.RUN_ID
 MiB = 1024 * 1024

@@ -11,7 +11,7 @@ from tests.e2e.conftest import new_vm
 from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import report
-from tests.functional import images
+from tools.testbed import images
 
 
 def _finish(case, started, outcome, held, note, flow="cold"):

@@ -23,14 +23,14 @@ import pytest
 from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import new_vm
-from tests.fakes import cloudstack_handlers
 from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import report
-from tests.functional import agent_process
-from tests.functional import conductor_process
-from tests.functional import harness as ft
-from tests.functional import images
+from tools.testbed import agent_process
+from tools.testbed import cloudstack_handlers
+from tools.testbed import conductor_process
+from tools.testbed import harness as ft
+from tools.testbed import images
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID

@@ -15,8 +15,8 @@ import uuid
 import pytest
 
 from cs2os_agent.common import exception
-from tests.functional import images
-from tests.functional.harness import sync_expecting
+from tests.functional.checks import sync_expecting
+from tools.testbed import images
 
 MiB = images.MiB
 

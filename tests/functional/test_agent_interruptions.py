@@ -8,10 +8,10 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import harness
-from tests.functional import images
-from tests.functional.harness import Call
-from tests.functional.harness import wait_for
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed.harness import Call
+from tools.testbed.harness import wait_for
 
 MiB = images.MiB
 

@@ -14,8 +14,8 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import harness
-from tests.functional import images
+from tools.testbed import harness
+from tools.testbed import images
 
 MiB = images.MiB
 SHUTOFF = 5  # libvirt.VIR_DOMAIN_SHUTOFF

@@ -17,10 +17,10 @@ import requests
 
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from tests.fakes import cloudstack_api
-from tests.functional import api_process
-from tests.functional import conductor_process
-from tests.functional import harness
+from tools.testbed import api_process
+from tools.testbed import cloudstack_api
+from tools.testbed import conductor_process
+from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
 

@@ -24,10 +24,11 @@ import requests
 
 from cs2os_agent.api import openapi
 from cs2os_agent.api import schemas
-from tests.fakes import cloudstack_api
-from tests.functional import api_process
-from tests.functional import conductor_process
-from tests.functional import harness
+from tests.functional import checks
+from tools.testbed import api_process
+from tools.testbed import cloudstack_api
+from tools.testbed import conductor_process
+from tools.testbed import harness
 
 try:
     import schemathesis
@@ -58,13 +59,13 @@ ACCESS_LINE = re.compile(r'"[A-Z]+ [^"]*" (\d{3}) \S+$')
 def bus():
     """A vhost of its own: queue names are global in a vhost, so another
     conductor on the session's would take this API's calls."""
-    harness.require_broker()
-    harness.rabbitmqctl("add_vhost", VHOST)
+    checks.require_broker()
+    checks.rabbitmqctl("add_vhost", VHOST)
     user = urllib.parse.urlsplit(harness.BROKER_URL).username or "guest"
-    harness.rabbitmqctl("set_permissions", "-p", VHOST, user,
-                        ".*", ".*", ".*")
+    checks.rabbitmqctl("set_permissions", "-p", VHOST, user,
+                       ".*", ".*", ".*")
     yield harness.BROKER_URL.rstrip("/") + "/" + VHOST
-    harness.rabbitmqctl("delete_vhost", VHOST)
+    checks.rabbitmqctl("delete_vhost", VHOST)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The CloudStack client over HTTP against the stand-in with real VMs.
 
-The stand-in (tests/fakes/cloudstack_api.py) listens on 127.0.0.1 and
+The stand-in (tools/testbed/cloudstack_api.py) listens on 127.0.0.1 and
 checks every signature; its VMs are transient libvirt KVM domains named as
 CloudStack names them, running on a template + overlay laid out as on NFS
 primary storage (<root>/mnt/<pool uuid>/).  Each guest prints a line from
@@ -8,7 +8,6 @@ its overlay to its serial console, which proves which disk it booted from.
 """
 
 import os
-import socket
 
 import libvirt
 import pytest
@@ -17,18 +16,20 @@ from cs2os_agent import qemu_img
 from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_kvm
-from tests.functional import harness
-from tests.functional import images
+from tests.functional import checks
+from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_kvm
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed import process
 
 RUN_ID = harness.RUN_ID
 
 
 @pytest.fixture(scope="module")
 def cloud(cloudstack_root):
-    harness.require_binaries()
-    harness.require_libvirt()
+    checks.require_binaries()
+    checks.require_libvirt()
     kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, harness.LIBVIRT_URI,
                                     stop_grace=1.0)
     api = cloudstack_api.FakeCloudStack(kvm)
@@ -145,9 +146,7 @@ def test_unknown_vm_is_not_found(client):
 
 def test_unreachable_endpoint():
     # A port that was free a moment ago: nothing listens there.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = process.free_port()
     unreachable = cs_client.CloudStackClient(
         "http://127.0.0.1:%d/client/api" % port, "k", "s", timeout=5)
     with pytest.raises(cloudstack_errors.CloudStackUnreachable) as info:

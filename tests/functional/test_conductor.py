@@ -24,10 +24,10 @@ from cs2os_agent.common import exception
 from cs2os_agent.conductor import notify
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
-from tests.fakes import cloudstack_api
-from tests.functional import conductor_process
-from tests.functional import harness
-from tests.functional.harness import wait_state
+from tools.testbed import cloudstack_api
+from tools.testbed import conductor_process
+from tools.testbed import harness
+from tools.testbed.harness import wait_state
 
 RUN_ID = harness.RUN_ID
 TOPIC = "notifications-%s" % RUN_ID

@@ -14,8 +14,8 @@ from cs2os_agent.common import exception
 from cs2os_agent.db import api
 from cs2os_agent.db import migration
 from cs2os_agent.db import models
-from tests.functional import mariadb
-from tests.functional import postgres
+from tools.testbed import mariadb
+from tools.testbed import postgres
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
 

@@ -54,37 +54,10 @@ MiB = images.MiB
 QDEV = "/machine/peripheral/virtio-disk0/virtio-backend"
 
 
-# -- the KVM host's sshd, allowing what the tunnel needs ---------------------
-
-
-class ForwardingServer(sshd.Server):
-    """The test sshd, with remote forwarding allowed.
-
-    OpenSSH checks AllowTcpForwarding for unix socket forwards too, and the
-    shared test server turns it off; a CloudStack KVM host's sshd has
-    Debian's/EL's default (yes).  ``remote``: only what ``-R`` needs.
-    """
-
-    def _write_config(self):
-        path = os.path.join(self.dir, "sshd_config")
-        config = sshd.CONFIG.replace("AllowTcpForwarding no",
-                                     "AllowTcpForwarding remote")
-        assert "AllowTcpForwarding remote" in config
-        with open(path, "w") as f:
-            f.write(config % {"port": self.port, "dir": self.dir,
-                              "test_user": sshd.TEST_USER})
-        check = subprocess.run([sshd.SSHD, "-t", "-f", path],
-                               capture_output=True, text=True, check=False)
-        if check.returncode != 0:
-            raise sshd.HarnessError("sshd rejects its config %s: %s"
-                                    % (path, check.stderr.strip()))
-        self.config = path
-
-
 @pytest.fixture(scope="module")
 def server(workdir):
     try:
-        srv = ForwardingServer(workdir).start()
+        srv = sshd.ForwardingServer(workdir).start()
     except sshd.HarnessError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield srv

@@ -1,7 +1,7 @@
 """The agent pulls a CloudStack overlay over NFS, in user space, for real.
 
 A real nfs-ganesha exports a CloudStack-like primary storage directory
-(tests/functional/nfsd.py): NFSv4 on 127.0.0.1 and a free port, and
+(tools/testbed/nfsd.py): NFSv4 on 127.0.0.1 and a free port, and
 NFSv3 + v4 inside a private network namespace with its own rpcbind.  The
 agent runs as its own process over RabbitMQ and reads with libnfs, never
 through a kernel mount.
@@ -15,10 +15,11 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import harness
-from tests.functional import images
-from tests.functional import nfsd
 from tests.functional import test_agent_migration as migration_tests
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed import nfsd
+from tools.testbed import process
 
 MiB = images.MiB
 PSEUDO = "/primary"
@@ -187,7 +188,7 @@ def test_path_cannot_leave_the_export(nfs_agent, agent_api, ctxt, volume,
 
 
 def test_unreachable_server(agents, agent_api, ctxt, volume, nova_instance):
-    closed = nfsd.free_port()  # nothing listens there
+    closed = process.free_port()  # nothing listens there
     agent = agents.start("nfs-closed", transfer_options={"nfs_port": closed})
     vol = volume()
     inst = nova_instance(vol.template, 64 * MiB)

@@ -1,6 +1,6 @@
 """The ssh transport, for real: cs2os-agent pulls overlays from an sshd.
 
-A private sshd on 127.0.0.1 (tests/functional/sshd.py) plays the
+A private sshd on 127.0.0.1 (tools/testbed/sshd.py) plays the
 CloudStack KVM host: it serves the CloudStack-like volumes the other
 functional tests make, under the same /mnt/<pool>/ layout.  The agent runs
 as its own process over RabbitMQ with the harness's client key and
@@ -18,14 +18,15 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
-from tests.functional import harness
-from tests.functional import images
-from tests.functional import sshd
-from tests.functional.harness import Call
-from tests.functional.harness import sync_expecting
-from tests.functional.harness import wait_console
-from tests.functional.harness import wait_for
+from tests.functional.checks import sync_expecting
 from tests.functional.test_agent_migration import console
+from tools.testbed import harness
+from tools.testbed import images
+from tools.testbed import process
+from tools.testbed import sshd
+from tools.testbed.harness import Call
+from tools.testbed.harness import wait_console
+from tools.testbed.harness import wait_for
 
 MiB = images.MiB
 RUNNING = 1  # libvirt.VIR_DOMAIN_RUNNING
@@ -188,7 +189,7 @@ def test_unknown_host_key_refused(agents, server, cloudstack_root, agent_api,
 
 
 def test_unreachable_host(agent, server, agent_api, ctxt, instance):
-    closed = sshd.free_port()  # nothing listens there
+    closed = process.free_port()  # nothing listens there
     source = dict(ssh_source(server, instance.volume.overlay), port=closed)
     msg = sync_expecting(agent, agent_api, ctxt, instance, source,
                          exception.SourceUnreachable)

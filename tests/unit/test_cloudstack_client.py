@@ -1,6 +1,6 @@
 """The CloudStack client: the real cs library against the stand-in.
 
-The stand-in's WSGI app runs in this process (tests/fakes/wsgi_session);
+The stand-in's WSGI app runs in this process (tools/testbed/wsgi_session);
 its VMs are flags (MemoryKVM).  The functional tests do the same over HTTP
 with real libvirt domains.
 """
@@ -18,10 +18,10 @@ from cs2os_agent import conf
 from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.conf import cloudstack as cloudstack_conf
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_handlers
-from tests.fakes import cloudstack_kvm
-from tests.fakes import wsgi_session
+from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_handlers
+from tools.testbed import cloudstack_kvm
+from tools.testbed import wsgi_session
 
 ENDPOINT = wsgi_session.BASE_URL + "/client/api"
 

@@ -8,8 +8,8 @@ import pytest
 from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
-from tests.fakes import cloudstack_api
-from tests.fakes import wsgi_session
+from tools.testbed import cloudstack_api
+from tools.testbed import wsgi_session
 
 POOL_ID = "6f3c1ebd-5d41-3c3c-b5d4-3bd7cc2b2c61"
 VM_ID = "0b8c4a5e-5a8f-4f3e-9b0e-2a7c6a1d9f10"

@@ -4,7 +4,7 @@ import datetime
 
 import cs
 
-from tests.fakes import cloudstack_signature as signature
+from tools.testbed import cloudstack_signature as signature
 
 # The worked example of the CloudStack developer guide
 # (cloudstack-documentation source/developersguide/dev.rst, "How to sign an

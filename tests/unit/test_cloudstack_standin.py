@@ -15,9 +15,9 @@ import pytest
 
 from cs2os_agent.cloudstack import client as cloudstack_client
 from cs2os_agent.cloudstack import errors as cloudstack_errors
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_handlers
-from tests.fakes import cloudstack_signature as signature
+from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_handlers
+from tools.testbed import cloudstack_signature as signature
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
     make_image.py OUT.raw "line the guest prints"
 
-Sector 0 is the functional tests' boot sector (tests/functional/images.py:
+Sector 0 is the functional tests' boot sector (tools/testbed/images.py:
 it reads sector 1 with the BIOS and writes it to COM1, then halts), plus one
 Linux partition entry: Nova's image safety check (oslo.utils'
 format_inspector) rejects an MBR that defines no partition.  Sector 1 holds
@@ -21,9 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def _functional_images():
-    # By path: tests/__init__.py imports cs2os_agent, which the minicloud's
-    # venv does not have, and images.py itself needs only the stdlib.
-    path = os.path.join(REPO, "tests", "functional", "images.py")
+    # By path: the minicloud's venv has no cs2os_agent, which other test
+    # bed modules import; images.py itself needs only the stdlib.
+    path = os.path.join(REPO, "tools", "testbed", "images.py")
     spec = importlib.util.spec_from_file_location("_cs2os_ft_images", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

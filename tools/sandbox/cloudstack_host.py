@@ -4,7 +4,7 @@
 The VM is a transient KVM domain on CloudStack's NFS primary-storage layout
 (<root>/mnt/<pool uuid>/<volume uuid>, a qcow2 overlay whose header names
 /mnt/<pool uuid>/<template uuid>); the API is the project's CloudStack
-stand-in (tests/fakes), signed requests and async jobs included.  Runs
+stand-in (tools/testbed), signed requests and async jobs included.  Runs
 until SIGTERM, then destroys the domains it started.  Writes
 <state>/cloudstack.json when the VM is up (mode 0600: it holds the API
 keys cs2os-conductor is configured with).
@@ -16,11 +16,11 @@ import os
 import signal
 import threading
 
-from cs2os_agent.agent import domain  # noqa: F401 - quiets libvirt stderr
-from tests.fakes import cloudstack_api
-from tests.fakes import cloudstack_kvm
-from tests.functional import harness
-from tests.functional import images
+from cs2os_agent import virt
+from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_kvm
+from tools.testbed import harness
+from tools.testbed import images
 
 MiB = images.MiB
 
@@ -36,6 +36,7 @@ def main():
                         help="the VM's NIC on CloudStack network 'guest'")
     parser.add_argument("--mac", default="1e:00:5a:00:00:01")
     args = parser.parse_args()
+    virt.init()  # libvirt's expected errors stay off the log
 
     root = os.path.join(args.state_dir, "cloudstack")
     os.makedirs(root, mode=0o755, exist_ok=True)

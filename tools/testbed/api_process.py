@@ -1,12 +1,11 @@
 """cs2os-api as a real process on a free 127.0.0.1 port."""
 
-import socket
-
 import requests
 
-from tests.functional import agent_process
+from tools.testbed import process
+from tools.testbed import service
 
-CONF_TEMPLATE = agent_process.DEFAULT_SECTION + """
+CONF_TEMPLATE = service.DEFAULT_SECTION + """
 [api]
 bind_host = 127.0.0.1
 bind_port = %(port)d
@@ -15,13 +14,7 @@ conductor_timeout = %(conductor_timeout)d
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ApiProcess(agent_process.ServiceProcess):
+class ApiProcess(service.ServiceProcess):
     module = "cs2os_agent.cmd.api"
 
     def __init__(self, workdir, name, transport_url, exchange,
@@ -29,7 +22,7 @@ class ApiProcess(agent_process.ServiceProcess):
                  sections=None):
         """``sections``: e.g. {"keystone_authtoken": {...}}."""
         super().__init__(workdir, name)
-        self.port = free_port()
+        self.port = process.free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         with open(self.conf_file, "w") as f:
             f.write(CONF_TEMPLATE % {
@@ -38,10 +31,7 @@ class ApiProcess(agent_process.ServiceProcess):
                 "port": self.port, "auth_strategy": auth_strategy,
                 "conductor_timeout": conductor_timeout,
             })
-            for section, options in (sections or {}).items():
-                f.write("\n[%s]\n" % section)
-                for option, value in options.items():
-                    f.write("%s = %s\n" % (option, value))
+            service.write_sections(f, sections)
 
     def start(self, timeout=60):
         self.launch()

@@ -5,13 +5,13 @@ A WSGI app on /client/api that checks signatures exactly as ApiServer does
 and error codes, and runs stop/start/destroy as asynchronous jobs whose VMs
 are real (cloudstack_kvm.LibvirtKVM) or flags (MemoryKVM, unit tests).
 
-Tests build the cloud through Python::
+Tests, the sandbox and the benchmarks build the cloud through Python::
 
     cloud = FakeCloudStack(cloudstack_kvm.LibvirtKVM(root))
     admin = cloud.add_account("admin")
     host = cloud.add_host(cloud.add_zone("zone-1"), "kvm-1")
-    vm = cloud.add_kvm_vm("web-1", volume, admin, host)  # tests/functional/
-    endpoint = cloud.serve()                  # images.CloudStackVolume
+    vm = cloud.add_kvm_vm("web-1", volume, admin, host)  # images.py:
+    endpoint = cloud.serve()                  # CloudStackVolume
     ...
     cloud.shutdown()
 
@@ -59,10 +59,10 @@ import urllib.parse
 from wsgiref import simple_server
 
 from cs2os_agent import qemu_img
-from tests.fakes import cloudstack_handlers
-from tests.fakes import cloudstack_kvm
-from tests.fakes import cloudstack_model as model
-from tests.fakes import cloudstack_signature as signature
+from tools.testbed import cloudstack_handlers
+from tools.testbed import cloudstack_kvm
+from tools.testbed import cloudstack_model as model
+from tools.testbed import cloudstack_signature as signature
 
 API_PATH = "/client/api"
 JSON_TYPE = "application/json; charset=UTF-8"  # json.content.type default
@@ -80,7 +80,8 @@ class FakeCloudStack:
         self.vms, self.volumes, self.jobs = [], [], {}
         self.job_threads, self.vm_locks = [], {}
         # Spread internal ids so two runs on one libvirtd do not clash.
-        self._next_vm = first_vm_id or random.randrange(10, 90000)
+        self._next_vm = first_vm_id or random.randrange(  # noqa: S311
+            10, 90000)
         self._next_account = 2  # 1 is CloudStack's system account
         self.calls = []  # (HTTP method, command, params without secrets)
         # Failures on demand (see the module docstring).
@@ -175,7 +176,7 @@ class FakeCloudStack:
 
     def add_kvm_vm(self, name, volume, account, host, offering=None,
                    networks=(), start=True, nics=None):
-        """A VM on files made by tests/functional/images.py.
+        """A VM on files made by images.py (make_cloudstack_volume).
 
         ``volume`` has pool_dir (<root>/mnt/<pool uuid>), template
         (.../<template uuid>) and overlay (.../<volume uuid>): the pool,

@@ -12,8 +12,8 @@ objects unless a root admin passes ``listall=true`` or an ``id``
 import threading
 import time
 
-from tests.fakes import cloudstack_kvm
-from tests.fakes import cloudstack_model as model
+from tools.testbed import cloudstack_kvm
+from tools.testbed import cloudstack_model as model
 
 PAGE_SIZE = 500  # default.page.size
 TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable",

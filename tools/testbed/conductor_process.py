@@ -3,9 +3,9 @@
 import subprocess
 import sys
 
-from tests.functional import agent_process
+from tools.testbed import service
 
-CONF_TEMPLATE = agent_process.DEFAULT_SECTION + """
+CONF_TEMPLATE = service.DEFAULT_SECTION + """
 [oslo_messaging_notifications]
 driver = messagingv2
 topics = %(notification_topic)s
@@ -19,7 +19,7 @@ wait_timeout = 300
 """
 
 
-class ConductorProcess(agent_process.ServiceProcess):
+class ConductorProcess(service.ServiceProcess):
     module = "cs2os_agent.cmd.conductor"
 
     def __init__(self, workdir, host, transport_url, exchange, db_url,
@@ -34,10 +34,7 @@ class ConductorProcess(agent_process.ServiceProcess):
                 "notification_topic": notification_topic,
                 "db_url": db_url, "lease_seconds": lease_seconds,
             })
-            for section, options in (sections or {}).items():
-                f.write("\n[%s]\n" % section)
-                for name, value in options.items():
-                    f.write("%s = %s\n" % (name, value))
+            service.write_sections(f, sections)
 
     def manage(self, *args):
         """Run cs2os-manage with this conductor's config; its output."""

@@ -1,27 +1,23 @@
-"""What the functional and end-to-end tests share: names, checks, helpers.
+"""What a run of the test bed is called, where it meets its services, and
+how it waits for them.
 
-Nothing here is assumed: each component is checked and a missing one
-fails the run with a message saying how to provide it (start the services
-with ``tools/test-services.sh start``).  Every name a run creates (libvirt
-domains, the RabbitMQ vhost, agent host names, directories) carries RUN_ID,
-and only those are removed afterwards.  The fixtures are in tests/conftest.py.
+Every name a run creates (libvirt domains, the RabbitMQ vhost, agent host
+names, directories) carries RUN_ID, and only those are removed afterwards.
+The tests' fixtures (tests/conftest.py) check first that the services are
+there (tests/functional/checks.py); the sandbox and the benchmarks use the
+same names and waits.
 """
 
 import json
 import os
-import shutil
-import subprocess
 import threading
 import time
 import uuid
 
-import libvirt
 import oslo_messaging as messaging
-import pytest
 
 from cs2os_agent.common import context as cs2os_context
-from tests.functional import agent_process
-from tests.functional import images
+from tools.testbed import agent_process
 
 RUN_ID = uuid.uuid4().hex[:8]
 # The broker the test services run; each test run gets a vhost of its own.
@@ -40,52 +36,10 @@ HINT = "start the test services with: tools/test-services.sh start"
 RPC_RESPONSE_TIMEOUT = 3
 
 
-def require_binaries():
-    missing = [
-        b for b in ("qemu-img", "qemu-io", "qemu-system-x86_64")
-        if shutil.which(b) is None
-    ]
-    if missing:
-        pytest.fail("missing %s (tools/install-deps.sh installs them)"
-                    % ", ".join(missing), pytrace=False)
-
-
-def require_broker():
-    import kombu
-
-    # kombu names oslo.messaging's rabbit:// scheme amqp://.
-    url = BROKER_URL.replace("rabbit://", "amqp://", 1)
-    try:
-        with kombu.Connection(url, connect_timeout=5) as c:
-            c.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail("RabbitMQ at %s is not reachable (%s); %s"
-                    % (BROKER_URL, exc, HINT), pytrace=False)
-
-
-def rabbitmqctl(*args):
-    try:
-        subprocess.run(["rabbitmqctl", "-q", *args], check=True,
-                       capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.fail("rabbitmqctl %s failed (%s); the tests need the "
-                    "broker's rabbitmqctl to make a vhost per run"
-                    % (" ".join(args), exc), pytrace=False)
-
-
-def require_libvirt():
-    try:
-        conn = libvirt.open(LIBVIRT_URI)
-    except libvirt.libvirtError as exc:
-        pytest.fail("libvirtd at %s is not reachable (%s); %s"
-                    % (LIBVIRT_URI, exc, HINT), pytrace=False)
-    conn.close()
-    if not os.path.exists("/dev/kvm"):
-        pytest.fail("/dev/kvm is missing: KVM guests cannot run",
-                    pytrace=False)
-
-
 class AgentFactory:
+    """Starts agents named after the run (the tests' ``agents`` fixture)
+    and stops every one it started."""
+
     def __init__(self, workdir, services, agent_api, instances_path,
                  cloudstack_root):
         self._args = (workdir, services, agent_api, instances_path,
@@ -186,16 +140,6 @@ def wait_console(path, text, timeout=120):
     except AssertionError:
         raise AssertionError("%s never showed %r; it has %r" % (
             path, text, seen[0][-300:] if seen else "")) from None
-
-
-def sync_expecting(agent, agent_api, ctxt, inst, source, exc_type):
-    """sync_overlay must fail with ``exc_type`` and change nothing."""
-    before = images.dir_state(inst.instance_dir)
-    with pytest.raises(exc_type) as err:
-        agent_api.sync_overlay(ctxt, agent.host, "mig-bad-%s" % uuid.uuid4(),
-                               inst.uuid, source)
-    assert images.dir_state(inst.instance_dir) == before
-    return str(err.value)
 
 
 def wait_state(conductor_api, ctxt, migration_id, states, timeout=600):

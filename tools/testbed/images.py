@@ -153,7 +153,9 @@ def make_nova_instance(instances_path, template, disk_size, name_prefix):
     image_id = str(uuid.uuid4())
     base_dir = os.path.join(instances_path, "_base")
     os.makedirs(base_dir, exist_ok=True)
-    base = os.path.join(base_dir, hashlib.sha1(image_id.encode()).hexdigest())
+    # Nova's own name for a cached image: not a security use of sha1.
+    name = hashlib.sha1(image_id.encode()).hexdigest()  # noqa: S324
+    base = os.path.join(base_dir, name)
     if not os.path.exists(base):
         run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", template, base)
     instance_uuid = str(uuid.uuid4())

@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import time
 
+from tools.testbed import process
+
 
 def _require(name):
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
@@ -15,7 +17,9 @@ def _require(name):
     return path
 
 
-class MariaDBServer:
+class MariaDBServer(process.Child):
+    stop_timeout = 30  # a database server's clean shutdown takes time
+
     def __init__(self, workdir):
         self.dir = os.path.join(workdir, "mariadb")
         self.data = os.path.join(self.dir, "data")
@@ -31,7 +35,7 @@ class MariaDBServer:
             [_require("mariadb-install-db"), "--datadir=%s" % self.data,
              "--user=root", "--auth-root-authentication-method=normal",
              "--skip-test-db"], check=True, capture_output=True)
-        self.proc = subprocess.Popen(
+        self.spawn(
             [_require("mariadbd"), "--no-defaults",
              "--datadir=%s" % self.data, "--socket=%s" % self.socket,
              "--pid-file=%s" % os.path.join(self.dir, "mariadbd.pid"),
@@ -58,11 +62,5 @@ class MariaDBServer:
             name, self.socket)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -13,8 +13,9 @@ directory of the test's temp dir.  Two set-ups:
   inside it is a private tmpfs, so rpcbind's /run/rpcbind.sock never
   touches (or talks to) the host's.  Everything dies with the placeholder.
 
-Every process is started here and stopped by its PID.  Configs use
-``Graceless = true`` (no 90 s grace period after start) and no UDP.
+Every process is started here and stopped by its PID (process.py).
+Configs use ``Graceless = true`` (no 90 s grace period after start) and no
+UDP.
 """
 
 import glob
@@ -22,14 +23,14 @@ import ipaddress
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
-from cs2os_agent.transfer import nfs
+from cs2os_agent.transfer import libnfs
+from tools.testbed import process
 
 CONFIG = """NFS_CORE_PARAM {
     Bind_addr = %(bind)s;
@@ -76,7 +77,7 @@ def require(*programs):
         pytest.fail("missing %s; %s" % (", ".join(missing), HINT),
                     pytrace=False)
     try:
-        nfs.load_libnfs()
+        libnfs.load_libnfs()
     except Exception as exc:  # noqa: BLE001
         pytest.fail("libnfs cannot be loaded (%s); %s" % (exc, HINT),
                     pytrace=False)
@@ -91,28 +92,11 @@ def plugins_dir():
     return os.path.dirname(found[0])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc, timeout=10):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _run(*argv):
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
-class Ganesha:
+class Ganesha(process.Child):
     """One ganesha.nfsd exporting ``path`` as ``pseudo``."""
 
     def __init__(self, workdir, name, path, pseudo="/primary", bind=None,
@@ -121,17 +105,18 @@ class Ganesha:
         os.makedirs(os.path.join(self.dir, "recovery"))
         self.path, self.pseudo = path, pseudo
         self.bind = bind or "127.0.0.1"
-        self.port = nfs_port or free_port()
+        self.port = nfs_port or process.free_port()
         self.prefix = list(prefix)  # e.g. nsenter into a namespace
         self.log_file = os.path.join(self.dir, "ganesha.log")
         self.conf_file = os.path.join(self.dir, "ganesha.conf")
         # ganesha binds its other services even when disabled: give them
         # free ports too, so two servers never collide.
+        free = process.free_port
         with open(self.conf_file, "w") as f:
             f.write(CONFIG % {
                 "bind": self.bind, "nfs_port": self.port,
-                "mnt_port": 20048 if "3" in protocols else free_port(),
-                "nlm_port": free_port(), "rquota_port": free_port(),
+                "mnt_port": 20048 if "3" in protocols else free(),
+                "nlm_port": free(), "rquota_port": free(),
                 "protocols": protocols, "plugins": plugins_dir(),
                 "recovery": os.path.join(self.dir, "recovery"),
                 "path": path, "pseudo": pseudo,
@@ -139,7 +124,7 @@ class Ganesha:
         self.proc = None
 
     def start(self, probe_host, probe_version, timeout=30):
-        self.proc = subprocess.Popen(
+        self.spawn(
             self.prefix + [
                 "ganesha.nfsd", "-F", "-f", self.conf_file,
                 "-L", self.log_file,
@@ -165,16 +150,14 @@ class Ganesha:
     def _mounts(self, host, version, port):
         # The agent's own client is the readiness probe: ready means a
         # real NFS mount of the export works.
-        lib = nfs.load_libnfs()
+        lib = libnfs.load_libnfs()
         ctx = lib.init_context()
         try:
-            lib.configure(ctx, version, 5, None, None, nfs.port_args(port, 0))
+            lib.configure(ctx, version, 5, None, None,
+                          libnfs.port_args(port, 0))
             return lib.mount(ctx, host, self.pseudo) == 0
         finally:
             lib.destroy_context(ctx)
-
-    def stop(self):
-        _stop(self.proc)
 
     def log(self):
         with open(self.log_file, errors="replace") as f:
@@ -206,8 +189,10 @@ class PrivateNetwork:
                 continue
         taken = [n for n in taken if n.prefixlen > 0]
         for _ in range(100):
-            net = ipaddress.ip_network("10.231.%d.%d/30" % (
-                random.randrange(256), random.randrange(0, 256, 4)))
+            # A spread, not a secret (S311).
+            octets = (random.randrange(256),  # noqa: S311
+                      random.randrange(0, 256, 4))  # noqa: S311
+            net = ipaddress.ip_network("10.231.%d.%d/30" % octets)
             if not any(net.overlaps(t) for t in taken):
                 hosts = list(net.hosts())
                 return str(hosts[0]), str(hosts[1])
@@ -218,7 +203,7 @@ class PrivateNetwork:
         return ["nsenter", "-t", str(self.holder.pid), "-n", "-m"]
 
     def start(self):
-        self.holder = subprocess.Popen(
+        self.holder = process.spawn(
             ["unshare", "--net", "--mount", "--propagation", "private",
              "sleep", "infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -252,7 +237,7 @@ class PrivateNetwork:
              self.ns_if)
         _run(*inside, "ip", "link", "set", self.ns_if, "up")
         # Without -w: no warm-start files, no stale registrations.
-        self.rpcbind = subprocess.Popen(
+        self.rpcbind = process.spawn(
             inside + ["rpcbind", "-f"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
@@ -274,10 +259,9 @@ class PrivateNetwork:
                 time.sleep(0.1)
 
     def stop(self):
-        _stop(self.rpcbind)
+        process.stop(self.rpcbind)
         if self.holder is not None and self.holder.poll() is None:
-            self.holder.kill()
-            self.holder.wait()
+            process.kill(self.holder)
         # The namespace and the veth end in it die with their last
         # process, which takes the host end along; make sure of it.
         if os.path.exists("/sys/class/net/%s" % self.host_if):

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import time
 
+from tools.testbed import process
+
 
 def _bin(name):
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/%s" % name))
@@ -17,7 +19,9 @@ def _bin(name):
     return found[-1]
 
 
-class PostgresCluster:
+class PostgresCluster(process.Child):
+    stop_timeout = 30  # a database server's clean shutdown takes time
+
     def __init__(self, workdir):
         self.dir = os.path.join(workdir, "pg")
         self.data = os.path.join(self.dir, "data")
@@ -32,7 +36,7 @@ class PostgresCluster:
         os.chown(self.socket_dir, user.pw_uid, user.pw_gid)
         self._as_postgres([_bin("initdb"), "-D", self.data, "-A", "trust",
                            "-U", "postgres"], check=True)
-        self.proc = subprocess.Popen(
+        self.spawn(
             ["runuser", "-u", "postgres", "--", _bin("postgres"),
              "-D", self.data, "-c", "listen_addresses=",
              "-c", "unix_socket_directories=%s" % self.socket_dir,
@@ -56,13 +60,7 @@ class PostgresCluster:
             name, self.socket_dir)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # runuser passes it on: smart shutdown
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()  # runuser passes SIGTERM on: smart shutdown
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _as_postgres(self, argv, check):

@@ -17,11 +17,12 @@ system account with no password and no home, kept for later runs).
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
+
+from tools.testbed import process
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
@@ -62,13 +63,6 @@ def ensure_test_user():
     return pwd.getpwnam(TEST_USER)
 
 
-def free_port():
-    """A port nothing listens on now (it may be taken before we use it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _keygen(path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
                     os.path.basename(path), "-f", path],
@@ -102,7 +96,7 @@ LogLevel VERBOSE
 """
 
 
-class Server:
+class Server(process.Child):
     """One private sshd; ``with Server(dir) as s:`` starts and stops it."""
 
     def __init__(self, parent_dir):
@@ -150,7 +144,7 @@ class Server:
             os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="sshd-", dir=self.parent_dir)
         # Traversable by TEST_USER: sshd reads authorized_keys as the user.
-        os.chmod(self.dir, 0o755)
+        os.chmod(self.dir, 0o755)  # noqa: S103
         host_key = _keygen(os.path.join(self.dir, "host_ed25519"))
         client_key = _keygen(self.client_key)
         wrong_key = _keygen(os.path.join(self.dir, "not_the_host_key"))
@@ -160,7 +154,7 @@ class Server:
         os.chmod(authorized, 0o644)
         # A free port can be taken between our probe and sshd's bind: retry.
         for _ in range(attempts):
-            self.port = free_port()
+            self.port = process.free_port()
             self._write_config()
             if self._run(timeout):
                 break
@@ -169,11 +163,14 @@ class Server:
         self._write_known_hosts(host_key, wrong_key)
         return self
 
+    def _config_text(self):
+        return CONFIG % {"port": self.port, "dir": self.dir,
+                         "test_user": TEST_USER}
+
     def _write_config(self):
         path = os.path.join(self.dir, "sshd_config")
         with open(path, "w") as f:
-            f.write(CONFIG % {"port": self.port, "dir": self.dir,
-                              "test_user": TEST_USER})
+            f.write(self._config_text())
         check = subprocess.run([SSHD, "-t", "-f", path], capture_output=True,
                                text=True, check=False)
         if check.returncode != 0:
@@ -184,7 +181,7 @@ class Server:
     def _run(self, timeout):
         """Start sshd; True once it answers, False if it exited."""
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.spawn(
                 [SSHD, "-D", "-e", "-f", self.config],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
@@ -211,20 +208,10 @@ class Server:
             (self.known_hosts, "%s %s\n" % (self.entry, host_key)),
             (self.wrong_known_hosts, "%s %s\n" % (self.entry, wrong_key)),
             (self.other_known_hosts, "[%s]:%d %s\n"
-             % (self.host, free_port(), host_key)),
+             % (self.host, process.free_port(), host_key)),
         ):
             with open(path, "w") as f:
                 f.write(line)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
     def __enter__(self):
         return self.start()
@@ -257,3 +244,19 @@ class Server:
                     self.dir.encode() in a for a in argv):
                 pids.append(int(name))
         return pids
+
+
+class ForwardingServer(Server):
+    """The test sshd, with remote forwarding allowed: a KVM host's sshd.
+
+    OpenSSH checks AllowTcpForwarding for unix socket forwards too, and the
+    shared test server turns it off; a CloudStack KVM host's sshd has
+    Debian's/EL's default (yes).  ``remote``: only what the mirror
+    tunnel's ``-R`` needs.
+    """
+
+    def _config_text(self):
+        config = super()._config_text().replace(
+            "AllowTcpForwarding no", "AllowTcpForwarding remote")
+        assert "AllowTcpForwarding remote" in config
+        return config

@@ -2,18 +2,18 @@
 
 - The CloudStack KVM host's sshd: the stand-in's KVM host is this machine
   (127.0.0.1), so a private sshd on 127.0.0.1 that allows remote
-  forwarding (tests/functional/test_mirror.py's ForwardingServer) plays
-  its sshd.  The agent's mirror tunnel logs in to it, and so does the
-  conductor's libvirt connection (qemu+libssh, host key checked against
-  the sshd's known_hosts), which reaches this machine's libvirtd: the
-  one running the stand-in's VMs.
+  forwarding (sshd.ForwardingServer) plays its sshd.  The agent's mirror
+  tunnel logs in to it, and so does the conductor's libvirt connection
+  (qemu+libssh, host key checked against the sshd's known_hosts), which
+  reaches this machine's libvirtd: the one running the stand-in's VMs.
 - The agent's config: that sshd's client key and known_hosts, a [mirror]
   run_dir, and a socket directory on the "KVM host" the source QEMU
   (libvirt-qemu) can reach.
 - The conductor's config: the cold one plus the KVM host's libvirt URI and
   sshd port.
 
-Used by tests/e2e/test_warm_migration.py (as fixtures) and
+Used by the end-to-end tests and the fault suite (as fixtures, in
+tests/e2e/conftest.py and tests/faults/conftest.py) and by
 tools/bench_mirror.py.
 """
 
@@ -25,10 +25,10 @@ import tempfile
 import libvirt
 import libvirt_qemu
 
-from tests.functional import agent_process
-from tests.functional import conductor_process
-from tests.functional import images
-from tests.functional.test_mirror import ForwardingServer
+from tools.testbed import agent_process
+from tools.testbed import conductor_process
+from tools.testbed import images
+from tools.testbed.sshd import ForwardingServer
 
 # virtio-disk0's block backend in a libvirt domain's QOM tree: HMP
 # qemu-io writes through the guest's own device (recipes/live-mirror).
@@ -43,7 +43,7 @@ def make_remote_dir(run_id):
     """The KVM host's tunnel socket directory, traversable by QEMU's user
     (as /tmp is on a real host); the caller removes it."""
     path = tempfile.mkdtemp(prefix="cs2os-%s-" % run_id, dir="/tmp")
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o755)  # noqa: S103 - QEMU's user must reach it
     return path
 
 

@@ -1,0 +1,114 @@
+"""The layout's promises, checked on the source: who may import whom.
+
+One room per process (README, "Architecture"): the conductor's code
+(conductor/, and sourcehost/ for the CloudStack KVM host) and the agent's
+(agent/, with agent/mirror/ for a warm migration's target) talk only
+through their RPC API modules; what both use sits outside both rooms
+(common/, qemu_img.py, qcow2.py, guestview.py, virt.py, transfer/, ...).
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "cs2os_agent"
+MAX_LINES = 450
+
+CONDUCTOR = ("cs2os_agent.conductor", "cs2os_agent.sourcehost")
+AGENT = ("cs2os_agent.agent",)
+# The other room's RPC client: how a process calls the other one.
+RPC_API = {"cs2os_agent.agent.rpcapi", "cs2os_agent.conductor.rpcapi"}
+
+
+def _module_name(path):
+    parts = path.relative_to(REPO).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path):
+    """Every cs2os_agent module ``path`` imports, as dotted names."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                full = "%s.%s" % (node.module, alias.name)
+                where = REPO / full.replace(".", "/")
+                is_module = where.with_suffix(".py").exists() \
+                    or where.is_dir()
+                found.add(full if is_module else node.module)
+    return {name for name in found if name.split(".")[0] in (
+        "cs2os_agent", "tests")}
+
+
+def _in(name, rooms):
+    return any(name == r or name.startswith(r + ".") for r in rooms)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _arrows(source_rooms, target_rooms):
+    return sorted(
+        (name, target)
+        for name, path in MODULES.items() if _in(name, source_rooms)
+        for target in _imports(path)
+        if _in(target, target_rooms) and target not in RPC_API)
+
+
+def test_the_conductor_imports_nothing_of_the_agent_but_its_rpc_api():
+    assert _arrows(CONDUCTOR, AGENT) == []
+
+
+def test_the_agent_imports_nothing_of_the_conductor_but_its_rpc_api():
+    assert _arrows(AGENT, CONDUCTOR) == []
+
+
+def test_the_shared_modules_import_neither_room():
+    shared = [name for name in MODULES
+              if not _in(name, CONDUCTOR + AGENT + (
+                  "cs2os_agent.cmd", "cs2os_agent.api",
+                  "cs2os_agent.wsgi"))]
+    assert "cs2os_agent.qcow2" in shared and "cs2os_agent.common.nbd" \
+        in shared
+    arrows = sorted((name, target) for name in shared
+                    for target in _imports(MODULES[name])
+                    if _in(target, CONDUCTOR + AGENT)
+                    and target not in RPC_API)
+    assert arrows == []
+
+
+def test_the_cli_imports_only_the_vocabulary_of_the_service():
+    # The openstack CLI loads the plugin in every command: it stays light.
+    service = sorted(
+        (name, target) for name in MODULES if _in(name, ("cs2os_agent.osc",))
+        for target in _imports(MODULES[name])
+        if not _in(target, ("cs2os_agent.osc",))
+        and target not in ("cs2os_agent", "cs2os_agent.common.states"))
+    assert service == []
+
+
+def test_states_depends_on_nothing():
+    tree = ast.parse((PACKAGE / "common" / "states.py").read_text())
+    assert [node for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))] == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_module_is_under_the_size_limit(name):
+    lines = MODULES[name].read_text().count("\n")
+    assert lines < MAX_LINES, "%s has %d lines" % (name, lines)
+
+
+def test_no_tool_imports_the_tests():
+    arrows = sorted(
+        (str(path.relative_to(REPO)), target)
+        for path in (REPO / "tools").rglob("*.py")
+        for target in _imports(path) if target.split(".")[0] == "tests")
+    assert arrows == []
