@@ -294,7 +294,7 @@ def test_warm_mirror_through_tunnel_with_guest_writes(
         t_io, monkeypatch):
     if t_io == "buffered":
         # This disk takes O_DIRECT; stand in for one that does not (the
-        # probe itself is tested in tests/unit/test_fileutils.py).
+        # probe itself is tested in tests/unit/common/test_fileutils.py).
         monkeypatch.setattr(qsd.fileutils, "supports_direct_io",
                             lambda path: False)
     # 96 MiB of the overlay's own data on a 256 MiB template with data.
