@@ -13,6 +13,7 @@ import types
 
 import pytest
 from keystoneauth1 import exceptions as ks_exc
+from openstack import exceptions as sdk_exc
 
 from cs2os_agent.common import exception
 from cs2os_agent.openstack import client as os_client
@@ -193,3 +194,34 @@ def test_the_mac_compares_without_case():
     c.network.ports_ = [ours]
     assert os_network.NetworkClient(c).find_port(
         NAME, network_id=NET, mac=MAC.upper()) is ours
+
+
+# -- the commit point's one exception (conductor/flow/commit.py takes the
+# commit back only for StartRefused): a start Nova refused outright --------
+
+
+class _Compute:
+    def __init__(self, error):
+        self.error = error
+
+    def get_server(self, server_id):
+        return types.SimpleNamespace(id=server_id, status="SHUTOFF")
+
+    def start_server(self, server_id):
+        raise self.error
+
+
+@pytest.mark.parametrize("status, refused", [
+    (401, True), (403, True), (404, True), (409, False), (500, False),
+    (503, False)])
+def test_only_a_start_refused_outright_counts_as_not_started(status,
+                                                             refused):
+    error = sdk_exc.HttpException(message="nova says %d" % status,
+                                  http_status=status)
+    nova = os_client.OpenStackClient(types.SimpleNamespace(
+        compute=_Compute(error)))
+    with pytest.raises(exception.OpenStackError) as caught:
+        nova.request_start("srv-1")
+    assert isinstance(caught.value, exception.StartRefused) is refused
+    assert "start server srv-1" in str(caught.value)
+    assert "nova says %d" % status in str(caught.value)

@@ -1,0 +1,71 @@
+"""The ports step and its undo, against a Neutron stand-in.
+
+The real thing (a real Neutron with Open vSwitch, ports booted into a Nova
+server) is in tests/e2e/test_network_identity.py.
+"""
+
+import types
+
+from cs2os_agent.conductor.flow import nics
+from cs2os_agent.conductor.flow import prepare
+from tests.unit.conductor.flow.fake_neutron import MID
+from tests.unit.conductor.flow.fake_neutron import NICS
+from tests.unit.conductor.flow.fake_neutron import FakeNeutron
+
+
+class Ctx:
+    def __init__(self, neutron, plan):
+        self.id = MID
+        self.clients = types.SimpleNamespace(network=neutron)
+        self.resources = {"nic_plan": plan}
+        self.migration = {"result": {}}
+        self.committed = False
+
+    def guard(self):
+        pass  # fencing: test_context.py
+
+    def resource(self, **values):
+        self.resources.update(values)
+
+    def result(self, **values):
+        self.migration["result"].update(values)
+
+
+def test_ports_step_creates_reuses_and_undo_deletes_only_ours():
+    neutron = FakeNeutron()
+    foreign = neutron.create_port("foreign", "net-b", "fa:16:3e:00:00:01")
+    plan, _ = nics.plan(MID, NICS, {"guest": "private",
+                                    "backend": "private"}, False, neutron)
+    # An earlier attempt made nic0 and died before recording it.
+    leftover = neutron.create_port("cs2os-m-1-nic0", "net-a",
+                                   "1e:00:00:00:00:01", ip="10.0.0.50")
+    ctx = Ctx(neutron, plan)
+    prepare.ports(ctx)
+    ids = [p["id"] for p in ctx.resources["ports"]]
+    assert ids[0] == leftover.id
+    assert len(ids) == 2 and foreign.id not in ids
+    nics_result = ctx.migration["result"]["nics"]
+    assert [(n["mac"], n["ip"], n["ip_preserved"]) for n in nics_result] == [
+        ("1e:00:00:00:00:01", "10.0.0.50", True),
+        # 192.168.5.7 is not in private's 10.0.0.0/24: Neutron chose.
+        ("1e:00:00:00:00:02", "10.0.0.102", False),
+    ]
+    # Running the step again creates nothing new.
+    prepare.ports(ctx)
+    assert [p["id"] for p in ctx.resources["ports"]] == ids
+    assert len(neutron.ports) == 3
+
+    message = prepare.undo_ports(ctx)
+    assert sorted(neutron.deleted) == sorted(ids)
+    assert [p.id for p in neutron.ports] == [foreign.id]
+    assert message == "deleted ports %s" % ", ".join(sorted(ids))
+
+
+def test_undo_ports_waits_for_the_server_to_be_gone():
+    neutron = FakeNeutron()
+    plan, _ = nics.plan(MID, NICS[1:], {"guest": "private"}, False, neutron)
+    ctx = Ctx(neutron, plan)
+    prepare.ports(ctx)
+    ctx.resource(server_id="still-there")
+    assert prepare.undo_ports(ctx) is None
+    assert neutron.deleted == []

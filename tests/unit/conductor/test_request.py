@@ -1,0 +1,45 @@
+"""A migration request checked and completed before it is recorded."""
+
+import pytest
+
+from cs2os_agent.common import exception
+from cs2os_agent.conductor import request
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({}, "source"),
+    ({"source": "vm", "mode": "hot"}, "mode hot is not supported"),
+    ({"source": "vm", "mode": "warm", "cutover": "later"},
+     "cutover later is not supported"),
+    ({"source": "vm", "cutover": "manual"}, "warm migrations only"),
+    ({"source": "vm", "mode": "warm", "cutover_method": "reboot"},
+     "cutover method reboot is not supported; supported: shutdown, force"),
+    ({"source": "vm", "cutover_method": "force"},
+     "cutover_method applies to warm migrations only (mode is cold)"),
+    ({"source": "vm", "mode": "cold", "cutover_method": "shutdown"},
+     "cutover_method applies to warm migrations only (mode is cold)"),
+    ({"source": "vm", "mode": "warm", "cutover_method": True},
+     "cutover_method must be a str"),
+    ({"source": "vm", "colour": "red"}, "unknown field(s) colour"),
+    ({"source": "vm", "delete_source": "yes"}, "delete_source must be"),
+    ("vm", "must be a dict"),
+])
+def test_bad_requests_name_the_problem(bad, words):
+    with pytest.raises(exception.Invalid) as err:
+        request.validate(bad)
+    assert words in str(err.value)
+
+
+def test_the_request_defaults_a_warm_cutover_method_to_shutdown():
+    assert request.validate({"source": "vm", "mode": "warm"})[
+        "cutover_method"] == "shutdown"
+    assert request.validate({"source": "vm", "mode": "warm",
+                             "cutover_method": "force"})[
+        "cutover_method"] == "force"
+    assert "cutover_method" not in request.validate({"source": "vm"})
+
+
+def test_request_defaults_a_warm_cutover_to_auto():
+    assert request.validate({"source": "vm", "mode": "warm"})["cutover"] \
+        == "auto"
+    assert "cutover" not in request.validate({"source": "vm"})
