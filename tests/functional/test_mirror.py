@@ -47,6 +47,7 @@ from tools.testbed import cloudstack_kvm
 from tools.testbed import harness
 from tools.testbed import images
 from tools.testbed import sshd
+from tools.testbed.warm_chain import read_back
 
 MiB = images.MiB
 # Where virtio-disk0's block backend sits in the QOM tree of a libvirt
@@ -154,17 +155,6 @@ def guest_write(dom, spec):
         dom, 'qemu-io -d %s "%s"' % (QDEV, spec),
         libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
     assert not out.strip(), out
-
-
-def read_back(path, *specs):
-    """Every ``read -P`` of ``specs`` must find its pattern in ``path``."""
-    argv = ["qemu-io", "-r", "-U", "-f", "qcow2"]
-    for spec in specs:
-        argv += ["-c", spec]
-    out = subprocess.run(argv + [path], capture_output=True, text=True,
-                         check=True).stdout
-    assert "Pattern verification failed" not in out, out
-    assert out.count("read ") == len(specs), out
 
 
 def source_view(src, workdir):
