@@ -305,8 +305,7 @@ def up(args):
         "export PATH=%s:$PATH\n" % (minicloud["clouds_yaml"],
                                     minicloud["admin_cloud"], BIN)))
     ok = report.report(minicloud, cloudstack, STATE,
-                       _api_record(minicloud, migration_id),
-                conn)
+                       _api_record(minicloud, migration_id), conn)
     return 0 if ok else 1
 
 
