@@ -1,31 +1,37 @@
-"""The DevStack plugin (devstack/), run on stubbed DevStack functions.
+"""The DevStack plugin (devstack/) on three nodes, as an operator runs it.
 
-DevStack itself cannot run here (it clones and installs all of OpenStack),
-so tests/devstack/run-plugin.sh sources devstack/settings and
-devstack/plugin.sh the way stack.sh, unstack.sh and clean.sh do, with
-xtrace on, against stand-ins for DevStack's functions
-(tests/devstack/stub-functions.sh).  iniset writes the real file; the rest
-record their calls.  Every path lies in the test's temporary directory.
-These tests check what the plugin writes and asks DevStack to do; shellcheck
-checks the shell itself.
+A controller, a compute-only subnode and an all-in-one node are each
+stacked, unstacked and cleaned once (tests/functional/devstack_harness.py
+runs the plugin on stubbed DevStack functions); these tests check what
+each phase writes and asks DevStack to do; shellcheck checks the shell
+itself.  What one setting changes, one stack run each:
+tests/functional/test_devstack_plugin_settings.py.
 """
 
-import configparser
-import os
-import re
 import shutil
 import stat
 import subprocess
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 from oslo_config import cfg
 
 from cs2os_agent import conf as cs2os_conf
+from tests.functional.devstack_harness import API_URL
+from tests.functional.devstack_harness import CLOUDSTACK_API_KEY
+from tests.functional.devstack_harness import CLOUDSTACK_ENDPOINT
+from tests.functional.devstack_harness import CLOUDSTACK_ENV
+from tests.functional.devstack_harness import CLOUDSTACK_SECRET_KEY
+from tests.functional.devstack_harness import COMPUTE
+from tests.functional.devstack_harness import CONTROLLER
+from tests.functional.devstack_harness import PASSWORDS
+from tests.functional.devstack_harness import REPO
+from tests.functional.devstack_harness import SECRETS
+from tests.functional.devstack_harness import SERVICE_HOST
+from tests.functional.devstack_harness import conf_path
+from tests.functional.devstack_harness import read_conf
+from tests.functional.devstack_harness import run
 
-REPO = Path(__file__).resolve().parents[2]
-HARNESS = REPO / "tests" / "devstack" / "run-plugin.sh"
 SHELL_FILES = [
     "devstack/plugin.sh",
     "devstack/settings",
@@ -33,88 +39,6 @@ SHELL_FILES = [
     "tests/devstack/run-plugin.sh",
     "tests/devstack/stub-functions.sh",
 ]
-SEP = "\x1f"
-
-SERVICE_HOST = "192.0.2.10"  # the harness's default
-API_URL = "http://%s:9877" % SERVICE_HOST
-CLOUDSTACK_ENDPOINT = "https://cloudstack.test:8443/client/api"
-CLOUDSTACK_API_KEY = "cs-api-key-0f9e31"
-# '&' and '\' are what DevStack's iniset must escape for sed.
-CLOUDSTACK_SECRET_KEY = r"cs-secret-7Q&x\y"
-PASSWORDS = {
-    "SERVICE_PASSWORD": "svc-pass-5a1c",
-    "DATABASE_PASSWORD": "db-pass-62d0",
-    "RABBIT_PASSWORD": "mq-pass-73e9",
-}
-SECRETS = [CLOUDSTACK_API_KEY, CLOUDSTACK_SECRET_KEY, *PASSWORDS.values()]
-CLOUDSTACK_ENV = {
-    "CS2OS_CLOUDSTACK_ENDPOINT": CLOUDSTACK_ENDPOINT,
-    "CS2OS_CLOUDSTACK_API_KEY": CLOUDSTACK_API_KEY,
-    "CS2OS_CLOUDSTACK_SECRET_KEY": CLOUDSTACK_SECRET_KEY,
-    "CS2OS_CLOUDSTACK_NETWORK_MAP": "guest-net:private,dmz:public",
-}
-
-# A controller without nova-compute, and a compute-only subnode.
-CONTROLLER = "key,mysql,rabbit,g-api,n-api,n-cond,n-sch,cs2os-api,cs2os-cond"
-COMPUTE = "n-cpu,q-agt,cs2os-agent"
-
-
-class Run:
-    """One harness run (stack, unstack or clean) and what it left."""
-
-    def __init__(self, root, command, proc):
-        self.root = root
-        self.command = command
-        self.output = proc.stdout + proc.stderr
-        log = root / "log"
-        self.calls = [
-            line.split(SEP)
-            for line in (log / ("%s.calls" % command)).read_text().splitlines()
-        ]
-        self.trace = (log / ("%s.trace" % command)).read_text()
-        self.services = (
-            (log / ("%s.services" % command)).read_text().strip().split(","))
-
-    def named(self, name):
-        """The argument lists of every call to ``name``, in order."""
-        return [call[1:] for call in self.calls if call[0] == name]
-
-    def index(self, *call):
-        return self.calls.index(list(call))
-
-
-def run(root, command, services, **env):
-    bash = shutil.which("bash")
-    assert bash, "bash is needed to run the DevStack plugin"
-    # Only what the test chooses: nothing from the caller's environment
-    # reaches the plugin.
-    full_env = {
-        "PATH": os.environ["PATH"],
-        "LANG": "C.UTF-8",
-        "HOME": str(root),
-        "ENABLED_SERVICES": services,
-        **PASSWORDS,
-        **env,
-    }
-    proc = subprocess.run(
-        [bash, str(HARNESS), str(root), command],
-        env=full_env, capture_output=True, text=True, timeout=120,
-        check=False)
-    assert proc.returncode == 0, (
-        "run-plugin.sh %s failed (%d):\n%s%s"
-        % (command, proc.returncode, proc.stdout, proc.stderr))
-    return Run(root, command, proc)
-
-
-def conf_path(root):
-    return root / "etc" / "cs2os" / "cs2os.conf"
-
-
-def read_conf(path):
-    # [DEFAULT] as a section like the others, values as written.
-    parser = configparser.RawConfigParser(default_section="no such section")
-    parser.read_string(path.read_text(), source=str(path))
-    return parser
 
 
 class Node:
@@ -167,6 +91,7 @@ def command_line(node, program):
 
 
 # The controller ---------------------------------------------------------
+
 
 def test_controller_config(controller):
     conf = controller.conf
@@ -320,6 +245,7 @@ def test_clean_removes_config_and_state(controller, compute):
 
 # A compute-only node ----------------------------------------------------
 
+
 def test_compute_starts_only_the_agent(compute):
     # As nova-compute: as the stack user, in the libvirt group.
     assert compute.stack.named("run_process") == [
@@ -357,27 +283,8 @@ def test_compute_config_holds_the_agent_part_only(compute):
         assert secret not in compute.conf_text
 
 
-@pytest.mark.parametrize("nova_host, cs2os_host, expected", [
-    ("compute-7", None, "compute-7"),
-    ("compute-7", "agent-override", "agent-override"),
-    (None, None, None),
-])
-def test_agent_host_follows_nova_compute(tmp_path, nova_host, cs2os_host,
-                                         expected):
-    nova_conf = tmp_path / "etc" / "nova" / "nova-cpu.conf"
-    nova_conf.parent.mkdir(parents=True)
-    nova_conf.write_text(
-        "[DEFAULT]\n%s" % ("host = %s\n" % nova_host if nova_host else ""))
-    env = dict(CLOUDSTACK_ENV)
-    if cs2os_host:
-        env["CS2OS_HOST"] = cs2os_host
-    run(tmp_path, "stack", COMPUTE, **env)
-    conf = read_conf(conf_path(tmp_path))
-    # None: unset in both files, so both use the system host name.
-    assert conf["DEFAULT"].get("host") == expected
-
-
 # Both --------------------------------------------------------------------
+
 
 def test_secrets_never_reach_the_trace(controller, compute):
     for node in (controller, compute):
@@ -394,81 +301,11 @@ def test_secrets_never_reach_the_trace(controller, compute):
     assert CLOUDSTACK_SECRET_KEY in controller.conf_text
 
 
-def test_the_trace_would_show_an_unguarded_secret(tmp_path):
-    """The check above can fail: a plugin that writes the keys traced leaks
-    them into the harness's trace as into stack.sh's log."""
-    broken = tmp_path / "devstack"
-    shutil.copytree(REPO / "devstack", broken)
-    lib = broken / "lib" / "cs2os"
-    lib.write_text(re.sub(r"^(\s+)_cs2os_untraced ", r"\1", lib.read_text(),
-                          flags=re.MULTILINE))
-    root = tmp_path / "root"
-    root.mkdir()
-    result = run(root, "stack", CONTROLLER, STUB_PLUGIN_DIR=str(broken),
-                 **CLOUDSTACK_ENV)
-    assert CLOUDSTACK_SECRET_KEY in result.trace
-    assert PASSWORDS["SERVICE_PASSWORD"] in result.trace
-
-
-def test_paths_from_the_environment_are_overridden(tmp_path):
-    outside = Path("/etc/cs2os-devstack-test-must-not-exist")
-    run(tmp_path, "stack", COMPUTE, CS2OS_CONF_DIR=str(outside),
-        DEST="/opt/stack", DATA_DIR="/opt/stack/data", **CLOUDSTACK_ENV)
-    assert conf_path(tmp_path).is_file()
-    assert not outside.exists()
-
-
-@pytest.mark.parametrize("services, disabled, expected", [
-    # all-in-one: cs2os follows Nova's API and compute services
-    ("key,n-api,n-cpu", "", {"cs2os-api", "cs2os-cond", "cs2os-agent"}),
-    ("n-cpu,q-agt", "", {"cs2os-agent"}),
-    ("key,n-api", "", {"cs2os-api", "cs2os-cond"}),
-    # local.conf's disable_service wins
-    ("key,n-api,n-cpu", "cs2os-cond", {"cs2os-api", "cs2os-agent"}),
-    ("key,g-api", "", set()),
-])
-def test_default_services(tmp_path, services, disabled, expected):
-    result = run(tmp_path, "unstack", services, DISABLED_SERVICES=disabled)
-    enabled = {s for s in result.services if s.startswith("cs2os-")}
-    assert enabled == expected
-    assert {c[0] for c in result.named("stop_process")} == expected
-
-
 def test_all_in_one_runs_everything(allinone):
     names = [call[0] for call in allinone.stack.named("run_process")]
     assert names == ["cs2os-api", "cs2os-cond", "cs2os-agent"]
     assert allinone.conf.has_section("cloudstack")
     assert allinone.conf.has_section("agent")
-
-
-def test_ssh_transport_gets_a_private_key(tmp_path):
-    assert shutil.which("ssh-keygen"), "ssh-keygen (openssh-client) missing"
-    run(tmp_path, "stack", COMPUTE, CS2OS_OVERLAY_TRANSPORT="ssh",
-        **CLOUDSTACK_ENV)
-    ssh_dir = tmp_path / "etc" / "cs2os" / "ssh"
-    key = ssh_dir / "id_ed25519"
-    assert stat.S_IMODE(ssh_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert (ssh_dir / "id_ed25519.pub").read_text().startswith("ssh-ed25519 ")
-    # Empty: the operator adds the CloudStack hosts' keys after checking them.
-    assert (ssh_dir / "known_hosts").read_text() == ""
-
-
-def test_without_cloudstack_settings_it_warns(tmp_path):
-    result = run(tmp_path, "stack", CONTROLLER)
-    conf = read_conf(conf_path(tmp_path))
-    assert not conf.has_section("cloudstack")
-    assert [w[0].split(":")[0] for w in result.named("warn")] == [
-        "CS2OS_CLOUDSTACK_ENDPOINT is not set"]
-    assert len(result.named("run_process")) == 2
-
-
-def test_noauth_writes_no_keystone_authtoken(tmp_path):
-    run(tmp_path, "stack", CONTROLLER, CS2OS_AUTH_STRATEGY="noauth",
-        **CLOUDSTACK_ENV)
-    conf = read_conf(conf_path(tmp_path))
-    assert conf["api"]["auth_strategy"] == "noauth"
-    assert not conf.has_section("keystone_authtoken")
 
 
 def test_shellcheck():
