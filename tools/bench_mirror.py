@@ -43,11 +43,13 @@ import time
 import urllib.parse
 import uuid
 
+from cs2os_agent import virt
 from cs2os_agent.agent import rpcapi as agent_rpcapi
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
+from cs2os_agent.common import states
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 
 # The test bed comes from the checkout: tox sets PYTHONPATH, a plain
 # ``python tools/bench_mirror.py`` from the repository root does not.
@@ -91,10 +93,11 @@ def read_once(path):
 
 def ssh_cat(sshd, path, dest):
     """The raw transport: the agent's ssh command line, ``cat`` to a file."""
-    options = ssh.SshOptions(sshd.client_key, sshd.known_hosts, 10, 60,
-                             1 << 20)
-    target = ssh.SshTarget("127.0.0.1", sshd.port, "root", path)
-    argv = ssh.build_argv(target, options, "cat -- %s" % shlex.quote(path))
+    options = sshcmd.SshOptions(sshd.client_key, sshd.known_hosts, 10, 60,
+                                1 << 20)
+    target = sshcmd.SshTarget("127.0.0.1", sshd.port, "root", path)
+    argv = sshcmd.build_argv(target, options,
+                             "cat -- %s" % shlex.quote(path))
     os.sync()
     started = time.monotonic()
     with open(dest, "wb") as f:
@@ -335,8 +338,8 @@ def main():
                         help="the template's (and the overlay's) virtual "
                         "size; it must hold --allocated-mib past 4 MiB")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cutover-method", choices=("shutdown", "force"),
-                        default="shutdown")
+    parser.add_argument("--cutover-method", choices=states.CUTOVER_METHODS,
+                        default=states.DEFAULT_CUTOVER_METHOD)
     parser.add_argument("--broker-url", default=harness.BROKER_URL)
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--keep", action="store_true",
@@ -346,6 +349,7 @@ def main():
             args.allocated_mib * MiB + DATA_OFFSET > args.virtual_mib * MiB:
         parser.error("--allocated-mib must be a multiple of 8 that fits "
                      "in --virtual-mib past the first 4 MiB")
+    virt.init()
     rows = bench(args)
     med = print_table(rows, args)
     if args.json:

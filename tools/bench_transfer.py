@@ -42,7 +42,7 @@ from cs2os_agent import virt
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import context
 from cs2os_agent.common import rpc
-from cs2os_agent.transfer import ssh
+from cs2os_agent.transfer import sshcmd
 
 # The test bed comes from the checkout: tox sets PYTHONPATH, a plain
 # ``python tools/bench_transfer.py`` from the repository root does not.
@@ -136,12 +136,12 @@ class SshTransport:
 
     def baseline(self, dest):
         # The same ssh command line (cipher included) the agent runs.
-        options = ssh.SshOptions(self.server.client_key,
-                                 self.server.known_hosts, 10, 60, 1 << 20)
-        target = ssh.SshTarget("127.0.0.1", self.server.port, "root",
-                               self.vol.overlay)
-        argv = ssh.build_argv(target, options,
-                              "cat -- %s" % shlex.quote(self.vol.overlay))
+        options = sshcmd.SshOptions(self.server.client_key,
+                                    self.server.known_hosts, 10, 60, 1 << 20)
+        target = sshcmd.SshTarget("127.0.0.1", self.server.port, "root",
+                                  self.vol.overlay)
+        argv = sshcmd.build_argv(target, options,
+                                 "cat -- %s" % shlex.quote(self.vol.overlay))
         with open(dest, "wb") as f:
             subprocess.run(argv, stdout=f, check=True)
 

@@ -112,3 +112,39 @@ def test_no_tool_imports_the_tests():
         for path in (REPO / "tools").rglob("*.py")
         for target in _imports(path) if target.split(".")[0] == "tests")
     assert arrows == []
+
+
+def _attribute_uses(path):
+    """(alias, attribute, line) for every ``alias.attribute`` in ``path``
+    whose alias names an imported cs2os_agent module."""
+    tree = ast.parse(path.read_text())
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module \
+                and node.module.startswith("cs2os_agent"):
+            for alias in node.names:
+                full = "%s.%s" % (node.module, alias.name)
+                if full in MODULES:
+                    aliases[alias.asname or alias.name] = full
+    return [(aliases[node.value.id], node.attr, node.lineno)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases]
+
+
+def test_code_outside_the_unit_tests_names_what_exists():
+    # The tools, and the tests that need services to run, are not imported
+    # by the unit tests: a name moved away from a module they use would
+    # only fail where those run.
+    import importlib
+    missing = []
+    paths = [p for root in ("tools", "tests/functional", "tests/e2e",
+                            "tests/faults")
+             for p in (REPO / root).rglob("*.py")]
+    for path in paths:
+        for module, attribute, line in _attribute_uses(path):
+            if not hasattr(importlib.import_module(module), attribute):
+                missing.append("%s:%d %s.%s" % (
+                    path.relative_to(REPO), line, module, attribute))
+    assert missing == []
