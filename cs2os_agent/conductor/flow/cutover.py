@@ -35,6 +35,9 @@ DOMAIN_END_TIMEOUT = 60.0
 
 
 def cutover(ctx):
+    """The source stops serving and the target is proven whole (the method
+    the operator's action or the request chose); a conductor that died
+    mid-cutover finishes it only if that is provably exact."""
     res = ctx.resources
     if res.get("cutover_done"):
         return

@@ -15,6 +15,8 @@ SYNC_BUSY_POLL = 10
 
 
 def sync(ctx):
+    """The agent copies the overlay and stages it rebased onto Nova's base
+    D; an earlier attempt's copy still running there is waited for."""
     resources = ctx.resources
     while True:
         try:
@@ -35,6 +37,7 @@ def sync(ctx):
 
 
 def swap(ctx):
+    """The agent puts the staged disk in place of Nova's."""
     resources = ctx.resources
     # Recorded first: an agent that dies after swapping but before its
     # answer leaves the rollback something to restore (a restore with
@@ -51,6 +54,8 @@ def cleanup(ctx):
 
 
 def undo_swap(ctx):
+    """Before the commit: Nova's original disk back (the server stopped
+    through Nova first)."""
     resources = ctx.resources
     if not resources.get("swapped") or ctx.committed:
         return None

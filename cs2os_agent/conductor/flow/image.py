@@ -31,6 +31,8 @@ GUEST_SIZE_KEY = os_client.GUEST_SIZE_KEY
 
 
 def image(ctx):
+    """The template B in Glance, once per template file (or the
+    placeholder for a volume without a backing file)."""
     resources = ctx.resources
     vm = ctx.migration["source"]
     if resources["template_path"] is None:
@@ -117,6 +119,8 @@ def image_with_guest_digest(ctx):
 
 
 def template_guest_digest(ctx):
+    """B's guest-view digest: recorded on the image, or read from B once
+    more and recorded for the next migrations."""
     openstack = ctx.clients.openstack
     image = openstack.get_image(ctx.resources["image_id"])
     props = image.properties or {}

@@ -26,6 +26,9 @@ MiB = 1024 * 1024
 
 
 def validate(ctx):
+    """The cold checks, then what a mirror needs: the VM runs, its domain
+    runs on the KVM host, its root disk and QEMU's DAC owner are known,
+    and no one else's block job runs on that disk."""
     prepare.validate(ctx)
     vm = ctx.migration["source"]
     if vm["state"] != "Running":
@@ -69,20 +72,25 @@ def _require_no_foreign_job(ctx, dom, disk):
 
 
 def export(ctx):
+    """The NBD export the agent serves for this migration."""
     # The agent names its export after the migration (the same function).
     return nbd.export_name(ctx.id)
 
 
 def job_of(ctx, dom):
+    """The block copy of the source's root disk."""
     return blockcopy.BlockCopy(dom, ctx.resources["source_disk"])
 
 
 def is_ours(ctx, dom, job):
+    """A job runs, and into this migration's export."""
     return (job.status().active
             and kvmhost.mirror_export(dom, job.disk) == export(ctx))
 
 
 def mirror(ctx):
+    """Prepare T on the agent, start the shallow block copy into it and
+    wait until READY with nothing left to copy."""
     res = ctx.resources
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
@@ -155,6 +163,7 @@ def _prepare(ctx):
 
 
 def is_ready(ctx, status):
+    """READY, with nothing left to copy."""
     return status.ready and status.cur == status.end
 
 
@@ -190,6 +199,7 @@ def wait(ctx, job, step, done, timeout, sleep=time.sleep):
 
 
 def check_job(ctx, job):
+    """The job's status; a failed job's error names the agent's reason."""
     try:
         return job.check()
     except mirror_errors.BlockCopyFailed as exc:
@@ -203,6 +213,7 @@ def check_job(ctx, job):
 
 
 def target_error(ctx):
+    """Why the agent's target is not exporting, or None."""
     try:
         status = ctx.clients.agent.mirror_status(
             ctx.admin_context, ctx.resources["host"], ctx.id)
@@ -214,6 +225,7 @@ def target_error(ctx):
 
 
 def check_target(ctx):
+    """Fail if the agent's target is no longer exporting."""
     reason = target_error(ctx)
     if reason:
         raise mirror_errors.MirrorError(
@@ -281,12 +293,14 @@ def ready(ctx):
 
 
 def cutover_requested(ctx):
+    """The operator asked for the cutover (on any conductor)."""
     # The request may reach another conductor: the record says.
     options = ctx.db.get_migration(ctx.id)["options"] or {}
     return bool(options.get("cutover_requested"))
 
 
 def finish(ctx):
+    """After the cutover: the agent closes T, checks it and stages it."""
     res = ctx.resources
     result = ctx.clients.agent.finish_mirror(
         ctx.admin_context, res["host"], ctx.id, res["server_id"])
@@ -295,6 +309,7 @@ def finish(ctx):
 
 
 def undo_target(ctx):
+    """Before the commit: the agent removes its mirror target."""
     res = ctx.resources
     if ctx.committed or not res.get("mirror_prepared") \
             or not res.get("server_id"):

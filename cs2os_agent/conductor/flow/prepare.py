@@ -20,6 +20,8 @@ GiB = 1024 ** 3
 
 
 def validate(ctx):
+    """Check the CloudStack VM and its overlay's header, pick the flavor,
+    check the target host and plan the NICs; then claim the VM."""
     cs = ctx.clients.cloudstack
     vm = discovery.describe_vm(cs, ctx.migration["source_ref"])
     problems = discovery.validate_vm(vm)
@@ -125,6 +127,8 @@ def _existing_port(neutron, port_id):
 
 
 def boot(ctx):
+    """The Nova server on the template image, on the chosen host, then
+    stopped through Nova so that the agent can swap its disk."""
     openstack = ctx.clients.openstack
     resources = ctx.resources
     server = None
@@ -161,6 +165,7 @@ def boot(ctx):
 
 
 def require_agent(ctx, host):
+    """A cs2os-agent answers on compute host ``host``."""
     try:
         ctx.clients.agent.get_agent_info(ctx.admin_context, host, timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means no agent
@@ -177,6 +182,7 @@ def _existing_server(openstack, server_id):
 
 
 def undo_boot(ctx):
+    """Before the commit: delete the server this migration made."""
     resources = ctx.resources
     if not resources.get("server_id") or ctx.committed:
         return None

@@ -21,6 +21,7 @@ LOG = logging.getLogger(__name__)
 
 
 def stop_source(ctx):
+    """Cold: CloudStack stops the VM (recorded before it is asked)."""
     cs = ctx.clients.cloudstack
     vm = cs.find_vm(ctx.migration["source_vm_id"])
     if vm["state"] == "Running":
@@ -167,6 +168,7 @@ def stop_after_cutover(ctx):
 
 
 def resume_if_paused(dom):
+    """Resume a frozen source domain; True if it was paused."""
     if virt.state(dom) == virt.PAUSED:
         dom.resume()
         return True
