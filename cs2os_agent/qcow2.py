@@ -48,12 +48,25 @@ def _detect(data):
     return "raw or unknown"
 
 
+def _version(data):
+    """The header's version field (bytes 4-7, big-endian)."""
+    return struct.unpack_from(">I", data, 4)[0]
+
+
 def inspect_header(data, shown_path):
     """Check the first bytes of an untrusted overlay before anything reads it.
 
     Uses the same format inspector Nova and Glance use against malicious
     images (CVE-2024-32498): qcow2 only, no data-file, no unknown features.
     A backing file is expected and allowed: it is replaced by D.
+
+    A version 2 header (``compat=0.10``, written by older CloudStack KVM
+    hosts) has no feature bits at all: it ends at byte 72, where version 3
+    keeps its incompatible features and version 2 its header extensions or
+    the backing file's name.  The inspector reads the data-file bit there
+    anyway (oslo.utils' check_unknown_features knows version 2, its
+    check_data_file does not), so for version 2 that one check is dropped;
+    the others stand.
     """
     inspector = format_inspector.QcowInspector()
     inspector.eat_chunk(data)
@@ -65,6 +78,8 @@ def inspect_header(data, shown_path):
     except format_inspector.SafetyCheckFailed as exc:
         failures = dict(exc.failures)
         has_backing = failures.pop("backing_file", None) is not None
+        if _version(data) == 2:
+            failures.pop("data_file", None)
         if failures:
             raise exception.UnsafeImage(
                 path=shown_path,

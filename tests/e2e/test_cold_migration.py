@@ -264,6 +264,28 @@ def test_volume_without_backing_file_moves_whole(
     assert minicloud.conn.compute.get_server(server_id).status == "ACTIVE"
 
 
+def test_a_version_2_overlay_migrates(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root):
+    """Older CloudStack KVM hosts wrote overlays as qcow2 version 2
+    (compat=0.10): no feature bits, where the format inspector would read
+    a data-file bit from the bytes that follow the header."""
+    vm = new_vm(cloud, cloudstack_root, compat="0.10")
+    info = qemu_img.info(vm.volume.overlay, "qcow2", force_share=True)
+    assert info["format-specific"]["data"]["compat"] == "0.10"
+    created = conductor_api.create_migration(
+        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    server_id = done["resources"]["server_id"]
+    disk = os.path.join(minicloud.instances_path, server_id, "disk")
+    qemu_img.compare(vm.volume.reference, disk, "qcow2", "qcow2",
+                     force_share=True)
+    wait_console(os.path.join(minicloud.instances_path, server_id,
+                              "console.log"), vm.volume.message)
+    assert minicloud.conn.compute.get_server(server_id).status == "ACTIVE"
+
+
 @contextlib.contextmanager
 def nova_policy(rules):
     """Rules in nova-api's policy.yaml while the block runs.

@@ -29,8 +29,7 @@ def qcow2_header(size=64 * MiB, backing=b"", incompatible=0):
 
 def test_standalone_qcow2():
     h = qcow2.inspect_header(qcow2_header(), "/v")
-    assert h == qcow2.Header(virtual_size=64 * MiB,
-                                      has_backing=False)
+    assert h == qcow2.Header(virtual_size=64 * MiB, has_backing=False)
 
 
 def test_overlay_with_backing_is_allowed():
@@ -54,3 +53,36 @@ def test_raw_is_not_qcow2():
 def test_unknown_incompatible_feature_is_refused():
     with pytest.raises(exception.UnsafeImage, match="unknown_features"):
         qcow2.inspect_header(qcow2_header(incompatible=1 << 40), "/v")
+
+
+def qcow2_v2_header(backing, size=64 * MiB):
+    """A version 2 header (``compat=0.10``): 72 bytes, then (here) the
+    backing file's name, where version 3 keeps its feature bits."""
+    header = struct.pack(
+        ">4sIQIIQIIQQIIQ",
+        b"QFI\xfb", 2, 72, len(backing), 16, size, 0,
+        1, 3 * 65536, 65536, 1, 0, 0,
+    )
+    assert len(header) == 72
+    data = bytearray(65536)
+    data[:72] = header
+    data[72:72 + len(backing)] = backing
+    return bytes(data)
+
+
+def test_a_version_2_overlay_has_no_feature_bits_to_refuse():
+    # Byte 79 is where a version 3 header keeps the data-file bit; this
+    # name's eighth byte ("d", 0x64) has that bit set.
+    backing = b"/mnt/p/dtemplate"
+    assert backing[7] & INCOMPAT_DATA_FILE
+    h = qcow2.inspect_header(qcow2_v2_header(backing), "/v")
+    assert h == qcow2.Header(virtual_size=64 * MiB, has_backing=True,
+                             backing_file="/mnt/p/dtemplate")
+
+
+def test_a_version_3_header_keeps_the_data_file_check():
+    # The same bytes as a version 3 header's feature field are refused.
+    data = bytearray(qcow2_v2_header(b"/mnt/p/dtemplate"))
+    data[4:8] = struct.pack(">I", 3)
+    with pytest.raises(exception.UnsafeImage):
+        qcow2.inspect_header(bytes(data), "/v")

@@ -55,6 +55,7 @@ def make_cloudstack_volume(
     same_template_as=None,
     standalone=False,
     shutdown_write=False,
+    compat=None,
 ):
     """Template B with data, overlay A with data at known offsets.
 
@@ -62,6 +63,8 @@ def make_cloudstack_volume(
     pool) the new volume shares, as two VMs made from one template do.
     ``standalone``: A holds the whole disk and has no backing file, as
     CloudStack's FAT and SPARSE provisioning make it.
+    ``compat``: A's qcow2 version, e.g. "0.10" (version 2, as older
+    CloudStack KVM hosts wrote overlays); qemu-img's default otherwise.
     """
     if same_template_as is not None:
         template = same_template_as.template
@@ -83,8 +86,9 @@ def make_cloudstack_volume(
         _make_template(template, template_size, template_message)
     volume_size = volume_size or template_size
     overlay = os.path.join(pool_dir, str(uuid.uuid4()))
+    options = ["-o", "compat=%s" % compat] if compat else []
     run(
-        "qemu-img", "create", "-q", "-f", "qcow2", "-b", template,
+        "qemu-img", "create", "-q", "-f", "qcow2", *options, "-b", template,
         "-F", "qcow2", overlay, str(volume_size),
     )
     message = "cs2os CloudStack volume %s" % os.path.basename(overlay)
