@@ -99,10 +99,17 @@ class OpenStackClient:
         """Upload a local file; returns the active image."""
         try:
             with open(path, "rb") as data:
+                # allow_duplicates: openstacksdk would otherwise look the
+                # name up first, and fail once Glance holds two images of
+                # it.  CloudStack templates share names (per-zone copies,
+                # per-account uploads); cs2os finds its images by template
+                # id and file fingerprint (find_template_image), never by
+                # name.
                 image = self.conn.image.create_image(
                     name=name, data=data, disk_format=disk_format,
                     container_format="bare", validate_checksum=False,
-                    wait=True, timeout=self.wait_timeout, **properties)
+                    allow_duplicates=True, wait=True,
+                    timeout=self.wait_timeout, **properties)
         except sdk_exc.SDKException as exc:
             raise exception.OpenStackError(
                 operation="upload image %s" % name, reason=exc) from None
