@@ -20,6 +20,16 @@ cloudstack_opts = [
         "names. A NIC on a network with no mapping stops the migration in "
         "validate unless the request says drop_unmapped_nics.",
     ),
+    cfg.DictOpt(
+        "flavor_map",
+        default={},
+        sample_default="Medium Instance:m1.medium,Large Instance:m1.large",
+        help="CloudStack service offering -> Nova flavor. Keys are offering "
+        "ids or names, values flavor ids or names. A request's own flavor "
+        "wins; an offering with no entry gets the smallest flavor that fits "
+        "the VM's CPUs, memory and root disk. The mapped flavor's root disk "
+        "must still hold the VM's root volume.",
+    ),
     cfg.URIOpt(
         "endpoint",
         schemes=["http", "https"],

@@ -38,15 +38,7 @@ def validate(ctx):
         sources.pool_relative(header.backing_file,
                               vm["root_volume"]["storage"]["id"])
     openstack = ctx.clients.openstack
-    disk_gib = math.ceil(header.virtual_size / GiB)
-    if ctx.migration["flavor"]:
-        flavor = openstack.get_flavor(ctx.migration["flavor"])
-        if flavor.disk * GiB < header.virtual_size:
-            raise exception.OverlayTooLarge(
-                overlay_size=header.virtual_size, disk_size=flavor.disk * GiB)
-    else:
-        flavor = openstack.smallest_flavor(vm["cpunumber"], vm["memory"],
-                                           disk_gib)
+    flavor, chosen_by = _flavor(ctx, vm, header.virtual_size)
     host = ctx.migration["target_host"]
     if host:
         openstack.check_compute_host(host)
@@ -63,6 +55,7 @@ def validate(ctx):
              active_source=vm["id"])
     if dropped:
         ctx.result(dropped_nics=dropped)
+    ctx.result(flavor_chosen_by=chosen_by)
     ctx.resource(
         nic_plan=nic_plan,
         flavor_id=flavor.id,
@@ -73,6 +66,35 @@ def validate(ctx):
         template_path=header.backing_file if header.has_backing else None,
         source_state_at_start=vm["state"],
     )
+
+
+def _flavor(ctx, vm, overlay_size):
+    """(flavor, how it was chosen): the request's; else the one
+    [cloudstack] flavor_map gives the VM's service offering (by id, then
+    name); else the smallest that fits the VM."""
+    openstack = ctx.clients.openstack
+    ref, chosen_by = ctx.migration["flavor"], "request"
+    if not ref:
+        offering = vm.get("serviceoffering") or {}
+        mapping = ctx.conf.cloudstack.flavor_map
+        key = next((k for k in (offering.get("id"), offering.get("name"))
+                    if k and k in mapping), None)
+        if key is None:
+            return openstack.smallest_flavor(
+                vm["cpunumber"], vm["memory"],
+                math.ceil(overlay_size / GiB)), "smallest fitting"
+        ref = mapping[key]
+        chosen_by = "[cloudstack] flavor_map (service offering %s)" % key
+    try:
+        flavor = openstack.get_flavor(ref)
+    except exception.Invalid as exc:
+        raise exception.Invalid(
+            reason="%s, named by the %s" % (exc.kwargs.get("reason"),
+                                            chosen_by)) from None
+    if flavor.disk * GiB < overlay_size:
+        raise exception.OverlayTooLarge(
+            overlay_size=overlay_size, disk_size=flavor.disk * GiB)
+    return flavor, chosen_by
 
 
 def ports(ctx):
