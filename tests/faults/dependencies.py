@@ -142,3 +142,28 @@ def _start(cloud, cloudstack_root, agent, conductor, **volume_args):
 def _events(final):
     return [(e["step"], e["kind"], e["message"][:160])
             for e in final["events"] if e["message"] != "done"]
+
+
+class Migration:
+    """One migration of ``vm`` on the module's conductor, watched by the
+    live-copy monitor; ``mid`` is set as soon as it exists, for the
+    cleanup."""
+
+    def __init__(self, conductor, minicloud, vm):
+        self.conductor = conductor
+        self.minicloud = minicloud
+        self.vm = vm
+        self.mid = None
+
+    def start(self, conductor_api, ctxt):
+        """Request it; returns its LiveCopyMonitor (a context manager)."""
+        created = conductor_api.create_migration(
+            ctxt, {"source": self.vm.name,
+                   "host": self.minicloud.compute_host})
+        self.mid = created["id"]
+        return invariants.LiveCopyMonitor(
+            self.conductor.db_path, self.mid, self.vm.instancename,
+            self.minicloud.instances_path)
+
+    def wait_final(self):
+        return invariants.wait_final(self.conductor.db_path, self.mid, 600)

@@ -17,6 +17,7 @@ from tests.faults import chaos
 from tests.faults import invariants
 from tests.faults import report
 from tests.faults.dependencies import HOLD
+from tests.faults.dependencies import Migration
 from tests.faults.dependencies import _events
 from tests.faults.dependencies import _record_of
 from tests.faults.dependencies import _selected
@@ -138,16 +139,11 @@ def test_cloudstack_call_fails(case, conductor, agent, conductor_api, ctxt,
                                    vm, "listVirtualMachines",
                                    at_step("start"),
                                    (503, "injected: busy before commit"))
-    outcome, held, note, as_expected, mid = "?", False, "", None, None
+    outcome, held, note, as_expected = "?", False, "", None
+    run = Migration(conductor, minicloud, vm)
     try:
-        created = conductor_api.create_migration(
-            ctxt, {"source": vm.name, "host": minicloud.compute_host})
-        mid = created["id"]
-        monitor = invariants.LiveCopyMonitor(
-            conductor.db_path, mid, vm.instancename,
-            minicloud.instances_path)
-        with monitor:
-            final = invariants.wait_final(conductor.db_path, mid, 600)
+        with run.start(conductor_api, ctxt) as monitor:
+            final = run.wait_final()
         outcome = final["state"]
         try:
             note = invariants.check_final(
@@ -184,8 +180,8 @@ def test_cloudstack_call_fails(case, conductor, agent, conductor_api, ctxt,
                       "cloudstack-" + kind, outcome,
                       time.monotonic() - started, held,
                       "" if held else note, expected=as_expected)
-        if mid:
-            chaos.delete_servers(minicloud, mid)
+        if run.mid:
+            chaos.delete_servers(minicloud, run.mid)
         chaos.stop_source_vm(cloud, vm)
 
 
@@ -197,16 +193,11 @@ def test_cloudstack_stop_job_fails(conductor, agent, conductor_api, ctxt,
     started = time.monotonic()
     vm, digest = _start(cloud, cloudstack_root, agent, conductor)
     cloud.fail_jobs[("stopVirtualMachine", vm.id)] = "injected: agent says no"
-    outcome, held, note, as_expected, mid = "?", False, "", None, None
+    outcome, held, note, as_expected = "?", False, "", None
+    run = Migration(conductor, minicloud, vm)
     try:
-        created = conductor_api.create_migration(
-            ctxt, {"source": vm.name, "host": minicloud.compute_host})
-        mid = created["id"]
-        monitor = invariants.LiveCopyMonitor(
-            conductor.db_path, mid, vm.instancename,
-            minicloud.instances_path)
-        with monitor:
-            final = invariants.wait_final(conductor.db_path, mid, 600)
+        with run.start(conductor_api, ctxt) as monitor:
+            final = run.wait_final()
         outcome = final["state"]
         note = invariants.check_final(final, cloud, minicloud, vm, workdir,
                                       overlay_digest=digest, monitor=monitor)
@@ -226,6 +217,6 @@ def test_cloudstack_stop_job_fails(conductor, agent, conductor_api, ctxt,
         report.record("cs:stopVirtualMachine job", "cold", "cloudstack-job",
                       outcome, time.monotonic() - started, held,
                       "" if held else note, expected=as_expected)
-        if mid:
-            chaos.delete_servers(minicloud, mid)
+        if run.mid:
+            chaos.delete_servers(minicloud, run.mid)
         chaos.stop_source_vm(cloud, vm)

@@ -22,6 +22,7 @@ from tests.faults import invariants
 from tests.faults import novaproxy
 from tests.faults import report
 from tests.faults.dependencies import RUN_ID
+from tests.faults.dependencies import Migration
 from tests.faults.dependencies import _events
 from tests.faults.dependencies import _record_of
 from tests.faults.dependencies import _selected
@@ -58,16 +59,11 @@ def test_nova_api_fails(call, conductor, agent, conductor_api, ctxt, cloud,
     rule = proxies.nova.add(novaproxy.Rule(
         status=500 if call != "stop" else 503, name="nova %s" % call,
         **NOVA_RULES[call]))
-    outcome, held, note, as_expected, mid = "?", False, "", None, None
+    outcome, held, note, as_expected = "?", False, "", None
+    run = Migration(conductor, minicloud, vm)
     try:
-        created = conductor_api.create_migration(
-            ctxt, {"source": vm.name, "host": minicloud.compute_host})
-        mid = created["id"]
-        monitor = invariants.LiveCopyMonitor(
-            conductor.db_path, mid, vm.instancename,
-            minicloud.instances_path)
-        with monitor:
-            final = invariants.wait_final(conductor.db_path, mid, 600)
+        with run.start(conductor_api, ctxt) as monitor:
+            final = run.wait_final()
             outcome = final["state"]
             assert rule.fired, "the proxy never saw the %s request" % call
             if call == "start":
@@ -79,9 +75,9 @@ def test_nova_api_fails(call, conductor, agent, conductor_api, ctxt, cloud,
                 assert "committed" in final["error"], final["error"]
                 assert not final["result"].get("rolled_back"), final["result"]
                 first_error = final["error"]
-                conductor_api.retry_migration(ctxt, mid)
+                conductor_api.retry_migration(ctxt, run.mid)
                 final = invariants.wait_record(
-                    conductor.db_path, mid,
+                    conductor.db_path, run.mid,
                     lambda r: r["state"] in invariants.FINAL
                     and r["finished_at"] != final["finished_at"],
                     "a final state after the retry", 600)
@@ -111,8 +107,8 @@ def test_nova_api_fails(call, conductor, agent, conductor_api, ctxt, cloud,
                       "cold", "nova-5xx", outcome,
                       time.monotonic() - started, held,
                       "" if held else note, expected=as_expected)
-        if mid:
-            chaos.delete_servers(minicloud, mid)
+        if run.mid:
+            chaos.delete_servers(minicloud, run.mid)
         chaos.stop_source_vm(cloud, vm)
 
 
@@ -192,16 +188,11 @@ def test_instances_path_full_during_copy(conductor, agent, conductor_api,
     rule = proxies.nova.add(novaproxy.Rule(
         "DELETE", r"/servers/[^/]+$", hook=unmount_first,
         name="unmount before delete"))
-    outcome, held, note, as_expected, mid = "?", False, "", None, None
+    outcome, held, note, as_expected = "?", False, "", None
+    run = Migration(conductor, minicloud, vm)
     try:
-        created = conductor_api.create_migration(
-            ctxt, {"source": vm.name, "host": minicloud.compute_host})
-        mid = created["id"]
-        monitor = invariants.LiveCopyMonitor(
-            conductor.db_path, mid, vm.instancename,
-            minicloud.instances_path)
-        with monitor:
-            final = invariants.wait_final(conductor.db_path, mid, 600)
+        with run.start(conductor_api, ctxt) as monitor:
+            final = run.wait_final()
         outcome = final["state"]
         assert "tmpfs" in holder, "the tmpfs was never mounted"
         note = invariants.check_final(final, cloud, minicloud, vm, workdir,
@@ -230,6 +221,6 @@ def test_instances_path_full_during_copy(conductor, agent, conductor_api,
         report.record("agent:instances path full", "cold", "enospc",
                       outcome, time.monotonic() - started, held,
                       "" if held else note, expected=as_expected)
-        if mid:
-            chaos.delete_servers(minicloud, mid)
+        if run.mid:
+            chaos.delete_servers(minicloud, run.mid)
         chaos.stop_source_vm(cloud, vm)

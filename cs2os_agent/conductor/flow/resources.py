@@ -74,9 +74,18 @@ def check(names):
                        % ", ".join(unknown))
 
 
+def _read_only(self, *args, **kwargs):
+    raise TypeError("a migration's resources are written through "
+                    "FlowContext.resource(), which records them first")
+
+
 class Resources(dict):
-    """A migration's resources as the steps read them: a plain dict whose
-    ``[]`` and ``get`` refuse undeclared keys."""
+    """A migration's resources as the steps read them: a read-only dict
+    (a change made here would never reach the record) whose ``[]`` and
+    ``get`` refuse undeclared keys."""
+
+    __setitem__ = __delitem__ = _read_only
+    update = pop = popitem = setdefault = clear = _read_only
 
     def __getitem__(self, key):
         check((key,))

@@ -35,12 +35,9 @@ def new_queued_migration(db, mid="m1", **values):
 
 def new_migration(db, mid="m1", **values):
     """A running migration of CloudStack VM vm-1 (web-1)."""
-    row = {"id": mid, "source_ref": "vm", "state": "running",
-           "step": "validate", "options": {}, "source": {},
-           "resources": {}, "result": {}, "source_vm_id": "vm-1",
-           "source_vm_name": "web-1"}
-    row.update(values)
-    return db.create_migration(row)
+    return new_queued_migration(
+        db, mid, **dict({"state": "running", "source_vm_id": "vm-1",
+                         "source_vm_name": "web-1"}, **values))
 
 
 def context(db, mid="m1", notifier=None):

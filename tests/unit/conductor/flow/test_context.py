@@ -67,6 +67,10 @@ def test_an_undeclared_resource_key_is_refused_before_it_is_written(db):
     ctx.resource(server_id="s-1")
     assert db.get_migration("m1")["resources"] == {"server_id": "s-1"}
     assert ctx.resources["server_id"] == "s-1"
+    # Only through ctx.resource(): a change to the view would be lost.
+    with pytest.raises(TypeError):
+        ctx.resources["server_id"] = "s-2"
+    assert ctx.resources["server_id"] == "s-1"
 
 
 def test_validate_claims_the_vm_when_the_request_could_not(db):
