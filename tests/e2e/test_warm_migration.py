@@ -33,6 +33,7 @@ from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_for
 from tools.testbed.harness import wait_state
 from tools.testbed.minicloud import admin_auth
+from tools.testbed.process import gone
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID
@@ -137,15 +138,6 @@ def held_migration(conductor_api, ctxt, minicloud, vm):
         conductor_api, ctxt, created["id"], "mirror READY",
         lambda m: m["resources"].get("mirror_ready")
         and m["step"] == "ready")
-
-
-def gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def assert_source_untouched(cloud, kvm_conn, vm, digest=None):

@@ -33,6 +33,7 @@ from tools.testbed import cloudstack_kvm
 from tools.testbed import harness
 from tools.testbed import images
 from tools.testbed import sshd
+from tools.testbed.process import gone
 
 MiB = images.MiB
 # Where virtio-disk0's block backend sits in the QOM tree of a libvirt
@@ -190,16 +191,6 @@ def make_target_fixture(run_root, endpoint, ssh_options, remote_dir):
     for target in made:
         # Stops its daemon and tunnel (by PID) if a test failed midway.
         target.abort()
-
-
-def gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # Our child that ended but was not reaped yet counts as gone too.
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def assert_cleaned(target, desc):

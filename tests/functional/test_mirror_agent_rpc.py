@@ -16,7 +16,6 @@ from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.sourcehost import blockcopy
 from tests.functional.mirror_fixtures import MiB
-from tests.functional.mirror_fixtures import gone
 from tests.functional.mirror_fixtures import guest_write
 from tests.functional.mirror_fixtures import kvm_fixture  # noqa: F401
 from tests.functional.mirror_fixtures import remote_dir_fixture  # noqa: F401
@@ -28,6 +27,7 @@ from tests.functional.mirror_fixtures import source_view
 from tools.testbed import agent_process
 from tools.testbed import harness
 from tools.testbed import images
+from tools.testbed.process import gone
 from tools.testbed.warm_chain import read_back
 
 

@@ -22,7 +22,6 @@ from tests.functional.mirror_fixtures import RUNNING
 from tests.functional.mirror_fixtures import MiB
 from tests.functional.mirror_fixtures import assert_cleaned
 from tests.functional.mirror_fixtures import endpoint_fixture  # noqa: F401
-from tests.functional.mirror_fixtures import gone
 from tests.functional.mirror_fixtures import guest_write
 from tests.functional.mirror_fixtures import kvm_fixture  # noqa: F401
 from tests.functional.mirror_fixtures import make_target_fixture  # noqa: F401
@@ -36,6 +35,7 @@ from tests.functional.mirror_fixtures import ssh_options_fixture  # noqa: F401
 from tools.testbed import harness
 from tools.testbed import images
 from tools.testbed import sshd
+from tools.testbed.process import gone
 from tools.testbed.warm_chain import read_back
 
 # -- abort and failures: the source never notices ----------------------------

@@ -25,6 +25,17 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def gone(pid):
+    """Whether process ``pid`` has ended; a child of ours that ended but
+    was not reaped yet (a zombie) counts as ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def spawn(argv, **popen_args):
     """``subprocess.Popen`` in a new session: its own process group."""
     return subprocess.Popen(argv, start_new_session=True, **popen_args)
