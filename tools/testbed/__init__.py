@@ -3,6 +3,7 @@
 
 - the CloudStack management API stand-in and its KVM host: cloudstack_api
   (the WSGI app and server), cloudstack_handlers, cloudstack_model,
+  cloudstack_owners (domains, projects, key pairs, security groups),
   cloudstack_signature, cloudstack_kvm (VMs as transient libvirt domains);
   wsgi_session (the app in-process, for unit tests);
 - disk images laid out as CloudStack and Nova lay them out: images;

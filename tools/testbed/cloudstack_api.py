@@ -43,9 +43,17 @@ Failures on demand, as a real CloudStack has them::
 Every failure that fired is appended to ``cloud.injected`` as (kind, key,
 text), kind "job" or "call".
 
-What CloudStack does that this does not: XML responses, sessions, domains
-and projects, events, most commands.  Where CloudStack's behaviour was
-inferred rather than read, the code says so.
+Owners (cloudstack_owners): accounts in domains, VMs of projects, with
+tags, details, SSH key pairs, user data and security groups::
+
+    team = cloud.add_project("team", domain=cloud.add_domain("sub"))
+    cloud.add_ssh_keypair(team, "deploy", "ssh-ed25519 AAAA...")
+    vm = cloud.add_kvm_vm("web-2", volume, admin, host, project=team,
+                          keypairs=["deploy"], tags={"tier": "web"})
+
+What CloudStack does that this does not: XML responses, sessions, domain
+admins, events, most commands.  Where CloudStack's behaviour was inferred
+rather than read, the code says so.
 """
 
 import base64
@@ -62,6 +70,7 @@ from cs2os_agent import qemu_img
 from tools.testbed import cloudstack_handlers
 from tools.testbed import cloudstack_kvm
 from tools.testbed import cloudstack_model as model
+from tools.testbed import cloudstack_owners  # its commands, OwnersMixin
 from tools.testbed import cloudstack_signature as signature
 
 API_PATH = "/client/api"
@@ -70,7 +79,7 @@ NFS = "NetworkFilesystem"
 _HIDDEN = ("apikey", "signature")
 
 
-class FakeCloudStack:
+class FakeCloudStack(cloudstack_owners.OwnersMixin):
     def __init__(self, kvm=None, instance_name="VM", first_vm_id=None):
         self.kvm = kvm or cloudstack_kvm.MemoryKVM()
         self.instance_name = instance_name  # the instance.name setting
@@ -83,6 +92,7 @@ class FakeCloudStack:
         self._next_vm = first_vm_id or random.randrange(  # noqa: S311
             10, 90000)
         self._next_account = 2  # 1 is CloudStack's system account
+        self._init_owners()  # the ROOT domain; projects, key pairs, groups
         self.calls = []  # (HTTP method, command, params without secrets)
         # Failures on demand (see the module docstring).
         self.fail_jobs = {}  # (command, vm id) -> text | (text, count)
@@ -95,11 +105,14 @@ class FakeCloudStack:
 
     # -- building the cloud ----------------------------------------------
 
-    def add_account(self, name, admin=True):
+    def add_account(self, name, admin=True, domain=None):
+        """A root admin (``admin``) or a normal user in ``domain`` (ROOT by
+        default)."""
         with self.lock:
             account = model.Account(
                 name=name, admin=admin, apikey=_key(), secretkey=_key(),
-                internal_id=self._next_account)
+                internal_id=self._next_account,
+                domain=domain or self.root_domain)
             self._next_account += 1
             self.accounts.append(account)
             return account
@@ -132,13 +145,18 @@ class FakeCloudStack:
 
     def add_vm(self, name, account, host, template, offering, root_pool,
                root_path, root_size, networks=(), hypervisor="KVM",
-               root_volume_id=None, nics=None):
+               root_volume_id=None, nics=None, project=None, tags=None,
+               details=None, keypairs=(), userdata=None, securitygroups=()):
         """A Stopped VM with its ROOT volume (file root_path on the pool).
 
         ``networks``: one NIC on each, addresses made up; ``nics``:
         [(network, ip, mac)] when a test needs given addresses (the first
-        is the default NIC).
+        is the default NIC).  ``account`` deploys it; a ``project`` owns it
+        then.  ``tags`` and ``details``: dicts; ``keypairs``: names of the
+        owner's key pairs; ``userdata``: text (kept base64);
+        ``securitygroups``: cloudstack_owners.SecurityGroup objects.
         """
+        user, account = account, project.account if project else account
         with self.lock:
             while True:
                 internal_id = self._next_vm
@@ -148,7 +166,10 @@ class FakeCloudStack:
                 if not self.kvm.name_taken(instancename):
                     break
             vm = model.Vm(name, internal_id, instancename, account,
-                          host.zone, template, offering, hypervisor, host)
+                          host.zone, template, offering, hypervisor, host,
+                          user=user)
+            self._dress(vm, tags, details, keypairs, userdata,
+                        securitygroups)
             for index, (network, ip, mac) in enumerate(nics or ()):
                 vm.nics.append(model.Nic(network, ip, mac, index,
                                          index == 0))
@@ -175,12 +196,15 @@ class FakeCloudStack:
             return volume
 
     def add_kvm_vm(self, name, volume, account, host, offering=None,
-                   networks=(), start=True, nics=None):
+                   networks=(), start=True, nics=None, project=None,
+                   tags=None, details=None, keypairs=(), userdata=None,
+                   securitygroups=()):
         """A VM on files made by images.py (make_cloudstack_volume).
 
         ``volume`` has pool_dir (<root>/mnt/<pool uuid>), template
         (.../<template uuid>) and overlay (.../<volume uuid>): the pool,
         template and volume ids are those uuids, as on a real NFS pool.
+        ``project`` and the rest: as add_vm.
         """
         pool_id = os.path.basename(volume.pool_dir)
         pool = self._find(self.pools, pool_id) or self.add_storage_pool(
@@ -193,7 +217,10 @@ class FakeCloudStack:
         offering = offering or self.add_service_offering("small-%s" % name)
         vm = self.add_vm(name, account, host, template, offering, pool,
                          os.path.basename(volume.overlay),
-                         _virtual_size(volume.overlay), networks, nics=nics)
+                         _virtual_size(volume.overlay), networks, nics=nics,
+                         project=project, tags=tags, details=details,
+                         keypairs=keypairs, userdata=userdata,
+                         securitygroups=securitygroups)
         if start:
             cloudstack_handlers.power_on(self, vm)
         return vm
@@ -228,11 +255,11 @@ class FakeCloudStack:
     # -- what users do behind cs2os's back --------------------------------
 
     def user_start(self, vm, account=None, wait=True, timeout=60):
-        """The VM's owner (or ``account``) starts it as CloudStack's UI
+        """The VM's user (or ``account``) starts it as CloudStack's UI
         does: startVirtualMachine through the same handler and job queue as
         an API call.  Returns the model.Job, ended when ``wait``; a refused
         command raises cloudstack_handlers.ApiError."""
-        account = account or vm.account
+        account = account or vm.user or vm.account
         with self.lock:
             self.user_calls.append(("startVirtualMachine", vm.id,
                                     account.name))

@@ -4,9 +4,10 @@ Parameter handling follows ParamProcessWorker: a missing required
 parameter or an id that names nothing is error 431 with CloudStack's own
 wording; an id of an expunged object is found ("including removed") and
 gives an empty list.  List answers follow ApiResponseSerializer: an empty
-list is ``{}``, without ``count``.  Lists show only the caller's own
-objects unless a root admin passes ``listall=true`` or an ``id``
-(AccountManagerImpl.buildACLSearchParameters).
+list is ``{}``, without ``count``.  Who sees what follows
+AccountManagerImpl.buildACLSearchParameters (``_scope``): lists show only
+the caller's own objects unless a root admin passes ``listall=true`` or an
+``id``; the objects of CloudStack projects only with a ``projectid``.
 """
 
 import threading
@@ -93,10 +94,45 @@ def _list(key, items, params, name):
     return answer
 
 
-def _visible(caller, owner, params):
-    if not caller.admin:
-        return owner is caller
-    return owner is caller or _true(params, "listall") or "id" in params
+def _scope(cloud, caller, params, name):
+    """Which owners' objects a list shows: a test on model.Account, as
+    AccountManagerImpl.buildACLSearchParameters decides it (read on main,
+    where it moved to AclSearchBuilderServiceImpl, and in 4.x releases).
+
+    Without ``projectid`` the projects' objects are skipped
+    (ListProjectResourcesCriteria.SkipProjectResources), but only when no
+    ``id`` is given: ``if (id == null) domainIdRecursiveListProject.third(
+    SkipProjectResources)``, and QueryManagerImpl.searchForUserVMIdsAndCount
+    passes listVirtualMachines' id.  So listVirtualMachines id=<a project's
+    VM> without projectid does find it for a root admin (with an id it gets
+    no account restriction either), and not for a normal user
+    (permittedAccounts is the caller).  listVolumes virtualmachineid=... is
+    no id: without projectid a project VM's volumes are not listed.
+
+    ``projectid=-1``: every project's objects only (ListProjectResources
+    Only); with ``listall=true`` a root admin gets every object, projects'
+    and others' (as since 4.18; ListAllIncludingProjectResources on main),
+    a normal user its projects' and its own.  A ``projectid`` of a project
+    the caller is no member of is PermissionDeniedException (531).
+    """
+    listall = _true(params, "listall")
+    if "projectid" not in params:
+        def own(owner):
+            return owner is caller or (caller.admin and (
+                listall or "id" in params))
+        return lambda owner: own(owner) and (
+            "id" in params or owner.project is None)
+    if params["projectid"] == "-1":
+        if caller.admin:
+            return lambda owner: listall or owner.project is not None
+        return lambda owner: (listall and owner is caller) or (
+            owner.project is not None and owner.project.owner is caller)
+    project = _lookup(cloud, cloud.projects, name, "projectid",
+                      params["projectid"])
+    if not (caller.admin or project.owner is caller):
+        raise ApiError(531, "Account %s can't access project id=%s"
+                       % (caller.name, project.internal_id))
+    return lambda owner: owner is project.account
 
 
 def _disk(volume):
@@ -115,9 +151,12 @@ def list_vms(cloud, caller, params, name):
     if "id" in params:
         vms = [_lookup(cloud, vms, name, "id", params["id"])]
     wanted = params.get("name", "").lower()
+    # With an id a root admin finds a project's VM without projectid too,
+    # as CloudStack does (_scope: AccountManagerImpl).
+    visible = _scope(cloud, caller, params, name)
     shown = []
     for vm in vms:
-        if vm.removed or not _visible(caller, vm.account, params):
+        if vm.removed or not visible(vm.account):
             continue
         if wanted and wanted not in vm.name.lower():  # SQL LIKE %name%
             continue
@@ -131,7 +170,8 @@ def list_vms(cloud, caller, params, name):
                 continue
         elif state == "Destroyed" and not caller.admin:
             continue
-        shown.append(model.render_vm(vm, state, caller.admin))
+        shown.append(model.render_vm(vm, state, caller.admin,
+                                     _true(params, "userdata")))
     return _list("virtualmachine", shown, params, name)
 
 
@@ -144,10 +184,11 @@ def list_volumes(cloud, caller, params, name):
         vm = _lookup(cloud, cloud.vms, name, "virtualmachineid",
                      params["virtualmachineid"])
         volumes = [v for v in volumes if v.vm is vm]
+    visible = _scope(cloud, caller, params, name)
     shown = [
         model.render_volume(v, cloud.vm_state(v.vm), caller.admin)
         for v in volumes
-        if not v.removed and _visible(caller, v.vm.account, params)
+        if not v.removed and visible(v.vm.account)
         and params.get("type", v.type).upper() == v.type
     ]
     return _list("volume", shown, params, name)
@@ -239,7 +280,9 @@ def query_job(cloud, caller, params, name):
 
 def _own_vm(cloud, caller, params, name):
     vm = _lookup(cloud, cloud.vms, name, "id", params["id"])
-    if not (caller.admin or vm.account is caller):
+    project = vm.account.project
+    if not (caller.admin or vm.account is caller
+            or (project is not None and project.owner is caller)):
         raise ApiError(531, "Account %s does not have permission to operate "
                        "on VM %s" % (caller.name, vm.id))
     return vm

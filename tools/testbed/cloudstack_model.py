@@ -2,10 +2,18 @@
 
 Field names are those of CloudStack's response classes (UserVmResponse,
 NicResponse, VolumeResponse, StoragePoolResponse, TemplateResponse,
-ServiceOfferingResponse, HostResponse, AsyncJobResponse).  As CloudStack's
-JSON serializer does, a field without a value is left out.  Root admins get
-the "Full" view; other callers do not see instance names, hosts, volume
-paths or storage pool ids (UserVmJoinDaoImpl, VolumeJoinDaoImpl).
+ServiceOfferingResponse, HostResponse, AsyncJobResponse, ResourceTagResponse,
+SecurityGroupResponse).  As CloudStack's JSON serializer does, a field
+without a value is left out.  Root admins get the "Full" view; other callers
+do not see instance names, hosts, volume paths or storage pool ids
+(UserVmJoinDaoImpl, VolumeJoinDaoImpl).
+
+Owners as ApiResponseHelper.populateOwner (ApiResponseOwnerServiceImpl in
+4.20+) fills them: a CloudStack project owns its resources through its own
+project account ("PrjAcct-<name>-<domain id>"); its resources show
+``projectid`` and ``project`` instead of ``account``.  ``domainpath`` (since
+4.19.2.0) is getPrettyDomainPath: "ROOT", "ROOT/sub".  Domains, projects, key
+pairs and security groups are in cloudstack_owners.
 """
 
 import dataclasses
@@ -30,13 +38,18 @@ def _clean(entry):
 @dataclasses.dataclass(eq=False)
 class Account:
     name: str
-    admin: bool
+    admin: bool  # a root admin; False: a normal user
     apikey: str
     secretkey: str
     internal_id: int
     id: str = dataclasses.field(default_factory=new_id)
     user_id: str = dataclasses.field(default_factory=new_id)
-    domain_id: str = dataclasses.field(default_factory=new_id)
+    domain: "object" = None  # cloudstack_owners.Domain
+    project: "object" = None  # the Project whose own account this is
+
+    @property
+    def domain_id(self):
+        return self.domain.id
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,6 +153,12 @@ class Vm:
     removed: bool = False
     unmanaged: bool = False  # unmanageVirtualMachine: CloudStack forgot it
     created: str = dataclasses.field(default_factory=timestamp)
+    user: Account = None  # who deployed it (userid); None: its account
+    tags: dict = dataclasses.field(default_factory=dict)
+    details: dict = dataclasses.field(default_factory=dict)
+    keypairs: list = dataclasses.field(default_factory=list)
+    userdata: str = None  # base64, as CloudStack stores it
+    securitygroups: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(eq=False)
@@ -155,21 +174,48 @@ class Job:
     completed: str = None
 
 
-def render_vm(vm, state, admin):
+# user.vm.denied.details and user.vm.readonly.details, their defaults
+# (QueryService): what UserVmJoinDaoImpl hides from, and marks read-only
+# for, callers that are not root admins.
+DENIED_DETAILS = ("rootdisksize", "cpuOvercommitRatio",
+                  "memoryOvercommitRatio",
+                  "Message.ReservedCapacityFreed.Flag")
+READONLY_DETAILS = "dataDiskController, rootDiskController"
+
+
+def owner_fields(account, path=True):
+    """populateOwner: ``account``, or a project's ``projectid`` and
+    ``project``; then ``domainid``, ``domain`` and (``path``) the pretty
+    ``domainpath``."""
+    project = account.project
+    return {
+        "account": None if project else account.name,
+        "projectid": project.id if project else None,
+        "project": project.name if project else None,
+        "domainid": account.domain.id,
+        "domain": account.domain.name,
+        "domainpath": account.domain.pretty_path if path else None,
+    }
+
+
+def render_vm(vm, state, admin, userdata=False):
+    """UserVmResponse; ``userdata``: listVirtualMachines userdata=true."""
     full = admin
     # CloudStack keeps host_id while the VM is on a host; the stand-in's
     # state comes from libvirt, so a running domain means its last host.
     host = vm.host or vm.last_host
     running = state in ("Starting", "Running", "Stopping")
+    owner, user = owner_fields(vm.account), vm.user or vm.account
+    details = {k: v for k, v in vm.details.items()
+               if admin or k not in DENIED_DETAILS}
     return _clean({
         "id": vm.id,
         "name": vm.name,
         "displayname": vm.displayname or vm.name,
-        "account": vm.account.name,
-        "userid": vm.account.user_id,
-        "username": vm.account.name,
-        "domainid": vm.account.domain_id,
-        "domain": "ROOT",
+        "account": owner.pop("account"),
+        "userid": user.user_id,
+        "username": user.name,
+        **owner,
         "created": vm.created,
         "state": state,
         "haenable": False,
@@ -189,15 +235,46 @@ def render_vm(vm, state, admin):
         "guestosid": "b0e6b2a4-0000-0000-0000-000000000001",
         "rootdeviceid": 0,
         "rootdevicetype": "ROOT",
-        "securitygroup": [],
+        "securitygroup": [_vm_group(g, vm.account)
+                          for g in vm.securitygroups],
         "nic": [render_nic(nic) for nic in vm.nics],
         "hypervisor": vm.hypervisor,
         "instancename": vm.instancename if full else None,
-        "details": {},
+        "details": details,
+        "readonlydetails": None if admin else READONLY_DETAILS,
+        # SSH.KeyPairNames: the names joined with "," (UserVmManagerImpl)
+        "keypairs": ",".join(k.name for k in vm.keypairs) or None,
         "affinitygroup": [],
         "displayvm": True if admin else None,
         "isdynamicallyscalable": False,
-        "tags": [],
+        "tags": [_vm_tag(vm, key, value) for key, value in vm.tags.items()],
+        "userdata": vm.userdata if userdata else None,
+    })
+
+
+def _vm_tag(vm, key, value):
+    # GenericDaoBaseWithTagInformation.addTagInformation: the owner comes
+    # from user_vm_view (tag_account_name is the VM's account, a project's
+    # own account for a project VM), without an account type, so
+    # populateOwner always sets "account"; no domainpath.
+    return {"key": key, "value": value, "resourcetype": "UserVm",
+            "resourceid": vm.id, "account": vm.account.name,
+            "domainid": vm.account.domain.id,
+            "domain": vm.account.domain.name}
+
+
+def _vm_group(group, account):
+    # UserVmJoinDaoImpl: id, name, description and the VM's owner; the
+    # empty sets SecurityGroupResponse() makes are serialized as [].
+    project = account.project
+    return _clean({
+        "id": group.id, "name": group.name,
+        "description": group.description,
+        "account": None if project else account.name,
+        "projectid": project.id if project else None,
+        "project": project.name if project else None,
+        "ingressrule": [], "egressrule": [], "tags": [],
+        "virtualmachineids": [],
     })
 
 
@@ -238,9 +315,7 @@ def render_volume(volume, vm_state, admin):
         "size": volume.size,
         "created": vm.created,
         "state": volume.state,
-        "account": vm.account.name,
-        "domainid": vm.account.domain_id,
-        "domain": "ROOT",
+        **owner_fields(vm.account),
         "storagetype": "shared",
         "hypervisor": "KVM",
         "storage": volume.pool.name if admin else None,
@@ -280,7 +355,7 @@ def render_pool(pool):
 
 
 def render_template(template):
-    return {
+    return _clean({
         "id": template.id,
         "name": template.name,
         "displaytext": template.name,
@@ -293,18 +368,16 @@ def render_template(template):
         "crossZones": False,
         "ostypeid": "b0e6b2a4-0000-0000-0000-000000000001",
         "ostypename": "Other Linux (64-bit)",
-        "account": template.owner.name,
         "zoneid": template.zone.id,
         "zonename": template.zone.name,
         "status": "Download Complete",
         "size": template.size,
         "templatetype": "USER",
         "hypervisor": template.hypervisor,
-        "domain": "ROOT",
-        "domainid": template.owner.domain_id,
+        **owner_fields(template.owner, path=False),
         "isextractable": False,
         "tags": [],
-    }
+    })
 
 
 def render_offering(offering):
