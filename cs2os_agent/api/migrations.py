@@ -25,11 +25,12 @@ FIELDS = (
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "committed", "user_id", "project_id",
-    "request_id",
+    "target_project_id", "request_id",
     "created_at", "updated_at", "started_at", "finished_at",
 )
 
 ACTIONS = ("cancel", "cutover", "retry")
+LIST_ALL = "cs2os:migration:list:all_projects"
 
 
 def view(record, with_events=True):
@@ -78,12 +79,19 @@ class MigrationsController:
     def index(self, request):
         context = wsgi_util.context(request)
         policy.authorize(context, "cs2os:migration:list")
+        every_project = policy.check(context, LIST_ALL)
         params = schemas.validate_query(wsgi_util.query_params(request))
         limit = min(params.pop("limit", self.max_limit), self.max_limit)
         marker = params.pop("marker", None)
+        filters = dict(params)
+        project = filters.pop("project", None)
+        if not every_project:
+            project = self._own_project(context, project)
+        if project is not None:
+            filters["target_project_id"] = project
         try:
             records = self.conductor.list_migrations(
-                context, params, limit=limit, marker=marker)
+                context, filters, limit=limit, marker=marker)
         except exception.MigrationNotFound:
             raise errors.ApiError(
                 400, "marker %s is not a known migration" % marker,
@@ -100,12 +108,45 @@ class MigrationsController:
             }]
         return wsgi_util.json_response(200, body)
 
+    @staticmethod
+    def _own_project(context, asked):
+        """The only project a caller without LIST_ALL may list: its
+        token's.  Asking for another is a 403 rather than a list quietly
+        narrowed to the token's project: that would answer another
+        question than the one asked, and a script would take the token
+        project's migrations (or none) for the other project's."""
+        own = context.project_id
+        if own is None:
+            # No project to narrow to: a filter on None would list the
+            # migrations whose target project is not known yet.
+            raise errors.ApiError(
+                403, "listing migrations without %s needs a "
+                "project-scoped token" % LIST_ALL,
+                "cs2os.PolicyNotAuthorized")
+        if asked is not None and asked != own:
+            raise errors.ApiError(
+                403, "project %s is not the token's project: listing "
+                "another project's migrations needs %s" % (asked, LIST_ALL),
+                "cs2os.PolicyNotAuthorized")
+        return own
+
     def show(self, request, migration_id):
         context = wsgi_util.context(request)
+        # First "may this caller show migrations at all" (its own
+        # project): a 403.  Then the record's own target project.
         policy.authorize(context, "cs2os:migration:get")
         self._check_id(migration_id)
-        record = self.conductor.get_migration(context, migration_id)
+        record = self._get(context, "cs2os:migration:get", migration_id)
         return wsgi_util.json_response(200, {"migration": view(record)})
+
+    def _get(self, context, rule, migration_id):
+        """The record, if ``context`` may do ``rule`` on it; one of
+        another project is "not found", as Nova answers for another
+        project's servers: a caller does not learn that it exists."""
+        record = self.conductor.get_migration(context, migration_id)
+        if not policy.check(context, rule, policy.record_target(record)):
+            raise exception.MigrationNotFound(migration_id=migration_id)
+        return record
 
     def action(self, request, migration_id):
         context = wsgi_util.context(request)
@@ -119,8 +160,11 @@ class MigrationsController:
         body = schemas.validate(schemas.MIGRATION_ACTION,
                                 wsgi_util.json_body(request))
         ((name, args),) = body.items()
-        policy.authorize(context, "cs2os:migration:%s" % name)
+        rule = "cs2os:migration:%s" % name
+        policy.authorize(context, rule)
         self._check_id(migration_id)
+        # The migration's target project, as for show.
+        self._get(context, rule, migration_id)
         if name == "cancel":
             record = self.conductor.cancel_migration(context, migration_id)
         elif name == "cutover":

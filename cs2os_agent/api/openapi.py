@@ -41,7 +41,8 @@ def to_openapi(schema):
         others = [v for v in variants if v != {"type": "null"}]
         del schema["anyOf"]
         if len(others) == 1:
-            schema.update(others[0])
+            # The outer schema's own keys (its description) win.
+            schema = dict(others[0], **schema)
         else:
             schema["anyOf"] = others
         schema["nullable"] = True
@@ -95,6 +96,15 @@ def _migration(with_events):
         "source_vm_id", "source_vm_name", "target_host", "compute_host",
         "flavor", "error", "user_id", "project_id", "request_id",
         "created_at", "updated_at", "started_at", "finished_at")}
+    props["project_id"] = dict(
+        _NULLABLE_STRING, description="the project of the caller who "
+        "created the migration")
+    props["target_project_id"] = dict(
+        _NULLABLE_STRING, description="the Keystone project id the "
+        "server lands in (the request's project, else the one "
+        "[cloudstack] project_map gives the VM's CloudStack owner); null "
+        "until the first step resolved it. Its readers may list and show "
+        "the migration")
     props.update({
         "id": {"type": "string", "format": "uuid"},
         "state": {"type": "string", "enum": list(states.ALL)},
@@ -157,7 +167,8 @@ _RESPONSES = {
     "Forbidden": "Policy does not allow this caller the operation "
                  "(cs2os.PolicyNotAuthorized); a caller allowed none of "
                  "its rules gets this before anything it sent is read",
-    "NotFound": "No such migration (cs2os.MigrationNotFound)",
+    "NotFound": "No such migration, or one of another project "
+                "(cs2os.MigrationNotFound)",
     "TooLarge": "The body is larger than [oslo_middleware] "
                 "max_request_body_size (cs2os.RequestEntityTooLarge)",
     "UnsupportedMediaType": "The body is not UTF-8 application/json "
@@ -185,6 +196,12 @@ def _responses(ok_status, ok, *errors):
             out[_STATUSES[error]] = _ref("responses", error)
     return out
 
+
+_QUERY_DESCRIPTIONS = {"project": {"description": (
+    "Only migrations whose target project (target_project_id) is this "
+    "Keystone project id. Without cs2os:migration:list:all_projects "
+    "(admins have it) a caller sees its token's project's migrations "
+    "only, and naming another project is a 403")}}
 
 _AUTHED = ("Unauthorized", "Forbidden", "ConductorUnavailable")
 _WITH_BODY = ("BadRequest", "TooLarge", "UnsupportedMediaType")
@@ -233,9 +250,14 @@ def _paths():
             "get": {
                 "operationId": "listMigrations",
                 "summary": "Migrations, newest first, a page at a time",
+                "description": "Admins see every project's migrations; "
+                               "a project's readers and members those "
+                               "whose target project is their token's "
+                               "project",
                 "parameters": [
-                    {"name": name, "in": "query", "required": False,
-                     "schema": to_openapi(schema)}
+                    dict({"name": name, "in": "query", "required": False,
+                          "schema": to_openapi(schema)},
+                         **_QUERY_DESCRIPTIONS.get(name, {}))
                     for name, schema in sorted(schemas.LIST_QUERY.items())],
                 "responses": _responses(200, _json({
                     "type": "object", "required": ["migrations"],
@@ -253,6 +275,9 @@ def _paths():
             "post": {
                 "operationId": "createMigration",
                 "summary": "Start migrating a CloudStack VM",
+                "description": "Admins only by default, and so is the "
+                               "choice of the project the server lands "
+                               "in (project)",
                 "parameters": [{
                     "name": schemas.IDEMPOTENCY_KEY_HEADER, "in": "header",
                     "required": False,
@@ -276,6 +301,9 @@ def _paths():
         "/v1/migrations/{migration_id}": {"get": {
             "operationId": "showMigration",
             "summary": "One migration with its events",
+            "description": "A migration whose target project is not the "
+                           "caller's is not found (404) unless the "
+                           "caller is an admin",
             "parameters": [_MIGRATION_ID],
             "responses": _responses(200, migration, "NotFound",
                                     *_AUTHED)}},

@@ -23,6 +23,16 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
          "description": "a non-blank string of at most 255 characters "
                         "without control characters"}
 _OPTIONAL_NAME = {"anyOf": [_NAME, {"type": "null"}]}
+# The project a server lands in; conductor/request.py checks it again,
+# and that it is printable, which JSON Schema cannot say.
+_PROJECT = {"anyOf": [_NAME, {"type": "null"}],
+            "description": "the Keystone project (id or name) the server "
+                           "lands in; default: the one [cloudstack] "
+                           "project_map gives the VM's CloudStack owner. "
+                           "Printable characters only (no no-break or "
+                           "zero-width spaces inside either): the "
+                           "conductor refuses others with a 400 "
+                           "(cs2os.Invalid)"}
 
 # Cutover options mean something for a warm migration only (the conductor
 # refuses them otherwise too); said here so that the published schema
@@ -59,6 +69,7 @@ CREATE_MIGRATION = {
                     "additionalProperties": _NAME,
                 },
                 "drop_unmapped_nics": {"type": "boolean"},
+                "project": _PROJECT,
             },
             "required": ["source"],
             "additionalProperties": False,
@@ -89,6 +100,8 @@ LIST_QUERY = {
     "state": {"type": "string", "enum": list(states.ALL)},
     "source": _NAME,
     "host": _NAME,
+    # The target project's Keystone id (db filter target_project_id).
+    "project": _NAME,
     "limit": {"type": "integer", "minimum": 1},
     "marker": {"type": "string", "format": "uuid"},
 }

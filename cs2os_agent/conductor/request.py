@@ -7,6 +7,9 @@ defaults are common/states.py's, which the API and the CLI read too.
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 
+# As the API's schema allows for a name (Keystone's own limit is 64).
+MAX_PROJECT = 255
+
 _FIELDS = {
     "source": str,
     "host": str,
@@ -17,6 +20,9 @@ _FIELDS = {
     "drop_unmapped_nics": bool,
     "cutover": str,
     "cutover_method": str,
+    # The Keystone project (id or name) the server lands in, instead of
+    # the one [cloudstack] project_map gives the VM's CloudStack owner.
+    "project": str,
     # From the API's Idempotency-Key header: a retry returns the same
     # migration.
     "idempotency_key": str,
@@ -79,6 +85,7 @@ def validate(request):
         "flavor": request.get("flavor") or None,
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
+        "project": clean_project(request.get("project")),
     }
     key = request.get("idempotency_key")
     if key is not None:
@@ -92,6 +99,23 @@ def validate(request):
         validated["cutover"] = cutover
         validated["cutover_method"] = method
     return validated
+
+
+def clean_project(value):
+    """The requested Keystone project, stripped; None when not given.
+
+    Printable means str.isprintable(), stricter than the API's schema
+    (no control characters), which JSON Schema cannot say: a name with
+    a no-break or zero-width space inside is refused here, naming it."""
+    if value is None:
+        return None
+    project = value.strip()
+    if not 0 < len(project) <= MAX_PROJECT or not project.isprintable():
+        raise exception.Invalid(
+            reason="project (the Keystone project id or name the server "
+            "lands in) must be 1 to %d printable characters, not blank"
+            % MAX_PROJECT)
+    return project
 
 
 def effective_cutover_method(options):

@@ -32,6 +32,7 @@ class Migration(Base):
     flavor = sa.Column(sa.String(255))
     delete_source = sa.Column(sa.Boolean, nullable=False, default=False)
     options = sa.Column(sa.JSON, nullable=False, default=dict)
+    # Who asked: the caller's user and project.
     user_id = sa.Column(sa.String(64))
     project_id = sa.Column(sa.String(64))
     request_id = sa.Column(sa.String(64))
@@ -41,6 +42,10 @@ class Migration(Base):
     source_vm_name = sa.Column(sa.String(255))
     source = sa.Column(sa.JSON, nullable=False, default=dict)
     compute_host = sa.Column(sa.String(255), index=True)
+    # The Keystone project the server lands in (its owner's), resolved
+    # by the first step; NULL until then.  Its readers may see the
+    # migration (API policy).
+    target_project_id = sa.Column(sa.String(64), index=True)
     state = sa.Column(sa.String(16), nullable=False, index=True)
     step = sa.Column(sa.String(32), nullable=False)
     resources = sa.Column(sa.JSON, nullable=False, default=dict)

@@ -112,13 +112,14 @@ class Client:
     def create_migration(self, source, host=None, flavor=None, mode=None,
                          delete_source=None, networks=None,
                          drop_unmapped_nics=None, cutover=None,
-                         cutover_method=None):
+                         cutover_method=None, project=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
                     "drop_unmapped_nics": drop_unmapped_nics,
-                    "cutover": cutover, "cutover_method": cutover_method}
+                    "cutover": cutover, "cutover_method": cutover_method,
+                    "project": project}
         request.update({k: v for k, v in optional.items() if v is not None})
         return self._one(
             self._request("POST", MIGRATIONS, {"migration": request})
@@ -143,14 +144,15 @@ class Client:
         ))
 
     def list_migrations(self, state=None, source=None, host=None,
-                        limit=None, marker=None):
+                        limit=None, marker=None, project=None):
         """Return migrations matching the filters.
 
         Without ``limit`` every page is fetched by following ``next``
         links; with it, one page of at most ``limit`` records.
+        ``project``: only those landing in this Keystone project (id).
         """
         params = {"state": state, "source": source, "host": host,
-                  "limit": limit, "marker": marker}
+                  "project": project, "limit": limit, "marker": marker}
         query = urllib.parse.urlencode(
             [(k, v) for k, v in params.items() if v is not None]
         )

@@ -131,12 +131,19 @@ def _newest_id(minicloud, region, source):
     return listed.stdout.split()[0]
 
 
-def test_policy_keeps_non_admins_out(api, region, minicloud):
-    # minicloud-demo: project demo, role member.
-    done = openstack(minicloud, region, "cs2os", "migration", "list",
-                     cloud=minicloud.info["demo_cloud"])
+def test_a_member_sees_only_its_project_and_may_not_import(api, region,
+                                                            minicloud):
+    # minicloud-demo: project demo, role member.  The admin's migrations
+    # of this module land in the admin's project: demo sees none of them.
+    demo = minicloud.info["demo_cloud"]
+    listed = openstack(minicloud, region, "cs2os", "migration", "list",
+                       "-f", "json", cloud=demo)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    done = openstack(minicloud, region, "cs2os", "import", "web-1",
+                     cloud=demo)
     assert done.returncode != 0
-    assert "Policy does not allow cs2os:migration:list to be performed" \
+    assert "Policy does not allow cs2os:migration:create to be performed" \
         in done.stderr
     assert "(HTTP 403" in done.stderr
 

@@ -123,6 +123,33 @@ def test_list_filters_and_pages(api):
     assert other not in seen
 
 
+def test_the_target_project_crosses_the_bus(api):
+    # An admin (noauth): its project field reaches the conductor, and the
+    # list's project filter is the conductor database's
+    # target_project_id.
+    resp = requests.post(api.url + "/v1/migrations", json={"migration": {
+        "source": "proj-%s" % RUN_ID, "project": " tenant-%s " % RUN_ID}},
+        timeout=30)
+    assert resp.status_code == 202, resp.text
+    created = resp.json()["migration"]
+    # Resolved by the first step; the creator's project stays.
+    assert created["project_id"] == "noauth"
+    assert "target_project_id" in created
+    listed = requests.get(api.url + "/v1/migrations?project=nobody-%s"
+                          % RUN_ID, timeout=30)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["migrations"] == []
+    every = requests.get(api.url + "/v1/migrations?source=proj-%s" % RUN_ID,
+                         timeout=30).json()["migrations"]
+    assert [m["id"] for m in every] == [created["id"]]
+    # What JSON Schema cannot say, the conductor does, naming the field.
+    resp = requests.post(api.url + "/v1/migrations", json={"migration": {
+        "source": "proj-%s" % RUN_ID, "project": "a\u200bb"}}, timeout=30)
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["code"] == "cs2os.Invalid"
+    assert "project" in resp.json()["errors"][0]["detail"]
+
+
 def test_actions_obey_the_states(api):
     created = _create(api, "gone-%s" % RUN_ID).json()["migration"]
     _wait_state(api, created["id"], ("failed",))

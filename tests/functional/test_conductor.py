@@ -164,9 +164,9 @@ def ctxt():
 
 
 def test_db_sync_and_version(conductor):
-    assert "database at revision 0003" in conductor.synced
+    assert "database at revision 0004" in conductor.synced
     assert conductor.manage("db", "version").strip() == \
-        "current: 0003, latest: 0003"
+        "current: 0004, latest: 0004"
 
 
 def test_unknown_vm_fails_with_a_clear_error(conductor, conductor_api, ctxt,

@@ -21,7 +21,8 @@ SHOW_FIELDS = (
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
-    "result", "resources", "user_id", "project_id", "request_id",
+    "result", "resources", "user_id", "project_id", "target_project_id",
+    "request_id",
     "created_at", "updated_at", "started_at", "finished_at",
 )
 
@@ -114,6 +115,8 @@ LIST_COLUMNS = (
     ("State", lambda r: r.get("state")),
     ("Step", lambda r: r.get("step")),
     ("Host", _host),
+    # Where the server lands (its owner's project); empty until resolved.
+    ("Target Project", lambda r: r.get("target_project_id")),
     ("Progress", lambda r: ProgressColumn(progress.percent(r))),
 )
 LONG_COLUMNS = (
@@ -249,6 +252,12 @@ class ImportMigration(_Watching, command.ShowOne):
             help="Leave out NICs on networks with no mapping instead of "
             "refusing the migration",
         )
+        parser.add_argument(
+            "--project", metavar="<project>",
+            help="Keystone project (ID or name) the server lands in "
+            "(default: the project [cloudstack] project_map gives the "
+            "VM's CloudStack owner)",
+        )
         self.add_wait_arguments(parser)
         return parser
 
@@ -262,6 +271,7 @@ class ImportMigration(_Watching, command.ShowOne):
             drop_unmapped_nics=parsed_args.drop_unmapped_nics,
             cutover=parsed_args.cutover,
             cutover_method=parsed_args.cutover_method,
+            project=parsed_args.project,
         )
         LOG.debug("Migration %s created", record.get("id"))
         return self.watch_and_show(record, parsed_args)
@@ -285,6 +295,12 @@ class ListMigration(command.Lister):
             help="Only migrations to this compute host",
         )
         parser.add_argument(
+            "--project", metavar="<project-id>",
+            help="Only migrations whose servers land in this Keystone "
+            "project (ID; another project than your token's needs the "
+            "cs2os:migration:list:all_projects policy, admin by default)",
+        )
+        parser.add_argument(
             "--limit", type=_positive(int), metavar="<n>",
             help="Show one page of at most <n> migrations "
             "(default: all, fetched page by page)",
@@ -302,8 +318,8 @@ class ListMigration(command.Lister):
     def take_action(self, parsed_args):
         records = self.app.client_manager.cs2os.list_migrations(
             state=parsed_args.state, source=parsed_args.source,
-            host=parsed_args.host, limit=parsed_args.limit,
-            marker=parsed_args.marker,
+            host=parsed_args.host, project=parsed_args.project,
+            limit=parsed_args.limit, marker=parsed_args.marker,
         )
         cols = LIST_COLUMNS + (LONG_COLUMNS if parsed_args.long else ())
         return (

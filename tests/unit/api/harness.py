@@ -36,6 +36,8 @@ class RecordingConductor:
         self.calls = []
         self.raises = None
         self.records = [make_record()]
+        # Merged into the record every other call returns.
+        self.values = {}
 
     def _answer(self, name, context, **kwargs):
         self.calls.append((name, context, kwargs))
@@ -43,8 +45,8 @@ class RecordingConductor:
             raise self.raises
         if name == "list_migrations":
             return self.records
-        return make_record(**({"state": "cancelling"} if name ==
-                              "cancel_migration" else {}))
+        return make_record(**dict(self.values, **(
+            {"state": "cancelling"} if name == "cancel_migration" else {})))
 
     def __getattr__(self, name):
         # The first positional argument is "arg", any further ones "args".

@@ -108,7 +108,8 @@ def test_actions(app, conductor, action, method):
     resp, data = call(app, "POST", "/v1/migrations/%s/action" % MID,
                       {action: {}})
     assert resp.status_int == 202
-    assert [c[0] for c in conductor.calls] == [method]
+    # The record first: may this caller act on it (its target project)?
+    assert [c[0] for c in conductor.calls] == ["get_migration", method]
     assert data["migration"]["id"] == MID
 
 
@@ -135,7 +136,7 @@ def test_create_sends_the_cutover_method(app, conductor):
 def test_cutover_action_passes_the_method(app, conductor, body, method):
     resp, data = call(app, "POST", "/v1/migrations/%s/action" % MID, body)
     assert resp.status_int == 202
-    ((name, _, kwargs),) = conductor.calls
+    (_, (name, _, kwargs)) = conductor.calls
     assert (name, kwargs) == ("cutover_migration",
                               {"arg": MID, "args": (method,)})
 
@@ -225,3 +226,48 @@ def test_the_cutover_action_records_its_method(manager_app):
     assert resp.status_int == 400
     record = mgr.db.get_migration(mid)
     assert record["options"]["cutover_requested"]["method"] == "force"
+
+
+# -- the target project -------------------------------------------------------
+
+
+def test_create_sends_the_project(app, conductor):
+    resp, _ = call(app, "POST", "/v1/migrations",
+                   {"migration": {"source": "web-1", "project": "tenant-a"}})
+    assert resp.status_int == 202
+    ((name, _, kwargs),) = conductor.calls
+    assert (name, kwargs) == ("create_migration", {"arg": {
+        "source": "web-1", "project": "tenant-a"}})
+
+
+def test_the_view_shows_both_projects(app, conductor):
+    conductor.values = {"project_id": "ops", "target_project_id": "t-a"}
+    _, data = call(app, "GET", "/v1/migrations/" + MID)
+    shown = data["migration"]
+    assert (shown["project_id"], shown["target_project_id"]) == ("ops",
+                                                                 "t-a")
+    # Not resolved yet: null, not missing.
+    conductor.records = [make_record()]
+    _, data = call(app, "GET", "/v1/migrations")
+    assert data["migrations"][0]["target_project_id"] is None
+
+
+def test_a_created_migration_takes_its_project_to_the_conductor(
+        manager_app):
+    app, mgr = manager_app
+    resp, data = call(app, "POST", "/v1/migrations",
+                      {"migration": {"source": "web-1",
+                                     "project": " tenant-a "}},
+                      headers=ADMIN)
+    assert resp.status_int == 202
+    # Resolved by the first step, which has not run.
+    assert data["migration"]["target_project_id"] is None
+    assert data["migration"]["project_id"] == "p-7"
+    resp, data = call(app, "POST", "/v1/migrations",
+                      {"migration": {"source": "web-2",
+                                     "project": "a\u200bb"}},
+                      headers=ADMIN)
+    # A name JSON Schema lets through; the conductor names the field.
+    assert resp.status_int == 400
+    assert error(data)["code"] == "cs2os.Invalid"
+    assert "project" in error(data)["detail"]

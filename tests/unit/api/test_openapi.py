@@ -76,6 +76,10 @@ def test_every_documented_operation_is_routed(app):
     ({"properties": {"a": {"anyOf": [{"type": "integer"},
                                       {"type": "null"}]}}},
      {"properties": {"a": {"type": "integer", "nullable": True}}}),
+    # The outer description wins over the inner one.
+    ({"anyOf": [{"type": "string", "description": "inner"},
+                {"type": "null"}], "description": "outer"},
+     {"type": "string", "nullable": True, "description": "outer"}),
 ])
 def test_json_schema_becomes_openapi_3_0(schema, converted):
     assert openapi.to_openapi(schema) == converted
@@ -84,3 +88,22 @@ def test_json_schema_becomes_openapi_3_0(schema, converted):
 def test_a_keyword_openapi_3_0_lacks_is_refused():
     with pytest.raises(ValueError, match="OpenAPI 3.0 has no const"):
         openapi.to_openapi({"properties": {"a": {"const": 1}}})
+
+
+def test_the_document_describes_the_target_project():
+    doc = openapi.document()
+    create = doc["paths"]["/v1/migrations"]["post"]
+    project = create["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]["migration"]["properties"]["project"]
+    assert (project["type"], project["nullable"], project["maxLength"]) \
+        == ("string", True, 255)
+    assert "Keystone project (id or name) the server lands in" in \
+        project["description"]
+    (query,) = [p for p in doc["paths"]["/v1/migrations"]["get"][
+        "parameters"] if p["name"] == "project"]
+    assert "cs2os:migration:list:all_projects" in query["description"]
+    for name in ("Migration", "MigrationSummary"):
+        shown = doc["components"]["schemas"][name]["properties"]
+        assert shown["target_project_id"]["nullable"]
+        assert "null until the first step resolved it" in \
+            shown["target_project_id"]["description"]

@@ -30,9 +30,11 @@ def test_policy_refuses_non_admins(config, conductor):
     assert conductor.calls == []
 
 
-def test_policy_file_can_open_an_action(config, conductor, tmp_path):
+def test_policy_file_can_open_every_project_to_readers(config, conductor,
+                                                       tmp_path):
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text('"cs2os:migration:list": "role:reader"\n')
+    policy_file.write_text(
+        '"cs2os:migration:list:all_projects": "role:reader"\n')
     config.set_override("policy_file", str(policy_file),
                         group="oslo_policy")
     policy.reset()
@@ -40,10 +42,15 @@ def test_policy_file_can_open_an_action(config, conductor, tmp_path):
     app = api_app.ContextMiddleware(api_app.Router(conductor, config))
     headers = {"X-Identity-Status": "Confirmed", "X-User-Id": "u",
                "X-Project-Id": "p", "X-Roles": "reader"}
-    resp, _ = call(app, "GET", "/v1/migrations", headers=headers)
+    resp, _ = call(app, "GET", "/v1/migrations?project=other",
+                   headers=headers)
     assert resp.status_int == 200
+    # Every project's, filtered as asked, not narrowed to the token's.
+    assert conductor.calls[-1][2]["arg"] == {"target_project_id": "other"}
+    # get is still the default: another project's migration is not found.
+    conductor.values = {"target_project_id": "other"}
     resp, _ = call(app, "GET", "/v1/migrations/" + MID, headers=headers)
-    assert resp.status_int == 403
+    assert resp.status_int == 404
 
 
 # -- policy before parsing ----------------------------------------------------
@@ -86,8 +93,11 @@ def _as_member(config, conductor, method, path, body, headers=()):
     ("POST", "/v1/migrations/%s/action" % MID, {},
      "any of cs2os:migration:cancel, cs2os:migration:cutover, "
      "cs2os:migration:retry"),
-    ("GET", "/v1/migrations?host=%C3", {}, "cs2os:migration:list"),
-    ("GET", "/v1/migrations/not-a-uuid", {}, "cs2os:migration:get"),
+    # A reader may list and show: a token without it may not.
+    ("GET", "/v1/migrations?host=%C3", {"X-Roles": "observer"},
+     "cs2os:migration:list"),
+    ("GET", "/v1/migrations/not-a-uuid", {"X-Roles": ""},
+     "cs2os:migration:get"),
 ])
 def test_an_unauthorized_caller_is_refused_before_its_request_is_read(
         config, conductor, method, path, headers, rule):
@@ -105,12 +115,14 @@ def test_an_unauthorized_caller_is_refused_before_its_request_is_read(
 def test_a_policy_opening_one_action_still_checks_the_one_asked(
         config, conductor, tmp_path):
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text('"cs2os:migration:cancel": "role:member"\n')
+    policy_file.write_text('"cs2os:migration:cancel": '
+                           '"role:member and project_id:%(project_id)s"\n')
     config.set_override("policy_file", str(policy_file),
                         group="oslo_policy")
     policy.reset()
     policy.init(config)
     path = "/v1/migrations/%s/action" % MID
+    conductor.values = {"target_project_id": "p"}
     resp, _, _ = _as_member(config, conductor, "POST", path, b'{"cancel": {}}')
     assert resp.status_int == 202
     resp, data, body = _as_member(config, conductor, "POST", path,
@@ -121,4 +133,14 @@ def test_a_policy_opening_one_action_still_checks_the_one_asked(
     assert resp.status_int == 403
     assert error(data)["detail"] == \
         "Policy does not allow cs2os:migration:retry to be performed"
-    assert [c[0] for c in conductor.calls] == ["cancel_migration"]
+    assert [c[0] for c in conductor.calls] == ["get_migration",
+                                               "cancel_migration"]
+    # The rule is checked against the migration's target project too: a
+    # member of p may not cancel another project's migration, nor learn
+    # that it exists.
+    conductor.values = {"target_project_id": "q"}
+    resp, data, _ = _as_member(config, conductor, "POST", path,
+                               b'{"cancel": {}}')
+    assert resp.status_int == 404
+    assert error(data)["code"] == "cs2os.MigrationNotFound"
+    assert [c[0] for c in conductor.calls][2:] == ["get_migration"]

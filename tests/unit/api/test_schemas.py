@@ -19,7 +19,7 @@ from tests.unit.api.harness import error
     ({"migration": {"source": "a", "colour": "red"}},
      "('colour' was unexpected); allowed: cutover, cutover_method, "
      "delete_source, drop_unmapped_nics, flavor, host, mode, networks, "
-     "source"),
+     "project, source"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "mode": "warm",
@@ -48,6 +48,16 @@ from tests.unit.api.harness import error
      "body/migration/networks: key '' should be non-empty"),
     ({"migration": {"source": "a", "networks": {"g\n": "n"}}},
      "body/migration/networks: key 'g\\n' must be a non-blank string"),
+    ({"migration": {"source": "a", "project": ""}},
+     "body/migration/project"),
+    ({"migration": {"source": "a", "project": " \t"}},
+     "body/migration/project"),
+    ({"migration": {"source": "a", "project": "p" * 256}},
+     "body/migration/project"),
+    ({"migration": {"source": "a", "project": "ten\x00ant"}},
+     "body/migration/project: 'ten\\x00ant' must be a non-blank string"),
+    ({"migration": {"source": "a", "project": 7}},
+     "body/migration/project"),
     ("migration", "body: 'migration' is not of type 'object'"),
     (b"null", "body: None is not of type 'object'"),
     (7, "body: 7 is not of type 'object'"),
@@ -64,12 +74,15 @@ def test_create_rejects_bad_bodies_naming_the_field(app, conductor, body,
 
 @pytest.mark.parametrize("query,detail", [
     ("colour=red", "unknown query parameter(s) colour; allowed: host, "
-     "limit, marker, source, state"),
+     "limit, marker, project, source, state"),
     ("limit=ten", "query parameter limit must be an integer, not 'ten'"),
     ("limit=0", "query parameter limit: 0 is less than the minimum of 1"),
     ("state=done", "query parameter state: 'done' is not one of"),
     ("marker=xyz", "query parameter marker: 'xyz' is not a 'uuid'"),
     ("state=failed&state=queued", "query parameter state is given 2 times"),
+    ("project=", "query parameter project: '' should be non-empty"),
+    ("project=%20", "query parameter project: ' ' must be a non-blank"),
+    ("project=a&project=b", "query parameter project is given 2 times"),
 ])
 def test_list_rejects_bad_queries(app, conductor, query, detail):
     resp, data = call(app, "GET", "/v1/migrations?" + query)

@@ -43,3 +43,34 @@ def test_request_defaults_a_warm_cutover_to_auto():
     assert request.validate({"source": "vm", "mode": "warm"})["cutover"] \
         == "auto"
     assert "cutover" not in request.validate({"source": "vm"})
+
+
+# -- the target project ------------------------------------------------------
+
+
+def test_a_request_without_a_project_carries_none():
+    assert request.validate({"source": "vm"})["project"] is None
+    assert request.validate({"source": "vm", "project": None})[
+        "project"] is None
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("tenant-a", "tenant-a"),
+    ("  8f2c1e0a9b7d4c3e  ", "8f2c1e0a9b7d4c3e"),
+    ("Équipe web", "Équipe web"),
+    ("p" * 255, "p" * 255),
+    (" %s " % ("p" * 255), "p" * 255),
+])
+def test_the_project_is_stripped(given, kept):
+    assert request.validate({"source": "vm", "project": given})[
+        "project"] == kept
+
+
+@pytest.mark.parametrize("bad", [
+    "", "   ", "\t\n", "p" * 256, "web\x00a", "web\nteam", "a\u200bb",
+    "a\xa0b", "a\u2028b", 7, ["a"],
+])
+def test_a_bad_project_is_refused_naming_the_field(bad):
+    with pytest.raises(exception.Invalid) as err:
+        request.validate({"source": "vm", "project": bad})
+    assert "project" in str(err.value)

@@ -85,3 +85,20 @@ def test_claims_and_expired_leases(db):
     assert db.claimable("c2", after, ("queued",)) == ["m-00"]
     assert db.claim("m-00", "c2", after, after + datetime.timedelta(1))
     assert db.get_migration("m-00")["conductor"] == "c2"
+
+
+def test_list_filters_on_the_target_project(db):
+    # The creator's project and the target project are two columns; a
+    # migration whose target project is not resolved yet has none.
+    record(db, 0, project_id="ops", target_project_id="tenant-a")
+    record(db, 1, project_id="ops", target_project_id="tenant-b")
+    record(db, 2, project_id="ops")
+    record(db, 3, project_id="tenant-a", target_project_id="tenant-a")
+    assert [m["id"] for m in db.list_migrations(
+        {"target_project_id": "tenant-a"})] == ["m-03", "m-00"]
+    assert [m["id"] for m in db.list_migrations(
+        {"target_project_id": "tenant-a", "project_id": "ops"})] == ["m-00"]
+    assert db.get_migration("m-02")["target_project_id"] is None
+    db.update_migration("m-02", {"target_project_id": "tenant-b"})
+    assert [m["id"] for m in db.list_migrations(
+        {"target_project_id": "tenant-b"})] == ["m-02", "m-01"]

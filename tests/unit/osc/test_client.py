@@ -116,6 +116,18 @@ def test_list_filters_become_the_query(mock, api):
     assert len(mock.request_history) == 1
 
 
+def test_the_target_project_is_sent_when_given(mock, api):
+    mock.post(ENDPOINT + "/v1/migrations", status_code=202,
+              json={"migration": RECORD})
+    api.create_migration("web-1", project="tenant a")
+    assert sent(mock).json() == {"migration": {"source": "web-1",
+                                               "project": "tenant a"}}
+    mock.get(ENDPOINT + "/v1/migrations", json={"migrations": [RECORD]})
+    api.list_migrations(state="failed", project="8f2c1e0a")
+    assert sent(mock).url == (ENDPOINT + "/v1/migrations"
+                              "?state=failed&project=8f2c1e0a")
+
+
 def test_list_follows_next_links_on_our_own_endpoint(mock, api):
     # The API names another host in its links (it sits behind a proxy);
     # the token must not go there, only the query is reused.

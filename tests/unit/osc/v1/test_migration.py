@@ -33,9 +33,9 @@ RECORD = {
     "nics": None, "bytes_done": GIB, "bytes_total": 4 * GIB,
     "rate_bps": 1048576.0, "error": None,
     "result": None, "resources": {"image_id": "img-1", "host": "cmp-2"},
-    "user_id": "u-1", "project_id": "p-1", "request_id": "req-0",
-    "created_at": "2025-01-01T00:00:00Z", "updated_at": None,
-    "started_at": None, "finished_at": None,
+    "user_id": "u-1", "project_id": "p-1", "target_project_id": "tp-1",
+    "request_id": "req-0", "created_at": "2025-01-01T00:00:00Z",
+    "updated_at": None, "started_at": None, "finished_at": None,
 }
 
 
@@ -321,11 +321,14 @@ def test_list_follows_pages_and_shows_progress(mock, app):
     out = run(migration.ListMigration, ["-f", "json"], app)
     assert json.loads(out) == [
         {"ID": "m-1", "Source": "web-1", "State": "running",
-         "Step": "image", "Host": "cmp-2", "Progress": 25},
+         "Step": "image", "Host": "cmp-2",
+         "Target Project": "tp-1", "Progress": 25},
         {"ID": "m-2", "Source": "db-9", "State": "succeeded",
-         "Step": "image", "Host": "cmp-7", "Progress": None},
+         "Step": "image", "Host": "cmp-7",
+         "Target Project": "tp-1", "Progress": None},
         {"ID": "m-3", "Source": "db-9", "State": "succeeded",
-         "Step": "image", "Host": "cmp-8", "Progress": None},
+         "Step": "image", "Host": "cmp-8",
+         "Target Project": "tp-1", "Progress": None},
     ]
     assert [r.url for r in mock.request_history] == [URL,
                                                      URL + "?marker=m-1"]
@@ -340,8 +343,8 @@ def test_list_table_with_filters_and_long(mock, app):
     assert [h.strip() for h in header.strip("|").split("|")] == [
         name for name, _ in migration.LIST_COLUMNS + migration.LONG_COLUMNS]
     row = [c.strip() for c in out.splitlines()[3].strip("|").split("|")]
-    assert row[:8] == ["m-1", "web-1", "running", "image", "cmp-2", "25%",
-                       "vm-uuid", "cold"]
+    assert row[:9] == ["m-1", "web-1", "running", "image", "cmp-2", "tp-1",
+                       "25%", "vm-uuid", "cold"]
 
 
 def test_show_prints_events_in_order(mock, app):
