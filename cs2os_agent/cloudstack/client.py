@@ -32,6 +32,8 @@ UUID_RE = re.compile(
 )
 
 # org.apache.cloudstack.api.ApiErrorCode
+# projectid=-1: the resources of every CloudStack project.
+ALL_PROJECTS = -1
 UNAUTHORIZED = 401
 PARAM_ERROR = 431
 
@@ -197,11 +199,16 @@ class CloudStackClient:
         if not _VM_NAME_RE.match(ref):
             raise errors.CloudStackVMNotFound(ref=ref)
         # listall: without it even a root admin sees only its own VMs.
-        matches = [
-            vm for vm in self._list("listVirtualMachines", "virtualmachine",
-                                    fetch_list=True, name=ref, listall=True)
-            if vm.get("name") == ref
-        ]
+        # Without a projectid CloudStack skips the VMs CloudStack projects
+        # own, and projectid=-1 lists those only (AccountManagerImpl.
+        # buildACLSearchParameters): a name is looked up both ways.
+        listed = {}
+        for scope in ({}, {"projectid": ALL_PROJECTS}):
+            for vm in self._list("listVirtualMachines", "virtualmachine",
+                                 fetch_list=True, name=ref, listall=True,
+                                 **scope):
+                listed.setdefault(vm.get("id"), vm)
+        matches = [vm for vm in listed.values() if vm.get("name") == ref]
         if not matches:
             raise errors.CloudStackVMNotFound(ref=ref)
         if len(matches) > 1:
@@ -210,11 +217,15 @@ class CloudStackClient:
                 ids=", ".join(sorted(vm["id"] for vm in matches)))
         return matches[0]
 
-    def list_volumes(self, vm_id):
-        """The VM's volumes, ROOT first, then by device id."""
+    def list_volumes(self, vm_id, project_id=None):
+        """The VM's volumes, ROOT first, then by device id.  ``project_id``:
+        the CloudStack project that owns the VM (CloudStack lists a
+        project's volumes only when asked for its projectid)."""
+        scope = {"projectid": project_id} if project_id else {}
         try:
             volumes = self._list("listVolumes", "volume", fetch_list=True,
-                                 virtualmachineid=vm_id, listall=True)
+                                 virtualmachineid=vm_id, listall=True,
+                                 **scope)
         except errors.CloudStackAPIError as exc:
             if _unknown_id(exc, "virtualmachineid"):
                 raise errors.CloudStackVMNotFound(ref=vm_id) from None

@@ -24,7 +24,8 @@ DIRECTORY_POOLS = ("SharedMountPoint", "Filesystem")
 MOVABLE_STATES = ("Running", "Stopped")
 
 _VM_KEYS = ("id", "name", "displayname", "instancename", "state",
-            "hypervisor", "account", "domain", "zoneid", "zonename",
+            "hypervisor", "account", "domain", "domainid", "domainpath",
+            "projectid", "project", "zoneid", "zonename",
             "cpunumber", "cpuspeed", "memory")
 _NIC_KEYS = ("id", "networkid", "networkname", "macaddress", "ipaddress",
              "netmask", "gateway", "isdefault", "deviceid", "traffictype",
@@ -113,7 +114,9 @@ def describe_vm(client, ref):
     """Describe the VM with id or name *ref* (see the module docstring).
 
     Keys: the VM's own (``id``, ``name``, ``displayname``,
-    ``instancename``, ``state``, ``hypervisor``, ``account``, ``domain``,
+    ``instancename``, ``state``, ``hypervisor``, the owner: ``account``
+    (None for a project's VM), ``domain``, ``domainid``, ``domainpath``,
+    ``projectid`` and ``project`` (a CloudStack project's VM),
     ``zoneid``, ``zonename``, ``cpunumber``, ``cpuspeed``, ``memory`` in
     MiB); ``host`` {id, name, ipaddress} (all None while the VM is
     stopped); ``serviceoffering`` and ``template``; ``nics`` in device
@@ -130,7 +133,7 @@ def describe_vm(client, ref):
     desc["template"] = _template(client, vm)
     desc["nics"] = [_pick(nic, _NIC_KEYS)
                     for nic in sorted(vm.get("nic") or [], key=_nic_order)]
-    volumes = client.list_volumes(vm["id"])
+    volumes = client.list_volumes(vm["id"], vm.get("projectid"))
     roots = [v for v in volumes if v.get("type") == "ROOT"]
     root = _pick(roots[0], _VOLUME_KEYS) if roots else None
     if root is not None:

@@ -65,8 +65,8 @@ class ConductorManager:
                 return self._replay(first, req, key)
         options = {"networks": req["networks"],
                    "drop_unmapped_nics": req["drop_unmapped_nics"]}
-        for name in ("cutover", "cutover_method"):
-            if name in req:
+        for name in ("cutover", "cutover_method", "project"):
+            if req.get(name) is not None:
                 options[name] = req[name]
         migration = self.db.create_migration({
             "id": uuidutils.generate_uuid(),
@@ -102,6 +102,8 @@ class ConductorManager:
                  "target_host": req["host"], "flavor": req["flavor"],
                  "delete_source": req["delete_source"]}
         differ = sorted(f for f in _REPLAY_FIELDS if first[f] != asked[f])
+        if (first["options"] or {}).get("project") != req.get("project"):
+            differ.append("project")
         if differ:
             raise exception.IdempotencyKeyReused(
                 key=key, migration_id=first["id"],

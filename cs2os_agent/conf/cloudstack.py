@@ -30,6 +30,23 @@ cloudstack_opts = [
         "the VM's CPUs, memory and root disk. The mapped flavor's root disk "
         "must still hold the VM's root volume.",
     ),
+    cfg.DictOpt(
+        "project_map",
+        default={},
+        sample_default="8c0b0b9e-0000-4000-8000-000000000001:acme-prod,"
+        "ROOT/webshop:webshop,ROOT/customers/globex:globex",
+        help="CloudStack owner -> Keystone project the migrated server, its "
+        "ports and its image membership land in. Keys: a CloudStack project "
+        "id or name (for VMs a CloudStack project owns), or "
+        "<domain>/<account> where <domain> is the domain's path (ROOT, "
+        "ROOT/customers) or its name; the key * catches every other owner. "
+        "Values: Keystone project ids or names. A request's project wins. "
+        "A VM whose owner has no entry (and no *) stops in validate, naming "
+        "the owner: nothing lands in cs2os's own project unless mapped "
+        "there. cs2os's [openstack] user needs a role on every target "
+        "project (admin when requests name a host: Nova lets only admins "
+        "pick one).",
+    ),
     cfg.URIOpt(
         "endpoint",
         schemes=["http", "https"],

@@ -34,9 +34,25 @@ GUEST_DIGEST_KEY = "cs2os_template_guest_sha256"
 GUEST_SIZE_KEY = "cs2os_template_virtual_size"
 
 
-def connect(conf):
+# The auth options that scope a token; a connection to a target project
+# replaces them all with that project's id.
+_SCOPE_OPTIONS = ("project_id", "project_name", "project_domain_id",
+                  "project_domain_name", "domain_id", "domain_name",
+                  "system_scope", "trust_id")
+
+
+def connect(conf, project_id=None):
+    """A Connection as cs2os's [openstack] user; ``project_id``: scoped to
+    that project instead of the configured one (the user needs a role
+    there)."""
     group = openstack_conf.GROUP
-    auth = ks_loading.load_auth_from_conf_options(conf, group)
+    overrides = {}
+    if project_id is not None:
+        loader = ks_loading.get_plugin_loader(conf[group].auth_type)
+        dests = {o.dest for o in loader.get_options()}
+        overrides = {k: None for k in _SCOPE_OPTIONS if k in dests}
+        overrides["project_id"] = project_id
+    auth = ks_loading.load_auth_from_conf_options(conf, group, **overrides)
     session = ks_loading.load_session_from_conf_options(conf, group,
                                                         auth=auth)
     return openstack.connection.Connection(
@@ -73,6 +89,10 @@ class OpenStackClient:
         self.conn = conn
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
+
+    def own_identity(self):
+        """(project id, user id) this client acts as."""
+        return own_identity(self.conn)
 
     # -- images ------------------------------------------------------------
 
@@ -125,6 +145,65 @@ class OpenStackClient:
 
     def delete_image(self, image_id):
         self.conn.image.delete_image(image_id)
+
+    def share_image(self, image_id, project_id):
+        """Let ``project_id`` boot the image: a member of a shared image
+        (public and community images need nothing; an image stays registered
+        once, in cs2os's project, however many projects use it)."""
+        operation = "share image %s with project %s" % (image_id, project_id)
+        try:
+            image = self.conn.image.get_image(image_id)
+            if (image.visibility in ("public", "community")
+                    or image.owner == project_id):
+                return
+            if image.visibility != "shared":
+                self.conn.image.update_image(image_id, visibility="shared")
+            if self.conn.image.find_member(project_id, image_id) is None:
+                self.conn.image.add_member(image_id, member_id=project_id)
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(operation=operation,
+                                           reason=exc) from None
+
+    def accept_image(self, image_id):
+        """As the member project: accept a shared image, so that its users
+        see it in their image list too (booting needs no more than
+        membership)."""
+        project_id, _user_id = own_identity(self.conn)
+        try:
+            member = self.conn.image.find_member(project_id, image_id)
+            if member is not None and member.status != "accepted":
+                self.conn.image.update_member(member, image_id,
+                                              status="accepted")
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="accept image %s in project %s" % (image_id,
+                                                              project_id),
+                reason=exc) from None
+
+    # -- projects ----------------------------------------------------------
+
+    def find_project(self, ref):
+        """The enabled Keystone project with id or name ``ref``; Invalid
+        when there is none, or two of that name (in different domains)."""
+        try:
+            project = self.conn.identity.find_project(ref,
+                                                      ignore_missing=True)
+        except sdk_exc.DuplicateResource:
+            raise exception.Invalid(
+                reason="Keystone project name %s is ambiguous (several "
+                "domains have one); name it by id" % ref) from None
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="find Keystone project %s" % ref,
+                reason=exc) from None
+        if project is None:
+            raise exception.Invalid(
+                reason="Keystone has no project with id or name %s" % ref)
+        if not project.is_enabled:
+            raise exception.Invalid(
+                reason="Keystone project %s (%s) is disabled"
+                % (project.name, project.id))
+        return project
 
     # -- flavors -----------------------------------------------------------
 

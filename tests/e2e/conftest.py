@@ -146,16 +146,21 @@ def remote_dir():
 def conductor_sections(cloud, minicloud, cloudstack_root, spool,
                        account=None):
     """A chain conductor's config: the stand-in as ``account`` (default
-    its admin), the minicloud's admin, the path transport on the
-    stand-in's primary storage."""
+    its admin), the minicloud's admin (every CloudStack owner mapped to its
+    project), the path transport on the stand-in's primary storage."""
     account = account or cloud.admin
     mnt = os.path.join(cloudstack_root, "mnt")
+    auth = admin_auth(minicloud)
     return {
         "cloudstack": {"endpoint": cloud.endpoint,
                        "api_key": account.apikey,
                        "secret_key": account.secretkey,
-                       "job_poll_interval": 0.5},
-        "openstack": admin_auth(minicloud),
+                       "job_poll_interval": 0.5,
+                       # Every owner into the admin's own project, where
+                       # these modules look for the servers
+                       # (test_ownership.py maps owners to customers').
+                       "project_map": "*:%s" % auth["project_name"]},
+        "openstack": auth,
         "conductor": {"overlay_transport": "path",
                       "primary_storage_mount": mnt,
                       "image_spool_dir": spool},

@@ -38,6 +38,7 @@ CLOUDSTACK_ENV = {
     "CS2OS_CLOUDSTACK_API_KEY": CLOUDSTACK_API_KEY,
     "CS2OS_CLOUDSTACK_SECRET_KEY": CLOUDSTACK_SECRET_KEY,
     "CS2OS_CLOUDSTACK_NETWORK_MAP": "guest-net:private,dmz:public",
+    "CS2OS_CLOUDSTACK_PROJECT_MAP": "ROOT/webshop:webshop,*:migrated",
 }
 
 # A controller without nova-compute, and a compute-only subnode.

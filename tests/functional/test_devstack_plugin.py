@@ -118,6 +118,7 @@ def test_controller_config(controller):
         "secret_key": CLOUDSTACK_SECRET_KEY,
         "verify": "True",
         "network_map": "guest-net:private,dmz:public",
+        "project_map": "ROOT/webshop:webshop,*:migrated",
         "kvm_libvirt_uri": (
             "qemu+libssh://root@{host}/system?keyfile=%(dir)s/id_ed25519&"
             "known_hosts=%(dir)s/known_hosts&known_hosts_verify=normal&"

@@ -50,11 +50,14 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         account = api.add_account("admin")
+        # The VM is a customer's: cs2os's [cloudstack] project_map moves it
+        # into the customer's Keystone project.
+        customer = api.add_account("webshop", admin=False)
         host = api.add_host(api.add_zone("sandbox-zone"), "kvm-1",
                             "127.0.0.1")
         offering = api.add_service_offering("tiny", cpunumber=1, memory=64)
         network = api.add_network(host.zone, "guest")
-        vm = api.add_kvm_vm(args.vm_name, volume, account, host,
+        vm = api.add_kvm_vm(args.vm_name, volume, customer, host,
                             offering=offering,
                             nics=[(network, args.ip, args.mac)])
         harness.wait_console(kvm.console(vm.instancename), volume.message)
@@ -64,6 +67,7 @@ def main():
             "api_key": account.apikey,
             "secret_key": account.secretkey,
             "vm_name": vm.name,
+            "owner": "ROOT/%s" % customer.name,
             "vm_id": vm.id,
             "instance_name": vm.instancename,
             "console": kvm.console(vm.instancename),

@@ -70,3 +70,18 @@ def report(minicloud, cloudstack, state_dir, migration, conn):
           "openstack server show %s" % (state_dir, server.id))
     print("Tear down:   tools/sandbox.sh down")
     return server.status == "ACTIVE" and booted
+
+
+def customer_view(minicloud, server_id, openstack_as_customer):
+    """Print the customer's own `server list` and the server's ports; True
+    if the migrated server is among the customer's servers."""
+    answers = []
+    for args in (("server", "list"), ("port", "list", "--server",
+                                      server_id)):
+        print("$ openstack --os-cloud %s %s    # the customer, a member of "
+              "the project, not an admin" % (minicloud["demo_cloud"],
+                                             " ".join(args)), flush=True)
+        answers.append(openstack_as_customer(*args))
+        print(answers[-1].stdout, end="")
+    servers = answers[0]
+    return servers.returncode == 0 and server_id in servers.stdout

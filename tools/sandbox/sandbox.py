@@ -137,10 +137,34 @@ def rabbitmqctl(*args):
                    stdout=subprocess.DEVNULL)
 
 
-def admin_auth(minicloud):
+def cloud_auth(minicloud, cloud):
     with open(minicloud["clouds_yaml"]) as f:
         clouds = yaml.safe_load(f)
-    return clouds["clouds"][minicloud["admin_cloud"]]["auth"]
+    return clouds["clouds"][cloud]["auth"]
+
+
+def admin_auth(minicloud):
+    return cloud_auth(minicloud, minicloud["admin_cloud"])
+
+
+def customer_project(minicloud):
+    """The Keystone project the CloudStack customer's VM lands in: the
+    minicloud's demo project, whose user (a member, not an admin) then
+    sees the migrated server as their own."""
+    return cloud_auth(minicloud, minicloud["demo_cloud"])["project_name"]
+
+
+def let_cs2os_into(conn, minicloud):
+    """cs2os's user (the minicloud admin) needs a role in the customer's
+    project to create the server and ports there (admin: the requests
+    name a compute host, which Nova lets admins only do)."""
+    user = conn.identity.find_user(admin_auth(minicloud)["username"],
+                                   domain_id="default")
+    project = conn.identity.find_project(customer_project(minicloud),
+                                         domain_id="default")
+    role = conn.identity.find_role("admin")
+    conn.identity.assign_project_role_to_user(project, user, role)
+    return project
 
 
 def write_config(minicloud, cloudstack):
@@ -169,7 +193,10 @@ def write_config(minicloud, cloudstack):
         "cloudstack": {"endpoint": cloudstack["endpoint"],
                        "api_key": cloudstack["api_key"],
                        "secret_key": cloudstack["secret_key"],
-                       "job_poll_interval": 0.5},
+                       "job_poll_interval": 0.5,
+                       "project_map": "%s:%s" % (
+                           cloudstack["owner"],
+                           customer_project(minicloud))},
         "conductor": {"overlay_transport": "path",
                       "primary_storage_mount":
                           cloudstack["primary_storage_mount"],
@@ -206,7 +233,8 @@ def register_in_catalog(conn, region):
 def make_network(conn):
     """The Neutron network the CloudStack VM's NIC is mapped to."""
     remove_network(conn)
-    network = conn.network.create_network(name=NETWORK)
+    # Shared: the customer's port is on it, and the customer sees it.
+    network = conn.network.create_network(name=NETWORK, shared=True)
     conn.network.create_subnet(network_id=network.id, ip_version=4,
                                cidr=SUBNET, enable_dhcp=False, name=NETWORK)
     return network
@@ -226,9 +254,9 @@ def unregister(conn):
         conn.identity.delete_service(service)
 
 
-def openstack_cli(minicloud, *args, capture=False):
+def openstack_cli(minicloud, *args, capture=False, cloud=None):
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=minicloud["clouds_yaml"],
-               OS_CLOUD=minicloud["admin_cloud"])
+               OS_CLOUD=cloud or minicloud["admin_cloud"])
     return subprocess.run([os.path.join(BIN, "openstack"), *args], env=env,
                           check=False, text=True,
                           stdout=subprocess.PIPE if capture else None)
@@ -273,8 +301,12 @@ def up(args):
                              load_yaml_config=True)
     url = register_in_catalog(conn, minicloud["region_name"])
     network = make_network(conn)
-    say("Neutron: network %s with subnet %s for the VM's NIC" % (
+    say("Neutron: shared network %s with subnet %s for the VM's NIC" % (
         network.name, SUBNET))
+    project = let_cs2os_into(conn, minicloud)
+    say("Keystone: CloudStack account %s maps to project %s (%s); cs2os's "
+        "user has the admin role there" % (cloudstack["owner"],
+                                           project.name, project.id))
     say("Keystone catalog: service type cs2os at %s" % url)
     procs = {}
     for name in ("cs2os-api", "cs2os-conductor", "cs2os-agent"):
@@ -306,6 +338,12 @@ def up(args):
                                     minicloud["admin_cloud"], BIN)))
     ok = report.report(minicloud, cloudstack, STATE,
                        _api_record(minicloud, migration_id), conn)
+    # What the customer sees, as the demo project's member (not admin).
+    seen = report.customer_view(
+        minicloud, json.loads(done.stdout)["resources"]["server_id"],
+        lambda *args: openstack_cli(minicloud, *args, capture=True,
+                                    cloud=minicloud["demo_cloud"]))
+    ok = ok and seen
     return 0 if ok else 1
 
 

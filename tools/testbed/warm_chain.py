@@ -87,7 +87,10 @@ def make_conductor(workdir, name, transport_url, exchange, cloud,
                            "secret_key": cloud.admin.secretkey,
                            "job_poll_interval": 0.2,
                            "kvm_libvirt_uri": libvirt_uri(sshd),
-                           "kvm_ssh_port": sshd.port},
+                           "kvm_ssh_port": sshd.port,
+                           # Every owner into the conductor's own project.
+                           "project_map": "*:%s"
+                           % openstack_auth["project_name"]},
             "openstack": openstack_auth,
             "conductor": options,
             "agent": {"allowed_source_roots":

@@ -19,7 +19,7 @@ def start(ctx):
     if not ctx.committed:
         source.require_source_stopped(ctx)
     request_start(ctx)
-    server = ctx.clients.openstack.wait_server(resources["server_id"],
+    server = ctx.openstack.wait_server(resources["server_id"],
                                               "ACTIVE")
     ctx.result(server_id=server.id, host=resources["host"],
                server_status=server.status)
@@ -35,7 +35,7 @@ def start_warm(ctx):
     request_start(ctx)
     if not ctx.resources.get("start_requested_at"):
         ctx.resource(start_requested_at=requested_at)
-    server = ctx.clients.openstack.wait_server(ctx.resources["server_id"],
+    server = ctx.openstack.wait_server(ctx.resources["server_id"],
                                               "ACTIVE")
     res = ctx.resources
     downtime = None
@@ -60,7 +60,7 @@ def request_start(ctx):
     """
     ctx.commit()
     try:
-        ctx.clients.openstack.request_start(ctx.resources["server_id"])
+        ctx.openstack.request_start(ctx.resources["server_id"])
     except exception.StartRefused:
         ctx.uncommit()
         raise

@@ -52,6 +52,20 @@ class FlowContext:
         return resources.Resources(self.migration["resources"])
 
     @property
+    def openstack(self):
+        """Nova (servers) as cs2os in the migration's target project; the
+        service-wide client (Glance templates, flavors, hosts) is
+        ``clients.openstack``."""
+        return self.clients.in_project(
+            self.migration.get("target_project_id"))[0]
+
+    @property
+    def network(self):
+        """Neutron (ports) as cs2os in the migration's target project."""
+        return self.clients.in_project(
+            self.migration.get("target_project_id"))[1]
+
+    @property
     def committed(self):
         return bool(self.migration.get("committed")
                     or self.resources.get("committed"))

@@ -60,7 +60,7 @@ def undo_swap(ctx):
     if not resources.get("swapped") or ctx.committed:
         return None
     ctx.guard()
-    ctx.clients.openstack.stop_server(resources["server_id"])
+    ctx.openstack.stop_server(resources["server_id"])
     answer = agentcall.call(ctx, "rollback", "restore_disk", ctx.id,
                             resources["server_id"])
     ctx.resource(swapped=False)

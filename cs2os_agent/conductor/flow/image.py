@@ -184,3 +184,19 @@ def _sha512(path):
 def _fingerprint_key(fingerprint):
     return hashlib.sha256(
         json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def share(ctx, image_id):
+    """Let the migration's target project boot the image: it stays
+    registered once, in cs2os's project, and the target project becomes a
+    member that has accepted it (so its users see it listed too).  Rollback
+    leaves the membership: other migrations into that project share it."""
+    project_id = ctx.migration.get("target_project_id")
+    if project_id is None:
+        return
+    own_project, _user = ctx.clients.openstack.own_identity()
+    if project_id == own_project:
+        return
+    ctx.guard()
+    ctx.clients.openstack.share_image(image_id, project_id)
+    ctx.openstack.accept_image(image_id)

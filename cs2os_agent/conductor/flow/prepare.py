@@ -13,7 +13,9 @@ from cs2os_agent import qcow2
 from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import nics
+from cs2os_agent.conductor.flow import owner
 from cs2os_agent.conductor.flow import sources
 
 GiB = 1024 ** 3
@@ -37,18 +39,20 @@ def validate(ctx):
         # The template as the file says, not as names suggest.
         sources.pool_relative(header.backing_file,
                               vm["root_volume"]["storage"]["id"])
-    openstack = ctx.clients.openstack
+    project, project_chosen_by = owner.target_project(ctx, vm)
+    owner.check_access(ctx, project)
     flavor, chosen_by = _flavor(ctx, vm, header.virtual_size)
     host = ctx.migration["target_host"]
     if host:
-        openstack.check_compute_host(host)
+        ctx.clients.openstack.check_compute_host(host)
         require_agent(ctx, host)
+    owner.record(ctx, project, project_chosen_by)
     options = ctx.migration["options"] or {}
     network_map = dict(ctx.conf.cloudstack.network_map,
                        **(options.get("networks") or {}))
     nic_plan, dropped = nics.plan(
         ctx.id, vm.get("nics") or [], network_map,
-        options.get("drop_unmapped_nics", False), ctx.clients.network)
+        options.get("drop_unmapped_nics", False), ctx.network)
     # Claims the VM (unique while active): a second migration of it, by
     # whatever name, fails here naming the first.
     ctx.save(source=vm, source_vm_id=vm["id"], source_vm_name=vm["name"],
@@ -98,8 +102,9 @@ def _flavor(ctx, vm, overlay_size):
 
 
 def ports(ctx):
-    """One Neutron port per planned NIC: same MAC, same IP where it fits."""
-    neutron = ctx.clients.network
+    """One Neutron port per planned NIC, in the target project: same MAC,
+    same IP where it fits."""
+    neutron = ctx.network
     created = {p["index"]: p for p in ctx.resources.get("ports") or []}
     for entry in ctx.resources.get("nic_plan") or []:
         port = None
@@ -150,8 +155,9 @@ def _existing_port(neutron, port_id):
 
 def boot(ctx):
     """The Nova server on the template image, on the chosen host, then
-    stopped through Nova so that the agent can swap its disk."""
-    openstack = ctx.clients.openstack
+    stopped through Nova so that the agent can swap its disk.  The server
+    is the target project's, booted by cs2os's user there."""
+    openstack = ctx.openstack
     resources = ctx.resources
     server = None
     if resources.get("server_id"):
@@ -160,6 +166,7 @@ def boot(ctx):
         server = openstack.find_server(ctx.id)
     if server is None:
         vm = ctx.migration["source"]
+        image.share(ctx, resources["image_id"])
         ctx.guard()
         server = openstack.create_server(
             vm["name"], resources["image_id"], resources["flavor_id"],
@@ -209,7 +216,7 @@ def undo_boot(ctx):
     if not resources.get("server_id") or ctx.committed:
         return None
     ctx.guard()
-    ctx.clients.openstack.delete_server(resources["server_id"])
+    ctx.openstack.delete_server(resources["server_id"])
     ctx.resource(server_id=None, host=None)
     return "deleted server %s" % resources["server_id"]
 
@@ -220,7 +227,7 @@ def undo_ports(ctx):
     resources = ctx.resources
     if ctx.committed or resources.get("server_id"):
         return None
-    neutron = ctx.clients.network
+    neutron = ctx.network
     ids = {p["id"] for p in resources.get("ports") or []}
     for entry in resources.get("nic_plan") or []:
         port = neutron.find_port(entry["port_name"],

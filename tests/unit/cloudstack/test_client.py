@@ -78,6 +78,26 @@ def test_find_vm_by_id_and_by_exact_name_across_accounts(cloud):
                for call in cloud.api.calls if call[1] == "listVirtualMachines")
 
 
+def test_a_cloudstack_projects_vm_is_found_by_name_and_lists_its_volumes(
+        cloud):
+    project = cloud.api.add_project("erp")
+    vm = cloud.api.add_vm("erp-db", cloud.user, cloud.host, cloud.template,
+                          cloud.offering, cloud.pool, str(uuid.uuid4()),
+                          1 << 26, [cloud.network], project=project)
+    cloud.vm("web-1")
+    client = cloud.client()
+    # Without a projectid CloudStack skips a project's VMs, even for a
+    # root admin with listall: the name is looked up with projectid=-1 too.
+    found = client.find_vm("erp-db")
+    assert (found["id"], found["projectid"]) == (vm.id, project.id)
+    assert "account" not in found
+    assert client.find_vm(vm.id)["id"] == vm.id
+    volumes = client.list_volumes(vm.id, found["projectid"])
+    assert [v["type"] for v in volumes] == ["ROOT"]
+    # Asked without the project, CloudStack lists none of them.
+    assert client.list_volumes(vm.id) == []
+
+
 def test_requests_are_signed_posts(cloud):
     cloud.vm("web-1")
     cloud.client().find_vm("web-1")

@@ -57,7 +57,8 @@ class CannedClient:
             raise cloudstack_errors.CloudStackVMNotFound(ref=ref)
         return self.vm
 
-    def list_volumes(self, vm_id):
+    def list_volumes(self, vm_id, project_id=None):
+        self.volumes_project = project_id
         return self.volumes
 
     def get_storage_pool(self, pool_id):

@@ -4,8 +4,6 @@ The real thing (a real Neutron with Open vSwitch, ports booted into a Nova
 server) is in tests/e2e/test_network_identity.py.
 """
 
-import types
-
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import prepare
 from tests.unit.conductor.flow.fake_neutron import MID
@@ -16,7 +14,7 @@ from tests.unit.conductor.flow.fake_neutron import FakeNeutron
 class Ctx:
     def __init__(self, neutron, plan):
         self.id = MID
-        self.clients = types.SimpleNamespace(network=neutron)
+        self.network = neutron  # the target project's Neutron
         self.resources = {"nic_plan": plan}
         self.migration = {"result": {}}
         self.committed = False

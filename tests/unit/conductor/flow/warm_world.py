@@ -259,6 +259,10 @@ class World:
         self.clients = types.SimpleNamespace(
             admin_context=None, agent=self.agent, openstack=self.nova,
             cloudstack=self.cloudstack, network=Network())
+        # One Nova and Neutron for every project, as the real Clients
+        # gives a migration without a target project.
+        self.clients.in_project = lambda project_id: (
+            self.clients.openstack, self.clients.network)
         options = {"networks": {}, "cutover": cutover}
         if method:
             options["cutover_method"] = method

@@ -1,0 +1,294 @@
+"""The migrated VM is its owner's: servers, ports and image membership land
+in the Keystone project the CloudStack owner maps to, and that project's
+own users (not admins) see them, and see only their own migrations.
+
+Real Keystone users in two real projects of the minicloud: alice, a member
+of acme, and bob, a reader of globex.  cs2os's conductor runs as the
+minicloud's admin with a role on both, as the README tells operators.
+"""
+
+import os
+import secrets
+import uuid
+
+import openstack
+import pytest
+import requests
+
+from cs2os_agent import qemu_img
+from cs2os_agent.common import context as cs2os_context
+from tests.e2e.conftest import RUN_ID
+from tests.e2e.conftest import conductor_sections
+from tools.testbed import api_process
+from tools.testbed import conductor_process
+from tools.testbed import harness as ft
+from tools.testbed import images
+from tools.testbed.harness import wait_console
+from tools.testbed.harness import wait_state
+from tools.testbed.minicloud import admin_auth
+
+OCTETS = (int(RUN_ID[0:2], 16), int(RUN_ID[2:4], 16))
+
+
+class Customer:
+    def __init__(self, key, project, user, password, role):
+        self.key, self.project, self.user = key, project, user
+        self.password, self.role = password, role
+
+    def connect(self, minicloud):
+        auth = admin_auth(minicloud)
+        return openstack.connect(
+            auth_url=auth["auth_url"], username=self.user.name,
+            password=self.password, project_id=self.project.id,
+            user_domain_name="Default", region_name=auth["region_name"],
+            interface="public")
+
+
+@pytest.fixture(scope="module")
+def customers(minicloud):
+    """acme (alice, member) and globex (bob, reader); cs2os's user (the
+    minicloud admin) gets the admin role on both."""
+    idc = minicloud.conn.identity
+    roles = {r.name: r for r in idc.roles()}
+    cs2os_user = idc.find_user(admin_auth(minicloud)["username"],
+                               domain_id="default")
+    made = {}
+    for key, person, role in (("acme", "alice", "member"),
+                              ("globex", "bob", "reader")):
+        project = idc.create_project(
+            name="cs2os-e2e-%s-%s" % (RUN_ID, key), domain_id="default")
+        password = secrets.token_urlsafe(18)
+        user = idc.create_user(
+            name="cs2os-e2e-%s-%s" % (RUN_ID, person), password=password,
+            domain_id="default", default_project_id=project.id)
+        idc.assign_project_role_to_user(project, user, roles[role])
+        idc.assign_project_role_to_user(project, cs2os_user, roles["admin"])
+        made[key] = Customer(key, project, user, password, role)
+    yield made
+    conn = minicloud.conn
+    for customer in made.values():
+        servers = list(conn.compute.servers(
+            all_projects=True, project_id=customer.project.id))
+        for server in servers:
+            conn.compute.delete_server(server)
+        for server in servers:
+            conn.compute.wait_for_delete(server, wait=120)
+        for port in conn.network.ports(project_id=customer.project.id):
+            conn.network.delete_port(port)
+        idc.delete_user(customer.user)
+        idc.delete_project(customer.project)
+
+
+@pytest.fixture(scope="module")
+def network(minicloud):
+    """A shared network of the admin's: the customers' ports live on it."""
+    conn = minicloud.conn
+    net = conn.network.create_network(name="cs2os-owners-%s" % RUN_ID,
+                                      shared=True)
+    conn.network.create_subnet(
+        network_id=net.id, ip_version=4, enable_dhcp=False,
+        cidr="10.%d.%d.0/24" % OCTETS, name="cs2os-owners-%s" % RUN_ID)
+    yield net
+    for port in conn.network.ports(network_id=net.id):
+        conn.network.delete_port(port)
+    conn.network.delete_network(net)
+
+
+@pytest.fixture(scope="module")
+def owners(cloud):
+    """CloudStack owners: account acme-<run> and a CloudStack project
+    erp-<run>, both mapped; account stranger-<run>, not mapped."""
+    return {
+        "acme": cloud.add_account("acme-%s" % RUN_ID, admin=False),
+        "erp": cloud.add_project("erp-%s" % RUN_ID),
+        "stranger": cloud.add_account("stranger-%s" % RUN_ID, admin=False),
+        "network": cloud.add_network(cloud.kvm_host.zone,
+                                     "cs-owners-%s" % RUN_ID),
+    }
+
+
+@pytest.fixture(scope="module")
+def conductor(workdir, services, cloud, minicloud, agent, conductor_api,
+              cloudstack_root, customers, owners):
+    """This module's conductor: acme's account by domain/account, the
+    CloudStack project by id; no catch-all."""
+    name = "%s-ownership" % RUN_ID
+    spool = os.path.join(workdir, "spool-" + name)
+    os.makedirs(spool, exist_ok=True)
+    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
+    sections["cloudstack"]["project_map"] = "ROOT/%s:%s,%s:%s" % (
+        owners["acme"].name, customers["acme"].project.name,
+        owners["erp"].id, customers["globex"].project.id)
+    proc = conductor_process.ConductorProcess(
+        workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
+        services["exchange"],
+        "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
+        "notifications-e2e-%s" % name, sections=sections)
+    proc.manage("db", "sync")
+    proc.start(conductor_api, cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+
+
+def owned_vm(cloud, cloudstack_root, owners, index, **owner):
+    """A running CloudStack VM of ``account`` or ``project``, one NIC."""
+    volume = images.make_cloudstack_volume(cloudstack_root)
+    owner.setdefault("account", cloud.admin)
+    vm = cloud.add_kvm_vm(
+        "e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6]), volume,
+        owner.pop("account"), cloud.kvm_host, offering=cloud.offering,
+        nics=[(owners["network"], "10.%d.%d.%d" % (*OCTETS, 10 + index),
+               "1e:%02x:%02x:00:01:%02x" % (*OCTETS, index))],
+        **owner)
+    vm.volume = volume
+    wait_console(cloud.kvm.console(vm.instancename), volume.message)
+    return vm
+
+
+def migrate(conductor_api, ctxt, minicloud, network, owners, vm, **extra):
+    created = conductor_api.create_migration(ctxt, dict(
+        {"source": vm.name, "host": minicloud.compute_host,
+         "networks": {owners["network"].name: network.id}}, **extra))
+    return wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+
+
+@pytest.fixture(scope="module")
+def acme_done(conductor, conductor_api, cloud, minicloud, cloudstack_root,
+              network, owners):
+    ctxt = cs2os_context.RequestContext(user_id="e2e", project_id="admin")
+    vm = owned_vm(cloud, cloudstack_root, owners, 1,
+                  account=owners["acme"])
+    done = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    return vm, done
+
+
+@pytest.fixture(scope="module")
+def erp_done(conductor, conductor_api, cloud, minicloud, cloudstack_root,
+             network, owners):
+    ctxt = cs2os_context.RequestContext(user_id="e2e", project_id="admin")
+    vm = owned_vm(cloud, cloudstack_root, owners, 2, project=owners["erp"])
+    done = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    return vm, done
+
+
+def test_the_server_lands_in_the_owners_project_with_its_port(
+        acme_done, customers, minicloud):
+    vm, done = acme_done
+    acme = customers["acme"]
+    assert done["target_project_id"] == acme.project.id
+    assert done["result"]["project"] == {
+        "id": acme.project.id, "name": acme.project.name,
+        "chosen_by": "[cloudstack] project_map (ROOT/%s)" % vm.account.name}
+    alice = acme.connect(minicloud)
+    # alice, a member (not admin), lists her project's servers.
+    servers = {s.id: s for s in alice.compute.servers()}
+    server = servers[done["resources"]["server_id"]]
+    assert (server.status, server.project_id) == ("ACTIVE", acme.project.id)
+    ports = list(alice.network.ports(device_id=server.id))
+    assert [(p.mac_address, p.project_id) for p in ports] == [
+        (vm.nics[0].macaddress, acme.project.id)]
+    # The template image stays cs2os's, once; acme is a member that has
+    # accepted it, so alice sees it listed.
+    image = alice.image.get_image(done["resources"]["image_id"])
+    assert image.owner != acme.project.id
+    assert image.id in {i.id for i in alice.image.images()}
+    disk = os.path.join(minicloud.instances_path, server.id, "disk")
+    qemu_img.compare(vm.volume.reference, disk, "qcow2", "qcow2",
+                     force_share=True)
+
+
+def test_a_cloudstack_project_vm_is_mapped_by_project_id(
+        erp_done, acme_done, customers, minicloud, owners):
+    vm, done = erp_done
+    globex = customers["globex"]
+    assert done["target_project_id"] == globex.project.id
+    assert done["source"]["projectid"] == owners["erp"].id
+    assert done["source"]["account"] is None
+    bob = globex.connect(minicloud)
+    # bob, a reader, sees globex's server and not acme's.
+    seen = {s.id for s in bob.compute.servers()}
+    assert done["resources"]["server_id"] in seen
+    assert acme_done[1]["resources"]["server_id"] not in seen
+
+
+def test_an_unmapped_owner_is_refused_and_a_request_may_name_the_project(
+        conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root,
+        network, owners, customers):
+    vm = owned_vm(cloud, cloudstack_root, owners, 3,
+                  account=owners["stranger"])
+    failed = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
+    assert failed["state"] == "failed"
+    assert failed["step"] == "validate"
+    assert ("CloudStack account %s of domain ROOT owns VM %s and "
+            "[cloudstack] project_map has no entry for it"
+            % (vm.account.name, vm.name)) in failed["error"]
+    assert not failed["resources"].get("server_id")
+    # Nothing landed anywhere: no server carries the migration's id.
+    assert not [s for s in minicloud.conn.compute.servers(all_projects=True)
+                if (s.metadata or {}).get("cs2os_migration_id")
+                == failed["id"]]
+    done = migrate(conductor_api, ctxt, minicloud, network, owners, vm,
+                   project=customers["acme"].project.name)
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    assert done["target_project_id"] == customers["acme"].project.id
+    assert done["result"]["project"]["chosen_by"] == "request"
+
+
+# -- the personas, over cs2os-api with the minicloud's Keystone -------------
+
+
+@pytest.fixture(scope="module")
+def api(workdir, services, minicloud, conductor):
+    auth = admin_auth(minicloud)
+    keystone = {k: auth[k] for k in (
+        "auth_type", "auth_url", "username", "password", "project_name",
+        "user_domain_name", "project_domain_name")}
+    proc = api_process.ApiProcess(
+        workdir, "cs2os-api-e2e-owners-%s" % RUN_ID, ft.TRANSPORT_URL,
+        services["exchange"], auth_strategy="keystone",
+        sections={"keystone_authtoken": dict(
+            keystone, www_authenticate_uri=auth["auth_url"])})
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _as(conn, api, method, path, **kwargs):
+    headers = {"X-Auth-Token": conn.session.get_token()}
+    return requests.request(method, api.url + path, headers=headers,
+                            timeout=30, **kwargs)
+
+
+def test_each_project_sees_only_its_own_migrations(
+        api, acme_done, erp_done, customers, minicloud):
+    acme_id, erp_id = acme_done[1]["id"], erp_done[1]["id"]
+    alice = customers["acme"].connect(minicloud)
+    bob = customers["globex"].connect(minicloud)
+    for conn, own, other in ((alice, acme_id, erp_id),
+                             (bob, erp_id, acme_id)):
+        listed = _as(conn, api, "GET", "/v1/migrations")
+        assert listed.status_code == 200, listed.text
+        ids = {m["id"] for m in listed.json()["migrations"]}
+        assert own in ids and other not in ids
+        assert _as(conn, api, "GET", "/v1/migrations/" + own) \
+            .status_code == 200
+        # Another project's migration does not exist for them.
+        assert _as(conn, api, "GET", "/v1/migrations/" + other) \
+            .status_code == 404
+    admin = _as(minicloud.conn, api, "GET", "/v1/migrations")
+    assert {acme_id, erp_id} <= {m["id"] for m in admin.json()["migrations"]}
+
+
+def test_members_and_readers_may_not_start_or_stop_migrations(
+        api, acme_done, customers, minicloud):
+    alice = customers["acme"].connect(minicloud)
+    created = _as(alice, api, "POST", "/v1/migrations",
+                  json={"migration": {"source": acme_done[0].name}})
+    assert created.status_code == 403, created.text
+    cancel = _as(alice, api, "POST",
+                 "/v1/migrations/%s/action" % acme_done[1]["id"],
+                 json={"cancel": {}})
+    assert cancel.status_code == 403, cancel.text
