@@ -32,6 +32,8 @@ KEYS = {
                    "proves D against"),
     # ports, boot
     "ports": ("ports", "the Neutron ports made, by NIC index"),
+    "security_groups": ("ports", "the Neutron security groups this "
+                        "migration created"),
     "server_id": ("boot", "the Nova server"),
     "host": ("boot", "its compute host (the agent's)"),
     # the source VM
