@@ -17,6 +17,8 @@ PACKAGES=(
     libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux
     # conductor database tests (private servers) and the minicloud
     postgresql mariadb-server curl
+    # the minicloud's Nova builds config drives (a migration may ask for one)
+    genisoimage
     # DevStack plugin lint (tests/functional/test_devstack_plugin.py)
     shellcheck
 )

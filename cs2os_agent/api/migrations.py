@@ -40,6 +40,7 @@ def view(record, with_events=True):
     options = record.get("options") or {}
     body["networks"] = options.get("networks") or {}
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
+    body["config_drive"] = bool(options.get("config_drive"))
     if record.get("mode") == states.WARM:
         body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.

@@ -125,6 +125,9 @@ def _migration(with_events):
         "networks": {"type": "object",
                      "additionalProperties": _STRING},
         "drop_unmapped_nics": {"type": "boolean"},
+        "config_drive": {"type": "boolean",
+                         "description": "the Nova server has a config "
+                                        "drive"},
         "cutover": {"type": "string", "enum": list(states.CUTOVERS),
                     "description": "warm migrations only"},
         "cutover_method": {

@@ -69,6 +69,12 @@ CREATE_MIGRATION = {
                     "additionalProperties": _NAME,
                 },
                 "drop_unmapped_nics": {"type": "boolean"},
+                "config_drive": {
+                    "type": "boolean",
+                    "description": "give the Nova server a config drive, "
+                                   "for a guest whose cloud-init cannot "
+                                   "reach a metadata service (default "
+                                   "false)"},
                 "project": _PROJECT,
             },
             "required": ["source"],

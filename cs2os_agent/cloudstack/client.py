@@ -233,6 +233,39 @@ class CloudStackClient:
         return sorted(volumes, key=lambda v: (v.get("type") != "ROOT",
                                               v.get("deviceid", 0)))
 
+    def get_user_data(self, vm_id):
+        """The VM's user data, base64 as CloudStack keeps it, or None.
+
+        Never logged and never recorded: user data often holds passwords
+        (cloud-config ``chpasswd``, tokens); it goes to Nova only.
+        """
+        answer = self.call("getVirtualMachineUserData",
+                           virtualmachineid=vm_id)
+        return (answer.get("virtualmachineuserdata") or {}).get(
+            "userdata") or None
+
+    def list_security_groups(self, ids, project_id=None):
+        """The listSecurityGroups entries (with their rules) of the groups
+        ``ids``, in that order.  listVirtualMachines names a VM's groups
+        without rules.  ``project_id``: the CloudStack project that owns
+        the VM (and so its groups)."""
+        scope = {"projectid": project_id} if project_id else {}
+        return [self._one("listSecurityGroups", "securitygroup",
+                          "security group", group_id, listall=True, **scope)
+                for group_id in ids]
+
+    def find_security_groups(self, name):
+        """Every group named ``name`` a root admin sees: accounts' and
+        CloudStack projects' (a rule names the group it allows by name and
+        account only, SecurityGroupRuleResponse)."""
+        listed = {}
+        for scope in ({}, {"projectid": ALL_PROJECTS}):
+            for group in self._list("listSecurityGroups", "securitygroup",
+                                    fetch_list=True, securitygroupname=name,
+                                    listall=True, **scope):
+                listed.setdefault(group.get("id"), group)
+        return [g for g in listed.values() if g.get("name") == name]
+
     def get_storage_pool(self, pool_id):
         return self._one("listStoragePools", "storagepool", "storage pool",
                          pool_id)

@@ -6,7 +6,9 @@ read from the files later (names and ids are not proof of what a qcow2
 header points to).
 """
 
+import ipaddress
 import posixpath
+import re
 
 from oslo_log import log as logging
 
@@ -25,7 +27,7 @@ MOVABLE_STATES = ("Running", "Stopped")
 
 _VM_KEYS = ("id", "name", "displayname", "instancename", "state",
             "hypervisor", "account", "domain", "domainid", "domainpath",
-            "projectid", "project", "zoneid", "zonename",
+            "projectid", "project", "keypairs", "zoneid", "zonename",
             "cpunumber", "cpuspeed", "memory")
 _NIC_KEYS = ("id", "networkid", "networkname", "macaddress", "ipaddress",
              "netmask", "gateway", "isdefault", "deviceid", "traffictype",
@@ -36,6 +38,123 @@ _POOL_KEYS = ("id", "name", "type", "path", "ipaddress", "scope", "state")
 _TEMPLATE_KEYS = ("id", "name", "format", "size", "hypervisor")
 _OFFERING_KEYS = ("id", "name", "cpunumber", "cpuspeed", "memory",
                   "iscustomized")
+
+
+# VM details whose key holds one of these words are never recorded
+# (CloudStack keeps the encrypted password there, and operators put
+# credentials in details).
+SECRET_WORDS = ("password", "passwd", "secret", "token", "private",
+                "credential", "apikey", "api_key", "accesskey")
+
+
+def is_secret(key):
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def public_details(details):
+    """The VM's details without the secret ones."""
+    return {str(k): str(v) for k, v in (details or {}).items()
+            if not is_secret(str(k))}
+
+
+def _tags(vm):
+    return [{"key": t.get("key"), "value": t.get("value")}
+            for t in vm.get("tags") or [] if t.get("key")]
+
+
+# A CloudStack project's own account (ProjectManagerImpl.createProject):
+# what a rule allowing a project's group names as its account.
+_PROJECT_ACCOUNT = re.compile(r"^PrjAcct-(.*)-\d+$")
+
+
+def _port(value):
+    """A rule's port, ICMP type or code as an int; None for -1 (any)."""
+    if value is None or int(value) == -1:
+        return None
+    return int(value)
+
+
+def _cidr(cidr):
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError:
+        return cidr  # Neutron says what is wrong with it
+
+
+def _sg_rule(rule):
+    """A SecurityGroupRuleResponse, normalised: ``protocol`` tcp, udp,
+    icmp, all or a protocol number; ``startport``/``endport`` (tcp, udp;
+    None for every port), ``icmptype``/``icmpcode`` (None for -1, any);
+    ``cidr``, or ``group`` and ``group_account`` (the group it allows,
+    resolved to ``group_id`` by _security_groups)."""
+    protocol = str(rule.get("protocol") or "all").lower()
+    norm = {"protocol": protocol, "startport": None, "endport": None,
+            "icmptype": None, "icmpcode": None, "cidr": None,
+            "group": rule.get("securitygroupname"), "group_account": None,
+            "group_id": None}
+    if protocol == "icmp":
+        norm["icmptype"] = _port(rule.get("icmptype"))
+        norm["icmpcode"] = _port(rule.get("icmpcode"))
+    elif protocol in ("tcp", "udp"):
+        start, end = _port(rule.get("startport")), _port(rule.get("endport"))
+        # 0-0 is how CloudStack before 4.x kept "every port".
+        if not (start in (None, 0, 1) and end in (None, 0, 65535)):
+            norm["startport"], norm["endport"] = start, end
+    if norm["group"]:
+        norm["group_account"] = rule.get("account")
+    else:
+        norm["cidr"] = _cidr(rule.get("cidr") or "0.0.0.0/0")
+    return norm
+
+
+def _sg(entry):
+    return {"id": entry.get("id"), "name": entry.get("name"),
+            "description": entry.get("description"),
+            "ingress": [_sg_rule(r) for r in entry.get("ingressrule") or []],
+            "egress": [_sg_rule(r) for r in entry.get("egressrule") or []]}
+
+
+def _allows(entry, rule, candidate):
+    """``candidate`` (a listSecurityGroups entry) is the group ``rule`` of
+    group ``entry`` allows: same name, an account of the same domain
+    (SecurityGroupManagerImpl.authorizeSecurityGroupRule)."""
+    if (candidate.get("name") != rule["group"]
+            or candidate.get("domainid") != entry.get("domainid")):
+        return False
+    if candidate.get("projectid"):
+        match = _PROJECT_ACCOUNT.match(rule["group_account"] or "")
+        return bool(match) and match.group(1) == candidate.get("project")
+    return candidate.get("account") == rule["group_account"]
+
+
+def _security_groups(client, vm):
+    """(the VM's groups, the other groups their rules allow, and theirs)
+    with every rule that allows a group resolved to its ``group_id``."""
+    refs = vm.get("securitygroup") or []
+    if not refs:
+        return [], []
+    listed = client.list_security_groups([g["id"] for g in refs],
+                                         vm.get("projectid"))
+    known = [(entry, _sg(entry)) for entry in listed]
+    pending = list(known)
+    while pending:
+        entry, group = pending.pop(0)
+        for rule in group["ingress"] + group["egress"]:
+            if not rule["group"]:
+                continue
+            found = [g for e, g in known if _allows(entry, rule, e)]
+            if not found:
+                fresh = [e for e in client.find_security_groups(rule["group"])
+                         if _allows(entry, rule, e)]
+                if len(fresh) == 1:
+                    known.append((fresh[0], _sg(fresh[0])))
+                    pending.append(known[-1])
+                    found = [known[-1][1]]
+            if found:
+                rule["group_id"] = found[0]["id"]
+    groups = [g for _e, g in known]
+    return groups[:len(listed)], groups[len(listed):]
 
 
 def _pick(entry, keys):
@@ -118,16 +237,23 @@ def describe_vm(client, ref):
     (None for a project's VM), ``domain``, ``domainid``, ``domainpath``,
     ``projectid`` and ``project`` (a CloudStack project's VM),
     ``zoneid``, ``zonename``, ``cpunumber``, ``cpuspeed``, ``memory`` in
-    MiB); ``host`` {id, name, ipaddress} (all None while the VM is
+    MiB); ``keypairs`` (names joined with ","); ``tags`` [{key,
+    value}]; ``details`` without the secret ones
+    (public_details); ``host`` {id, name, ipaddress} (all None while the VM is
     stopped); ``serviceoffering`` and ``template``; ``nics`` in device
     order; ``root_volume`` {id, name, type, path, size, provisioningtype,
     storageid, state, deviceid, ``storage``: the pool {id, name, type, path,
     ipaddress, scope, state}} or None; ``datadisks`` (same volume keys,
     without the pool); ``overlay_path``: the root volume file as a KVM host
-    sees it, or None when that cannot be known.
+    sees it, or None when that cannot be known; ``securitygroups``
+    [{id, name, description, ingress, egress}] (rules as _sg_rule makes
+    them) and ``referenced_securitygroups``: the groups their rules allow
+    that the VM is not in.
     """
     vm = client.find_vm(ref)
     desc = _pick(vm, _VM_KEYS)
+    desc["tags"] = _tags(vm)
+    desc["details"] = public_details(vm.get("details"))
     desc["host"] = _host(client, vm)
     desc["serviceoffering"] = _offering(client, vm)
     desc["template"] = _template(client, vm)
@@ -146,6 +272,8 @@ def describe_vm(client, ref):
                          if v.get("type") == "DATADISK"]
     desc["overlay_path"] = (overlay_path(root["storage"], root["path"])
                             if root else None)
+    desc["securitygroups"], desc["referenced_securitygroups"] = \
+        _security_groups(client, vm)
     return desc
 
 
@@ -178,7 +306,22 @@ def validate_vm(desc):
             "only so far: detach them in CloudStack first"
             % (name, ", ".join("%s (%s)" % (d.get("name"), d.get("id"))
                                for d in datadisks)))
+    problems.extend(_security_group_problems(desc))
     return problems
+
+
+def _security_group_problems(desc):
+    """A rule allowing a group CloudStack does not list cannot be mapped:
+    left out, it would allow less, or (its group's only egress rule) all
+    egress."""
+    return ["a rule of security group %s (%s) allows group %s of account "
+            "%s, which CloudStack does not list" % (
+                group["name"], group["id"], rule["group"],
+                rule["group_account"])
+            for group in (desc.get("securitygroups") or [])
+            + (desc.get("referenced_securitygroups") or [])
+            for rule in group["ingress"] + group["egress"]
+            if rule["group"] and not rule["group_id"]]
 
 
 def _root_volume_problems(name, root):

@@ -18,6 +18,9 @@ _FIELDS = {
     "delete_source": bool,
     "networks": dict,
     "drop_unmapped_nics": bool,
+    # The Nova server gets a config drive, for guests whose cloud-init
+    # cannot reach a metadata service.
+    "config_drive": bool,
     "cutover": str,
     "cutover_method": str,
     # The Keystone project (id or name) the server lands in, instead of
@@ -85,6 +88,7 @@ def validate(request):
         "flavor": request.get("flavor") or None,
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
+        "config_drive": bool(request.get("config_drive", False)),
         "project": clean_project(request.get("project")),
     }
     key = request.get("idempotency_key")

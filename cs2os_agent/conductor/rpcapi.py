@@ -13,6 +13,8 @@ API version history:
     1.2 - Clean cutover: create_migration takes "cutover_method":
           "shutdown" (default) | "force"; cutover_migration takes
           cutover_method.
+    1.3 - Owners: create_migration takes "project" (the Keystone project
+          the server lands in) and "config_drive": bool.
 """
 
 import oslo_messaging as messaging
@@ -20,7 +22,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.2"
+RPC_API_VERSION = "1.3"
 
 
 class ConductorAPI:
@@ -43,11 +45,17 @@ class ConductorAPI:
         "warm", "cutover": "auto" or "manual" (warm only),
         "cutover_method": "shutdown" or "force" (warm only, 1.2),
         "delete_source": bool, "networks": {CloudStack network: Neutron
-        network}, "drop_unmapped_nics": bool}.
+        network}, "drop_unmapped_nics": bool, "project": Keystone project
+        id or name (1.3), "config_drive": bool (1.3)}.
         """
-        # A conductor older than 1.2 would refuse the field as unknown:
-        # say so by the version, as oslo.messaging does.
-        version = "1.2" if "cutover_method" in (request or {}) else "1.0"
+        # An older conductor would refuse a newer field as unknown: say so
+        # by the version, as oslo.messaging does.
+        request = request or {}
+        version = "1.0"
+        if "cutover_method" in request:
+            version = "1.2"
+        if {"project", "config_drive"} & set(request):
+            version = "1.3"
         return self._call(context, "create_migration", version=version,
                           request=request)
 

@@ -180,6 +180,28 @@ class OpenStackClient:
                                                               project_id),
                 reason=exc) from None
 
+    # -- key pairs ---------------------------------------------------------
+
+    def ensure_keypair(self, name, public_key):
+        """A key pair ``name`` of this client's user holding
+        ``public_key``; True if it was there already.  One of that name
+        with another key is refused, never replaced."""
+        operation = "create key pair %s" % name
+        try:
+            found = self.conn.compute.find_keypair(name, ignore_missing=True)
+            if found is None:
+                self.conn.compute.create_keypair(name=name,
+                                                 public_key=public_key)
+                return False
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(operation=operation,
+                                           reason=exc) from None
+        if found.public_key.split()[:2] != public_key.split()[:2]:
+            raise exception.OpenStackError(
+                operation=operation,
+                reason="a key pair of that name holds another public key")
+        return True
+
     # -- projects ----------------------------------------------------------
 
     def find_project(self, ref):
@@ -268,11 +290,21 @@ class OpenStackClient:
         return None
 
     def create_server(self, name, image_id, flavor_id, host, migration_id,
-                      metadata, ports=()):
-        """``ports``: Neutron port ids in NIC order; none: no network."""
+                      metadata, ports=(), tags=(), user_data=None,
+                      config_drive=False, key_name=None):
+        """``ports``: Neutron port ids in NIC order; none: no network.
+        ``user_data``: base64, as Nova takes it."""
         kwargs = {}
         if host:
             kwargs["host"] = host
+        if tags:
+            kwargs["tags"] = list(tags)
+        if user_data is not None:
+            kwargs["user_data"] = user_data
+        if config_drive:
+            kwargs["config_drive"] = True
+        if key_name:
+            kwargs["key_name"] = key_name
         networks = [{"port": p} for p in ports] or "none"
         try:
             return self.conn.compute.create_server(

@@ -112,12 +112,14 @@ class Client:
     def create_migration(self, source, host=None, flavor=None, mode=None,
                          delete_source=None, networks=None,
                          drop_unmapped_nics=None, cutover=None,
-                         cutover_method=None, project=None):
+                         cutover_method=None, project=None,
+                         config_drive=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
                     "drop_unmapped_nics": drop_unmapped_nics,
+                    "config_drive": config_drive,
                     "cutover": cutover, "cutover_method": cutover_method,
                     "project": project}
         request.update({k: v for k, v in optional.items() if v is not None})

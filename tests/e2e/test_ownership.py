@@ -7,8 +7,10 @@ of acme, and bob, a reader of globex.  cs2os's conductor runs as the
 minicloud's admin with a role on both, as the README tells operators.
 """
 
+import base64
 import os
 import secrets
+import subprocess
 import uuid
 
 import openstack
@@ -28,6 +30,7 @@ from tools.testbed.harness import wait_state
 from tools.testbed.minicloud import admin_auth
 
 OCTETS = (int(RUN_ID[0:2], 16), int(RUN_ID[2:4], 16))
+USER_DATA = "#cloud-config\nhostname: web-1\n"
 
 
 class Customer:
@@ -95,16 +98,35 @@ def network(minicloud):
 
 
 @pytest.fixture(scope="module")
-def owners(cloud):
+def public_key(workdir, minicloud):
+    """A real OpenSSH public key (ssh-keygen's); afterwards, the Nova key
+    pairs the migrations made of it."""
+    path = os.path.join(workdir, "owners-key-%s" % RUN_ID)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    path], check=True)
+    with open(path + ".pub") as f:
+        key = f.read().strip()
+    yield key
+    for pair in minicloud.conn.compute.keypairs():
+        if pair.public_key.split()[:2] == key.split()[:2]:
+            minicloud.conn.compute.delete_keypair(pair)
+
+
+@pytest.fixture(scope="module")
+def owners(cloud, public_key):
     """CloudStack owners: account acme-<run> and a CloudStack project
-    erp-<run>, both mapped; account stranger-<run>, not mapped."""
-    return {
+    erp-<run>, both mapped; account stranger-<run>, not mapped.  acme and
+    stranger each registered the same public key as key pair "deploy"."""
+    made = {
         "acme": cloud.add_account("acme-%s" % RUN_ID, admin=False),
         "erp": cloud.add_project("erp-%s" % RUN_ID),
         "stranger": cloud.add_account("stranger-%s" % RUN_ID, admin=False),
         "network": cloud.add_network(cloud.kvm_host.zone,
                                      "cs-owners-%s" % RUN_ID),
     }
+    for key in ("acme", "stranger"):
+        cloud.add_ssh_keypair(made[key], "deploy", public_key)
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +180,10 @@ def acme_done(conductor, conductor_api, cloud, minicloud, cloudstack_root,
               network, owners):
     ctxt = cs2os_context.RequestContext(user_id="e2e", project_id="admin")
     vm = owned_vm(cloud, cloudstack_root, owners, 1,
-                  account=owners["acme"])
+                  account=owners["acme"], tags={"env": "prod"},
+                  details={"keyboard": "us", "Encrypted.Password": "x1"},
+                  userdata=USER_DATA, keypairs=["deploy"])
+    vm.displayname = "Web shop front"
     done = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
     assert done["state"] == "succeeded", (done["error"], done["events"])
     return vm, done
@@ -169,7 +194,8 @@ def erp_done(conductor, conductor_api, cloud, minicloud, cloudstack_root,
              network, owners):
     ctxt = cs2os_context.RequestContext(user_id="e2e", project_id="admin")
     vm = owned_vm(cloud, cloudstack_root, owners, 2, project=owners["erp"])
-    done = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
+    done = migrate(conductor_api, ctxt, minicloud, network, owners, vm,
+                   config_drive=True)
     assert done["state"] == "succeeded", (done["error"], done["events"])
     return vm, done
 
@@ -200,6 +226,46 @@ def test_the_server_lands_in_the_owners_project_with_its_port(
                      force_share=True)
 
 
+def test_the_server_carries_the_vms_identity(acme_done, customers,
+                                             minicloud, public_key):
+    vm, done = acme_done
+    alice = customers["acme"].connect(minicloud)
+    server = alice.compute.get_server(done["resources"]["server_id"])
+    # Named after the VM's name (the guest's host name); the rest is
+    # metadata the owner sees, secret details left out.
+    assert server.name == vm.name
+    meta = server.metadata
+    assert (meta["cloudstack_vm_id"], meta["cloudstack_vm_name"],
+            meta["cloudstack_display_name"], meta["cloudstack_account"],
+            meta["cloudstack_domain"], meta["cloudstack_tag:env"],
+            meta["cloudstack_detail:keyboard"]) == (
+        vm.id, vm.name, "Web shop front", vm.account.name, "ROOT", "prod",
+        "us")
+    assert not [k for k in meta if "Password" in k]
+    assert "Password" not in str(done["source"])
+    # Nova filters on the tag itself: the operator's "which server was
+    # CloudStack VM <id>".
+    tagged = list(minicloud.conn.compute.servers(
+        all_projects=True, tags="cloudstack-vm:%s" % vm.id))
+    assert [s.id for s in tagged] == [server.id]
+    # The user data, as CloudStack kept it (base64), is Nova's now.
+    shown = minicloud.conn.compute.get_server(server.id)
+    assert base64.b64decode(shown.user_data).decode() == USER_DATA
+    assert done["result"]["identity"]["user_data"] is True
+    assert not shown.has_config_drive
+    # The key pair: cs2os's user's Nova key pair with the VM's public key,
+    # named after the CloudStack one and its fingerprint.
+    keypair = done["result"]["keypair"]
+    assert server.key_name == keypair["name"]
+    assert keypair["name"].startswith("deploy-")
+    assert keypair["cloudstack_name"] == "deploy"
+    assert keypair["fingerprint"] == vm.keypairs[0].fingerprint
+    nova_key = minicloud.conn.compute.get_keypair(keypair["name"])
+    assert nova_key.public_key.split()[:2] == public_key.split()[:2]
+    # SSH details travel as the key pair, not as metadata.
+    assert not [k for k in meta if k.startswith("cloudstack_detail:SSH.")]
+
+
 def test_a_cloudstack_project_vm_is_mapped_by_project_id(
         erp_done, acme_done, customers, minicloud, owners):
     vm, done = erp_done
@@ -207,6 +273,12 @@ def test_a_cloudstack_project_vm_is_mapped_by_project_id(
     assert done["target_project_id"] == globex.project.id
     assert done["source"]["projectid"] == owners["erp"].id
     assert done["source"]["account"] is None
+    # It asked for a config drive: Nova built one beside the disk.
+    server_id = done["resources"]["server_id"]
+    assert minicloud.conn.compute.get_server(server_id).has_config_drive
+    assert os.path.exists(os.path.join(minicloud.instances_path, server_id,
+                                       "disk.config"))
+    assert done["result"]["identity"]["config_drive"] is True
     bob = globex.connect(minicloud)
     # bob, a reader, sees globex's server and not acme's.
     seen = {s.id for s in bob.compute.servers()}
@@ -218,7 +290,7 @@ def test_an_unmapped_owner_is_refused_and_a_request_may_name_the_project(
         conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root,
         network, owners, customers):
     vm = owned_vm(cloud, cloudstack_root, owners, 3,
-                  account=owners["stranger"])
+                  account=owners["stranger"], keypairs=["deploy"])
     failed = migrate(conductor_api, ctxt, minicloud, network, owners, vm)
     assert failed["state"] == "failed"
     assert failed["step"] == "validate"
@@ -235,6 +307,8 @@ def test_an_unmapped_owner_is_refused_and_a_request_may_name_the_project(
     assert done["state"] == "succeeded", (done["error"], done["events"])
     assert done["target_project_id"] == customers["acme"].project.id
     assert done["result"]["project"]["chosen_by"] == "request"
+    # The same public key as acme's: the same Nova key pair, reused.
+    assert done["result"]["keypair"]["reused"] is True
 
 
 # -- the personas, over cs2os-api with the minicloud's Keystone -------------

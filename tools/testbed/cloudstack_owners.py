@@ -194,6 +194,13 @@ class OwnersMixin:
             if pair is None:  # UserVmManagerImpl's words
                 raise ValueError("Not all specified keypairs exist")
             vm.keypairs.append(pair)
+        if vm.keypairs:
+            # As UserVmManagerImpl does on deploy: the public keys and the
+            # names, in the VM's details.
+            vm.details.setdefault("SSH.PublicKey", "".join(
+                k.publickey.strip() + "\n" for k in vm.keypairs))
+            vm.details.setdefault("SSH.KeyPairNames",
+                                  ",".join(k.name for k in vm.keypairs))
         if userdata is not None:
             data = userdata.encode() if isinstance(userdata, str) \
                 else userdata

@@ -80,14 +80,17 @@ def check_access(ctx, project):
 
 def record(ctx, project, chosen_by):
     """Record the target project; refuse to move it while what an earlier
-    attempt made still lives in the project recorded before."""
+    attempt made (server, ports, security groups) still lives in the
+    project recorded before."""
     recorded = ctx.migration.get("target_project_id")
-    leftovers = ctx.resources.get("server_id") or ctx.resources.get("ports")
+    leftovers = (ctx.resources.get("server_id") or ctx.resources.get("ports")
+                 or ctx.resources.get("security_groups"))
     if recorded and recorded != project.id and leftovers:
         raise exception.Invalid(
             reason="the target project changed from %s to %s (%s) while "
-            "an earlier attempt's server or ports are still in %s: cancel "
-            "the migration (its rollback removes them) and retry"
+            "an earlier attempt's server, ports or security groups are "
+            "still in %s: cancel the migration (its rollback removes "
+            "them) and retry"
             % (recorded, project.id, chosen_by, recorded))
     ctx.save(target_project_id=project.id)
     ctx.result(project={"id": project.id, "name": project.name,

@@ -12,13 +12,19 @@ import math
 from cs2os_agent import qcow2
 from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
+from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import identity
 from cs2os_agent.conductor.flow import image
+from cs2os_agent.conductor.flow import keypair
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
+from cs2os_agent.conductor.flow import secgroups
 from cs2os_agent.conductor.flow import sources
 
 GiB = 1024 ** 3
+# Nova's limit on a server's user data, base64 (its API schema).
+MAX_USER_DATA = 65535
 
 
 def validate(ctx):
@@ -105,6 +111,9 @@ def ports(ctx):
     """One Neutron port per planned NIC, in the target project: same MAC,
     same IP where it fits."""
     neutron = ctx.network
+    # The VM's CloudStack security groups, found or made in the target
+    # project; none: Neutron gives the ports the project's default group.
+    sg_ids = secgroups.ensure(ctx)
     created = {p["index"]: p for p in ctx.resources.get("ports") or []}
     for entry in ctx.resources.get("nic_plan") or []:
         port = None
@@ -120,7 +129,8 @@ def ports(ctx):
                 entry["port_name"], entry["neutron_network_id"],
                 entry["mac"], entry["subnet_id"], entry["ip"],
                 description="cs2os migration %s: CloudStack NIC %s on %s"
-                % (ctx.id, entry["mac"], entry["cloudstack_network"]))
+                % (ctx.id, entry["mac"], entry["cloudstack_network"]),
+                security_groups=sg_ids)
         created[entry["index"]] = {"index": entry["index"], "id": port.id}
         ctx.resource(ports=sorted(created.values(),
                                   key=lambda p: p["index"]))
@@ -167,12 +177,23 @@ def boot(ctx):
     if server is None:
         vm = ctx.migration["source"]
         image.share(ctx, resources["image_id"])
+        metadata, skipped = identity.metadata(vm)
+        user_data = _user_data(ctx, vm)
+        key_name = keypair.ensure(ctx, vm)
+        options = ctx.migration["options"] or {}
         ctx.guard()
         server = openstack.create_server(
             vm["name"], resources["image_id"], resources["flavor_id"],
-            ctx.migration["target_host"], ctx.id,
-            {"cloudstack_vm_id": vm["id"]},
-            ports=[p["id"] for p in resources.get("ports") or []])
+            ctx.migration["target_host"], ctx.id, metadata,
+            ports=[p["id"] for p in resources.get("ports") or []],
+            tags=identity.tags(vm), user_data=user_data,
+            config_drive=bool(options.get("config_drive")),
+            key_name=key_name)
+        ctx.resource(server_id=server.id)
+        ctx.result(identity={
+            "metadata_items": len(metadata), "metadata_skipped": skipped,
+            "tags": identity.tags(vm), "user_data": user_data is not None,
+            "config_drive": bool(options.get("config_drive"))})
     ctx.resource(server_id=server.id)
     if openstack.get_server(server.id).status != "SHUTOFF":
         server = openstack.wait_server(server.id, "ACTIVE")
@@ -191,6 +212,24 @@ def boot(ctx):
     # power-state sync.
     ctx.guard()
     openstack.stop_server(server.id)
+
+
+def _user_data(ctx, vm):
+    """The VM's CloudStack user data for Nova (base64), or None.  A
+    CloudStack that cannot say (an older one without the command) leaves a
+    note: the guest is provisioned already; its disk is what must move."""
+    try:
+        user_data = ctx.clients.cloudstack.get_user_data(vm["id"])
+    except cloudstack_errors.CloudStackError as exc:
+        ctx.event("boot", "the VM's user data was not carried over: %s"
+                  % exc, kind="warning")
+        return None
+    if user_data is not None and len(user_data) > MAX_USER_DATA:
+        raise exception.Invalid(
+            reason="the user data of CloudStack VM %s is %d bytes base64; "
+            "Nova takes at most %d" % (vm["name"], len(user_data),
+                                       MAX_USER_DATA))
+    return user_data
 
 
 def require_agent(ctx, host):
@@ -238,4 +277,6 @@ def undo_ports(ctx):
     for port_id in sorted(ids):
         neutron.delete_port(port_id)
     ctx.resource(ports=[])
-    return "deleted ports %s" % ", ".join(sorted(ids)) if ids else None
+    said = "deleted ports %s" % ", ".join(sorted(ids)) if ids else None
+    groups = secgroups.undo(ctx)
+    return "; ".join(m for m in (said, groups) if m) or None

@@ -19,7 +19,8 @@ SHOW_FIELDS = (
     "id", "state", "step", "mode", "cutover", "cutover_method",
     "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
-    "delete_source", "networks", "drop_unmapped_nics", "nics",
+    "delete_source", "networks", "drop_unmapped_nics", "config_drive",
+    "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "user_id", "project_id", "target_project_id",
     "request_id",
@@ -253,6 +254,11 @@ class ImportMigration(_Watching, command.ShowOne):
             "refusing the migration",
         )
         parser.add_argument(
+            "--config-drive", action="store_true", default=None,
+            help="Give the server a config drive, for guests whose "
+            "cloud-init cannot reach a metadata service (default: none)",
+        )
+        parser.add_argument(
             "--project", metavar="<project>",
             help="Keystone project (ID or name) the server lands in "
             "(default: the project [cloudstack] project_map gives the "
@@ -269,6 +275,7 @@ class ImportMigration(_Watching, command.ShowOne):
             networks=dict(parsed_args.networks) if parsed_args.networks
             else None,
             drop_unmapped_nics=parsed_args.drop_unmapped_nics,
+            config_drive=parsed_args.config_drive,
             cutover=parsed_args.cutover,
             cutover_method=parsed_args.cutover_method,
             project=parsed_args.project,

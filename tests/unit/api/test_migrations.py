@@ -162,6 +162,33 @@ def test_a_warm_record_shows_its_cutover(app, conductor):
     assert "cutover_method" not in data["migration"]
 
 
+@pytest.mark.parametrize("options, shown", [
+    ({"config_drive": True}, True),
+    ({"config_drive": False}, False),
+    # A record from before the field existed: none.
+    ({}, False),
+    (None, False),
+])
+def test_a_record_shows_its_config_drive(app, conductor, options, shown):
+    conductor.values = {"options": options}
+    conductor.records = [make_record(options=options)]
+    resp, data = call(app, "GET", "/v1/migrations/" + MID)
+    assert resp.status_int == 200
+    assert data["migration"]["config_drive"] is shown
+    resp, data = call(app, "GET", "/v1/migrations")
+    assert resp.status_int == 200
+    assert data["migrations"][0]["config_drive"] is shown
+
+
+def test_create_passes_the_config_drive_to_the_conductor(app, conductor):
+    resp, _ = call(app, "POST", "/v1/migrations",
+                   {"migration": {"source": "web-1", "config_drive": True}})
+    assert resp.status_int == 202
+    ((name, _, kwargs),) = conductor.calls
+    assert (name, kwargs) == ("create_migration", {"arg": {
+        "source": "web-1", "config_drive": True}})
+
+
 # -- through a real conductor manager (in process, SQLite) --------------------
 
 

@@ -107,3 +107,15 @@ def test_the_document_describes_the_target_project():
         assert shown["target_project_id"]["nullable"]
         assert "null until the first step resolved it" in \
             shown["target_project_id"]["description"]
+
+
+def test_the_document_describes_the_config_drive():
+    doc = openapi.document()
+    create = doc["paths"]["/v1/migrations"]["post"]
+    asked = create["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]["migration"]["properties"]["config_drive"]
+    assert asked["type"] == "boolean"
+    assert "default false" in asked["description"]
+    for name in ("Migration", "MigrationSummary"):
+        shown = doc["components"]["schemas"][name]["properties"]
+        assert shown["config_drive"]["type"] == "boolean"

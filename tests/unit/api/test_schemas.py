@@ -16,10 +16,14 @@ from tests.unit.api.harness import error
      "body/migration/mode: 'hot' is not one of ['cold', 'warm']"),
     ({"migration": {"source": "a", "delete_source": "yes"}},
      "body/migration/delete_source: 'yes' is not of type 'boolean'"),
+    ({"migration": {"source": "a", "config_drive": "true"}},
+     "body/migration/config_drive: 'true' is not of type 'boolean'"),
+    ({"migration": {"source": "a", "config_drive": None}},
+     "body/migration/config_drive: None is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
-     "('colour' was unexpected); allowed: cutover, cutover_method, "
-     "delete_source, drop_unmapped_nics, flavor, host, mode, networks, "
-     "project, source"),
+     "('colour' was unexpected); allowed: config_drive, cutover, "
+     "cutover_method, delete_source, drop_unmapped_nics, flavor, host, "
+     "mode, networks, project, source"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "mode": "warm",

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import uuid
 
 import pytest
 
@@ -9,6 +10,7 @@ from cs2os_agent.cloudstack import client as cs_client
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_owners
 from tools.testbed import wsgi_session
 
 POOL_ID = "6f3c1ebd-5d41-3c3c-b5d4-3bd7cc2b2c61"
@@ -209,3 +211,152 @@ def test_describe_through_the_stand_in():
     assert desc["serviceoffering"]["memory"] == 128
     assert [n["networkname"] for n in desc["nics"]] == ["a", "b"]
     assert discovery.validate_vm(desc) == []
+
+
+# -- security groups ---------------------------------------------------------
+
+
+def _cs_rule(protocol, **fields):
+    # SecurityGroupRuleResponse as SecurityGroupJoinDaoImpl fills it.
+    return dict({"ruleid": "r-%s" % protocol, "protocol": protocol}, **fields)
+
+
+WEB = {"id": "sg-web", "name": "web", "description": "Web servers",
+       "account": "alice", "domainid": "d-root", "domain": "ROOT",
+       "ingressrule": [
+           _cs_rule("tcp", startport=22, endport=22, cidr="0.0.0.0/0"),
+           _cs_rule("icmp", icmptype=-1, icmpcode=-1, cidr="0.0.0.0/0"),
+           _cs_rule("icmp", icmptype=8, icmpcode=0, cidr="10.1.2.3/24"),
+           _cs_rule("udp", startport=0, endport=65535, cidr="10.0.0.0/8"),
+           _cs_rule("ALL", cidr="2001:db8::/32"),
+           _cs_rule("tcp", startport=8080, endport=8090,
+                    securitygroupname="web", account="alice")],
+       "egressrule": []}
+DB = {"id": "sg-db", "name": "db", "description": "", "account": "bob",
+      "domainid": "d-root", "domain": "ROOT", "ingressrule": [],
+      "egressrule": [_cs_rule("tcp", startport=5432, endport=5432,
+                              securitygroupname="web", account="alice")]}
+
+
+class GroupsClient(CannedClient):
+    def __init__(self, groups, elsewhere=()):
+        super().__init__(vm=dict(VM, securitygroup=[
+            {"id": g["id"], "name": g["name"], "ingressrule": [],
+             "egressrule": []} for g in groups]))
+        self.groups, self.elsewhere = groups, list(elsewhere)
+
+    def list_security_groups(self, ids, project_id=None):
+        return [next(g for g in self.groups if g["id"] == i) for i in ids]
+
+    def find_security_groups(self, name):
+        return [g for g in self.elsewhere if g["name"] == name]
+
+
+def test_security_groups_and_their_rules_normalised():
+    desc = discovery.describe_vm(GroupsClient([WEB]), VM_ID)
+    assert json.loads(json.dumps(desc)) == desc
+    (web,) = desc["securitygroups"]
+    assert (web["id"], web["name"], web["egress"]) == ("sg-web", "web", [])
+    any_port = {"startport": None, "endport": None, "icmptype": None,
+                "icmpcode": None, "group": None, "group_account": None,
+                "group_id": None}
+    assert web["ingress"] == [
+        dict(any_port, protocol="tcp", startport=22, endport=22,
+             cidr="0.0.0.0/0"),
+        # -1: any type, any code.
+        dict(any_port, protocol="icmp", cidr="0.0.0.0/0"),
+        dict(any_port, protocol="icmp", icmptype=8, icmpcode=0,
+             cidr="10.1.2.0/24"),
+        dict(any_port, protocol="udp", cidr="10.0.0.0/8"),
+        dict(any_port, protocol="all", cidr="2001:db8::/32"),
+        dict(any_port, protocol="tcp", startport=8080, endport=8090,
+             cidr=None, group="web", group_account="alice",
+             group_id="sg-web")]
+    assert desc["referenced_securitygroups"] == []
+    assert discovery.validate_vm(desc) == []
+
+
+def test_a_vm_without_security_groups():
+    desc = discovery.describe_vm(CannedClient(), VM_ID)
+    assert (desc["securitygroups"], desc["referenced_securitygroups"]) == (
+        [], [])
+
+
+def test_a_group_a_rule_allows_is_looked_up_by_name_and_account():
+    other_web = dict(WEB, id="sg-web-carol", account="carol")
+    other_domain = dict(WEB, id="sg-web-sub", domainid="d-sub")
+    desc = discovery.describe_vm(
+        GroupsClient([DB], elsewhere=[other_web, other_domain, WEB]), VM_ID)
+    (db,) = desc["securitygroups"]
+    assert db["egress"][0]["group_id"] == "sg-web"
+    (web,) = desc["referenced_securitygroups"]
+    assert web["id"] == "sg-web"
+    assert web["ingress"][-1]["group_id"] == "sg-web"
+
+
+def test_a_rule_allowing_a_project_group_names_the_projects_account():
+    erp = dict(WEB, id="sg-erp", account=None, projectid="p-erp",
+               project="erp-1", ingressrule=[], egressrule=[])
+    db = dict(DB, egressrule=[_cs_rule(
+        "all", securitygroupname="web", account="PrjAcct-erp-1-1")])
+    desc = discovery.describe_vm(GroupsClient([db], elsewhere=[erp]), VM_ID)
+    assert desc["securitygroups"][0]["egress"][0]["group_id"] == "sg-erp"
+
+
+def test_a_rule_allowing_a_group_cloudstack_does_not_list_is_a_problem():
+    desc = discovery.describe_vm(GroupsClient([DB]), VM_ID)
+    (problem,) = discovery.validate_vm(desc)
+    assert problem == ("a rule of security group db (sg-db) allows group "
+                       "web of account alice, which CloudStack does not list")
+
+
+def test_security_groups_through_the_stand_in():
+    cloud = cloudstack_api.FakeCloudStack()
+    admin = cloud.add_account("admin")
+    alice = cloud.add_account("alice", admin=False)
+    zone = cloud.add_zone("zone-1")
+    host = cloud.add_host(zone, "kvm-1", "192.0.2.30")
+    pool = cloud.add_storage_pool(zone, "nfs-1")
+    template = cloud.add_template(zone, "tiny", 1 << 26, admin)
+    offering = cloud.add_service_offering("small", 1, 500, 128)
+    erp = cloud.add_project("erp")
+    web = cloud.add_security_group(alice, "web", ingress=[
+        {"protocol": "tcp", "startport": 22, "endport": 22},
+        {"protocol": "icmp", "icmptype": -1, "icmpcode": -1}])
+    db = cloud.add_security_group(alice, "db", ingress=[
+        {"protocol": "tcp", "startport": 5432, "endport": 5432,
+         "securitygroup": web}])
+    app = cloud.add_security_group(erp, "app", egress=[
+        {"protocol": "tcp", "startport": 443, "endport": 443,
+         "cidr": "203.0.113.0/24"}])
+    app.ingress.append(cloudstack_owners._rule(
+        {"protocol": "all", "securitygroup": app}))
+    client = cs_client.CloudStackClient(
+        wsgi_session.BASE_URL + "/client/api", admin.apikey,
+        admin.secretkey, session=wsgi_session.session_for(cloud))
+    network = cloud.add_network(zone, "a")
+    cloud.add_vm("db-1", alice, host, template, offering, pool, "f1",
+                      1 << 26, [network], securitygroups=[db])
+    desc = discovery.describe_vm(client, "db-1")
+    assert [g["name"] for g in desc["securitygroups"]] == ["db"]
+    # db allows web, which db-1 is not in: looked up, rules and all.
+    (listed_web,) = desc["referenced_securitygroups"]
+    assert (listed_web["id"], len(listed_web["ingress"])) == (web.id, 2)
+    assert desc["securitygroups"][0]["ingress"][0]["group_id"] == web.id
+    assert discovery.validate_vm(desc) == []
+    # A CloudStack project's VM: its groups are listed in its project.
+    cloud.add_vm("erp-1", alice, host, template, offering, pool, "f2",
+                  1 << 26, [network], project=erp, securitygroups=[app])
+    desc = discovery.describe_vm(client, "erp-1")
+    (listed_app,) = desc["securitygroups"]
+    assert listed_app["egress"][0]["cidr"] == "203.0.113.0/24"
+    assert listed_app["ingress"][0]["group_id"] == app.id
+    calls = [c[2] for c in cloud.calls if c[1] == "listSecurityGroups"]
+    assert calls[-1]["projectid"] == erp.id and calls[-1]["id"] == app.id
+    assert all(c["listall"] == "true" for c in calls)
+    assert client.list_security_groups([web.id, db.id]) == [
+        client.find_security_groups("web")[0],
+        client.find_security_groups("db")[0]]
+    assert client.find_security_groups("app")[0]["projectid"] == erp.id
+    with pytest.raises(cloudstack_errors.CloudStackObjectNotFound):
+        client.list_security_groups([str(uuid.uuid4())])

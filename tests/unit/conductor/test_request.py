@@ -22,6 +22,8 @@ from cs2os_agent.conductor import request
      "cutover_method must be a str"),
     ({"source": "vm", "colour": "red"}, "unknown field(s) colour"),
     ({"source": "vm", "delete_source": "yes"}, "delete_source must be"),
+    ({"source": "vm", "config_drive": "yes"}, "config_drive must be a bool"),
+    ({"source": "vm", "config_drive": 1}, "config_drive must be a bool"),
     ("vm", "must be a dict"),
 ])
 def test_bad_requests_name_the_problem(bad, words):
@@ -43,6 +45,19 @@ def test_request_defaults_a_warm_cutover_to_auto():
     assert request.validate({"source": "vm", "mode": "warm"})["cutover"] \
         == "auto"
     assert "cutover" not in request.validate({"source": "vm"})
+
+
+@pytest.mark.parametrize("given, kept", [
+    ({}, False),
+    ({"config_drive": None}, False),
+    ({"config_drive": False}, False),
+    ({"config_drive": True}, True),
+])
+def test_the_config_drive_defaults_to_false(given, kept):
+    assert request.validate(dict(given, source="vm"))[
+        "config_drive"] is kept
+    assert request.validate(dict(given, source="vm", mode="warm"))[
+        "config_drive"] is kept
 
 
 # -- the target project ------------------------------------------------------

@@ -16,7 +16,9 @@ class Ctx:
         self.id = MID
         self.network = neutron  # the target project's Neutron
         self.resources = {"nic_plan": plan}
-        self.migration = {"result": {}}
+        # A VM without security groups: the ports get the project's
+        # default group (test_secgroups.py has the groups).
+        self.migration = {"result": {}, "source": {}}
         self.committed = False
 
     def guard(self):
