@@ -8,6 +8,7 @@ beyond.  A cloud that is not up fails the tests with the command that
 starts it: these tests never skip.
 """
 
+import contextlib
 import json
 import os
 import uuid
@@ -17,6 +18,7 @@ import pytest
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import agent_process
+from tools.testbed import api_process
 from tools.testbed import cloudstack_api
 from tools.testbed import cloudstack_kvm
 from tools.testbed import conductor_process
@@ -103,23 +105,64 @@ def conductor_api(services):  # noqa: F811
 @pytest.fixture(scope="module")
 def conductor(request, workdir, services, cloud, minicloud, agent,
               conductor_api, cloudstack_root):
-    # One database per module: a module's conductor must not find (and
-    # adopt) another module's migrations.
+    proc = module_conductor(request, workdir, services, cloud, minicloud,
+                            conductor_api, cloudstack_root)
+    yield proc
+    proc.stop()
+    delete_migrated_servers(minicloud)
+
+
+def module_conductor(request, workdir, services, cloud, minicloud,
+                     conductor_api, cloudstack_root, **cloudstack):
+    """Start the calling module's own conductor, on its own database (a
+    module's conductor must not find, and adopt, another module's
+    migrations); ``cloudstack``: [cloudstack] options over
+    conductor_sections' (project_map, flavor_map...)."""
     name = "%s-%s" % (RUN_ID, request.module.__name__.rsplit(".", 1)[-1])
     spool = os.path.join(workdir, "spool-" + name)
     os.makedirs(spool, exist_ok=True)
+    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
+    sections["cloudstack"].update(cloudstack)
     proc = conductor_process.ConductorProcess(
         workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
         services["exchange"],
         "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
-        "notifications-e2e-%s" % name,
-        sections=conductor_sections(cloud, minicloud, cloudstack_root,
-                                    spool))
+        "notifications-e2e-%s" % name, sections=sections)
     proc.manage("db", "sync")
     proc.start(conductor_api, cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
-    delete_migrated_servers(minicloud)
+    return proc
+
+
+def keystone_api(workdir, services, minicloud, name):
+    """cs2os-api (started) whose auth_token checks the minicloud's
+    Keystone tokens."""
+    auth = admin_auth(minicloud)
+    keystone = {k: auth[k] for k in (
+        "auth_type", "auth_url", "username", "password", "project_name",
+        "user_domain_name", "project_domain_name")}
+    proc = api_process.ApiProcess(
+        workdir, name, ft.TRANSPORT_URL, services["exchange"],
+        auth_strategy="keystone",
+        sections={"keystone_authtoken": dict(
+            keystone, www_authenticate_uri=auth["auth_url"])})
+    proc.start()
+    return proc
+
+
+@contextlib.contextmanager
+def shared_network(minicloud, name, cidr):
+    """A shared Neutron network of the admin's, on which other projects'
+    ports may live; deleted with its ports afterwards."""
+    conn = minicloud.conn
+    net = conn.network.create_network(name=name, shared=True)
+    conn.network.create_subnet(network_id=net.id, ip_version=4,
+                               enable_dhcp=False, cidr=cidr, name=name)
+    try:
+        yield net
+    finally:
+        for port in conn.network.ports(network_id=net.id):
+            conn.network.delete_port(port)
+        conn.network.delete_network(net)
 
 
 # -- the warm chain's KVM host side (sshd the agent's tunnel logs in to) ------

@@ -18,10 +18,8 @@ import yaml
 
 from cs2os_agent import qemu_img
 from tests.e2e.conftest import RUN_ID
+from tests.e2e.conftest import keystone_api
 from tests.e2e.conftest import new_vm
-from tools.testbed import api_process
-from tools.testbed import harness as ft
-from tools.testbed.minicloud import admin_auth
 
 OPENSTACK = os.path.join(os.path.dirname(sys.executable), "openstack")
 
@@ -52,16 +50,8 @@ def region(minicloud, workdir):
 
 @pytest.fixture(scope="module")
 def api(workdir, services, minicloud, conductor, region):
-    auth = admin_auth(minicloud)
-    keystone = {k: auth[k] for k in (
-        "auth_type", "auth_url", "username", "password", "project_name",
-        "user_domain_name", "project_domain_name")}
-    proc = api_process.ApiProcess(
-        workdir, "cs2os-api-e2e-%s" % RUN_ID, ft.TRANSPORT_URL,
-        services["exchange"], auth_strategy="keystone",
-        sections={"keystone_authtoken": dict(
-            keystone, www_authenticate_uri=auth["auth_url"])})
-    proc.start()
+    proc = keystone_api(workdir, services, minicloud,
+                        "cs2os-api-e2e-%s" % RUN_ID)
     minicloud.conn.identity.create_endpoint(
         service_id=region["service"].id, url=proc.url, interface="public",
         region_id=region["name"])

@@ -3,41 +3,28 @@ flavor the operator chose, not the smallest that fits; a request's own
 flavor still wins, and a mapping to a flavor Nova does not have fails
 validate naming the option, having created nothing."""
 
-import os
 
 import pytest
 
-from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import RUN_ID
-from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import delete_migrated_servers
+from tests.e2e.conftest import module_conductor
 from tests.e2e.conftest import new_vm
-from tools.testbed import conductor_process
-from tools.testbed import harness as ft
 from tools.testbed.harness import wait_state
 
 
 @pytest.fixture(scope="module")
-def conductor(workdir, services, cloud, minicloud, agent, conductor_api,
-              cloudstack_root):
+def conductor(request, workdir, services, cloud, minicloud, agent,
+              conductor_api, cloudstack_root):
     """This module's conductor, with a flavor_map: the stand-in's offering
     (64 MiB, which the smallest fit makes m1.tiny) -> m1.small, and a
     second offering -> a flavor that does not exist."""
     cloud.unmapped = cloud.add_service_offering(
         "ghost-%s" % RUN_ID, cpunumber=1, memory=64)
-    name = "%s-flavor-map" % RUN_ID
-    spool = os.path.join(workdir, "spool-" + name)
-    os.makedirs(spool, exist_ok=True)
-    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
-    sections["cloudstack"]["flavor_map"] = "%s:m1.small,%s:no-such-%s" % (
-        cloud.offering.name, cloud.unmapped.id, RUN_ID)
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
-        "notifications-e2e-%s" % name, sections=sections)
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc = module_conductor(
+        request, workdir, services, cloud, minicloud, conductor_api,
+        cloudstack_root, flavor_map="%s:m1.small,%s:no-such-%s" % (
+            cloud.offering.name, cloud.unmapped.id, RUN_ID))
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)

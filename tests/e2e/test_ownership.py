@@ -20,10 +20,9 @@ import requests
 from cs2os_agent import qemu_img
 from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import RUN_ID
-from tests.e2e.conftest import conductor_sections
-from tools.testbed import api_process
-from tools.testbed import conductor_process
-from tools.testbed import harness as ft
+from tests.e2e.conftest import keystone_api
+from tests.e2e.conftest import module_conductor
+from tests.e2e.conftest import shared_network
 from tools.testbed import images
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
@@ -85,16 +84,9 @@ def customers(minicloud):
 @pytest.fixture(scope="module")
 def network(minicloud):
     """A shared network of the admin's: the customers' ports live on it."""
-    conn = minicloud.conn
-    net = conn.network.create_network(name="cs2os-owners-%s" % RUN_ID,
-                                      shared=True)
-    conn.network.create_subnet(
-        network_id=net.id, ip_version=4, enable_dhcp=False,
-        cidr="10.%d.%d.0/24" % OCTETS, name="cs2os-owners-%s" % RUN_ID)
-    yield net
-    for port in conn.network.ports(network_id=net.id):
-        conn.network.delete_port(port)
-    conn.network.delete_network(net)
+    with shared_network(minicloud, "cs2os-owners-%s" % RUN_ID,
+                        "10.%d.%d.0/24" % OCTETS) as net:
+        yield net
 
 
 @pytest.fixture(scope="module")
@@ -130,24 +122,15 @@ def owners(cloud, public_key):
 
 
 @pytest.fixture(scope="module")
-def conductor(workdir, services, cloud, minicloud, agent, conductor_api,
-              cloudstack_root, customers, owners):
+def conductor(request, workdir, services, cloud, minicloud, agent,
+              conductor_api, cloudstack_root, customers, owners):
     """This module's conductor: acme's account by domain/account, the
     CloudStack project by id; no catch-all."""
-    name = "%s-ownership" % RUN_ID
-    spool = os.path.join(workdir, "spool-" + name)
-    os.makedirs(spool, exist_ok=True)
-    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
-    sections["cloudstack"]["project_map"] = "ROOT/%s:%s,%s:%s" % (
-        owners["acme"].name, customers["acme"].project.name,
-        owners["erp"].id, customers["globex"].project.id)
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
-        "notifications-e2e-%s" % name, sections=sections)
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc = module_conductor(
+        request, workdir, services, cloud, minicloud, conductor_api,
+        cloudstack_root, project_map="ROOT/%s:%s,%s:%s" % (
+            owners["acme"].name, customers["acme"].project.name,
+            owners["erp"].id, customers["globex"].project.id))
     yield proc
     proc.stop()
 
@@ -316,16 +299,8 @@ def test_an_unmapped_owner_is_refused_and_a_request_may_name_the_project(
 
 @pytest.fixture(scope="module")
 def api(workdir, services, minicloud, conductor):
-    auth = admin_auth(minicloud)
-    keystone = {k: auth[k] for k in (
-        "auth_type", "auth_url", "username", "password", "project_name",
-        "user_domain_name", "project_domain_name")}
-    proc = api_process.ApiProcess(
-        workdir, "cs2os-api-e2e-owners-%s" % RUN_ID, ft.TRANSPORT_URL,
-        services["exchange"], auth_strategy="keystone",
-        sections={"keystone_authtoken": dict(
-            keystone, www_authenticate_uri=auth["auth_url"])})
-    proc.start()
+    proc = keystone_api(workdir, services, minicloud,
+                        "cs2os-api-e2e-owners-%s" % RUN_ID)
     yield proc
     proc.stop()
 

@@ -14,17 +14,15 @@ groups are the stand-in's (SecurityGroupResponse shapes):
 - db: ingress tcp 5432 from web.
 """
 
-import os
 import uuid
 
 import pytest
 
 from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import RUN_ID
-from tests.e2e.conftest import conductor_sections
+from tests.e2e.conftest import module_conductor
+from tests.e2e.conftest import shared_network
 from tools.testbed import cloudstack_handlers
-from tools.testbed import conductor_process
-from tools.testbed import harness as ft
 from tools.testbed import images
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
@@ -63,16 +61,9 @@ def project(minicloud):
 @pytest.fixture(scope="module")
 def network(minicloud):
     """A shared network of the admin's: the customer's ports live on it."""
-    conn = minicloud.conn
-    net = conn.network.create_network(name="cs2os-sg-%s" % RUN_ID,
-                                      shared=True)
-    conn.network.create_subnet(
-        network_id=net.id, ip_version=4, enable_dhcp=False,
-        cidr="10.%d.%d.0/24" % OCTETS, name="cs2os-sg-%s" % RUN_ID)
-    yield net
-    for port in conn.network.ports(network_id=net.id):
-        conn.network.delete_port(port)
-    conn.network.delete_network(net)
+    with shared_network(minicloud, "cs2os-sg-%s" % RUN_ID,
+                        "10.%d.%d.0/24" % OCTETS) as net:
+        yield net
 
 
 @pytest.fixture(scope="module")
@@ -97,22 +88,13 @@ def owner(cloud):
 
 
 @pytest.fixture(scope="module")
-def conductor(workdir, services, cloud, minicloud, agent, conductor_api,
-              cloudstack_root, project, owner):
+def conductor(request, workdir, services, cloud, minicloud, agent,
+              conductor_api, cloudstack_root, project, owner):
     """This module's conductor: the account's VMs into ``project``."""
-    name = "%s-secgroups" % RUN_ID
-    spool = os.path.join(workdir, "spool-" + name)
-    os.makedirs(spool, exist_ok=True)
-    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
-    sections["cloudstack"]["project_map"] = "ROOT/%s:%s" % (
-        owner["account"].name, project.id)
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
-        "notifications-e2e-%s" % name, sections=sections)
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc = module_conductor(
+        request, workdir, services, cloud, minicloud, conductor_api,
+        cloudstack_root, project_map="ROOT/%s:%s" % (
+            owner["account"].name, project.id))
     yield proc
     proc.stop()
 
