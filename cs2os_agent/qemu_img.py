@@ -218,11 +218,15 @@ def create(path, fmt, size=None, backing_file=None, backing_fmt=None):
     _execute(args)
 
 
-def rebase(path, fmt, backing_file, backing_fmt, unsafe=True):
+def rebase(path, fmt, backing_file, backing_fmt, unsafe=True, reads=None):
     """Point *path* at *backing_file* (``None``: no backing file).
 
     With *unsafe* (the default) only the header changes: the caller
     guarantees the new backing file has the same guest-visible content.
+    Without it qemu-img writes into *path* every cluster where the old
+    backing chain and the new backing file differ; *reads*, the guest
+    bytes that may take (both chains' views), runs it under
+    :func:`data_limits` instead of the header-only limits.
     """
     args = ["rebase", "-f", fmt]
     if unsafe:
@@ -232,7 +236,7 @@ def rebase(path, fmt, backing_file, backing_fmt, unsafe=True):
     else:
         args += ["-b", backing_file, "-F", backing_fmt]
     args.append(path)
-    _execute(args)
+    _execute(args, prlimit=None if reads is None else data_limits(reads))
 
 
 def check(path, fmt):

@@ -7,6 +7,10 @@ Everything the agent writes lives next to Nova's ``disk`` with a
 
 import os
 
+# The most layers a chain may have between the template and the volume
+# (overlay.stage refuses more); also how many layer names cleanup removes.
+MAX_LAYERS = 16
+
 
 class InstanceFiles:
     def __init__(self, instance_dir):
@@ -50,6 +54,20 @@ class InstanceFiles:
         """T: the fresh overlay on the base that a live mirror fills."""
         return self._name("disk.cs2os-mirror")
 
+    def layer(self, n):
+        """The copy of a chain's layer ``n`` (0: the one the overlay's
+        header names), merged into the overlay and removed by ``stage``."""
+        return self._name("disk.cs2os-layer-%d" % n)
+
+    def layer_meta(self, n):
+        """JSON: which source layer ``n``'s copy is of (as partial_meta)."""
+        return self.layer(n) + ".json"
+
+    def layers(self):
+        """Every layer copy and sidecar name a stage may leave."""
+        return [name for n in range(MAX_LAYERS)
+                for name in (self.layer(n), self.layer_meta(n))]
+
     def ours(self):
         return [
             self.mirror,
@@ -58,4 +76,5 @@ class InstanceFiles:
             self.partial_meta,
             self.staged_meta,
             self.orig,
+            *self.layers(),
         ]

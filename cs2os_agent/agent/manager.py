@@ -138,14 +138,26 @@ class AgentManager:
             "swapped": os.path.exists(files.orig),
         }
 
-    def sync_overlay(self, context, migration_id, instance_uuid, source):
+    def sync_overlay(self, context, migration_id, instance_uuid, source,
+                     layers=None):
+        """``layers`` (1.2): source dicts of the chain's layers between the
+        template and ``source``, top-down; merged into the staged file."""
+        layers = self._layer_requests(layers)
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             reference = overlay.reference_for(
                 files, info.root_disk_format, instance_uuid
             )
-            with transfer.get_source(source, self.conf) as src:
-                fingerprint = src.fingerprint()
+            with contextlib.ExitStack() as sources:
+                src = sources.enter_context(
+                    transfer.get_source(source, self.conf))
+                layer_srcs = [
+                    sources.enter_context(
+                        transfer.get_source(layer, self.conf))
+                    for layer in layers
+                ]
+                # The overlay's alone without layers, as before 1.2.
+                fingerprint = overlay.chain_fingerprint(src, layer_srcs)
                 reused = self._reusable_staged(
                     files, migration_id, fingerprint, reference
                 )
@@ -163,6 +175,10 @@ class AgentManager:
                     src.describe(),
                     instance_uuid,
                 )
+                if layer_srcs:
+                    LOG.info("Migration %s: merging %d layers: %s",
+                             migration_id, len(layer_srcs),
+                             ", ".join(x.describe() for x in layer_srcs))
                 cancel_event = threading.Event()
                 self._cancel_events[migration_id] = cancel_event
                 try:
@@ -174,6 +190,7 @@ class AgentManager:
                             context, migration_id, total, cancel_event
                         ),
                         self.conf.transfer.checkpoint_mib * 1024 * 1024,
+                        layers=layer_srcs,
                     )
                 finally:
                     self._cancel_events.pop(migration_id, None)
@@ -244,6 +261,18 @@ class AgentManager:
             max_bandwidth_mbps=self.conf.transfer.max_bandwidth_mbps,
             cancel_event=cancel_event,
         )
+
+    @staticmethod
+    def _layer_requests(layers):
+        """``layers`` as a list, refused before anything is opened when it
+        is no list or holds more layers than a stage takes."""
+        if layers is None:
+            return []
+        if not isinstance(layers, (list, tuple)):
+            raise exception.InvalidSource(
+                source="layers", reason="layers must be a list of sources")
+        overlay.check_layer_count(layers)
+        return list(layers)
 
     def _reusable_staged(self, files, migration_id, fingerprint, reference):
         """The earlier result if ``staged`` already holds this very copy."""

@@ -6,6 +6,8 @@ API version history:
           swap_disk, restore_disk, cleanup, cancel.
     1.1 - Warm migration: prepare_mirror, mirror_status, finish_mirror,
           abort_mirror.
+    1.2 - sync_overlay takes layers: the chain's layers between the
+          template and the overlay, merged into the staged file.
 """
 
 import oslo_messaging as messaging
@@ -16,7 +18,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.2"
 
 
 class AgentAPI:
@@ -26,18 +28,18 @@ class AgentAPI:
         target = messaging.Target(topic=topic, version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
 
-    def _prepare(self, host, long_running=False):
+    def _prepare(self, host, long_running=False, version="1.0"):
         if long_running:
             # The call monitor (heartbeats every rpc_response_timeout / 2)
             # lets an hour-long copy finish without hiding a dead agent,
             # as Nova's long_rpc_timeout does.
             return self.client.prepare(
                 server=host,
-                version="1.0",
+                version=version,
                 call_monitor_timeout=CONF.rpc_response_timeout,
                 timeout=CONF.long_rpc_timeout,
             )
-        return self.client.prepare(server=host, version="1.0")
+        return self.client.prepare(server=host, version=version)
 
     def get_agent_info(self, context, host, timeout=None):
         cctxt = self.client.prepare(
@@ -50,13 +52,24 @@ class AgentAPI:
             context, "probe_instance", instance_uuid=instance_uuid
         )
 
-    def sync_overlay(self, context, host, migration_id, instance_uuid, source):
-        return self._prepare(host, long_running=True).call(
+    def sync_overlay(self, context, host, migration_id, instance_uuid, source,
+                     layers=None):
+        """``layers``: source dicts (as ``source``) of the chain's layers
+        between the template and the overlay, top-down: the first is the
+        file the overlay's header names, the last the one that names the
+        template.  Sent (1.2) only when there are any, so a 1.0 agent
+        still takes a call without layers."""
+        kwargs = {}
+        version = "1.0"
+        if layers:
+            kwargs["layers"], version = list(layers), "1.2"
+        return self._prepare(host, long_running=True, version=version).call(
             context,
             "sync_overlay",
             migration_id=migration_id,
             instance_uuid=instance_uuid,
             source=source,
+            **kwargs,
         )
 
     def swap_disk(self, context, host, migration_id, instance_uuid):

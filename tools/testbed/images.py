@@ -44,6 +44,9 @@ class CloudStackVolume:
     written: int  # bytes written into A
     template_message: str  # what a guest booted from B alone prints
     message: str  # what a guest booted from A's chain prints
+    # The layers between B and A, top-down: layers[0] is what A's header
+    # names; each header names the next by its CloudStack path.
+    layers: list = dataclasses.field(default_factory=list)
 
 
 def make_cloudstack_volume(
@@ -56,6 +59,7 @@ def make_cloudstack_volume(
     standalone=False,
     shutdown_write=False,
     compat=None,
+    layers=0,
 ):
     """Template B with data, overlay A with data at known offsets.
 
@@ -65,7 +69,12 @@ def make_cloudstack_volume(
     CloudStack's FAT and SPARSE provisioning make it.
     ``compat``: A's qcow2 version, e.g. "0.10" (version 2, as older
     CloudStack KVM hosts wrote overlays); qemu-img's default otherwise.
+    ``layers``: that many qcow2 layers between B and A, as an interrupted
+    volume snapshot leaves them (data: _make_layers); ``reference`` is then
+    the chain's guest view as a standalone qcow2.
     """
+    if layers and standalone:
+        raise ValueError("a standalone volume has no layers")
     if same_template_as is not None:
         template = same_template_as.template
         pool_dir = same_template_as.pool_dir
@@ -85,11 +94,13 @@ def make_cloudstack_volume(
         template_message = "cs2os template %s" % template_uuid
         _make_template(template, template_size, template_message)
     volume_size = volume_size or template_size
+    chain = _make_layers(pool_dir, template, layers)
     overlay = os.path.join(pool_dir, str(uuid.uuid4()))
     options = ["-o", "compat=%s" % compat] if compat else []
     run(
-        "qemu-img", "create", "-q", "-f", "qcow2", *options, "-b", template,
-        "-F", "qcow2", overlay, str(volume_size),
+        "qemu-img", "create", "-q", "-f", "qcow2", *options, "-b",
+        chain[0] if chain else template, "-F", "qcow2", overlay,
+        str(volume_size),
     )
     message = "cs2os CloudStack volume %s" % os.path.basename(overlay)
     write_bytes(overlay, 512, message_sector(message, shutdown_write))
@@ -107,6 +118,18 @@ def make_cloudstack_volume(
         shutil.copyfile(overlay, reference)
         return CloudStackVolume(pool_dir, template, overlay, reference, None,
                                 written, template_message, message)
+    if chain:
+        reference = os.path.join(root, "reference-%s.qcow2" % uuid.uuid4())
+        run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2",
+            overlay, reference)
+        names = ["/mnt/%s/%s" % (pool_uuid, os.path.basename(lower))
+                 for lower in [*chain, template]]
+        for n, upper in enumerate([overlay, *chain]):
+            run("qemu-img", "rebase", "-u", "-f", "qcow2", "-b", names[n],
+                "-F", "qcow2", upper)
+        return CloudStackVolume(pool_dir, template, overlay, reference,
+                                names[0], written, template_message, message,
+                                chain)
     # What a CloudStack KVM host's overlay header says; that path does not
     # exist on a compute node (nor here).
     header_backing = "/mnt/%s/%s" % (pool_uuid, template_uuid)
@@ -124,6 +147,32 @@ def make_cloudstack_volume(
         pool_dir, template, overlay, reference, header_backing, written,
         template_message, message,
     )
+
+
+def _make_layers(pool_dir, template, count):
+    """``count`` layers on ``template``, made bottom up, returned top-down.
+
+    Layer n (0 on top, at most 16; B of 64 MiB or more) writes 0xC0 + n:
+    512 KiB of its own at 36 MiB + n MiB + 4 KiB (not cluster-aligned),
+    128 KiB at 30 MiB + n * 128 KiB (A's default write hides it) and
+    1 MiB at 56 MiB (the layer above hides it: the order shows).  The
+    bottom one also zeroes 512 KiB of B's data at 10 MiB.
+    """
+    chain, below = [], template
+    for n in reversed(range(count)):
+        layer = os.path.join(pool_dir, str(uuid.uuid4()))
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", below, "-F",
+            "qcow2", layer)
+        for offset, length in (((36 + n) * MiB + 4096, 512 * 1024),
+                               (30 * MiB + n * 128 * 1024, 128 * 1024),
+                               (56 * MiB, MiB)):
+            qemu_io_write(layer, "qcow2", 0xC0 + n, offset, length)
+        if below == template:
+            run("qemu-io", "-f", "qcow2", "-c",
+                "write -z %d %d" % (10 * MiB, 512 * 1024), layer)
+        chain.insert(0, layer)
+        below = layer
+    return chain
 
 
 def _make_template(template, size, message):

@@ -15,14 +15,16 @@ SYNC_BUSY_POLL = 10
 
 
 def sync(ctx):
-    """The agent copies the overlay and stages it rebased onto Nova's base
-    D; an earlier attempt's copy still running there is waited for."""
+    """The agent copies the overlay (and the layers between it and the
+    template, merged into it) and stages it rebased onto Nova's base D; an
+    earlier attempt's copy still running there is waited for."""
     resources = ctx.resources
     while True:
         try:
             result = agentcall.call(
                 ctx, "sync", "sync_overlay", ctx.id,
-                resources["server_id"], resources["overlay_source"])
+                resources["server_id"], resources["overlay_source"],
+                resources.get("layers") or None)
             break
         except exception.MigrationBusy as exc:
             # Our own copy, started before a conductor restart, is still

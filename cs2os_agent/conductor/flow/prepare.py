@@ -14,6 +14,8 @@ from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
+from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import identity
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import keypair
@@ -41,10 +43,15 @@ def validate(ctx):
     with transfer.get_source(overlay_source, ctx.conf) as src:
         header = qcow2.inspect_header(
             src.read_header(qcow2.HEADER_BYTES), src.describe())
-    if header.has_backing:
-        # The template as the file says, not as names suggest.
-        sources.pool_relative(header.backing_file,
-                              vm["root_volume"]["storage"]["id"])
+    # The template as the files say, not as names suggest, and the layers
+    # between it and the volume, if any.
+    template_path, layers = chain.walk(ctx, vm, header)
+    if layers and ctx.migration["mode"] == states.WARM:
+        raise exception.Invalid(
+            reason="the root volume of CloudStack VM %s has %d layer(s) "
+            "between it and its template; a warm migration mirrors the "
+            "volume onto the template only: use mode cold"
+            % (vm["name"], len(layers)))
     project, project_chosen_by = owner.target_project(ctx, vm)
     owner.check_access(ctx, project)
     flavor, chosen_by = _flavor(ctx, vm, header.virtual_size)
@@ -73,7 +80,8 @@ def validate(ctx):
         overlay_source=overlay_source,
         overlay_virtual_size=header.virtual_size,
         # None: a FAT or SPARSE volume holds the whole disk itself.
-        template_path=header.backing_file if header.has_backing else None,
+        template_path=template_path,
+        layers=layers,
         source_state_at_start=vm["state"],
     )
 

@@ -20,6 +20,9 @@ KEYS = {
     "overlay_virtual_size": ("validate", "A's virtual size, bytes"),
     "template_path": ("validate", "the template B the overlay's header "
                       "names; None for a volume without a backing file"),
+    "layers": ("validate", "the files between the overlay and the "
+               "template (transport sources, top-down): the agent merges "
+               "them into the overlay"),
     "source_state_at_start": ("validate", "CloudStack's VM state then"),
     "kvm_host": ("validate (warm)", "the KVM host that runs the VM"),
     "source_domain": ("validate (warm)", "the VM's libvirt domain there"),
