@@ -5,10 +5,10 @@ versioned notifications::
 
     {"cs2os_object.name": "MigrationPayload",
      "cs2os_object.namespace": "cs2os",
-     "cs2os_object.version": "1.0",
+     "cs2os_object.version": "1.1",
      "cs2os_object.data": {<exactly the fields below>}}
 
-MigrationPayload 1.0, every field always present (None when unknown):
+MigrationPayload 1.1, every field always present (None when unknown):
 
 ==================  =====================================================
 id                  the migration's id
@@ -37,6 +37,12 @@ created_at          ISO 8601 timestamps (UTC) of the record
 updated_at
 started_at
 finished_at
+target_project_id   (1.1) the Keystone project the server lands in, once
+                    validated
+committed           (1.1) True once the migrated disk is the guest's (no
+                    rollback from there)
+warnings            (1.1) what a successful migration left for a look
+                    (the result's warnings, their messages)
 ==================  =====================================================
 
 Left out on purpose: the lease (``conductor``, ``lease_until``), the
@@ -57,7 +63,8 @@ from cs2os_agent.common import rpc
 
 NAMESPACE = "cs2os"
 PAYLOAD_NAME = "MigrationPayload"
-PAYLOAD_VERSION = "1.0"
+# 1.1: target_project_id, committed, warnings.
+PAYLOAD_VERSION = "1.1"
 
 # The record's own columns, copied as they are.
 RECORD_FIELDS = (
@@ -66,9 +73,11 @@ RECORD_FIELDS = (
     "delete_source", "bytes_done", "bytes_total", "error",
     "user_id", "project_id", "request_id",
     "created_at", "updated_at", "started_at", "finished_at",
+    "target_project_id", "committed",
 )
 # The summary of what was made and done.
-SUMMARY_FIELDS = ("server_id", "image_id", "source_deleted", "rolled_back")
+SUMMARY_FIELDS = ("server_id", "image_id", "source_deleted", "rolled_back",
+                  "warnings")
 FIELDS = RECORD_FIELDS + SUMMARY_FIELDS
 
 # What the notification's context carries, all of it.
@@ -86,6 +95,8 @@ def migration_payload(migration):
         image_id=resources.get("image_id"),
         source_deleted=bool(result.get("source_deleted")),
         rolled_back=[str(m) for m in result.get("rolled_back") or []],
+        warnings=[str(w.get("message")) for w in result.get("warnings") or []
+                  if isinstance(w, dict)],
     )
     return {
         "cs2os_object.name": PAYLOAD_NAME,

@@ -34,7 +34,9 @@ RECORD = {
     "resources": {"server_id": "srv-1", "image_id": "img-1",
                   "overlay_source": {"transport": "ssh", "host": "kvm-7"}},
     "result": {"rolled_back": ["deleted server srv-1"],
-               "template_sha512": "ab" * 64},
+               "template_sha512": "ab" * 64,
+               "warnings": [{"step": "cleanup", "message": "left x"}]},
+    "target_project_id": "p-acme",
     "error": "copy failed", "bytes_done": 10, "bytes_total": 40,
     "rate_bps": 5, "conductor": "lease-holder-9",
     "lease_until": "2024-05-01T10:06:00", "lease_epoch": 7,
@@ -109,7 +111,7 @@ def test_payload_holds_exactly_the_declared_fields():
         "cs2os_object.version", "cs2os_object.data"}
     assert payload["cs2os_object.name"] == "MigrationPayload"
     assert payload["cs2os_object.namespace"] == "cs2os"
-    assert payload["cs2os_object.version"] == "1.0"
+    assert payload["cs2os_object.version"] == "1.1"
     data = payload["cs2os_object.data"]
     assert list(data) == list(notify.FIELDS)
     assert data["id"] == RECORD["id"]
@@ -118,6 +120,9 @@ def test_payload_holds_exactly_the_declared_fields():
     assert (data["server_id"], data["image_id"]) == ("srv-1", "img-1")
     assert data["rolled_back"] == ["deleted server srv-1"]
     assert data["source_deleted"] is False
+    assert (data["target_project_id"], data["committed"]) == ("p-acme",
+                                                              False)
+    assert data["warnings"] == ["left x"]
     assert data["created_at"] == "2024-05-01T10:00:00"
     for internal in ("conductor", "lease_until", "lease_epoch",
                      "active_source", "idempotency_key", "options", "source",
