@@ -31,10 +31,31 @@ FIELDS = (
 
 ACTIONS = ("cancel", "cutover", "retry")
 LIST_ALL = "cs2os:migration:list:all_projects"
+HOST_DETAILS = "cs2os:migration:show:host_details"
+# What a caller without HOST_DETAILS (a project's reader or member) sees
+# of a record: its outcome, not the hosts, storage paths and copy
+# internals behind it.
+HOST_FIELDS = ("target_host", "compute_host")
+PROJECT_RESOURCES = ("server_id", "image_id", "ports")
+PROJECT_RESULT = (
+    "project", "flavor_chosen_by", "image_reused", "nics", "dropped_nics",
+    "identity", "keypair", "security_groups", "warnings", "server_id",
+    "rolled_back", "rollback_incomplete", "source_stopped",
+    "source_deleted", "source_unmanaged", "committed_failure")
 
 
-def view(record, with_events=True):
+def view(record, with_events=True, details=True):
+    """``details``: the caller may see HOST_DETAILS."""
     body = {name: record.get(name) for name in FIELDS}
+    if not details:
+        for name in HOST_FIELDS:
+            body.pop(name)
+        body["resources"] = {k: v for k, v in
+                             (record.get("resources") or {}).items()
+                             if k in PROJECT_RESOURCES}
+        body["result"] = {k: v for k, v in
+                          (record.get("result") or {}).items()
+                          if k in PROJECT_RESULT}
     # What was asked for beyond the columns (the rest of options is
     # bookkeeping).
     options = record.get("options") or {}
@@ -73,7 +94,8 @@ class MigrationsController:
             # answer it lost without starting a second migration.
             wanted["idempotency_key"] = key
         record = self.conductor.create_migration(context, wanted)
-        resp = wsgi_util.json_response(202, {"migration": view(record)})
+        resp = wsgi_util.json_response(202, {"migration": view(
+            record, details=policy.check(context, HOST_DETAILS))})
         resp.location = self._url(request, record["id"])
         return resp
 
@@ -97,7 +119,9 @@ class MigrationsController:
             raise errors.ApiError(
                 400, "marker %s is not a known migration" % marker,
                 "cs2os.InvalidMarker") from None
-        body = {"migrations": [view(r, with_events=False) for r in records]}
+        details = policy.check(context, HOST_DETAILS)
+        body = {"migrations": [view(r, with_events=False, details=details)
+                               for r in records]}
         if len(records) == limit:
             # A full page: there may be more after its last record.
             query = dict(params, limit=limit, marker=records[-1]["id"])
@@ -138,7 +162,8 @@ class MigrationsController:
         policy.authorize(context, "cs2os:migration:get")
         self._check_id(migration_id)
         record = self._get(context, "cs2os:migration:get", migration_id)
-        return wsgi_util.json_response(200, {"migration": view(record)})
+        return wsgi_util.json_response(200, {"migration": view(
+            record, details=policy.check(context, HOST_DETAILS))})
 
     def _get(self, context, rule, migration_id):
         """The record, if ``context`` may do ``rule`` on it; one of
@@ -173,7 +198,8 @@ class MigrationsController:
                 context, migration_id, args.get("method"))
         else:
             record = self.conductor.retry_migration(context, migration_id)
-        return wsgi_util.json_response(202, {"migration": view(record)})
+        return wsgi_util.json_response(202, {"migration": view(
+            record, details=policy.check(context, HOST_DETAILS))})
 
     @staticmethod
     def _check_id(migration_id):

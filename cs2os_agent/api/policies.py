@@ -69,6 +69,18 @@ _RULES = [
         [{"method": "GET", "path": MIGRATIONS + "/{migration_id}"}],
         scope_types=["project"]),
     policy.DocumentedRuleDefault(
+        "cs2os:migration:show:host_details", "rule:admin_api",
+        "See where a migration runs and what it touched: target_host, "
+        "compute_host, every resource (the source's storage paths and "
+        "hosts among them) and the result's internals (copy paths, "
+        "digests, the mirror). Without it a caller sees the outcome: the "
+        "server, image and ports, the project, NICs, identity, key pair, "
+        "security groups, warnings and rollbacks, as Nova hides a "
+        "server's host from non-admins.",
+        [{"method": "GET", "path": MIGRATIONS},
+         {"method": "GET", "path": MIGRATIONS + "/{migration_id}"}],
+        scope_types=["project"]),
+    policy.DocumentedRuleDefault(
         "cs2os:migration:cancel", "rule:admin_api",
         "Cancel a migration; what it created is rolled back."
         + _ACTION_NOTE,

@@ -46,6 +46,7 @@ def test_the_defaults():
         "cs2os:migration:cancel": "rule:admin_api",
         "cs2os:migration:retry": "rule:admin_api",
         "cs2os:migration:cutover": "rule:admin_api",
+        "cs2os:migration:show:host_details": "rule:admin_api",
     }
     assert all(r.scope_types == ["project"] for name, r in rules.items()
                if name != "admin_api")
@@ -218,6 +219,38 @@ def test_show_is_for_the_target_projects_readers(keystone_app, conductor,
     else:
         assert error(data)["code"] == "cs2os.MigrationNotFound"
         assert error(data)["detail"] == "Migration %s not found" % MID
+
+
+def test_a_project_sees_the_outcome_not_the_hosts_and_paths(keystone_app,
+                                                            conductor):
+    conductor.values = {
+        "target_project_id": "A", "target_host": "cmp-1",
+        "compute_host": "cmp-1",
+        "resources": {"server_id": "s-1", "image_id": "i-1",
+                      "ports": [{"index": 0, "id": "p-1"}],
+                      "overlay_source": {"transport": "nfs",
+                                         "server": "10.0.0.9",
+                                         "export": "/primary"},
+                      "kvm_host": "10.0.0.7"},
+        "result": {"project": {"id": "A"}, "warnings": [],
+                   "sync": {"staged_path": "/var/lib/nova/x"},
+                   "template_sha512": "ab"}}
+    path = "/v1/migrations/" + MID
+    _, member = call(keystone_app, "GET", path, headers=as_("A", MEMBER))
+    shown = member["migration"]
+    assert "target_host" not in shown and "compute_host" not in shown
+    assert shown["resources"] == {"server_id": "s-1", "image_id": "i-1",
+                                  "ports": [{"index": 0, "id": "p-1"}]}
+    assert shown["result"] == {"project": {"id": "A"}, "warnings": []}
+    _, listed_ = call(keystone_app, "GET", "/v1/migrations",
+                      headers=as_("A", MEMBER))
+    assert "compute_host" not in listed_["migrations"][0]
+    assert "10.0.0.9" not in str(listed_)
+    # An admin sees all of it.
+    _, admin = call(keystone_app, "GET", path, headers=as_("ops", ADMIN))
+    assert admin["migration"]["compute_host"] == "cmp-1"
+    assert admin["migration"]["resources"]["kvm_host"] == "10.0.0.7"
+    assert admin["migration"]["result"]["sync"]["staged_path"]
 
 
 def test_a_migration_not_resolved_yet_is_for_admins(keystone_app, conductor):
