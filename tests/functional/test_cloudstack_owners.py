@@ -179,7 +179,13 @@ def test_tags_details_keypairs(client, cloud, project_vm):
              "resourceid": project_vm.id}
     assert vm["tags"] == [{"key": "tier", "value": "web", **owner},
                           {"key": "owner", "value": "team", **owner}]
-    assert vm["details"] == {"rootDiskController": "virtio"}
+    # As UserVmManagerImpl records them on deploy: the key pairs' public
+    # keys (one per line) and names beside the VM's own details.
+    assert vm["details"] == {
+        "rootDiskController": "virtio",
+        "SSH.PublicKey": "%s\n%s\n" % (cloud.deploy.publickey,
+                                       cloud.deploy.publickey),
+        "SSH.KeyPairNames": "deploy,spare"}
     assert vm["keypairs"] == "deploy,spare"
     pairs = listed(client, "listSSHKeyPairs", "sshkeypair",
                    projectid=cloud.team.id)
