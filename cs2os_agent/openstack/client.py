@@ -63,6 +63,27 @@ def connect(conf, project_id=None):
     )
 
 
+def find_one(finder, service, kind, ref, hint):
+    """The one resource ``finder`` (an openstacksdk find_*) has with id or
+    name ``ref``: Invalid when there is none or the name is ambiguous
+    (``hint`` says what to do then), OpenStackError when the service
+    fails."""
+    try:
+        found = finder(ref, ignore_missing=True)
+    except sdk_exc.DuplicateResource:
+        raise exception.Invalid(
+            reason="%s %s name %s is ambiguous; %s"
+            % (service, kind, ref, hint)) from None
+    except sdk_exc.SDKException as exc:
+        raise exception.OpenStackError(
+            operation="find %s %s %s" % (service, kind, ref),
+            reason=exc) from None
+    if found is None:
+        raise exception.Invalid(
+            reason="%s has no %s with id or name %s" % (service, kind, ref))
+    return found
+
+
 def own_identity(conn):
     """(project id, user id) of cs2os's own connection, from its token.
 
@@ -207,20 +228,9 @@ class OpenStackClient:
     def find_project(self, ref):
         """The enabled Keystone project with id or name ``ref``; Invalid
         when there is none, or two of that name (in different domains)."""
-        try:
-            project = self.conn.identity.find_project(ref,
-                                                      ignore_missing=True)
-        except sdk_exc.DuplicateResource:
-            raise exception.Invalid(
-                reason="Keystone project name %s is ambiguous (several "
-                "domains have one); name it by id" % ref) from None
-        except sdk_exc.SDKException as exc:
-            raise exception.OpenStackError(
-                operation="find Keystone project %s" % ref,
-                reason=exc) from None
-        if project is None:
-            raise exception.Invalid(
-                reason="Keystone has no project with id or name %s" % ref)
+        project = find_one(self.conn.identity.find_project, "Keystone",
+                           "project", ref,
+                           "several domains have one: name it by id")
         if not project.is_enabled:
             raise exception.Invalid(
                 reason="Keystone project %s (%s) is disabled"

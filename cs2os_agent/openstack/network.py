@@ -30,20 +30,9 @@ class NetworkClient:
 
     def find_network(self, ref):
         """The network with id or name ``ref``; Invalid when none or two."""
-        try:
-            network = self.conn.network.find_network(ref,
-                                                     ignore_missing=True)
-        except sdk_exc.DuplicateResource:
-            raise exception.Invalid(
-                reason="Neutron network name %s is ambiguous; map to its "
-                "id" % ref) from None
-        except sdk_exc.SDKException as exc:
-            raise exception.OpenStackError(
-                operation="find network %s" % ref, reason=exc) from None
-        if network is None:
-            raise exception.Invalid(
-                reason="Neutron has no network with id or name %s" % ref)
-        return network
+        return os_client.find_one(self.conn.network.find_network,
+                                  "Neutron", "network", ref,
+                                  "map to its id")
 
     def subnets_of(self, network_id):
         """[(subnet id, ip_network)] of a network."""

@@ -20,6 +20,7 @@ from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import agent_process
 from tools.testbed import api_process
 from tools.testbed import cloudstack_api
+from tools.testbed import cloudstack_handlers
 from tools.testbed import cloudstack_kvm
 from tools.testbed import conductor_process
 from tools.testbed import harness as ft
@@ -147,6 +148,49 @@ def keystone_api(workdir, services, minicloud, name):
             keystone, www_authenticate_uri=auth["auth_url"])})
     proc.start()
     return proc
+
+
+@contextlib.contextmanager
+def target_project(minicloud, name):
+    """A Keystone project migrations land in, where cs2os's user (the
+    minicloud's admin) has the admin role, as the README tells operators;
+    afterwards its servers, ports and security groups go with it."""
+    conn = minicloud.conn
+    idc = conn.identity
+    project = idc.create_project(name=name, domain_id="default")
+    admin_role = next(r for r in idc.roles() if r.name == "admin")
+    cs2os_user = idc.find_user(admin_auth(minicloud)["username"],
+                               domain_id="default")
+    idc.assign_project_role_to_user(project, cs2os_user, admin_role)
+    try:
+        yield project
+    finally:
+        servers = list(conn.compute.servers(all_projects=True,
+                                            project_id=project.id))
+        for server in servers:
+            conn.compute.delete_server(server)
+        for server in servers:
+            conn.compute.wait_for_delete(server, wait=120)
+        for port in conn.network.ports(project_id=project.id):
+            conn.network.delete_port(port)
+        for group in conn.network.security_groups(project_id=project.id):
+            conn.network.delete_security_group(group)
+        idc.delete_project(project)
+
+
+def refuse_to_stop(monkeypatch, vm):
+    """The stand-in's stopVirtualMachine fails for ``vm`` (and only it),
+    as CloudStack answers when the hypervisor is busy: a migration fails
+    after its ports and server exist, and rolls back."""
+    power_off = cloudstack_handlers.power_off
+
+    def refuse(c, v, forced):
+        if v is vm:
+            raise cloudstack_handlers.ApiError(
+                530, "Failed to stop VM instance %s: hypervisor busy" % v.id)
+        power_off(c, v, forced)
+
+    monkeypatch.setattr(cloudstack_handlers, "power_off", refuse)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import RUN_ID
 from tests.e2e.conftest import new_vm
-from tools.testbed import cloudstack_handlers
+from tests.e2e.conftest import refuse_to_stop
 from tools.testbed.harness import wait_state
 
 SUFFIX = (RUN_ID[0:2], RUN_ID[2:4], RUN_ID[4:6])
@@ -164,15 +164,7 @@ def test_failure_after_ports_rolls_them_back_and_retry_succeeds(
     vm = new_vm(cloud, cloudstack_root, nics=[
         (cs_networks["guest"], "10.50.0.80", mac(7)),
         (cs_networks["backend"], "10.60.0.80", mac(8))])
-    power_off = cloudstack_handlers.power_off
-
-    def refuse_to_stop(c, v, forced):
-        if v is vm:
-            raise cloudstack_handlers.ApiError(
-                530, "Failed to stop VM instance %s: hypervisor busy" % v.id)
-        power_off(c, v, forced)
-
-    monkeypatch.setattr(cloudstack_handlers, "power_off", refuse_to_stop)
+    refuse_to_stop(monkeypatch, vm)
     created = conductor_api.create_migration(
         ctxt, request_for(vm, networks, cs_networks))
     done = wait_state(conductor_api, ctxt, created["id"],
@@ -187,7 +179,7 @@ def test_failure_after_ports_rolls_them_back_and_retry_succeeds(
     # Nothing else was touched: the other tests' ports are still there.
     assert cloud.vm_state(vm) == "Running"
 
-    monkeypatch.setattr(cloudstack_handlers, "power_off", power_off)
+    monkeypatch.undo()  # the stand-in stops VMs again
     conductor_api.retry_migration(ctxt, created["id"])
     done = wait_state(conductor_api, ctxt, created["id"],
                       ("succeeded", "failed"))

@@ -8,6 +8,7 @@ minicloud's admin with a role on both, as the README tells operators.
 """
 
 import base64
+import contextlib
 import os
 import secrets
 import subprocess
@@ -23,6 +24,7 @@ from tests.e2e.conftest import RUN_ID
 from tests.e2e.conftest import keystone_api
 from tests.e2e.conftest import module_conductor
 from tests.e2e.conftest import shared_network
+from tests.e2e.conftest import target_project
 from tools.testbed import images
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
@@ -48,37 +50,25 @@ class Customer:
 
 @pytest.fixture(scope="module")
 def customers(minicloud):
-    """acme (alice, member) and globex (bob, reader); cs2os's user (the
-    minicloud admin) gets the admin role on both."""
+    """acme (alice, member) and globex (bob, reader), target projects
+    where cs2os's user has the admin role."""
     idc = minicloud.conn.identity
     roles = {r.name: r for r in idc.roles()}
-    cs2os_user = idc.find_user(admin_auth(minicloud)["username"],
-                               domain_id="default")
     made = {}
-    for key, person, role in (("acme", "alice", "member"),
-                              ("globex", "bob", "reader")):
-        project = idc.create_project(
-            name="cs2os-e2e-%s-%s" % (RUN_ID, key), domain_id="default")
-        password = secrets.token_urlsafe(18)
-        user = idc.create_user(
-            name="cs2os-e2e-%s-%s" % (RUN_ID, person), password=password,
-            domain_id="default", default_project_id=project.id)
-        idc.assign_project_role_to_user(project, user, roles[role])
-        idc.assign_project_role_to_user(project, cs2os_user, roles["admin"])
-        made[key] = Customer(key, project, user, password, role)
-    yield made
-    conn = minicloud.conn
-    for customer in made.values():
-        servers = list(conn.compute.servers(
-            all_projects=True, project_id=customer.project.id))
-        for server in servers:
-            conn.compute.delete_server(server)
-        for server in servers:
-            conn.compute.wait_for_delete(server, wait=120)
-        for port in conn.network.ports(project_id=customer.project.id):
-            conn.network.delete_port(port)
-        idc.delete_user(customer.user)
-        idc.delete_project(customer.project)
+    with contextlib.ExitStack() as stack:
+        for key, person, role in (("acme", "alice", "member"),
+                                  ("globex", "bob", "reader")):
+            project = stack.enter_context(target_project(
+                minicloud, "cs2os-e2e-%s-%s" % (RUN_ID, key)))
+            password = secrets.token_urlsafe(18)
+            user = idc.create_user(
+                name="cs2os-e2e-%s-%s" % (RUN_ID, person),
+                password=password, domain_id="default",
+                default_project_id=project.id)
+            stack.callback(idc.delete_user, user)
+            idc.assign_project_role_to_user(project, user, roles[role])
+            made[key] = Customer(key, project, user, password, role)
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ import pytest
 from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import RUN_ID
 from tests.e2e.conftest import module_conductor
+from tests.e2e.conftest import refuse_to_stop
 from tests.e2e.conftest import shared_network
-from tools.testbed import cloudstack_handlers
+from tests.e2e.conftest import target_project
 from tools.testbed import images
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
-from tools.testbed.minicloud import admin_auth
 
 OCTETS = (int(RUN_ID[0:2], 16), int(RUN_ID[2:4], 16))
 WEB_CIDR = "203.0.113.0/24"
@@ -34,28 +34,9 @@ WEB_CIDR = "203.0.113.0/24"
 
 @pytest.fixture(scope="module")
 def project(minicloud):
-    """The customer's Keystone project; cs2os's user is admin there.
-    Afterwards its servers, ports and security groups go with it."""
-    conn = minicloud.conn
-    idc = conn.identity
-    made = idc.create_project(name="cs2os-e2e-%s-sg" % RUN_ID,
-                              domain_id="default")
-    admin_role = next(r for r in idc.roles() if r.name == "admin")
-    cs2os_user = idc.find_user(admin_auth(minicloud)["username"],
-                               domain_id="default")
-    idc.assign_project_role_to_user(made, cs2os_user, admin_role)
-    yield made
-    servers = list(conn.compute.servers(all_projects=True,
-                                        project_id=made.id))
-    for server in servers:
-        conn.compute.delete_server(server)
-    for server in servers:
-        conn.compute.wait_for_delete(server, wait=120)
-    for port in conn.network.ports(project_id=made.id):
-        conn.network.delete_port(port)
-    for group in conn.network.security_groups(project_id=made.id):
-        conn.network.delete_security_group(group)
-    idc.delete_project(made)
+    """The customer's Keystone project; cs2os's user is admin there."""
+    with target_project(minicloud, "cs2os-e2e-%s-sg" % RUN_ID) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -218,15 +199,7 @@ def test_a_rollback_deletes_the_groups_it_made_not_those_it_reused(
     web = first[1]["result"]["security_groups"][0]["neutron_id"]
     web_rules = rules(minicloud, web, {})
     vm = grouped_vm(cloud, cloudstack_root, owner, 4, ["web", "db"])
-    power_off = cloudstack_handlers.power_off
-
-    def refuse_to_stop(c, v, forced):
-        if v is vm:
-            raise cloudstack_handlers.ApiError(
-                530, "Failed to stop VM instance %s: hypervisor busy" % v.id)
-        power_off(c, v, forced)
-
-    monkeypatch.setattr(cloudstack_handlers, "power_off", refuse_to_stop)
+    refuse_to_stop(monkeypatch, vm)
     done = migrate(conductor_api, minicloud, network, owner, vm)
     assert (done["state"], done["step"]) == ("failed", "stop_source"), \
         done["error"]
