@@ -42,6 +42,7 @@ from cs2os_agent.transfer import base
 from cs2os_agent.transfer import libnfs
 from cs2os_agent.transfer import nfscopy
 from cs2os_agent.transfer import partial as transfer_partial
+from cs2os_agent.transfer import ranges as transfer_ranges
 
 LOG = logging.getLogger(__name__)
 
@@ -309,41 +310,79 @@ class NfsSource(base.OverlaySource):
                 path=self._client.shown, reason=exc.strerror) from None
         return bytes(data)
 
+    def read_ranges(self, ranges):
+        ranges = transfer_ranges.check_ranges(ranges)
+        shown = self._client.shown
+        transfer_ranges.check_within(ranges, self.size(), shown)
+        # Touching ranges (a table spanning clusters) in one go: fewer
+        # READs, each up to the read size.
+        pieces = []
+        try:
+            for start, end in transfer_ranges.coalesce(ranges):
+                data = bytearray(end - start)
+                position = start
+                while position < end:
+                    count = min(self._read_size, end - position)
+                    buf = (ctypes.c_char * count).from_buffer(
+                        data, position - start)
+                    n = self._client.pread(position, count, buf)
+                    if n == 0:
+                        raise exception.SourceUnreadable(
+                            path=shown, reason="the file ends at byte %d, "
+                            "before the end of the ranges read (%d)"
+                            % (position, end))
+                    position += n
+                pieces.append((start, data))
+        except OSError as exc:
+            raise exception.SourceUnreadable(
+                path=shown, reason=exc.strerror) from None
+        self._check_unchanged(exception.SourceUnreadable, "while it was "
+                              "read", path=shown)
+        return transfer_ranges.extract(pieces, ranges)
+
     def size(self):
         return self._stat().size
 
-    def bytes_to_copy(self, offset=0):
-        # NFSv3 and v4.0 cannot tell holes from data: the whole rest of
-        # the file crosses the wire (a qcow2 overlay holds only allocated
-        # clusters anyway).
-        return max(self.size() - offset, 0)
-
-    def copy_to(self, partial, monitor, offset=0):
+    def _wanted(self, offset, skip):
+        """The ``(start, end)`` ranges a copy from ``offset`` reads."""
         size = self.size()
+        return transfer_ranges.wanted(
+            offset, size, transfer_ranges.check_skip(skip))
+
+    def bytes_to_copy(self, offset=0, skip=()):
+        # NFSv3 and v4.0 cannot tell holes from data: the whole rest of
+        # the file (but ``skip``) crosses the wire (a qcow2 overlay holds
+        # only allocated clusters anyway).
+        return transfer_ranges.total(self._wanted(offset, skip))
+
+    def copy_to(self, partial, monitor, offset=0, skip=()):
+        wanted = self._wanted(offset, skip)
         # The copy is durable when it returns: let the disk write while
         # the network delivers instead of all at the final fsync.
         write_behind = transfer_partial.WriteBehind(partial.fd, offset)
         copier = nfscopy.Copier(self._client, self._connect, self._read_size,
                                 self.describe())
         try:
-            position = copier.copy(partial, monitor, write_behind, offset,
-                                   size, self._connections)
+            moved = copier.copy_ranges(partial, monitor, write_behind,
+                                       wanted, self._connections)
         except OSError as exc:
             raise exception.TransferFailed(
                 source=self.describe(), dest=partial.path,
                 reason=exc.strerror or str(exc)) from None
         # Same size is not the same file: a write during the copy would
         # leave a torn image.  The file must still be the one first seen.
+        self._check_unchanged(exception.TransferFailed, "during the copy",
+                              source=self.describe(), dest=partial.path)
+        LOG.debug("Copied %d bytes of %s", moved, self.describe())
+        return moved
+
+    def _check_unchanged(self, error, when, **names):
+        """Raise ``error`` if the file is not the one first seen."""
         after = _identity(self._client.stat())
         if after != self._probed:
-            raise exception.TransferFailed(
-                source=self.describe(), dest=partial.path,
-                reason="the file changed during the copy (before: %s; "
-                "after: %s)" % (_shown_identity(self._probed),
-                                _shown_identity(after)))
-        LOG.debug("Copied %d bytes of %s", position - offset,
-                  self.describe())
-        return position - offset
+            raise error(reason="the file changed %s (before: %s; after: %s)"
+                        % (when, _shown_identity(self._probed),
+                           _shown_identity(after)), **names)
 
     def close(self):
         self._client.close()

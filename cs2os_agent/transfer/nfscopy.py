@@ -1,6 +1,6 @@
 """The copy loop of the ``nfs`` transport: READs into the partial file.
 
-:class:`Copier` reads the byte range still missing from one open NFS file,
+:class:`Copier` reads the byte ranges still missing from one open NFS file,
 one READ at a time, on one connection or on several at once, and writes
 each block at its offset in the partial file (an all-zero block stays a
 hole).  It is apart from :mod:`cs2os_agent.transfer.nfs` because it is the
@@ -10,6 +10,7 @@ contiguous prefix written.  The transport keeps what a copy means (which
 file, which range, whether the file changed meanwhile).
 """
 
+import collections
 import ctypes
 import os
 import queue
@@ -56,7 +57,7 @@ class _Block:
 
 
 class Copier:
-    """Copies a range of one open NFS file into a partial file.
+    """Copies ranges of one open NFS file into a partial file.
 
     ``client`` is the transport's open NfsClient; ``connect`` opens one
     more on the same file (when ``connections`` > 1); ``shown`` names the
@@ -69,34 +70,39 @@ class Copier:
         self._read_size = read_size
         self._shown = shown
 
-    def copy(self, partial, monitor, write_behind, offset, size,
-             connections):
-        """Copy [offset, size); returns the end position (``size``).
+    def copy_ranges(self, partial, monitor, write_behind, ranges,
+                    connections):
+        """Copy each sorted ``(start, end)`` of ``ranges``; bytes read.
 
+        What lies between the ranges is neither read nor written.
         ``partial``, ``monitor`` and ``write_behind`` hear of the blocks
         as they are written.  An OSError of either side propagates: the
         caller names the copy in the error.
         """
-        workers = min(connections, -(-(size - offset) // self._read_size))
+        blocks = sum(-(-(end - start) // self._read_size)
+                     for start, end in ranges)
+        workers = min(connections, blocks)
         if workers > 1:
-            return self._parallel(partial, monitor, write_behind, offset,
-                                  size, workers)
-        return self._serial(partial, monitor, write_behind, offset, size)
+            return self._parallel(partial, monitor, write_behind, ranges,
+                                  workers)
+        return self._serial(partial, monitor, write_behind, ranges)
 
-    def _serial(self, partial, monitor, write_behind, offset, size):
+    def _serial(self, partial, monitor, write_behind, ranges):
         block = _Block(self._read_size)
-        position = offset
-        while position < size:
-            n = block.copy(self._client, partial.fd, position,
-                           min(self._read_size, size - position))
-            position += n
-            write_behind.written(position)
-            partial.advanced(position)
-            monitor.advance(n)
-        return position
+        moved = 0
+        for start, end in ranges:
+            position = start
+            while position < end:
+                n = block.copy(self._client, partial.fd, position,
+                               min(self._read_size, end - position))
+                position += n
+                moved += n
+                write_behind.written(position)
+                partial.advanced(position)
+                monitor.advance(n)
+        return moved
 
-    def _parallel(self, partial, monitor, write_behind, offset, size,
-                  workers):
+    def _parallel(self, partial, monitor, write_behind, ranges, workers):
         """Read on ``workers`` connections at once; write at the offsets.
 
         One READ of one connection at a time leaves the connection idle
@@ -114,11 +120,14 @@ class Copier:
         thread, at most two per worker ahead of the last one finished, so
         memory is one buffer per worker and the bandwidth limit and cancel
         act within a few blocks.  They finish out of order: ``partial``
-        only ever hears of the end of the contiguous prefix that is
-        written (``frontier``), so a checkpoint never records a byte that
-        may still be missing before it.
+        only ever hears of the end of the prefix of blocks, in file order,
+        that are all written (``frontier``), so a checkpoint never records
+        a byte that may still be missing before it (the gaps between
+        ``ranges`` are not copied: they are not waited for either).
         """
-        blocks = iter(range(offset, size, self._read_size))
+        blocks = ((start, min(self._read_size, end - start))
+                  for first, end in ranges
+                  for start in range(first, end, self._read_size))
         todo = queue.SimpleQueue()
         done = queue.SimpleQueue()
         stop = threading.Event()
@@ -132,18 +141,21 @@ class Copier:
         ]
         for thread in threads:
             thread.start()
+        handed = collections.deque()  # starts handed out, in file order
 
         def hand_out():
-            start = next(blocks, None)
-            if start is not None:
-                todo.put((start, min(self._read_size, size - start)))
+            block = next(blocks, None)
+            if block is not None:
+                handed.append(block[0])
+                todo.put(block)
 
         for _ in range(2 * workers):
             hand_out()
         finished = {}
-        frontier = offset
+        frontier = ranges[0][0]
+        moved = 0
         try:
-            while frontier < size:
+            while handed:
                 try:
                     start, length, error = done.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
@@ -156,8 +168,10 @@ class Copier:
                 if error is not None:
                     raise error
                 finished[start] = length
-                while frontier in finished:
-                    frontier += finished.pop(frontier)
+                moved += length
+                while handed and handed[0] in finished:
+                    first = handed.popleft()
+                    frontier = first + finished.pop(first)
                 write_behind.written(frontier)
                 partial.advanced(frontier)
                 monitor.advance(length)
@@ -168,7 +182,7 @@ class Copier:
                 todo.put(None)
             for thread in threads:
                 thread.join()
-        return frontier
+        return moved
 
     def _worker(self, client, fd, todo, done, stop):
         """Copy the blocks of ``todo`` until a None; report to ``done``."""

@@ -22,6 +22,7 @@ from oslo_log import log as logging
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import base
 from cs2os_agent.transfer import partial as transfer_partial
+from cs2os_agent.transfer import ranges as transfer_ranges
 
 LOG = logging.getLogger(__name__)
 
@@ -192,20 +193,54 @@ class PathSource(base.OverlaySource):
                 path=self.path, reason=exc.strerror
             ) from None
 
+    def read_ranges(self, ranges):
+        ranges = transfer_ranges.check_ranges(ranges)
+        transfer_ranges.check_within(ranges, self.size(), self.path)
+        out = []
+        try:
+            for offset, length in ranges:
+                data = os.pread(self._fd, length, offset)
+                while len(data) < length:  # a read stops at 2 GiB
+                    more = os.pread(self._fd, length - len(data),
+                                    offset + len(data))
+                    if not more:
+                        raise exception.SourceUnreadable(
+                            path=self.path, reason="the file ends at byte "
+                            "%d, in the range of %d bytes at offset %d"
+                            % (offset + len(data), length, offset))
+                    data += more
+                out.append(data)
+        except OSError as exc:
+            raise exception.SourceUnreadable(
+                path=self.path, reason=exc.strerror
+            ) from None
+        return out
+
     def size(self):
         return os.fstat(self._fd).st_size
 
-    def bytes_to_copy(self, offset=0):
-        return sum(n for _, n in data_extents(self._fd, self.size(), offset))
+    def _extents(self, offset, skip):
+        """The data extents to copy: from ``offset`` on, outside ``skip``."""
+        size = self.size()
+        if not skip:
+            return data_extents(self._fd, size, offset)
+        wanted = transfer_ranges.wanted(
+            offset, size, transfer_ranges.check_skip(skip))
+        # Each wanted range on its own: a skipped one is never even sought.
+        return (extent for start, end in wanted
+                for extent in data_extents(self._fd, end, start))
 
-    def copy_to(self, partial, monitor, offset=0):
+    def bytes_to_copy(self, offset=0, skip=()):
+        return sum(n for _, n in self._extents(offset, skip))
+
+    def copy_to(self, partial, monitor, offset=0, skip=()):
         copied = 0
         copier = _RangeCopier(self._fd, partial.fd, self._chunk_size)
         # The copy is durable when it returns: let the disk write while
         # the copy goes on instead of all at the final fsync.
         write_behind = transfer_partial.WriteBehind(partial.fd, offset)
         try:
-            for start, length in data_extents(self._fd, self.size(), offset):
+            for start, length in self._extents(offset, skip):
                 end = start + length
                 pos = start
                 while pos < end:

@@ -15,7 +15,9 @@ which remote files it may read, the remote commands that read them, and
 the parsing of their answers.  Every word of a remote command is quoted
 (the remote user's login shell parses it) and every request field is
 validated before use.  The host needs GNU coreutils (stat, realpath, head,
-tail, cat), as every CloudStack KVM host has.
+tail, cat; dd for ranges), as every CloudStack KVM host has.  Reads of
+byte ranges (``read_ranges``, a copy with ``skip``) run GNU dd, many
+ranges per connection: :mod:`cs2os_agent.transfer.sshranges`.
 """
 
 import dataclasses
@@ -29,7 +31,9 @@ from oslo_log import log as logging
 
 from cs2os_agent.common import exception
 from cs2os_agent.transfer import base
+from cs2os_agent.transfer import ranges as transfer_ranges
 from cs2os_agent.transfer import sshcmd
+from cs2os_agent.transfer import sshranges
 from cs2os_agent.transfer import stream
 
 LOG = logging.getLogger(__name__)
@@ -171,22 +175,47 @@ class SshSource(base.OverlaySource):
 
     # -- remote calls ------------------------------------------------------
 
-    def _argv(self, command):
+    def _argv(self, command, summary=None):
+        """``summary``: logged instead of a (long) remote command."""
         argv = sshcmd.build_argv(self.target, self.options, command)
         # Nothing secret on it: the key's path, never its content.
-        LOG.debug("Running %s", shlex.join(argv))
+        LOG.debug("Running %s", shlex.join(
+            argv if summary is None else argv[:-1] + [summary]))
         return argv
 
-    def _call(self, command, name):
+    def _run(self, command, name, summary=None):
+        """(stdout, stderr) of a short remote command that succeeded."""
         timeout = self.options.connect_timeout + self.options.stall_timeout
-        returncode, out, err = sshcmd.run(self._argv(command), timeout)
+        returncode, out, err = sshcmd.run(self._argv(command, summary),
+                                          timeout)
         if returncode is None:
             raise exception.SourceSshError(host=self.target.host,
                                            port=self.target.port, reason=err)
         if returncode != 0:
             raise sshcmd.command_error(self.target, self.options, name,
                                        returncode, err, self.describe())
-        return out
+        return out, err
+
+    def _call(self, command, name):
+        return self._run(command, name)[0]
+
+    def _ranges_command(self, real_path, ranges):
+        command = sshranges.command(real_path, ranges, STAT_FORMAT,
+                                    self.describe())
+        summary = "(dd of %d ranges, %d bytes, of %s)" % (
+            len(ranges), transfer_ranges.total(ranges), real_path)
+        return command, summary
+
+    def _check_unchanged(self, before, stderr, error, when, **names):
+        """Raise ``error`` unless the stat on ``stderr`` is ``before``."""
+        # Same size is not the same file: a write while it was read would
+        # leave a torn image.  The stat after must match the one before.
+        after = parse_stat_line(_last_line(stderr), before.real_path)
+        if after != before:
+            raise error(reason="the file changed %s (before: %s; after: %s)"
+                        % (when, before.identity(),
+                           after.identity() if after else "unknown"),
+                        **names)
 
     def _probe(self):
         out = self._call(probe_command(self.target.path), "stat")
@@ -222,24 +251,82 @@ class SshSource(base.OverlaySource):
             return header[:nbytes]
         return self._call(head_command(st.real_path, nbytes), "head")
 
+    def read_ranges(self, ranges):
+        ranges = transfer_ranges.check_ranges(ranges)
+        if not ranges:
+            return []
+        before = self._current()
+        shown = self.describe()
+        transfer_ranges.check_within(ranges, before.size, shown)
+        # Touching and overlapping ranges are read once; many ranges go
+        # in one connection (sshranges.batches says how many).
+        pieces = []
+        for batch in sshranges.batches(
+                before.real_path,
+                transfer_ranges.coalesce(ranges, sshranges.BATCH_BYTES),
+                STAT_FORMAT):
+            command, summary = self._ranges_command(before.real_path, batch)
+            out, err = self._run(command, "dd", summary)
+            expected = transfer_ranges.total(batch)
+            if len(out) != expected:
+                raise exception.SourceUnreadable(
+                    path=shown, reason="%d bytes arrived, %d expected: the "
+                    "file changed while it was read" % (len(out), expected))
+            self._check_unchanged(before, err, exception.SourceUnreadable,
+                                  "while it was read", path=shown)
+            view = memoryview(out)
+            position = 0
+            for start, end in batch:
+                pieces.append((start, view[position:position + end - start]))
+                position += end - start
+        return transfer_ranges.extract(pieces, ranges)
+
     def size(self):
         return self._current().size
 
-    def bytes_to_copy(self, offset=0):
-        # A plain byte stream: every byte of the file from offset on.
-        return max(self.size() - offset, 0)
+    def _wanted(self, before, offset, skip):
+        """The ranges a copy with ``skip`` reads; None: all from offset."""
+        if not skip:
+            return None
+        wanted = transfer_ranges.wanted(offset, before.size,
+                                        transfer_ranges.check_skip(skip))
+        if len(wanted) > sshranges.MAX_COPY_RANGES:
+            raise exception.InvalidSource(
+                source=self.describe(), reason="%d ranges to copy around "
+                "the skipped ones; at most %d in one copy" % (
+                    len(wanted), sshranges.MAX_COPY_RANGES))
+        # Nothing skipped after all: the plain stream (cat or tail).
+        return None if wanted == [(offset, before.size)] else wanted
 
-    def copy_to(self, partial, monitor, offset=0):
+    def bytes_to_copy(self, offset=0, skip=()):
         before = self._current()
-        expected = max(before.size - offset, 0)
-        process = stream.StreamProcess(
-            self._argv(copy_command(before.real_path, offset)),
-            self.describe())
+        wanted = self._wanted(before, offset, skip)
+        if wanted is None:
+            # A plain byte stream: every byte of the file from offset on.
+            return max(before.size - offset, 0)
+        return transfer_ranges.total(wanted)
+
+    def copy_to(self, partial, monitor, offset=0, skip=()):
+        before = self._current()
+        wanted = self._wanted(before, offset, skip)
+        if wanted is None:
+            expected = max(before.size - offset, 0)
+            argv = self._argv(copy_command(before.real_path, offset))
+            name = "tail" if offset else "cat"
+        else:
+            # One connection: the wanted ranges one after the other, each
+            # written at its own offset; the skipped ones stay holes.
+            expected = transfer_ranges.total(wanted)
+            argv = self._argv(*self._ranges_command(before.real_path,
+                                                    wanted))
+            name = "dd"
+        process = stream.StreamProcess(argv, self.describe())
         try:
             try:
                 moved = stream.pump(process, partial, offset, monitor,
                                     self.options.chunk_size,
-                                    self.options.stall_timeout)
+                                    self.options.stall_timeout,
+                                    ranges=wanted)
             except OSError as exc:  # this side: a full disk, an I/O error
                 raise exception.TransferFailed(
                     source=self.describe(), dest=partial.path,
@@ -256,23 +343,16 @@ class SshSource(base.OverlaySource):
         finally:
             process.close()
         if returncode != 0:
-            raise sshcmd.command_error(self.target, self.options,
-                                       "tail" if offset else "cat",
+            raise sshcmd.command_error(self.target, self.options, name,
                                        returncode, stderr, self.describe())
         if moved != expected:
             raise exception.TransferFailed(
                 source=self.describe(), dest=partial.path,
                 reason="%d bytes arrived, %d expected: the file changed "
                 "during the copy" % (moved, expected))
-        # Same size is not the same file: a write during the copy would
-        # leave a torn image.  The stat after must match the one before.
-        after = parse_stat_line(_last_line(stderr), before.real_path)
-        if after != before:
-            raise exception.TransferFailed(
-                source=self.describe(), dest=partial.path,
-                reason="the file changed during the copy (before: %s; "
-                "after: %s)" % (before.identity(),
-                                after.identity() if after else "unknown"))
+        self._check_unchanged(before, stderr, exception.TransferFailed,
+                              "during the copy", source=self.describe(),
+                              dest=partial.path)
         LOG.debug("Copied %d bytes of %s", moved, self.describe())
         return moved
 

@@ -281,7 +281,7 @@ def command_error(target, options, command, returncode, stderr, shown):
     stderr = _last_lines(stderr) or "(no error message)"
     if returncode == 127:
         stderr += "; the host needs GNU coreutils (stat, realpath, head, " \
-                  "tail, cat)"
+                  "tail, cat, dd)"
     return exception.SourceRemoteCommandFailed(
         command=command, host=target.host, port=target.port,
         exit_code=returncode, stderr=stderr)

@@ -5,7 +5,10 @@ writing the file to its stdout (``ssh host cat``): the data moves from the
 pipe into the file with ``splice`` (no copy through user space; a
 read/write loop through one reusable buffer where splice is refused), so
 memory does not grow with the file, and every chunk goes through the
-monitor (progress, bandwidth, cancel).
+monitor (progress, bandwidth, cancel).  A stream may also carry only some
+ranges of the file, one after another (a copy that leaves snapshot data
+out): each is written at its own offset, and what lies between them stays
+a hole.
 """
 
 import errno
@@ -82,8 +85,15 @@ class StreamProcess:
         self._stderr.close()
 
 
-def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
+def pump(process, partial, offset, monitor, chunk_size, stall_timeout,
+         ranges=None):
     """Move ``process``'s stdout into ``partial`` starting at ``offset``.
+
+    ``ranges``: the stream is these sorted ``(start, end)`` ranges of the
+    file one after another, each written at its own offset (what lies
+    between them is not touched: it stays a hole); None: the stream is
+    the file from ``offset`` on.  Bytes past the last range are counted,
+    never written.
 
     Returns the bytes moved.  Raises MigrationCancelled (the process is
     killed) or TransferFailed when no byte arrived for ``stall_timeout``
@@ -98,7 +108,8 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
         pass  # over /proc/sys/fs/pipe-max-size: the default still works
     mover = _Mover(src, dst, chunk_size)
     write_behind = _write_behind(dst, offset)
-    position = offset
+    places = _Places(offset, ranges)
+    moved = 0
     last_data = time.monotonic()
     try:
         while True:
@@ -112,10 +123,18 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
                         reason="no data for %d s" % stall_timeout,
                     )
                 continue
-            n = mover.move(position)
+            if places.position is None:  # past the last range
+                n = mover.discard()
+                if n == 0:
+                    return moved
+                moved += n
+                last_data = time.monotonic()
+                continue
+            n = mover.move(places.position, places.room)
             if n == 0:
-                return position - offset
-            position += n
+                return moved
+            moved += n
+            position = places.advance(n)
             write_behind.written(position)
             last_data = time.monotonic()
             partial.advanced(position)
@@ -123,6 +142,33 @@ def pump(process, partial, offset, monitor, chunk_size, stall_timeout):
     except exception.MigrationCancelled:
         process.stop()
         raise
+
+
+class _Places:
+    """Where the next bytes of the stream go in the file."""
+
+    def __init__(self, offset, ranges):
+        self.position = offset
+        self.room = None  # bytes left in the current range; None: no end
+        self._ranges = None
+        if ranges is not None:
+            self._ranges = iter([(start, end) for start, end in ranges
+                                 if end > start])
+            self._next()
+
+    def _next(self):
+        self.position, end = next(self._ranges, (None, None))
+        self.room = None if end is None else end - self.position
+
+    def advance(self, n):
+        """``n`` bytes were written: the end of them."""
+        self.position += n
+        written = self.position
+        if self.room is not None:
+            self.room -= n
+            if self.room == 0:
+                self._next()
+        return written
 
 
 class _Mover:
@@ -135,25 +181,34 @@ class _Mover:
         self._splice = USE_SPLICE
         self._view = None  # allocated only if splice is refused
 
-    def move(self, position):
-        """Bytes moved (0 at the end of the stream)."""
+    def move(self, position, limit=None):
+        """Bytes moved (0 at the end of the stream), at most ``limit``."""
+        count = self._chunk_size if limit is None else min(
+            self._chunk_size, limit)
         if self._splice:
             try:
                 # The kernel moves the pages; Python never touches the data
                 # (measured 1-12% faster than read/write into a file, with
                 # ssh's two ends on the same 2 cores).
-                return os.splice(self._src, self._dst, self._chunk_size,
+                return os.splice(self._src, self._dst, count,
                                  offset_dst=position)
             except OSError as exc:
                 if exc.errno not in _NO_SPLICE:
                     raise
                 LOG.debug("splice refused (%s); using read/write", exc)
                 self._splice = False
-        if self._view is None:
-            self._view = memoryview(bytearray(self._chunk_size))
-        n = os.readv(self._src, [self._view])
+        n = os.readv(self._src, [self._buffer()[:count]])
         written = 0
         while written < n:
             written += os.pwrite(self._dst, self._view[written:n],
                                  position + written)
         return n
+
+    def discard(self):
+        """Read what the pipe holds and drop it; bytes read."""
+        return os.readv(self._src, [self._buffer()])
+
+    def _buffer(self):
+        if self._view is None:
+            self._view = memoryview(bytearray(self._chunk_size))
+        return self._view

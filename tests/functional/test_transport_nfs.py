@@ -15,7 +15,9 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from cs2os_agent.transfer import nfs
 from tests.functional import test_agent_migration as migration_tests
+from tests.functional import test_transport_ranges as ranges_checks
 from tools.testbed import harness
 from tools.testbed import images
 from tools.testbed import nfsd
@@ -298,3 +300,34 @@ def test_two_nfsv4_copies_at_once_in_one_agent(slow_nfs_agent, agent_api,
         assert call.result["seconds"] > 2
         qemu_img.compare(vol.reference, call.result["staged_path"], "qcow2",
                          "qcow2")
+
+
+# -- ranged reads and copies around skipped ranges, in this process -----------
+
+
+@pytest.fixture(scope="module")
+def ranges_file(nfs_root):
+    directory = os.path.join(nfs_root, "mnt", "ranges-pool")
+    return ranges_checks.make_file(directory)
+
+
+def in_process_source(ganesha4, connections=1):
+    """The transport itself, on the real libnfs, path below the export."""
+    return nfs.NfsSource("127.0.0.1", PSEUDO, "/ranges-pool/overlay", (4,),
+                         30, MiB, nfs_port=ganesha4.port,
+                         connections=connections)
+
+
+def test_read_ranges_over_nfs(ganesha4, ranges_file):
+    _, data = ranges_file
+    with in_process_source(ganesha4) as src:
+        ranges_checks.check_ranged_reads(src, data, count=5000)
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_copy_around_skipped_ranges_over_nfs(ganesha4, ranges_file, workdir,
+                                             connections):
+    _, data = ranges_file
+    ranges_checks.check_skipping_copies(
+        lambda: in_process_source(ganesha4, connections), data, workdir,
+        "nfs-%d" % connections)

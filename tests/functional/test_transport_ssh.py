@@ -18,6 +18,8 @@ import pytest
 
 from cs2os_agent import qemu_img
 from cs2os_agent.common import exception
+from cs2os_agent.transfer import sshcmd
+from tests.functional import test_transport_ranges as ranges_checks
 from tests.functional.checks import sync_expecting
 from tests.functional.test_agent_migration import console
 from tools.testbed import harness
@@ -342,3 +344,77 @@ def test_cancel_mid_copy(agents, server, cloudstack_root, agent_api, ctxt,
     assert images.dir_state(inst.instance_dir) == before
     # The agent killed its ssh; nothing keeps reading the host's file.
     no_ssh_left(server, timeout=5)
+
+
+# -- ranged reads and copies around skipped ranges, in this process -----------
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """The remote command of every ssh the transport runs."""
+    commands = []
+    real = sshcmd.build_argv
+
+    def counting(target, options, command):
+        commands.append(command)
+        return real(target, options, command)
+
+    monkeypatch.setattr(sshcmd, "build_argv", counting)
+    return commands
+
+
+@pytest.fixture(scope="module")
+def ranges_file(workdir):
+    directory = os.path.join(workdir, "ranges-ssh", "pool")
+    return directory, ranges_checks.make_file(directory, "it's a $(vol)")
+
+
+# root logs in to bash, the test user to /bin/sh (dash).
+@pytest.mark.parametrize("user", ["root", sshd.TEST_USER])
+def test_read_ranges_batches_many_ranges_per_connection(
+        server, ranges_file, connections, user):
+    directory, (filename, data) = ranges_file
+    src = ranges_checks.ssh_source(server, filename, [directory], user)
+    ranges_checks.check_ranged_reads(src, data)
+    # The probe, one connection for the 500 ranges, none for the refusals.
+    assert len(connections) == 2
+    # 5000 small ranges, none touching another: a dd each, in few
+    # connections whose commands stay far below the 128 KiB limit.
+    del connections[:]
+    asked = [(offset, 512) for offset in range(0, 5000 * 2048, 2048)]
+    asked.reverse()
+    got = src.read_ranges(asked)
+    assert got == [data[o:o + n] for o, n in asked]
+    assert 2 <= len(connections) <= 4
+    assert max(len(c) for c in connections) <= 64 * 1024
+    assert not server.client_processes()
+
+
+@pytest.mark.parametrize("user", ["root", sshd.TEST_USER])
+def test_copy_around_skipped_ranges_in_one_connection(
+        server, ranges_file, workdir, connections, user):
+    directory, (filename, data) = ranges_file
+    ranges_checks.check_skipping_copies(
+        lambda: ranges_checks.ssh_source(server, filename, [directory], user),
+        data, workdir, "ssh-%s" % user)
+    # Per copy: the probe, then one connection streaming every range.
+    assert len(connections) == 2 * 4
+    assert sum("cs2os_dd" in c for c in connections) == 3
+    assert not server.client_processes()
+
+
+def test_ranged_read_of_a_changed_file_is_refused(server, workdir):
+    directory = os.path.join(workdir, "ranges-ssh", "changing")
+    filename, data = ranges_checks.make_file(directory)
+    src = ranges_checks.ssh_source(server, filename, [directory])
+    assert src.read_ranges([(0, 4)]) == [data[:4]]
+    with open(filename, "r+b") as f:  # written to after the probe
+        f.write(b"new!")
+    os.utime(filename, ns=(1, 2))
+    with pytest.raises(exception.SourceUnreadable,
+                       match="changed while it was read"):
+        src.read_ranges([(0, 4)])
+    os.truncate(filename, 1000)  # and then it shrank
+    with pytest.raises(exception.SourceUnreadable,
+                       match="0 bytes arrived, 4 expected"):
+        src.read_ranges([(len(data) - 4, 4)])
