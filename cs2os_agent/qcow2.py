@@ -24,6 +24,9 @@ class Header:
     # The backing file name the header records, as the CloudStack host
     # sees it: the real chain, never guessed from names.
     backing_file: str = None
+    # Internal snapshots (CloudStack VM snapshots on KVM) the file holds.
+    snapshots: int = 0
+    version: int = 3
 
 
 def _backing_file_name(data):
@@ -51,6 +54,11 @@ def _detect(data):
 def _version(data):
     """The header's version field (bytes 4-7, big-endian)."""
     return struct.unpack_from(">I", data, 4)[0]
+
+
+def _snapshot_count(data):
+    """The header's nb_snapshots field (bytes 60-63, big-endian)."""
+    return struct.unpack_from(">I", data, 60)[0]
 
 
 def inspect_header(data, shown_path):
@@ -93,4 +101,18 @@ def inspect_header(data, shown_path):
         inspector.virtual_size,
         has_backing,
         _backing_file_name(data) if has_backing else None,
+        snapshots=_snapshot_count(data),
+        version=_version(data),
     )
+
+
+def same_header(path, source_header, what="overlay"):
+    """The source may have changed after the pre-flight: judge the copy."""
+    with open(path, "rb") as f:
+        header = inspect_header(f.read(HEADER_BYTES), path)
+    if header != source_header:
+        raise exception.TransferFailed(
+            source=path, dest=path,
+            reason="the %s header changed during the copy" % what,
+        )
+    return header

@@ -7,10 +7,10 @@ nothing else about the file can surprise Nova or qemu later: the format is
 qcow2, no external data file, no larger than the instance disk, and its only
 backing file is D.
 
-A chain with layers between the template and the volume (A -> I1 -> ...
--> In -> B, e.g. left by an interrupted volume snapshot) takes one more
-step: the layers are copied too and merged into the copy of A (_merge), so
-the template stays D and the layers' data travels with A's.
+A chain with layers between the template and the volume takes one more
+step (agent/layers.py), and so does a file with internal snapshots
+(agent/snapshots.py): only what its current state needs is copied, and the
+snapshots are dropped from the copy unless the request keeps them.
 """
 
 import dataclasses
@@ -24,7 +24,8 @@ from oslo_log import log as logging
 
 from cs2os_agent import qcow2
 from cs2os_agent import qemu_img
-from cs2os_agent.agent import layout
+from cs2os_agent.agent import layers as chain_layers
+from cs2os_agent.agent import snapshots
 from cs2os_agent.common import exception
 from cs2os_agent.common import fileutils
 from cs2os_agent.transfer import partial as transfer_partial
@@ -149,91 +150,8 @@ def verify(path, reference, checked=False):
     return info
 
 
-def check_layer_count(layers):
-    """Refuse a chain with more layers than a stage takes (cheap: before
-    any source is opened)."""
-    if len(layers) > layout.MAX_LAYERS:
-        raise exception.InvalidSource(
-            source="layers", reason="%d layers between the template and the "
-            "volume; at most %d are supported"
-            % (len(layers), layout.MAX_LAYERS))
-
-
-def chain_fingerprint(source, layers=()):
-    """The identity of what a stage copies: ``source``'s fingerprint, plus
-    its layers' (top-down) when there are any, so a staged file made from
-    one chain is never taken for another's."""
-    fingerprint = source.fingerprint()
-    if layers:
-        fingerprint = dict(fingerprint,
-                           layers=[layer.fingerprint() for layer in layers])
-    return fingerprint
-
-
-def inspect_layers(source, header, layers, reference):
-    """Check every layer's header before a byte moves; their Headers.
-
-    ``layers`` top-down: the first is the file ``source``'s header names as
-    its backing file, each next one the file the one above names.  A
-    layer must be a safe qcow2 (qcow2.inspect_header), have a backing file
-    of its own (the template is below it), be no larger than the instance
-    disk, and be named by the file above it; no file may come twice.
-    """
-    check_layer_count(layers)
-    if not layers:
-        return []
-    if not header.has_backing:
-        raise exception.InvalidSource(
-            source=source.describe(),
-            reason="the overlay has no backing file, so no layer can lie "
-            "below it (%d given)" % len(layers))
-
-    def identity(fingerprint):  # which file, whatever its content
-        return tuple(sorted((key, value) for key, value in fingerprint.items()
-                            if key not in ("size", "mtime", "mtime_ns")))
-
-    seen = {identity(source.fingerprint()): "the overlay"}
-    above, above_header = "the overlay", header
-    headers = []
-    for n, layer in enumerate(layers):
-        name = "layer %d (%s)" % (n, layer.describe())
-        layer_header = qcow2.inspect_header(
-            layer.read_header(qcow2.HEADER_BYTES), name)
-        if not layer_header.has_backing:
-            raise exception.InvalidSource(
-                source=name,
-                reason="it has no backing file; a layer lies between the "
-                "template and the volume, so it must name the next file "
-                "down the chain")
-        if layer_header.virtual_size > reference.virtual_size:
-            raise exception.OverlayTooLarge(
-                "%s: virtual size %d bytes exceeds the instance disk's %d "
-                "bytes" % (name, layer_header.virtual_size,
-                           reference.virtual_size),
-                overlay_size=layer_header.virtual_size,
-                disk_size=reference.virtual_size)
-        fingerprint = layer.fingerprint()
-        if identity(fingerprint) in seen:
-            raise exception.InvalidSource(
-                source=name,
-                reason="it is the same file as %s" % seen[identity(
-                    fingerprint)])
-        seen[identity(fingerprint)] = name
-        named, path = above_header.backing_file, fingerprint.get("path")
-        if named and path and (os.path.basename(named)
-                               != os.path.basename(path)):
-            raise exception.InvalidSource(
-                source=name,
-                reason="%s names %s as its backing file, not this file: "
-                "layers go top-down, the first one named by the overlay"
-                % (above, named))
-        headers.append(layer_header)
-        above, above_header = name, layer_header
-    return headers
-
-
 def stage(source, files, reference, make_monitor, checkpoint_bytes,
-          layers=()):
+          layers=(), keep_snapshots=False):
     """Copy ``source`` into the instance dir and publish it as ``staged``.
 
     The copy lands in ``disk.cs2os-staged.part`` and is renamed to
@@ -243,8 +161,10 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes,
     crash the partial file is removed and nothing else in the directory has
     changed.  ``make_monitor(total)`` returns the TransferMonitor.
     ``layers``: the chain's layers below ``source``, top-down (see
-    inspect_layers), copied first to ``disk.cs2os-layer-<n>`` (resumable
-    as the overlay is), merged into the copy (_merge) and removed.
+    layers.inspect), copied first to ``disk.cs2os-layer-<n>`` (resumable
+    as the overlay is), merged into the copy (layers.merge) and removed.
+    ``keep_snapshots``: copy the whole file and keep its internal
+    snapshots; else only what the current state needs (snapshots.plan).
     """
     header = qcow2.inspect_header(
         source.read_header(qcow2.HEADER_BYTES), source.describe()
@@ -255,7 +175,11 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes,
             overlay_size=header.virtual_size,
             disk_size=reference.virtual_size,
         )
-    layer_headers = inspect_layers(source, header, layers, reference)
+    layer_headers = chain_layers.inspect(source, header, layers, reference)
+    if keep_snapshots and header.snapshots:
+        snapshots.check_keep(header, reference.virtual_size, layers)
+    plan = snapshots.plan(source, header, keep=keep_snapshots)
+    skip = {"skip": plan.skip} if plan.skip else {}
     copies = [
         transfer_partial.PartialFile(
             files.layer(n), files.layer_meta(n), layer.fingerprint(),
@@ -267,37 +191,44 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes,
         layer_total = sum(layers[n].bytes_to_copy(offset)
                           for n, offset in enumerate(layer_offsets))
     except BaseException:
-        _discard_layers(files, copies)
+        chain_layers.discard(files, copies)
         raise
+    # A partial copy with holes where snapshot data was is never resumed
+    # as a whole one, nor the other way round.
     partial = transfer_partial.PartialFile(
-        files.partial, files.partial_meta, source.fingerprint(),
+        files.partial, files.partial_meta,
+        dict(source.fingerprint(), **plan.fingerprint_key()),
         checkpoint_bytes,
     )
     offset = partial.resume_offset()
     if offset:
         LOG.info("Resuming the copy of %s at byte %d", source.describe(),
                  offset)
-    monitor = make_monitor(source.bytes_to_copy(offset) + layer_total)
+    monitor = make_monitor(source.bytes_to_copy(offset, **skip)
+                           + layer_total)
     started = time.monotonic()
     merge = None
     if layers:
-        merge = functools.partial(_merge, files, len(layers), reference,
-                                  header.virtual_size)
+        merge = functools.partial(chain_layers.merge, files, len(layers),
+                                  reference, header.virtual_size)
     try:
-        layer_copied = _copy_layers(layers, layer_headers, copies,
-                                    layer_offsets, monitor)
+        layer_copied = chain_layers.copy(layers, layer_headers, copies,
+                                         layer_offsets, monitor)
         partial.open(offset)
-        copied = source.copy_to(partial, monitor, offset)
+        copied = source.copy_to(partial, monitor, offset, **skip)
         monitor.check_cancelled()
         partial.finish(source.size())
         copy_seconds = time.monotonic() - started
-        info = _adopt(files.partial, header, reference, merge)
+        if plan.drops:
+            # The copy changes from here on: a crash starts it over.
+            fileutils.remove_if_exists(files.partial_meta)
+        info = _adopt(files.partial, header, reference, merge, plan)
         os.rename(files.partial, files.staged)
         fileutils.remove_if_exists(files.partial_meta)
         fileutils.fsync_dir(files.instance_dir)
     except BaseException:
         partial.discard()
-        _discard_layers(files, copies)
+        chain_layers.discard(files, copies)
         raise
     monitor.finish()
     elapsed = time.monotonic() - started
@@ -325,87 +256,19 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes,
             "the overlay has no backing file (CloudStack FAT/SPARSE "
             "provisioning): it was copied whole and stays standalone"
         )
+    if plan.snapshots:
+        result["internal_snapshots"] = plan.result()
     return result
 
 
-def _same_header(path, source_header, what="overlay"):
-    """The source may have changed after the pre-flight: judge the copy."""
-    with open(path, "rb") as f:
-        header = qcow2.inspect_header(f.read(qcow2.HEADER_BYTES), path)
-    if header != source_header:
-        raise exception.TransferFailed(
-            source=path, dest=path,
-            reason="the %s header changed during the copy" % what,
-        )
-    return header
-
-
-def _copy_layers(layers, headers, copies, offsets, monitor):
-    """Copy every layer to its ``disk.cs2os-layer-<n>``; bytes moved."""
-    copied = 0
-    for n, layer in enumerate(layers):
-        copy, offset = copies[n], offsets[n]
-        if offset:
-            LOG.info("Resuming the copy of layer %d (%s) at byte %d", n,
-                     layer.describe(), offset)
-        copy.open(offset)
-        copied += layer.copy_to(copy, monitor, offset)
-        monitor.check_cancelled()
-        copy.finish(layer.size())
-        _same_header(copy.path, headers[n], "layer %d" % n)
-    return copied
-
-
-def _merge(files, count, reference, virtual_size, path):
-    """Fold the layer copies into ``path`` and leave it on D alone.
-
-    First the chain is linked, headers only and bottom up (each backing
-    file named already exists and names its own): layer n-1 onto D, each
-    layer onto the next, ``path`` onto layer 0.  That is the volume's own
-    chain with D for the template (equal guest bytes).  Then a safe rebase
-    of ``path`` onto D: qemu-img writes into it every cluster the chain
-    above D holds and ``path`` does not, so the guest view is unchanged.
-    """
-    # From here on the copies change: a crash must start them over, not
-    # resume them, so their checkpoints go first.
-    for n in range(count):
-        fileutils.remove_if_exists(files.layer_meta(n))
-    fileutils.remove_if_exists(files.partial_meta)
-    below, below_format = reference.base_path, reference.base_format
-    for n in reversed(range(count)):
-        qemu_img.rebase(files.layer(n), "qcow2", below, below_format,
-                        unsafe=True)
-        below, below_format = files.layer(n), "qcow2"
-    qemu_img.rebase(path, "qcow2", below, below_format, unsafe=True)
-    # Judge the metadata before the safe rebase reads and writes it.
-    for name in [files.layer(n) for n in range(count)] + [path]:
-        qemu_img.check(name, "qcow2")
-    # Each cluster ``path`` lacks is read in the old chain and in D.
-    qemu_img.rebase(path, "qcow2", reference.base_path,
-                    reference.base_format, unsafe=False,
-                    reads=2 * virtual_size)
-    for name in files.layers():  # with any an earlier stage left
-        fileutils.remove_if_exists(name)
-    LOG.info("Merged %d layers into %s", count, path)
-
-
-def _discard_layers(files, copies):
-    """Remove the layer copies and their sidecars (any left by an earlier
-    stage too)."""
-    for copy in copies:
-        copy.discard()
-    if copies:
-        for name in files.layers():
-            fileutils.remove_if_exists(name)
-
-
-def _adopt(path, source_header, reference, merge=None):
+def _adopt(path, source_header, reference, merge=None, plan=None):
     """Rebase the finished copy onto D, grow it, verify it; return info.
 
     ``merge(path)``, for a chain with layers, takes the unsafe rebase's
-    place: it folds the layers in and leaves ``path`` on D.
+    place: it folds the layers in and leaves ``path`` on D.  ``plan``
+    (snapshots.Plan) says whether its internal snapshots go first.
     """
-    header = _same_header(path, source_header)
+    header = qcow2.same_header(path, source_header)
     if merge is not None:
         merge(path)
     elif header.has_backing:
@@ -413,6 +276,9 @@ def _adopt(path, source_header, reference, merge=None):
             path, "qcow2", reference.base_path, reference.base_format,
             unsafe=True,
         )
+    if plan is not None and plan.drops:
+        # On D by now: qemu-img opens the backing file to check the image.
+        snapshots.drop(path, plan)
     if header.virtual_size < reference.virtual_size:
         # Judge the metadata before resize writes into it: a corrupt image
         # must be reported as corrupt, not as a failed resize.

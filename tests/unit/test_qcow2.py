@@ -77,7 +77,7 @@ def test_a_version_2_overlay_has_no_feature_bits_to_refuse():
     assert backing[7] & INCOMPAT_DATA_FILE
     h = qcow2.inspect_header(qcow2_v2_header(backing), "/v")
     assert h == qcow2.Header(virtual_size=64 * MiB, has_backing=True,
-                             backing_file="/mnt/p/dtemplate")
+                             backing_file="/mnt/p/dtemplate", version=2)
 
 
 def test_a_version_3_header_keeps_the_data_file_check():

@@ -11,6 +11,7 @@ import types
 import pytest
 
 from cs2os_agent import qemu_img
+from cs2os_agent.agent import layers as layers_mod
 from cs2os_agent.agent import layout
 from cs2os_agent.agent import manager
 from cs2os_agent.agent import overlay
@@ -246,8 +247,8 @@ def test_a_failed_merge_removes_the_layer_copies(files, qemu, monkeypatch):
 
 def test_chain_fingerprint():
     source, layers = chain(2)
-    assert overlay.chain_fingerprint(source) == source.fingerprint()
-    combined = overlay.chain_fingerprint(source, layers)
+    assert layers_mod.chain_fingerprint(source) == source.fingerprint()
+    combined = layers_mod.chain_fingerprint(source, layers)
     assert combined == dict(source.fingerprint(), layers=[
         layer.fingerprint() for layer in layers])
 
@@ -274,11 +275,16 @@ def test_rpc_sends_layers_only_with_1_2(monkeypatch):
     api.sync_overlay(None, "h", "m", "u", source)
     api.sync_overlay(None, "h", "m", "u", source, layers=[])
     api.sync_overlay(None, "h", "m", "u", source, layers=[layer])
+    api.sync_overlay(None, "h", "m", "u", source, keep_snapshots=False)
+    api.sync_overlay(None, "h", "m", "u", source, layers=[layer],
+                     keep_snapshots=True)
     plain = {"migration_id": "m", "instance_uuid": "u", "source": source}
     assert calls == [("1.0", plain), ("1.0", plain),
-                     ("1.2", dict(plain, layers=[layer]))]
-    assert rpcapi.RPC_API_VERSION == "1.2"
-    assert manager.AgentManager.target.version == "1.2"
+                     ("1.2", dict(plain, layers=[layer])), ("1.0", plain),
+                     ("1.3", dict(plain, layers=[layer],
+                                  keep_snapshots=True))]
+    assert rpcapi.RPC_API_VERSION == "1.3"
+    assert manager.AgentManager.target.version == "1.3"
 
 
 def test_the_safe_rebase_runs_under_data_limits(run):
