@@ -335,3 +335,14 @@ def allocated_bytes(path, fmt):
         for extent in map(path, fmt)
         if extent.get("data") and extent.get("depth") == 0
     )
+
+
+
+def snapshot_delete(path, fmt, name):
+    """Delete the internal snapshot named *name* (qemu-img finds it by
+    name; with several of that name, the first); its clusters are freed,
+    not read.  The backing file is not opened (``backing: null``): it
+    may be a path that exists only on another host."""
+    spec = {"driver": fmt, "backing": None,
+            "file": {"driver": "file", "filename": path}}
+    _execute(["snapshot", "-d", name, "json:" + json.dumps(spec)])

@@ -18,6 +18,7 @@ import cs2os_agent
 from cs2os_agent import qemu_img
 from cs2os_agent import transfer
 from cs2os_agent.agent import domain
+from cs2os_agent.agent import layers as chain_layers
 from cs2os_agent.agent import layout
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
@@ -139,10 +140,13 @@ class AgentManager:
         }
 
     def sync_overlay(self, context, migration_id, instance_uuid, source,
-                     layers=None):
+                     layers=None, keep_snapshots=False):
         """``layers`` (1.2): source dicts of the chain's layers between the
-        template and ``source``, top-down; merged into the staged file."""
+        template and ``source``, top-down; merged into the staged file.
+        ``keep_snapshots`` (1.3): copy the whole file and keep its internal
+        snapshots, instead of the current state's data alone."""
         layers = self._layer_requests(layers)
+        keep_snapshots = bool(keep_snapshots)
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             reference = overlay.reference_for(
@@ -157,7 +161,9 @@ class AgentManager:
                     for layer in layers
                 ]
                 # The overlay's alone without layers, as before 1.2.
-                fingerprint = overlay.chain_fingerprint(src, layer_srcs)
+                fingerprint = chain_layers.chain_fingerprint(src, layer_srcs)
+                if keep_snapshots:  # another staged file than without
+                    fingerprint = dict(fingerprint, keep_snapshots=True)
                 reused = self._reusable_staged(
                     files, migration_id, fingerprint, reference
                 )
@@ -191,6 +197,7 @@ class AgentManager:
                         ),
                         self.conf.transfer.checkpoint_mib * 1024 * 1024,
                         layers=layer_srcs,
+                        keep_snapshots=keep_snapshots,
                     )
                 finally:
                     self._cancel_events.pop(migration_id, None)
@@ -271,7 +278,7 @@ class AgentManager:
         if not isinstance(layers, (list, tuple)):
             raise exception.InvalidSource(
                 source="layers", reason="layers must be a list of sources")
-        overlay.check_layer_count(layers)
+        chain_layers.check_count(layers)
         return list(layers)
 
     def _reusable_staged(self, files, migration_id, fingerprint, reference):

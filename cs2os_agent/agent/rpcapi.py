@@ -8,6 +8,9 @@ API version history:
           abort_mirror.
     1.2 - sync_overlay takes layers: the chain's layers between the
           template and the overlay, merged into the staged file.
+    1.3 - sync_overlay takes keep_snapshots: copy the whole file and keep
+          its internal snapshots (else they are dropped, and the data only
+          they need is not copied).
 """
 
 import oslo_messaging as messaging
@@ -18,7 +21,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.2"
+RPC_API_VERSION = "1.3"
 
 
 class AgentAPI:
@@ -53,16 +56,19 @@ class AgentAPI:
         )
 
     def sync_overlay(self, context, host, migration_id, instance_uuid, source,
-                     layers=None):
+                     layers=None, keep_snapshots=False):
         """``layers``: source dicts (as ``source``) of the chain's layers
         between the template and the overlay, top-down: the first is the
         file the overlay's header names, the last the one that names the
         template.  Sent (1.2) only when there are any, so a 1.0 agent
-        still takes a call without layers."""
+        still takes a call without layers.  ``keep_snapshots`` likewise
+        (1.3), sent only when true."""
         kwargs = {}
         version = "1.0"
         if layers:
             kwargs["layers"], version = list(layers), "1.2"
+        if keep_snapshots:
+            kwargs["keep_snapshots"], version = True, "1.3"
         return self._prepare(host, long_running=True, version=version).call(
             context,
             "sync_overlay",

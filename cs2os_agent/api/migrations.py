@@ -41,7 +41,8 @@ PROJECT_RESULT = (
     "project", "flavor_chosen_by", "image_reused", "nics", "dropped_nics",
     "identity", "keypair", "security_groups", "warnings", "server_id",
     "rolled_back", "rollback_incomplete", "source_stopped",
-    "source_deleted", "source_unmanaged", "committed_failure")
+    "source_deleted", "source_unmanaged", "committed_failure",
+    "internal_snapshots")
 
 
 def view(record, with_events=True, details=True):
@@ -62,6 +63,7 @@ def view(record, with_events=True, details=True):
     body["networks"] = options.get("networks") or {}
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     body["config_drive"] = bool(options.get("config_drive"))
+    body["keep_snapshots"] = bool(options.get("keep_snapshots"))
     if record.get("mode") == states.WARM:
         body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.

@@ -128,6 +128,9 @@ def _migration(with_events):
         "config_drive": {"type": "boolean",
                          "description": "the Nova server has a config "
                                         "drive"},
+        "keep_snapshots": {"type": "boolean",
+                           "description": "the root volume's internal "
+                                          "snapshots were asked to be kept"},
         "cutover": {"type": "string", "enum": list(states.CUTOVERS),
                     "description": "warm migrations only"},
         "cutover_method": {

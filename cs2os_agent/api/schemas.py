@@ -75,6 +75,13 @@ CREATE_MIGRATION = {
                                    "for a guest whose cloud-init cannot "
                                    "reach a metadata service (default "
                                    "false)"},
+                "keep_snapshots": {
+                    "type": "boolean",
+                    "description": "cold only: copy the root volume whole "
+                                   "and keep its internal qcow2 snapshots "
+                                   "(CloudStack VM snapshots) in the disk; "
+                                   "by default they are dropped and only "
+                                   "the current state's data is copied"},
                 "project": _PROJECT,
             },
             "required": ["source"],

@@ -65,8 +65,9 @@ class ConductorManager:
                 return self._replay(first, req, key)
         options = {"networks": req["networks"],
                    "drop_unmapped_nics": req["drop_unmapped_nics"]}
-        if req.get("config_drive"):
-            options["config_drive"] = True
+        for name in ("config_drive", "keep_snapshots"):
+            if req.get(name):
+                options[name] = True
         for name in ("cutover", "cutover_method", "project"):
             if req.get(name) is not None:
                 options[name] = req[name]

@@ -21,6 +21,10 @@ _FIELDS = {
     # The Nova server gets a config drive, for guests whose cloud-init
     # cannot reach a metadata service.
     "config_drive": bool,
+    # Copy the root volume whole and keep its internal qcow2 snapshots
+    # (CloudStack VM snapshots) in the disk; else they are dropped and
+    # the data only they need is not copied.
+    "keep_snapshots": bool,
     "cutover": str,
     "cutover_method": str,
     # The Keystone project (id or name) the server lands in, instead of
@@ -89,6 +93,7 @@ def validate(request):
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
         "config_drive": bool(request.get("config_drive", False)),
+        "keep_snapshots": bool(request.get("keep_snapshots", False)),
         "project": clean_project(request.get("project")),
     }
     key = request.get("idempotency_key")
@@ -99,6 +104,10 @@ def validate(request):
                 reason="idempotency_key must be 1 to 255 printable ASCII "
                 "characters")
         validated["idempotency_key"] = key
+    if validated["keep_snapshots"] and mode == states.WARM:
+        raise exception.Invalid(
+            reason="keep_snapshots applies to cold migrations only: a warm "
+            "migration mirrors the volume's current state")
     if mode == states.WARM:
         validated["cutover"] = cutover
         validated["cutover_method"] = method

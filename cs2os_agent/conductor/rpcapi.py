@@ -15,6 +15,8 @@ API version history:
           cutover_method.
     1.3 - Owners: create_migration takes "project" (the Keystone project
           the server lands in) and "config_drive": bool.
+    1.4 - create_migration takes "keep_snapshots": bool (keep the root
+          volume's internal qcow2 snapshots in the migrated disk).
 """
 
 import oslo_messaging as messaging
@@ -22,7 +24,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.3"
+RPC_API_VERSION = "1.4"
 
 
 class ConductorAPI:
@@ -46,7 +48,8 @@ class ConductorAPI:
         "cutover_method": "shutdown" or "force" (warm only, 1.2),
         "delete_source": bool, "networks": {CloudStack network: Neutron
         network}, "drop_unmapped_nics": bool, "project": Keystone project
-        id or name (1.3), "config_drive": bool (1.3)}.
+        id or name (1.3), "config_drive": bool (1.3), "keep_snapshots":
+        bool (1.4)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -56,6 +59,8 @@ class ConductorAPI:
             version = "1.2"
         if {"project", "config_drive"} & set(request):
             version = "1.3"
+        if "keep_snapshots" in request:
+            version = "1.4"
         return self._call(context, "create_migration", version=version,
                           request=request)
 

@@ -113,13 +113,14 @@ class Client:
                          delete_source=None, networks=None,
                          drop_unmapped_nics=None, cutover=None,
                          cutover_method=None, project=None,
-                         config_drive=None):
+                         config_drive=None, keep_snapshots=None):
         """POST a migration; only the given optional fields are sent."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
                     "drop_unmapped_nics": drop_unmapped_nics,
                     "config_drive": config_drive,
+                    "keep_snapshots": keep_snapshots,
                     "cutover": cutover, "cutover_method": cutover_method,
                     "project": project}
         request.update({k: v for k, v in optional.items() if v is not None})

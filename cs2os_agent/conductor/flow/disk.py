@@ -24,7 +24,8 @@ def sync(ctx):
             result = agentcall.call(
                 ctx, "sync", "sync_overlay", ctx.id,
                 resources["server_id"], resources["overlay_source"],
-                resources.get("layers") or None)
+                resources.get("layers") or None,
+                bool((ctx.migration["options"] or {}).get("keep_snapshots")))
             break
         except exception.MigrationBusy as exc:
             # Our own copy, started before a conductor restart, is still
@@ -36,6 +37,9 @@ def sync(ctx):
     ctx.save(bytes_done=result["bytes_copied"],
              bytes_total=result["bytes_copied"])
     ctx.result(sync=result)
+    if result.get("internal_snapshots"):
+        # What the agent found and did, in place of what validate expected.
+        ctx.result(internal_snapshots=result["internal_snapshots"])
 
 
 def swap(ctx):

@@ -52,6 +52,7 @@ def validate(ctx):
             "between it and its template; a warm migration mirrors the "
             "volume onto the template only: use mode cold"
             % (vm["name"], len(layers)))
+    snapshots = _snapshots(ctx, vm, header, layers)
     project, project_chosen_by = owner.target_project(ctx, vm)
     owner.check_access(ctx, project)
     flavor, chosen_by = _flavor(ctx, vm, header.virtual_size)
@@ -72,6 +73,8 @@ def validate(ctx):
              active_source=vm["id"])
     if dropped:
         ctx.result(dropped_nics=dropped)
+    if snapshots:
+        ctx.result(internal_snapshots=snapshots)
     ctx.result(flavor_chosen_by=chosen_by)
     ctx.resource(
         nic_plan=nic_plan,
@@ -84,6 +87,34 @@ def validate(ctx):
         layers=layers,
         source_state_at_start=vm["state"],
     )
+
+
+def _snapshots(ctx, vm, header, layers):
+    """What becomes of the root volume's internal snapshots (CloudStack VM
+    snapshots), None if it has none; refuses keep_snapshots where they
+    cannot be kept.  The agent's sync result says more once it copied."""
+    if not header.snapshots:
+        return None
+    keep = bool((ctx.migration["options"] or {}).get("keep_snapshots"))
+    if keep and layers:
+        raise exception.Invalid(
+            reason="the root volume of CloudStack VM %s has %d layer(s) "
+            "between it and its template: merging them rewrites its current "
+            "state only, so its %d internal snapshots cannot be kept; "
+            "migrate without keep_snapshots" % (
+                vm["name"], len(layers), header.snapshots))
+    if ctx.migration["mode"] == states.WARM:
+        note = ("a warm migration mirrors the current state: Nova cannot "
+                "use internal snapshots, and they were left behind in "
+                "CloudStack")
+    elif keep:
+        note = "to be kept in the disk, as the request asked"
+    else:
+        note = ("Nova cannot use internal snapshots: the current state is "
+                "migrated and the snapshots left behind in CloudStack")
+    ctx.event("validate", "the root volume holds %d internal snapshots; %s"
+              % (header.snapshots, note))
+    return {"count": header.snapshots, "kept": keep, "note": note}
 
 
 def _flavor(ctx, vm, overlay_size):

@@ -20,7 +20,7 @@ SHOW_FIELDS = (
     "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "config_drive",
-    "nics",
+    "keep_snapshots", "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "user_id", "project_id", "target_project_id",
     "request_id",
@@ -259,6 +259,12 @@ class ImportMigration(_Watching, command.ShowOne):
             "cloud-init cannot reach a metadata service (default: none)",
         )
         parser.add_argument(
+            "--keep-snapshots", action="store_true", default=None,
+            help="Cold only: copy the root volume whole and keep its "
+            "internal snapshots (CloudStack VM snapshots) in the disk "
+            "(default: drop them and copy only the current state's data)",
+        )
+        parser.add_argument(
             "--project", metavar="<project>",
             help="Keystone project (ID or name) the server lands in "
             "(default: the project [cloudstack] project_map gives the "
@@ -276,6 +282,7 @@ class ImportMigration(_Watching, command.ShowOne):
             else None,
             drop_unmapped_nics=parsed_args.drop_unmapped_nics,
             config_drive=parsed_args.config_drive,
+            keep_snapshots=parsed_args.keep_snapshots,
             cutover=parsed_args.cutover,
             cutover_method=parsed_args.cutover_method,
             project=parsed_args.project,

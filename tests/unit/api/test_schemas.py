@@ -23,7 +23,7 @@ from tests.unit.api.harness import error
     ({"migration": {"source": "a", "colour": "red"}},
      "('colour' was unexpected); allowed: config_drive, cutover, "
      "cutover_method, delete_source, drop_unmapped_nics, flavor, host, "
-     "mode, networks, project, source"),
+     "keep_snapshots, mode, networks, project, source"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "mode": "warm",

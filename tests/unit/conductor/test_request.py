@@ -24,6 +24,10 @@ from cs2os_agent.conductor import request
     ({"source": "vm", "delete_source": "yes"}, "delete_source must be"),
     ({"source": "vm", "config_drive": "yes"}, "config_drive must be a bool"),
     ({"source": "vm", "config_drive": 1}, "config_drive must be a bool"),
+    ({"source": "vm", "keep_snapshots": "yes"},
+     "keep_snapshots must be a bool"),
+    ({"source": "vm", "mode": "warm", "keep_snapshots": True},
+     "keep_snapshots applies to cold migrations only"),
     ("vm", "must be a dict"),
 ])
 def test_bad_requests_name_the_problem(bad, words):
@@ -58,6 +62,15 @@ def test_the_config_drive_defaults_to_false(given, kept):
         "config_drive"] is kept
     assert request.validate(dict(given, source="vm", mode="warm"))[
         "config_drive"] is kept
+
+
+def test_keep_snapshots_defaults_to_false():
+    assert request.validate({"source": "vm"})["keep_snapshots"] is False
+    assert request.validate({"source": "vm", "mode": "warm",
+                             "keep_snapshots": False})[
+        "keep_snapshots"] is False
+    assert request.validate({"source": "vm", "keep_snapshots": True})[
+        "keep_snapshots"] is True
 
 
 # -- the target project ------------------------------------------------------

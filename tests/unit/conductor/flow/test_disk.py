@@ -33,3 +33,26 @@ def test_agent_busy_with_the_same_migration_is_waited_for(db, monkeypatch):
     disk.sync(ctx)
     assert len(calls) == 2
     assert db.get_migration("m1")["result"]["sync"] == {"bytes_copied": 7}
+
+
+def test_sync_asks_to_keep_snapshots_and_records_what_the_agent_did(db):
+    calls = []
+    found = {"count": 2, "kept": True, "bytes_not_copied": 0}
+
+    class Agent:
+        def sync_overlay(self, *args):
+            calls.append(args)
+            return {"bytes_copied": 7, "internal_snapshots": found}
+
+    clients = Clients()
+    clients.agent = Agent()
+    new_queued_migration(
+        db, options={"keep_snapshots": True},
+        resources={"host": "h", "server_id": "s", "overlay_source": {}},
+        result={"internal_snapshots": {"count": 2, "kept": True}})
+    ctx = flow_context.FlowContext(db.get_migration("m1"), db, CONF,
+                                   clients)
+    disk.sync(ctx)
+    # (context, host, migration, server, source, layers, keep_snapshots)
+    assert calls[0][2:] == ("m1", "s", {}, None, True)
+    assert db.get_migration("m1")["result"]["internal_snapshots"] == found
