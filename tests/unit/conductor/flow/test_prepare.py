@@ -1,9 +1,14 @@
-"""The ports step and its undo, against a Neutron stand-in.
+"""The ports step and its undo, against a Neutron stand-in; what validate
+says of a root volume's internal snapshots.
 
 The real thing (a real Neutron with Open vSwitch, ports booted into a Nova
 server) is in tests/e2e/test_network_identity.py.
 """
 
+import pytest
+
+from cs2os_agent import qcow2
+from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import prepare
 from tests.unit.conductor.flow.fake_neutron import MID
@@ -69,3 +74,38 @@ def test_undo_ports_waits_for_the_server_to_be_gone():
     ctx.resource(server_id="still-there")
     assert prepare.undo_ports(ctx) is None
     assert neutron.deleted == []
+
+
+class _SnapshotCtx:
+    def __init__(self, mode, options):
+        self.migration = {"mode": mode, "options": options}
+        self.events = []
+
+    def event(self, step, message, kind="info"):
+        self.events.append((step, message))
+
+
+def test_validate_says_what_becomes_of_internal_snapshots():
+    header = qcow2.Header(64 << 20, True, snapshots=3)
+    vm = {"name": "web-1"}
+    assert prepare._snapshots(_SnapshotCtx("cold", {}),
+                              vm, qcow2.Header(64 << 20, True), []) is None
+    cold = _SnapshotCtx("cold", {})
+    assert prepare._snapshots(cold, vm, header, []) == {
+        "count": 3, "kept": False,
+        "note": "Nova cannot use internal snapshots: the current state is "
+                "migrated and the snapshots left behind in CloudStack"}
+    assert cold.events == [("validate", "the root volume holds 3 internal "
+                            "snapshots; Nova cannot use internal snapshots:"
+                            " the current state is migrated and the "
+                            "snapshots left behind in CloudStack")]
+    warm = prepare._snapshots(_SnapshotCtx("warm", {}), vm, header, [])
+    assert warm["kept"] is False and "mirrors the current state" in warm[
+        "note"]
+    kept = prepare._snapshots(_SnapshotCtx("cold", {"keep_snapshots": True}),
+                              vm, header, [])
+    assert kept["kept"] is True
+    with pytest.raises(exception.Invalid) as err:
+        prepare._snapshots(_SnapshotCtx("cold", {"keep_snapshots": True}),
+                           vm, header, [{"path": "/mnt/p/layer"}])
+    assert "its 3 internal snapshots cannot be kept" in str(err.value)
