@@ -96,6 +96,10 @@ class MigrationsController:
             # answer it lost without starting a second migration.
             wanted["idempotency_key"] = key
         record = self.conductor.create_migration(context, wanted)
+        if record.get("dry_run"):
+            # A preflight: nothing was recorded, nothing has a location.
+            return wsgi_util.json_response(
+                200, {"preflight": record["preflight"]})
         resp = wsgi_util.json_response(202, {"migration": view(
             record, details=policy.check(context, HOST_DETAILS))})
         resp.location = self._url(request, record["id"])

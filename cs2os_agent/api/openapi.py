@@ -297,6 +297,15 @@ def _paths():
                         schemas.CREATE_MIGRATION)}}},
                 "responses": _responses(
                     202, created, *_WITH_BODY, *_AUTHED,
+                    ("200", _json(
+                        {"type": "object", "required": ["preflight"],
+                         "properties": {"preflight": {
+                             "type": "object",
+                             "required": ["ok", "findings", "plan",
+                                          "summary"]}}},
+                        "dry_run: the preflight report (ok, findings "
+                        "{check, severity critical|warning, message}, "
+                        "plan, summary); nothing was recorded")),
                     ("409", _json(_ref("schemas", "Error"),
                                   "The VM already has an active migration "
                                   "(cs2os.MigrationConflict, naming it)")),

@@ -82,6 +82,11 @@ CREATE_MIGRATION = {
                                    "(CloudStack VM snapshots) in the disk; "
                                    "by default they are dropped and only "
                                    "the current state's data is copied"},
+                "dry_run": {
+                    "type": "boolean",
+                    "description": "answer 200 with the preflight report "
+                                   "(what would be done, what would stop "
+                                   "it) and record and create nothing"},
                 "project": _PROJECT,
             },
             "required": ["source"],

@@ -13,6 +13,7 @@ from cs2os_agent.conductor import clients as conductor_clients
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor import notify
+from cs2os_agent.conductor import preflight
 from cs2os_agent.conductor import rpcapi
 from cs2os_agent.conductor.flow import context as flow_context
 from cs2os_agent.db import api as db_api
@@ -47,7 +48,8 @@ def main():
         make_context)
     endpoint = manager.ConductorManager(
         db, engine, notifier, clients.agent,
-        find_vm=lambda ref: clients.cloudstack.find_vm(ref))
+        find_vm=lambda ref: clients.cloudstack.find_vm(ref),
+        preflight=lambda req: preflight.report(req, CONF, clients, db))
     rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [endpoint])
     rpc_service.on_start = engine.start
     rpc_service.on_stop = engine.stop

@@ -27,15 +27,17 @@ class ConductorManager:
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, db, engine, notifier=None, agent_api=None,
-                 find_vm=None):
+                 find_vm=None, preflight=None):
         """``find_vm(ref)``: the CloudStack VM a request names (by id or
         name), to refuse a second active migration of it at once; None
-        leaves that to the flow's validate step."""
+        leaves that to the flow's validate step.  ``preflight(request)``:
+        the report a ``dry_run`` request gets (conductor/preflight.py)."""
         self.db = db
         self.engine = engine
         self.notifier = notifier
         self.agent_api = agent_api
         self.find_vm = find_vm
+        self.preflight = preflight
 
     def _resolve(self, ref):
         """The VM's id, or None when CloudStack cannot say now (the
@@ -58,6 +60,8 @@ class ConductorManager:
         migration the first request made instead of starting another.
         """
         req = request_schema.validate(request)
+        if req["dry_run"]:
+            return self._dry_run(req)
         key = req.get("idempotency_key")
         if key:
             first = self.db.find_by_idempotency_key(context.project_id, key)
@@ -99,6 +103,14 @@ class ConductorManager:
             self.notifier.emit(context, "create", migration)
         self.engine.submit(migration["id"])
         return migration
+
+    def _dry_run(self, req):
+        """The preflight report; nothing is recorded, nothing created."""
+        if self.preflight is None:
+            raise exception.Invalid(
+                reason="this conductor cannot run a preflight (dry_run)")
+        LOG.info("Preflight of CloudStack VM %s", req["source"])
+        return {"dry_run": True, "preflight": self.preflight(req)}
 
     def _replay(self, first, req, key):
         asked = {"source_ref": req["source"], "mode": req["mode"],

@@ -25,6 +25,9 @@ _FIELDS = {
     # (CloudStack VM snapshots) in the disk; else they are dropped and
     # the data only they need is not copied.
     "keep_snapshots": bool,
+    # Answer with the preflight report (conductor/preflight.py) and record
+    # and create nothing.
+    "dry_run": bool,
     "cutover": str,
     "cutover_method": str,
     # The Keystone project (id or name) the server lands in, instead of
@@ -94,6 +97,7 @@ def validate(request):
         "delete_source": bool(request.get("delete_source", False)),
         "config_drive": bool(request.get("config_drive", False)),
         "keep_snapshots": bool(request.get("keep_snapshots", False)),
+        "dry_run": bool(request.get("dry_run", False)),
         "project": clean_project(request.get("project")),
     }
     key = request.get("idempotency_key")

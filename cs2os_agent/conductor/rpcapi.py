@@ -16,7 +16,9 @@ API version history:
     1.3 - Owners: create_migration takes "project" (the Keystone project
           the server lands in) and "config_drive": bool.
     1.4 - create_migration takes "keep_snapshots": bool (keep the root
-          volume's internal qcow2 snapshots in the migrated disk).
+          volume's internal qcow2 snapshots in the migrated disk) and
+          "dry_run": bool (answer {"dry_run": true, "preflight": report}
+          and record nothing).
 """
 
 import oslo_messaging as messaging
@@ -49,7 +51,8 @@ class ConductorAPI:
         "delete_source": bool, "networks": {CloudStack network: Neutron
         network}, "drop_unmapped_nics": bool, "project": Keystone project
         id or name (1.3), "config_drive": bool (1.3), "keep_snapshots":
-        bool (1.4)}.
+        bool (1.4), "dry_run": bool (1.4: the preflight report instead of
+        a record; nothing is recorded or created)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -59,7 +62,7 @@ class ConductorAPI:
             version = "1.2"
         if {"project", "config_drive"} & set(request):
             version = "1.3"
-        if "keep_snapshots" in request:
+        if {"keep_snapshots", "dry_run"} & set(request):
             version = "1.4"
         return self._call(context, "create_migration", version=version,
                           request=request)

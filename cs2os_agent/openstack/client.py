@@ -24,6 +24,9 @@ COMPUTE_MICROVERSION = "2.74"
 # Metadata and image properties cs2os sets, so that a retry finds what an
 # earlier attempt created instead of creating it twice.
 MIGRATION_KEY = "cs2os_migration_id"
+# The server tag that finds a migration's server without listing them all
+# (Nova filters on tags; not on metadata).
+MIGRATION_TAG = "cs2os-migration:%s"
 TEMPLATE_KEY = "cs2os_cloudstack_template_id"
 FINGERPRINT_KEY = "cs2os_template_fingerprint"
 HASH_KEY = "cs2os_template_sha512"
@@ -257,6 +260,19 @@ class OpenStackClient:
                 % (vcpus, ram_mib, disk_gib))
         return min(fitting, key=lambda f: (f.disk, f.ram, f.vcpus, f.name))
 
+    def quota_headroom(self, project_id):
+        """{"instances"|"cores"|"ram": (limit, in use)} of Nova's quota
+        in ``project_id`` (limit -1: unlimited)."""
+        try:
+            quota = self.conn.compute.get_quota_set(project_id, usage=True)
+        except sdk_exc.SDKException as exc:
+            raise exception.OpenStackError(
+                operation="read Nova's quota of project %s" % project_id,
+                reason=exc) from None
+        usage = quota.usage or {}
+        return {name: (int(getattr(quota, name)), int(usage.get(name) or 0))
+                for name in ("instances", "cores", "ram")}
+
     # -- compute hosts -----------------------------------------------------
 
     def check_compute_host(self, host):
@@ -286,8 +302,12 @@ class OpenStackClient:
         project_id, user_id = own_identity(self.conn)
         try:
             # Without all_projects Nova lists the token's project only;
-            # project and user are checked again on what comes back.
-            servers = list(self.conn.compute.servers(details=True))
+            # project and user are checked again on what comes back.  The
+            # tag keeps the answer to this migration's servers, however
+            # many the cloud has (servers booted before cs2os tagged them
+            # are not found: see the README's upgrade notes).
+            servers = list(self.conn.compute.servers(
+                details=True, tags=MIGRATION_TAG % migration_id))
         except sdk_exc.SDKException as exc:
             raise exception.OpenStackError(
                 operation="find the server of migration %s" % migration_id,
@@ -304,11 +324,9 @@ class OpenStackClient:
                       config_drive=False, key_name=None):
         """``ports``: Neutron port ids in NIC order; none: no network.
         ``user_data``: base64, as Nova takes it."""
-        kwargs = {}
+        kwargs = {"tags": [MIGRATION_TAG % migration_id, *tags]}
         if host:
             kwargs["host"] = host
-        if tags:
-            kwargs["tags"] = list(tags)
         if user_data is not None:
             kwargs["user_data"] = user_data
         if config_drive:

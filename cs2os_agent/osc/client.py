@@ -113,20 +113,28 @@ class Client:
                          delete_source=None, networks=None,
                          drop_unmapped_nics=None, cutover=None,
                          cutover_method=None, project=None,
-                         config_drive=None, keep_snapshots=None):
-        """POST a migration; only the given optional fields are sent."""
+                         config_drive=None, keep_snapshots=None,
+                         dry_run=None):
+        """POST a migration; only the given optional fields are sent.
+        With ``dry_run``: {"dry_run": True, "preflight": report}, and
+        nothing was recorded."""
         request = {"source": source}
         optional = {"host": host, "flavor": flavor, "mode": mode,
                     "delete_source": delete_source, "networks": networks,
                     "drop_unmapped_nics": drop_unmapped_nics,
                     "config_drive": config_drive,
                     "keep_snapshots": keep_snapshots,
+                    "dry_run": dry_run,
                     "cutover": cutover, "cutover_method": cutover_method,
                     "project": project}
         request.update({k: v for k, v in optional.items() if v is not None})
-        return self._one(
-            self._request("POST", MIGRATIONS, {"migration": request})
-        )
+        body = self._request("POST", MIGRATIONS, {"migration": request})
+        if dry_run:
+            try:
+                return {"dry_run": True, "preflight": body["preflight"]}
+            except (KeyError, TypeError) as e:
+                raise ApiError(200, "No 'preflight' in the API answer") from e
+        return self._one(body)
 
     def get_migration(self, migration_id):
         return self._one(self._request("GET", self._path(migration_id)))

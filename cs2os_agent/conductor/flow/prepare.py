@@ -52,10 +52,10 @@ def validate(ctx):
             "between it and its template; a warm migration mirrors the "
             "volume onto the template only: use mode cold"
             % (vm["name"], len(layers)))
-    snapshots = _snapshots(ctx, vm, header, layers)
+    snapshots = snapshots_outcome(ctx, vm, header, layers)
     project, project_chosen_by = owner.target_project(ctx, vm)
     owner.check_access(ctx, project)
-    flavor, chosen_by = _flavor(ctx, vm, header.virtual_size)
+    flavor, chosen_by = choose_flavor(ctx, vm, header.virtual_size)
     host = ctx.migration["target_host"]
     if host:
         ctx.clients.openstack.check_compute_host(host)
@@ -89,7 +89,7 @@ def validate(ctx):
     )
 
 
-def _snapshots(ctx, vm, header, layers):
+def snapshots_outcome(ctx, vm, header, layers):
     """What becomes of the root volume's internal snapshots (CloudStack VM
     snapshots), None if it has none; refuses keep_snapshots where they
     cannot be kept.  The agent's sync result says more once it copied."""
@@ -117,7 +117,7 @@ def _snapshots(ctx, vm, header, layers):
     return {"count": header.snapshots, "kept": keep, "note": note}
 
 
-def _flavor(ctx, vm, overlay_size):
+def choose_flavor(ctx, vm, overlay_size):
     """(flavor, how it was chosen): the request's; else the one
     [cloudstack] flavor_map gives the VM's service offering (by id, then
     name); else the smallest that fits the VM."""

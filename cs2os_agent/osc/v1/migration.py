@@ -9,6 +9,7 @@ from osc_lib.cli import format_columns
 from osc_lib.command import command
 
 from cs2os_agent.common import states
+from cs2os_agent.osc.v1 import preflight
 from cs2os_agent.osc.v1 import progress
 
 LOG = logging.getLogger(__name__)
@@ -270,6 +271,11 @@ class ImportMigration(_Watching, command.ShowOne):
             "(default: the project [cloudstack] project_map gives the "
             "VM's CloudStack owner)",
         )
+        parser.add_argument(
+            "--dry-run", action="store_true", default=None,
+            help="Show what the migration would do and what would stop it "
+            "(the preflight report); record and create nothing",
+        )
         self.add_wait_arguments(parser)
         return parser
 
@@ -286,7 +292,10 @@ class ImportMigration(_Watching, command.ShowOne):
             cutover=parsed_args.cutover,
             cutover_method=parsed_args.cutover_method,
             project=parsed_args.project,
+            dry_run=parsed_args.dry_run,
         )
+        if record.get("dry_run"):
+            return preflight.columns_and_data(record["preflight"])
         LOG.debug("Migration %s created", record.get("id"))
         return self.watch_and_show(record, parsed_args)
 

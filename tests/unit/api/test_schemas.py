@@ -22,7 +22,8 @@ from tests.unit.api.harness import error
      "body/migration/config_drive: None is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
      "('colour' was unexpected); allowed: config_drive, cutover, "
-     "cutover_method, delete_source, drop_unmapped_nics, flavor, host, "
+     "cutover_method, delete_source, drop_unmapped_nics, dry_run, flavor, "
+     "host, "
      "keep_snapshots, mode, networks, project, source"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),

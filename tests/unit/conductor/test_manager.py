@@ -326,3 +326,37 @@ def test_retry_forgets_the_actions_method_not_the_requests(mgr):
     options = mgr.retry_migration(CTXT, mid)["options"]
     assert "cutover_requested" not in options
     assert options["cutover_method"] == "force"
+
+
+# -- dry runs: a report, and nothing recorded ---------------------------------
+
+
+def test_a_dry_run_answers_the_preflight_and_records_nothing(db):
+    asked = []
+
+    def preflight(req):
+        asked.append(req)
+        return {"ok": True, "findings": [], "plan": {}, "summary": "0"}
+
+    started = []
+    mgr = manager.ConductorManager(
+        db, engine=types.SimpleNamespace(submit=started.append),
+        preflight=preflight)
+    answer = mgr.create_migration(CTXT, {"source": "web-1", "dry_run": True,
+                                         "idempotency_key": "k-1"})
+    assert answer == {"dry_run": True, "preflight": {
+        "ok": True, "findings": [], "plan": {}, "summary": "0"}}
+    assert asked[0]["source"] == "web-1" and asked[0]["mode"] == "cold"
+    assert db.list_migrations() == [] and started == []
+    # A bad request is refused as without dry_run, before any preflight.
+    with pytest.raises(exception.Invalid, match="mode hot"):
+        mgr.create_migration(CTXT, {"source": "web-1", "dry_run": True,
+                                    "mode": "hot"})
+    assert len(asked) == 1
+
+
+def test_a_conductor_without_preflight_refuses_a_dry_run(db):
+    mgr = manager.ConductorManager(db, engine=None)
+    with pytest.raises(exception.Invalid, match="cannot run a preflight"):
+        mgr.create_migration(CTXT, {"source": "web-1", "dry_run": True})
+    assert db.list_migrations() == []

@@ -27,11 +27,13 @@ MAC = "1e:00:00:00:00:01"
 
 
 def server(sid, project_id=SERVICE_PROJECT, user_id=SERVICE_USER,
-           migration_id=MIGRATION):
+           migration_id=MIGRATION, tags=None):
     return types.SimpleNamespace(
         id=sid, project_id=project_id, user_id=user_id,
         metadata={os_client.MIGRATION_KEY: migration_id} if migration_id
-        else {})
+        else {},
+        tags=[os_client.MIGRATION_TAG % migration_id] if tags is None
+        else tags)
 
 
 def port(pid, name, project_id=SERVICE_PROJECT, network_id=NET, mac=MAC):
@@ -48,9 +50,12 @@ class FakeCompute:
     def servers(self, **query):
         self.queries.append(query)
         for s in self.servers_:
-            # Nova: without all_projects, the token's project only.
-            if (self.conn.leaky or query.get("all_projects")
-                    or s.project_id == self.conn.current_project_id):
+            # Nova: without all_projects, the token's project only; with
+            # tags, the servers that have each one.
+            if self.conn.leaky or (
+                    (query.get("all_projects")
+                     or s.project_id == self.conn.current_project_id)
+                    and query.get("tags", "") in s.tags + [""]):
                 yield s
 
 
@@ -101,8 +106,17 @@ def test_the_services_own_server_is_found(conn):
     conn.compute.servers_ = [server("other-migration", migration_id="x"),
                              ours]
     assert os_client.OpenStackClient(conn).find_server(MIGRATION) is ours
-    # Nova is asked for the token's own project, never all projects.
-    assert all(not q.get("all_projects") for q in conn.compute.queries)
+    # Nova is asked for the token's own project, never all projects, and
+    # for the migration's tag: not for every server of the cloud.
+    assert conn.compute.queries == [{
+        "details": True, "tags": "cs2os-migration:%s" % MIGRATION}]
+
+
+def test_a_tag_without_the_metadata_is_not_enough(conn):
+    # Tags are the server owner's to set, like metadata: both must agree.
+    conn.compute.servers_ = [server("tagged", migration_id="x",
+                                    tags=["cs2os-migration:%s" % MIGRATION])]
+    assert os_client.OpenStackClient(conn).find_server(MIGRATION) is None
 
 
 def test_a_tenants_server_with_the_metadata_is_not_adopted(conn):

@@ -88,10 +88,11 @@ class _SnapshotCtx:
 def test_validate_says_what_becomes_of_internal_snapshots():
     header = qcow2.Header(64 << 20, True, snapshots=3)
     vm = {"name": "web-1"}
-    assert prepare._snapshots(_SnapshotCtx("cold", {}),
-                              vm, qcow2.Header(64 << 20, True), []) is None
+    assert prepare.snapshots_outcome(_SnapshotCtx("cold", {}), vm,
+                                     qcow2.Header(64 << 20, True),
+                                     []) is None
     cold = _SnapshotCtx("cold", {})
-    assert prepare._snapshots(cold, vm, header, []) == {
+    assert prepare.snapshots_outcome(cold, vm, header, []) == {
         "count": 3, "kept": False,
         "note": "Nova cannot use internal snapshots: the current state is "
                 "migrated and the snapshots left behind in CloudStack"}
@@ -99,13 +100,14 @@ def test_validate_says_what_becomes_of_internal_snapshots():
                             "snapshots; Nova cannot use internal snapshots:"
                             " the current state is migrated and the "
                             "snapshots left behind in CloudStack")]
-    warm = prepare._snapshots(_SnapshotCtx("warm", {}), vm, header, [])
+    warm = prepare.snapshots_outcome(_SnapshotCtx("warm", {}), vm, header, [])
     assert warm["kept"] is False and "mirrors the current state" in warm[
         "note"]
-    kept = prepare._snapshots(_SnapshotCtx("cold", {"keep_snapshots": True}),
-                              vm, header, [])
+    keep = {"keep_snapshots": True}
+    kept = prepare.snapshots_outcome(_SnapshotCtx("cold", keep), vm, header,
+                                     [])
     assert kept["kept"] is True
     with pytest.raises(exception.Invalid) as err:
-        prepare._snapshots(_SnapshotCtx("cold", {"keep_snapshots": True}),
-                           vm, header, [{"path": "/mnt/p/layer"}])
+        prepare.snapshots_outcome(_SnapshotCtx("cold", keep), vm, header,
+                                  [{"path": "/mnt/p/layer"}])
     assert "its 3 internal snapshots cannot be kept" in str(err.value)
