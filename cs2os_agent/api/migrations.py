@@ -13,6 +13,7 @@ from oslo_utils import uuidutils
 
 from cs2os_agent.api import errors
 from cs2os_agent.api import policy
+from cs2os_agent.api import progress
 from cs2os_agent.api import schemas
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import exception
@@ -70,6 +71,7 @@ def view(record, with_events=True, details=True):
         body["cutover_method"] = request_schema.effective_cutover_method(
             options)
         body["cutover_requested"] = options.get("cutover_requested")
+    body["progress"] = progress.view(record)
     if with_events:
         body["events"] = record.get("events", [])
     return body

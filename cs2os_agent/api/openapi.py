@@ -120,6 +120,19 @@ def _migration(with_events):
                                      "again"},
         "bytes_done": _INTEGER, "bytes_total": _INTEGER,
         "rate_bps": _INTEGER,
+        "progress": {
+            "type": "object",
+            "description": "the current step's own progress: its place "
+                           "in the flow (step_number of steps) and, when "
+                           "it copies (image, sync, mirror, ready), its "
+                           "bytes_done, bytes_total and rate_bps; a step "
+                           "that copies nothing has no byte figures "
+                           "(the top-level ones are the last copy's)",
+            "properties": {
+                "step": _NULLABLE_STRING, "steps": _INTEGER,
+                "step_number": {"type": "integer", "nullable": True},
+                "bytes_done": _INTEGER, "bytes_total": _INTEGER,
+                "rate_bps": _INTEGER}},
         "result": {"type": "object", "nullable": True},
         "resources": {"type": "object", "nullable": True},
         "networks": {"type": "object",

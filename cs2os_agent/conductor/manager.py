@@ -252,11 +252,13 @@ class ConductorManager:
         return self.db.get_migration(migration_id)
 
     def report_progress(self, context, migration_id, progress):
+        """An agent's copy (sync_overlay, the cold flow's sync step)."""
         try:
             self.db.update_migration(migration_id, {
                 "bytes_done": int(progress["bytes_done"]),
                 "bytes_total": int(progress["bytes_total"]),
                 "rate_bps": int(progress["rate_bps"]),
+                "progress_step": states.COPY_STEP,
             })
         except exception.MigrationNotFound:
             LOG.warning("Progress for unknown migration %s", migration_id)

@@ -54,6 +54,9 @@ class Migration(Base):
     bytes_done = sa.Column(sa.BigInteger, nullable=False, default=0)
     bytes_total = sa.Column(sa.BigInteger, nullable=False, default=0)
     rate_bps = sa.Column(sa.BigInteger, nullable=False, default=0)
+    # The step whose copy bytes_done/bytes_total/rate_bps count: the
+    # current step's own progress only while they are the same.
+    progress_step = sa.Column(sa.String(32))
 
     # Which conductor runs it, until when its claim holds, and the claim's
     # generation: every write of a flow names the epoch it claimed with.

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import autogenerate
 from alembic import migration as alembic_migration
 
+from cs2os_agent.api import progress as api_progress
 from cs2os_agent.common import exception
 from cs2os_agent.db import api
 from cs2os_agent.db import migration
@@ -53,6 +54,15 @@ def _empty_database(request, workdir):
 def database(request, workdir):
     db = _empty_database(request, workdir)
     migration.upgrade(db)
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def database_at_0004(request, workdir):
+    """A database as the release before progress_step left it."""
+    db = _empty_database(request, workdir)
+    migration.upgrade(db, "0004")
     yield db
     db.engine.dispose()
 
@@ -163,8 +173,7 @@ def test_0004_adds_the_target_project_to_existing_migrations(
                 step="validate", options={}, source={}, resources={},
                 result={}, project_id="ops"))
     migration.upgrade(db)
-    assert migration.current_version(db) == migration.head_version() \
-        == "0004"
+    assert migration.current_version(db) == migration.head_version()
     # Not resolved: NULL until the conductor resolves it; only admins
     # see such a migration meanwhile.
     assert db.get_migration("old-0")["target_project_id"] is None
@@ -177,3 +186,21 @@ def test_0004_adds_the_target_project_to_existing_migrations(
     assert [m["id"] for m in db.list_migrations(
         {"target_project_id": "8f2c" * 16})] == ["old-1"]
     assert db.list_migrations({"target_project_id": "other"}) == []
+
+
+def test_0005_adds_which_step_the_progress_counts(database_at_0004):
+    db = database_at_0004
+    with db.engine.begin() as connection:
+        connection.execute(sa.insert(models.Migration.__table__).values(
+            id="old", source_ref="vm", state="running", step="boot",
+            options={}, source={}, resources={}, result={},
+            project_id="ops", bytes_done=7, bytes_total=7))
+    migration.upgrade(db)
+    assert migration.current_version(db) == migration.head_version() \
+        == "0005"
+    old = db.get_migration("old")
+    # NULL: the API shows such a record's bytes as it always did.
+    assert old["progress_step"] is None
+    assert api_progress.view(old)["bytes_done"] == 7
+    db.update_migration("old", {"progress_step": "image"})
+    assert "bytes_done" not in api_progress.view(db.get_migration("old"))

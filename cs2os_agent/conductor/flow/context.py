@@ -163,10 +163,12 @@ class FlowContext:
                                  committed=False))
 
     def progress(self, progress):
-        """A progress report: from the agent's casts or our own copies."""
+        """A progress report of the current step's copy (the template
+        upload, the live mirror)."""
         self.save(bytes_done=progress["bytes_done"],
                   bytes_total=progress["bytes_total"],
-                  rate_bps=progress["rate_bps"])
+                  rate_bps=progress["rate_bps"],
+                  progress_step=self.migration.get("step"))
 
     def event(self, step, message, kind="info"):
         LOG.info("Migration %s %s: %s", self.id, step, message)

@@ -35,7 +35,7 @@ def sync(ctx):
             ctx.check_cancelled("sync")
             time.sleep(SYNC_BUSY_POLL)
     ctx.save(bytes_done=result["bytes_copied"],
-             bytes_total=result["bytes_copied"])
+             bytes_total=result["bytes_copied"], progress_step="sync")
     ctx.result(sync=result)
     if result.get("internal_snapshots"):
         # What the agent found and did, in place of what validate expected.

@@ -48,8 +48,17 @@ def format_duration(seconds):
     return "%d:%02d" % (minutes, secs)
 
 
+def _figures(record):
+    """The current step's copy figures: the API's ``progress`` (none for
+    a step that copies nothing); the record's own from an older API."""
+    if isinstance(record.get("progress"), dict):
+        return record["progress"]
+    return record
+
+
 def percent(record):
     """Whole percent copied, or None when the total is not known yet."""
+    record = _figures(record)
     done, total = record.get("bytes_done") or 0, record.get("bytes_total")
     if not total or total <= 0:
         return None
@@ -58,6 +67,7 @@ def percent(record):
 
 def eta_seconds(record):
     """Seconds left at the current rate, or None if that is unknowable."""
+    record = _figures(record)
     done, total = record.get("bytes_done"), record.get("bytes_total")
     rate = record.get("rate_bps")
     if done is None or not total or not rate or rate <= 0:
@@ -66,11 +76,17 @@ def eta_seconds(record):
 
 
 def _state_step(record):
+    progress = record.get("progress") or {}
+    place = ("(step %d of %d)" % (progress["step_number"], progress["steps"])
+             if progress.get("step_number") and record.get("state") in (
+                 states.RUNNING, states.CANCELLING) else None)
     return " ".join(
-        str(x) for x in (record.get("state"), record.get("step")) if x)
+        str(x) for x in (record.get("state"), record.get("step"), place)
+        if x)
 
 
 def _amount(record):
+    record = _figures(record)
     done, total = record.get("bytes_done"), record.get("bytes_total")
     if total:
         return "%s / %s" % (format_size(done or 0), format_size(total))
@@ -82,7 +98,7 @@ def _rate_and_eta(record):
     # one would show a stale rate and a zero or endless ETA.
     if record.get("state") != states.RUNNING:
         return "", ""
-    rate = record.get("rate_bps")
+    rate = _figures(record).get("rate_bps")
     eta = eta_seconds(record)
     return (format_rate(rate) if rate else "",
             "ETA %s" % format_duration(eta) if eta is not None else "")

@@ -73,6 +73,25 @@ def test_describe_running_with_everything():
         "running sync, 1.0 GiB / 4.0 GiB (25%), 100.0 MiB/s, ETA 0:30")
 
 
+def test_describe_shows_the_current_steps_own_progress():
+    # The API's progress: the boot copies nothing, so no bytes (the
+    # record's own are the template upload's, done before it).
+    boot = rec(step="boot", done=5 * MIB, total=5 * MIB, rate=MIB,
+               progress={"step": "boot", "step_number": 4, "steps": 10})
+    assert progress.describe(boot) == "running boot (step 4 of 10)"
+    assert progress.percent(boot) is None
+    sync = rec(step="sync", done=5 * MIB, total=5 * MIB, rate=MIB,
+               progress={"step": "sync", "step_number": 6, "steps": 10,
+                         "bytes_done": GIB, "bytes_total": 4 * GIB,
+                         "rate_bps": 100 * MIB})
+    assert progress.describe(sync) == (
+        "running sync (step 6 of 10), 1.0 GiB / 4.0 GiB (25%), "
+        "100.0 MiB/s, ETA 0:30")
+    # Once final, no place in the flow either.
+    assert progress.describe(dict(sync, state="succeeded")) == (
+        "succeeded sync, 1.0 GiB / 4.0 GiB (25%)")
+
+
 def test_describe_without_a_total_or_rate():
     assert progress.describe(rec(done=300 * MIB)) == "running image, 300.0 MiB"
     assert progress.describe(rec(state="queued", step=None)) == "queued"
