@@ -25,6 +25,7 @@ from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import nics
@@ -137,6 +138,13 @@ def _checks(ctx, out, db):
     if active is not None:
         out.finding("vm", CRITICAL, "migration %s (%s) is already moving "
                     "this VM" % (active["id"], active["state"]))
+    for resource, limit in admission.limits(ctx.conf, ctx.migration,
+                                            vm).items():
+        holders = db.slot_holders(resource)
+        if len(holders) >= limit:
+            out.finding("limits", WARNING, "would wait for a slot: %s has "
+                        "%d of %d migrations in flight" % (
+                            resource, len(holders), limit))
     disk = out.check("disk", _disk, ctx, vm)
     project, chosen_by = out.check("project", owner.target_project, ctx, vm)
     ctx.migration["target_project_id"] = project.id

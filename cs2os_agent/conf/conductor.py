@@ -15,6 +15,35 @@ conductor_opts = [
         "in state 'queued'.",
     ),
     cfg.IntOpt(
+        "max_in_flight",
+        default=0,
+        min=0,
+        help="Migrations in flight at once across every conductor on the "
+        "database (0: no limit). A migration past validate waits (state "
+        "running, step validate, an event says for what) until one ends.",
+    ),
+    cfg.IntOpt(
+        "max_per_compute_host",
+        default=0,
+        min=0,
+        help="Migrations in flight at once onto one Nova compute host named "
+        "in the request (0: no limit); counted across every conductor.",
+    ),
+    cfg.IntOpt(
+        "max_per_kvm_host",
+        default=0,
+        min=0,
+        help="Migrations in flight at once from one CloudStack KVM host (0: "
+        "no limit); counted across every conductor.",
+    ),
+    cfg.IntOpt(
+        "max_per_pool",
+        default=0,
+        min=0,
+        help="Migrations in flight at once reading one CloudStack primary "
+        "storage pool (0: no limit); counted across every conductor.",
+    ),
+    cfg.IntOpt(
         "lease_seconds",
         default=120,
         min=10,

@@ -153,7 +153,8 @@ class Database:
         """
         query = _update_where(migration_id, expect)
         values = dict(values, updated_at=models.utcnow())
-        if values.get("state") in states.FINAL:
+        final = values.get("state") in states.FINAL
+        if final:
             values["active_source"] = None
         try:
             with self._session.begin() as session:
@@ -163,6 +164,9 @@ class Database:
                         raise exception.MigrationNotFound(
                             migration_id=migration_id)
                     return None
+                if final:  # no longer in flight: its slots are free
+                    session.execute(sa.delete(models.Slot).where(
+                        models.Slot.migration_id == migration_id))
         except sa.exc.IntegrityError:
             vm_id = values.get("active_source")
             holder = self.active_migration_of(vm_id) if vm_id else None
@@ -232,6 +236,56 @@ class Database:
         ).values(lease_until=lease_until)
         with self._session.begin() as session:
             return session.execute(query).rowcount == 1
+
+    # -- slots: migrations in flight per shared resource -------------------
+
+    def acquire_slots(self, migration_id, limits):
+        """One slot of each resource in ``limits`` ({resource: limit})
+        for ``migration_id``: all of them, or none.
+
+        Returns None when the migration holds them (a repeated call takes
+        nothing more), else the resource that has no free slot.  Two
+        conductors counting at once cannot both take the last slot: the
+        second one's insert breaks the primary key, and it is told the
+        resource is full.
+        """
+        slot = models.Slot
+        try:
+            with self._session.begin() as session:
+                held = set(session.scalars(sa.select(slot.resource).where(
+                    slot.migration_id == migration_id)))
+                for resource, limit in sorted(limits.items()):
+                    if resource in held:
+                        continue
+                    taken = set(session.scalars(sa.select(slot.number).where(
+                        slot.resource == resource)))
+                    free = [n for n in range(limit) if n not in taken]
+                    if not free:
+                        raise _Full(resource)
+                    session.add(slot(resource=resource, number=free[0],
+                                     migration_id=migration_id))
+                    session.flush()
+        except _Full as full:
+            return full.resource
+        except sa.exc.IntegrityError:
+            # Another conductor took that slot between our read and our
+            # insert: as full as it gets, for now.
+            return "a slot another conductor took at the same time"
+        return None
+
+    def slot_holders(self, resource):
+        """The migrations holding a slot of ``resource``, by slot."""
+        slot = models.Slot
+        query = sa.select(slot.migration_id).where(
+            slot.resource == resource).order_by(slot.number)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+
+class _Full(Exception):
+    def __init__(self, resource):
+        super().__init__(resource)
+        self.resource = resource
 
 
 def _update_where(migration_id, expect):

@@ -101,3 +101,27 @@ class MigrationEvent(Base):
     step = sa.Column(sa.String(32), nullable=False)
     kind = sa.Column(sa.String(16), nullable=False)
     message = sa.Column(sa.Text, nullable=False)
+
+
+class Slot(Base):
+    """One of the places a shared resource has for migrations in flight.
+
+    A resource ("compute:<host>", "kvm:<host>", "pool:<id>", "all") with a
+    limit of N has slots 0..N-1; a migration holds at most one of each
+    resource it uses.  The primary key makes two conductors that count at
+    the same time unable to take the same slot: the limit holds across
+    every conductor on the database.  A migration's slots go when it
+    reaches a final state (Database.update_migration).
+    """
+
+    __tablename__ = "slots"
+
+    resource = sa.Column(sa.String(300), primary_key=True)
+    number = sa.Column(sa.Integer, primary_key=True, autoincrement=False)
+    migration_id = sa.Column(
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)

@@ -15,6 +15,7 @@ from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import identity
 from cs2os_agent.conductor.flow import image
@@ -87,6 +88,8 @@ def validate(ctx):
         layers=layers,
         source_state_at_start=vm["state"],
     )
+    # Last: a migration that would fail validate never waits for a slot.
+    admission.admit(ctx, vm)
 
 
 def snapshots_outcome(ctx, vm, header, layers):
