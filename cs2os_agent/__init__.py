@@ -6,9 +6,12 @@ import warnings
 # depends on it); its deprecation banner says nothing about cs2os.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from oslo_service import backend as _service_backend  # noqa: E402
-
 __version__ = "0.1.0"
+
+try:
+    from oslo_service import backend as _service_backend
+except ImportError:  # the CLI alone (no extra): no service runs here
+    _service_backend = None
 
 # cs2os runs on plain threads and never monkey-patches.  oslo.messaging
 # selects oslo.service's backend when it is imported, and the default is
@@ -19,5 +22,6 @@ __version__ = "0.1.0"
 # CLI plugin, and importing the threading backend costs 0.3 s.  A process
 # that embeds cs2os (a test runner, another service) and chose first keeps
 # its choice.
-_service_backend.register_backend_default_hook(
-    lambda: _service_backend.BackendType.THREADING)
+if _service_backend is not None:
+    _service_backend.register_backend_default_hook(
+        lambda: _service_backend.BackendType.THREADING)

@@ -4,24 +4,64 @@
 # Debian/Ubuntu only; must run as root (or with passwordless sudo).
 set -euo pipefail
 
-PACKAGES=(
-    qemu-utils qemu-system-x86 qemu-block-extra
-    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
-    pkg-config gcc python3-dev
-    rabbitmq-server
-    openssh-server openssh-client
-    # nfs transport: the agent loads libnfs (pulled in by libnfs-utils, whose
-    # nfs-cp is the benchmark's baseline); the tests serve NFS with
-    # nfs-ganesha (the kernel may have no nfsd), NFSv3 with rpcbind inside a
-    # network namespace (iproute2, util-linux's unshare/nsenter).
-    libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 util-linux
-    # conductor database tests (private servers) and the minicloud
-    postgresql mariadb-server curl
-    # the minicloud's Nova builds config drives (a migration may ask for one)
-    genisoimage
-    # DevStack plugin lint (tests/functional/test_devstack_plugin.py)
-    shellcheck
+# The package list is bindep.txt (OpenStack's bindep format): every entry
+# for this platform, default and test profiles alike.  Parsed with python3
+# alone (a fresh Debian 12 machine has no bindep), which understands what
+# bindep.txt uses: platform:<dpkg|rpm|debian|debian-12|debian-bookworm...>
+# and profile selectors, negated with "!".
+BINDEP=$(dirname "${BASH_SOURCE[0]}")/../bindep.txt
+package_list=$(python3 - "$BINDEP" <<'EOF'
+import re
+import shutil
+import sys
+
+release = {}
+try:
+    with open("/etc/os-release") as f:
+        for line in f:
+            key, _, value = line.strip().partition("=")
+            release[key] = value.strip('"')
+except FileNotFoundError:
+    pass
+platforms = {"dpkg"} if shutil.which("dpkg-query") else {"rpm"}
+for dist in [release.get("ID")] + release.get("ID_LIKE", "").split():
+    if dist:
+        platforms.add(dist)
+        platforms.update("%s-%s" % (dist, release[key]) for key in
+                         ("VERSION_ID", "VERSION_CODENAME") if key in release)
+profiles = {"test"}
+
+entry = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.+_-]*)\s*(?:\[([^\]]*)\])?"
+                   r"\s*(?:<[^>]*>)?$")
+with open(sys.argv[1]) as f:
+    for lineno, line in enumerate(f, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = entry.match(line)
+        if not m:
+            sys.exit("bindep.txt:%d: cannot parse %r" % (lineno, line))
+        wanted = {"platform": [], "profile": []}
+        refused = False
+        for selector in (m.group(2) or "").split():
+            name = selector.lstrip("!")
+            kind = "platform" if name.startswith("platform:") else "profile"
+            have = platforms if kind == "platform" else profiles
+            hit = name.split(":", 1)[-1] in have
+            if selector.startswith("!"):
+                refused = refused or hit
+            else:
+                wanted[kind].append(hit)
+        if not refused and all(any(hits) for hits in wanted.values()
+                               if hits):
+            print(m.group(1))
+EOF
 )
+mapfile -t PACKAGES <<< "$package_list"
+if [ -z "$package_list" ]; then
+    echo "install-deps.sh: $BINDEP lists no package for this platform" >&2
+    exit 1
+fi
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -226,8 +226,9 @@ def test_controller_syncs_the_database_before_starting(controller):
 
 
 def test_controller_installs_from_its_checkout(controller):
+    # With every service's requirements: plain, only the CLI's.
     assert controller.stack.named("setup_develop") == [
-        [controller.path("opt/stack/cs2os")]]
+        [controller.path("opt/stack/cs2os"), "all"]]
 
 
 def test_controller_unstack_stops_its_services(controller):
