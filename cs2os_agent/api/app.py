@@ -4,7 +4,8 @@ Built in code rather than from an api-paste.ini, as Placement does: the
 pipeline has no optional pieces an operator would reorder, and one place
 that builds it is easier to test.  From the outside in:
 
-    http_proxy_to_wsgi -> request_id -> cors -> body size limit
+    http_proxy_to_wsgi -> request_id -> /healthcheck (oslo.middleware,
+    for load balancers; no token) -> cors -> body size limit
     -> auth (keystonemiddleware auth_token, or noauth; the version and
        OpenAPI documents bypass it) -> router
 """
@@ -18,6 +19,7 @@ from keystonemiddleware import auth_token
 from oslo_context import context as oslo_context
 from oslo_log import log as logging
 from oslo_middleware import cors
+from oslo_middleware import healthcheck
 from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
 from oslo_middleware import sizelimit
@@ -154,6 +156,33 @@ class PublicBypassAuth:
         return self.authed(environ, start_response)
 
 
+class HealthcheckPath:
+    """GET or HEAD /healthcheck answers through oslo.middleware's
+    Healthcheck, before any authentication, as Nova's and Glance's do: a
+    load balancer has no token.  200 normally ("OK" from each backend);
+    503 once a backend says no, e.g. ``[healthcheck] backends =
+    disable_by_file`` while the file ``disable_by_file_path`` exists (an
+    operator draining this node).
+
+    Every other path and method goes on to the pipeline, and so does
+    /healthcheck itself when Healthcheck ignores the request
+    (``allowed_source_ranges``, ``ignore_proxied_requests``): then it
+    needs a token like the rest.
+    """
+
+    PATH = "/healthcheck"
+
+    def __init__(self, app, conf):
+        self.app = app
+        self.healthcheck = healthcheck.Healthcheck(app, conf)
+
+    def __call__(self, environ, start_response):
+        if (environ.get("PATH_INFO", "") == self.PATH
+                and environ.get("REQUEST_METHOD") in ("GET", "HEAD")):
+            return self.healthcheck(environ, start_response)
+        return self.app(environ, start_response)
+
+
 class BodySizeLimit(sizelimit.RequestBodySizeLimiter):
     """oslo.middleware's body size limit with an API-SIG JSON 413 (its own
     is HTML or plain text, and names the limit as a literal "%s")."""
@@ -183,6 +212,7 @@ def build(conf, conductor_api):
     app = PublicBypassAuth(app, router)
     app = BodySizeLimit(app, conf)
     app = cors.CORS(app, conf)
+    app = HealthcheckPath(app, conf)
     app = request_id.RequestId(app)
     app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, conf)
     return app

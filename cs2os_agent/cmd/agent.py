@@ -9,6 +9,7 @@ from cs2os_agent import virt
 from cs2os_agent.agent import manager
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.common import config
+from cs2os_agent.common import gmr
 from cs2os_agent.common import rpc
 from cs2os_agent.common import service
 
@@ -19,6 +20,8 @@ LOG = logging.getLogger(__name__)
 def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-agent")
+    gmr.setup(CONF, "cs2os-agent")
+    service.reload_on_sighup(CONF)
     virt.init()
     rpc.init(CONF)
     agent = manager.AgentManager(CONF)

@@ -16,7 +16,9 @@ from oslo_log import log as logging
 from cs2os_agent import conf
 from cs2os_agent.api import service
 from cs2os_agent.common import config
+from cs2os_agent.common import gmr
 from cs2os_agent.common import rpc
+from cs2os_agent.common import service as common_service
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class _Handler(simple_server.WSGIRequestHandler):
 def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-api")
+    gmr.setup(CONF, "cs2os-api")
+    common_service.reload_on_sighup(CONF)
     app = service.make_application(CONF)
     server = simple_server.make_server(
         CONF.api.bind_host, CONF.api.bind_port, app,

@@ -7,6 +7,7 @@ from oslo_log import log as logging
 from cs2os_agent import conf
 from cs2os_agent import virt
 from cs2os_agent.common import config
+from cs2os_agent.common import gmr
 from cs2os_agent.common import rpc
 from cs2os_agent.common import service
 from cs2os_agent.conductor import clients as conductor_clients
@@ -26,6 +27,8 @@ LOG = logging.getLogger(__name__)
 def main():
     config.parse_args(sys.argv[1:])
     logging.setup(CONF, "cs2os-conductor")
+    gmr.setup(CONF, "cs2os-conductor")
+    service.reload_on_sighup(CONF)
     virt.init()
     db = db_api.Database(CONF.database.connection,
                          CONF.database.sqlite_busy_timeout)

@@ -1,5 +1,15 @@
-"""Run an RPC server until SIGTERM/SIGINT, with plain threads (no eventlet)."""
+"""Run an RPC server until SIGTERM/SIGINT, with plain threads (no eventlet).
 
+SIGHUP re-reads the configuration files and applies the options marked
+mutable (oslo.log's ``debug`` and ``log_config_append`` among them)
+without a restart: :func:`reload_on_sighup`, which every cs2os service
+installs.  oslo.service's launchers are not used for this: the threading
+backend's ServiceLauncher forks a worker process under a cotyledon
+master (another PID, its own signal handling, the RPC connection made
+across the fork), and with no_fork its SIGHUP ends the process.
+"""
+
+import queue
 import signal
 import threading
 
@@ -52,3 +62,60 @@ def run(service):
         service.wait()
     finally:
         rpc.cleanup()
+
+
+class ConfigReloader:
+    """Applies the mutable options of ``conf`` again when asked.
+
+    The signal handler only puts a request on a queue
+    (``SimpleQueue.put`` is safe in a signal handler); a thread of its
+    own re-reads the files, so the main thread, which may hold a lock the
+    reload also needs (a logging handler's), is never made to wait.
+    """
+
+    def __init__(self, conf):
+        self.conf = conf
+        self._requests = queue.SimpleQueue()
+        self.reloads = 0  # completed, for tests and the log
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="config-reloader")
+        self._thread.start()
+
+    def handle(self, signum, _frame):
+        self._requests.put(signum)
+
+    def _run(self):
+        while True:
+            signum = self._requests.get()
+            while not self._requests.empty():
+                self._requests.get()  # several signals: one reload
+            self.reload(signum)
+
+    def reload(self, signum=signal.SIGHUP):
+        LOG.info("Signal %d: reloading the configuration files %s",
+                 signum, ", ".join(self.conf.config_file or []) or "(none)")
+        try:
+            changed = self.conf.mutate_config_files()
+        except Exception as exc:  # noqa: BLE001 - keep the running config
+            LOG.error("Reloading the configuration failed, the running "
+                      "one stays: %s", exc)
+            return None
+        self.reloads += 1
+        # oslo.config names each mutable option that changed; oslo.log's
+        # hook has set the log levels from the new debug already.
+        LOG.info("Configuration reloaded: %d mutable option(s) changed",
+                 len(changed))
+        LOG.debug("Debug logging is on")
+        return changed
+
+
+def reload_on_sighup(conf):
+    """Make SIGHUP reload ``conf``'s mutable options instead of ending the
+    process; from the main thread, once ``conf`` is parsed."""
+    reloader = ConfigReloader(conf)
+    reloader.start()
+    signal.signal(signal.SIGHUP, reloader.handle)
+    return reloader
