@@ -48,6 +48,18 @@ _WARM_ONLY = {
     ],
 }
 
+# keep_snapshots: true is refused for a warm migration (the mirror copies
+# the current state only); false is accepted with either mode.
+_COLD_ONLY = {
+    "description": "keep_snapshots: true applies to cold migrations only",
+    "anyOf": [
+        {"not": {"properties": {"keep_snapshots": {"enum": [True]}},
+                 "required": ["keep_snapshots"]}},
+        {"not": {"properties": {"mode": {"enum": [states.WARM]}},
+                 "required": ["mode"]}},
+    ],
+}
+
 CREATE_MIGRATION = {
     "type": "object",
     "properties": {
@@ -91,7 +103,7 @@ CREATE_MIGRATION = {
             },
             "required": ["source"],
             "additionalProperties": False,
-            "allOf": [_WARM_ONLY],
+            "allOf": [_WARM_ONLY, _COLD_ONLY],
         },
     },
     "required": ["migration"],

@@ -123,6 +123,10 @@ def report(request, conf, clients, db):
         _checks(ctx, out, db)
     except _Stop:
         pass
+    # What the flow's own checks would have recorded as events (the
+    # root volume's internal snapshots, say), whatever stopped the report.
+    for message in ctx.events:
+        out.finding("disk", WARNING, message)
     return out.done()
 
 
@@ -277,8 +281,6 @@ def _bytes_and_time(ctx, out, db, disk, template_bytes):
             "counts the whole file; without keep_snapshots the data only "
             "they hold is not moved" % disk.header.snapshots)
     out.plan(estimate=estimate)
-    for message in ctx.events:
-        out.finding("disk", WARNING, message)
 
 
 def _rate(db):
