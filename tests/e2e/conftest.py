@@ -114,16 +114,19 @@ def conductor(request, workdir, services, cloud, minicloud, agent,
 
 
 def module_conductor(request, workdir, services, cloud, minicloud,
-                     conductor_api, cloudstack_root, **cloudstack):
+                     conductor_api, cloudstack_root, conductor=None,
+                     **cloudstack):
     """Start the calling module's own conductor, on its own database (a
     module's conductor must not find, and adopt, another module's
     migrations); ``cloudstack``: [cloudstack] options over
-    conductor_sections' (project_map, flavor_map...)."""
+    conductor_sections' (project_map, flavor_map...); ``conductor``:
+    [conductor] options (max_per_kvm_host...)."""
     name = "%s-%s" % (RUN_ID, request.module.__name__.rsplit(".", 1)[-1])
     spool = os.path.join(workdir, "spool-" + name)
     os.makedirs(spool, exist_ok=True)
     sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
     sections["cloudstack"].update(cloudstack)
+    sections["conductor"].update(conductor or {})
     proc = conductor_process.ConductorProcess(
         workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
         services["exchange"],

@@ -4,36 +4,22 @@ the other; the second says what it waits for, and nothing of it exists
 in Nova before the first ends."""
 
 import datetime
-import os
 
 import pytest
 
-from cs2os_agent.common import context as cs2os_context
-from tests.e2e.conftest import RUN_ID
-from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import delete_migrated_servers
+from tests.e2e.conftest import module_conductor
 from tests.e2e.conftest import new_vm
-from tools.testbed import conductor_process
-from tools.testbed import harness as ft
 from tools.testbed.harness import wait_for
 from tools.testbed.harness import wait_state
 
 
 @pytest.fixture(scope="module")
-def conductor(workdir, services, cloud, minicloud, agent, conductor_api,
-              cloudstack_root):
-    name = "%s-limits" % RUN_ID
-    spool = os.path.join(workdir, "spool-" + name)
-    os.makedirs(spool, exist_ok=True)
-    sections = conductor_sections(cloud, minicloud, cloudstack_root, spool)
-    sections["conductor"].update(max_per_kvm_host=1)
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-e2e-%s-conductor" % name, ft.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
-        "notifications-e2e-%s" % name, sections=sections)
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+def conductor(request, workdir, services, cloud, minicloud, agent,
+              conductor_api, cloudstack_root):
+    proc = module_conductor(request, workdir, services, cloud, minicloud,
+                            conductor_api, cloudstack_root,
+                            conductor={"max_per_kvm_host": 1})
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)
