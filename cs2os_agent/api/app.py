@@ -27,6 +27,7 @@ from oslo_middleware import sizelimit
 from cs2os_agent.api import errors
 from cs2os_agent.api import migrations
 from cs2os_agent.api import openapi
+from cs2os_agent.api import plans
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import context as cs2os_context
 
@@ -42,8 +43,10 @@ class Router:
     def __init__(self, conductor_api, conf):
         controller = migrations.MigrationsController(
             conductor_api, conf.api.max_limit)
+        plan = plans.PlansController(conductor_api)
         self.conductor_timeout = conf.api.conductor_timeout
         uuid = r"(?P<migration_id>[^/]+)"
+        plan_id = r"(?P<plan_id>[^/]+)"
         self.routes = [
             (re.compile(p), handlers) for p, handlers in (
                 (r"/?", {"GET": self.versions}),
@@ -54,6 +57,10 @@ class Router:
                 (r"/v1/migrations/%s/?" % uuid, {"GET": controller.show}),
                 (r"/v1/migrations/%s/action/?" % uuid,
                  {"POST": controller.action}),
+                (r"/v1/plans/?", {"GET": plan.index, "POST": plan.create}),
+                (r"/v1/plans/%s/?" % plan_id, {"GET": plan.show,
+                                               "DELETE": plan.delete}),
+                (r"/v1/plans/%s/action/?" % plan_id, {"POST": plan.action}),
             )
         ]
 

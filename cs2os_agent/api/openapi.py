@@ -26,6 +26,7 @@ PATH = "/v1/openapi.json"
 _KEYWORDS = {
     "type", "properties", "required", "additionalProperties", "items",
     "enum", "minLength", "maxLength", "pattern", "format", "minimum",
+    "maxItems", "minItems",
     "maximum", "minProperties", "maxProperties", "allOf", "anyOf", "oneOf",
     "not", "description", "nullable",
 }
@@ -352,6 +353,9 @@ def _paths():
 
 @functools.lru_cache(maxsize=1)
 def _document():
+    # Here, not at the top: openapi_plans builds on this module.
+    from cs2os_agent.api import openapi_plans
+
     responses = {name: _json(_ref("schemas", "Error"), text)
                  for name, text in _RESPONSES.items()}
     # keystonemiddleware answers a missing or bad token with its own body.
@@ -367,11 +371,14 @@ def _document():
                 "is JSON in the API-SIG format; a client's mistake is a "
                 "4xx, never a 5xx."),
         },
-        "paths": _paths(),
+        "paths": dict(_paths(), **openapi_plans.paths()),
         "components": {
             "schemas": {"Error": _ERROR,
                         "Migration": _migration(with_events=True),
-                        "MigrationSummary": _migration(with_events=False)},
+                        "MigrationSummary": _migration(with_events=False),
+                        "Plan": openapi_plans.plan_schema(with_vms=True),
+                        "PlanSummary": openapi_plans.plan_schema(
+                            with_vms=False)},
             "responses": responses,
             "securitySchemes": {"keystone": {
                 "type": "apiKey", "in": "header", "name": "X-Auth-Token",

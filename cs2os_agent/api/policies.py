@@ -21,6 +21,9 @@ PROJECT_READER = "role:reader and project_id:%(project_id)s"
 ADMIN_OR_PROJECT_READER = "rule:admin_api or (%s)" % PROJECT_READER
 MIGRATIONS = "/v1/migrations"
 ACTION = MIGRATIONS + "/{migration_id}/action"
+PLANS = "/v1/plans"
+PLAN = PLANS + "/{plan_id}"
+PLAN_ACTIONS = ("validate", "start", "cancel", "retry")
 
 _READER_NOTE = (
     " Keystone's implied roles (admin implies member implies reader) "
@@ -99,6 +102,31 @@ _RULES = [
         [{"method": "POST", "path": ACTION + " (cutover)"}],
         scope_types=["project"]),
 ]
+
+# A plan moves many VMs with the service's credentials: admin-only, all.
+_PLAN_RULES = [
+    ("create", "Create a plan: a named set of CloudStack VMs (a list, or "
+     "a CloudStack selector resolved now) with shared migration defaults.",
+     [{"method": "POST", "path": PLANS}]),
+    ("list", "List plans.", [{"method": "GET", "path": PLANS}]),
+    ("get", "Show a plan: its VMs, their migrations and the counts by "
+     "state.", [{"method": "GET", "path": PLAN}]),
+    ("delete", "Delete a plan none of whose migrations is active (the "
+     "migrations stay).", [{"method": "DELETE", "path": PLAN}]),
+    ("validate", "Run the preflight of every VM of a draft plan and "
+     "record the findings.",
+     [{"method": "POST", "path": PLAN + "/action (validate)"}]),
+    ("start", "Start a draft plan: one migration per VM the preflight "
+     "found no critical problem with.",
+     [{"method": "POST", "path": PLAN + "/action (start)"}]),
+    ("cancel", "Cancel a plan and its active migrations.",
+     [{"method": "POST", "path": PLAN + "/action (cancel)"}]),
+    ("retry", "Retry a plan's failed migrations.",
+     [{"method": "POST", "path": PLAN + "/action (retry)"}]),
+]
+_RULES += [policy.DocumentedRuleDefault(
+    "cs2os:plan:%s" % name, "rule:admin_api", description, operations,
+    scope_types=["project"]) for name, description, operations in _PLAN_RULES]
 
 
 def list_rules():

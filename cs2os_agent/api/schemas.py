@@ -134,6 +134,8 @@ LIST_QUERY = {
     "project": _NAME,
     "limit": {"type": "integer", "minimum": 1},
     "marker": {"type": "string", "format": "uuid"},
+    # The plan that started them (db filter plan_id).
+    "plan_id": {"type": "string", "format": "uuid"},
 }
 
 # POST /v1/migrations: a retried request with the same key gets the
@@ -145,6 +147,70 @@ IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255,
                    "pattern": r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
                    "description": "1-255 printable ASCII characters, not "
                                   "starting or ending with a space"}
+
+# Plans (/v1/plans): the fields a plan's defaults and a VM's overrides
+# may set are a migration request's but the VM, dry_run and the key; the
+# conductor checks them together (a VM's cutover over the plan's mode).
+# An override that sets cutover or cutover_method says mode warm too,
+# one that sets keep_snapshots says mode cold (or none).
+_PLAN_FIELDS = {
+    "type": "object",
+    "properties": {k: v for k, v in CREATE_MIGRATION["properties"][
+        "migration"]["properties"].items()
+        if k not in ("source", "dry_run")},
+    "additionalProperties": False,
+    "allOf": [_WARM_ONLY, _COLD_ONLY],
+}
+_TAG = {"allOf": [_NAME, {"pattern": "=",
+                          "description": "key=value"}]}
+PLAN_SELECTOR_KEYS = ("account", "domain", "project", "zone", "tag", "host",
+                      "pool")
+CREATE_PLAN = {
+    "type": "object",
+    "properties": {"plan": {
+        "type": "object",
+        "properties": {
+            "name": _NAME,
+            "defaults": _PLAN_FIELDS,
+            "vms": {"type": "array", "minItems": 1, "maxItems": 1000,
+                    "items": {"anyOf": [
+                _NAME,
+                {"type": "object", "required": ["vm"],
+                 "properties": {"vm": _NAME, "overrides": _PLAN_FIELDS},
+                 "additionalProperties": False}]},
+                "description": "CloudStack VM ids or names, or {vm, "
+                               "overrides}, in the order they start"},
+            "selector": {
+                "type": "object", "minProperties": 1,
+                "properties": {k: _TAG if k == "tag" else _NAME
+                               for k in PLAN_SELECTOR_KEYS},
+                "additionalProperties": False,
+                "description": "CloudStack VMs matching every key given "
+                               "(ids or names; tag is key=value; host is "
+                               "the KVM host; pool the primary storage of "
+                               "the ROOT volume), resolved at create into "
+                               "the plan's VMs, after those in vms"},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+        "anyOf": [{"required": ["vms"]}, {"required": ["selector"]}],
+    }},
+    "required": ["plan"],
+    "additionalProperties": False,
+}
+PLAN_ACTION = {
+    "type": "object",
+    "properties": {"validate": _NO_ARGS, "start": _NO_ARGS,
+                   "cancel": _NO_ARGS, "retry": _NO_ARGS},
+    "minProperties": 1,
+    "maxProperties": 1,
+    "additionalProperties": False,
+}
+PLAN_STATES = ("draft", "running", "done", "cancelled")
+PLAN_LIST_QUERY = {
+    "name": _NAME,
+    "state": {"type": "string", "enum": list(PLAN_STATES)},
+}
 
 _INTEGER = re.compile(r"-?[0-9]+")
 # More than any page size; int() would take up to 4300 digits.
@@ -220,13 +286,15 @@ def validate_header(request, name, schema):
     return value
 
 
-def validate_query(params):
-    """Check GET /v1/migrations parameters; returns them typed."""
-    unknown = sorted(set(params) - set(LIST_QUERY))
+def validate_query(params, schemas=None):
+    """Check GET /v1/migrations parameters (or those of ``schemas``,
+    {name: schema}); returns them typed."""
+    schemas = LIST_QUERY if schemas is None else schemas
+    unknown = sorted(set(params) - set(schemas))
     if unknown:
         raise errors.ApiError(
             400, "unknown query parameter(s) %s; allowed: %s"
-            % (", ".join(unknown), ", ".join(sorted(LIST_QUERY))),
+            % (", ".join(unknown), ", ".join(sorted(schemas))),
             "cs2os.InvalidRequest")
     typed = {}
     for name, values in params.items():
@@ -235,7 +303,7 @@ def validate_query(params):
                 400, "query parameter %s is given %d times; give it once"
                 % (name, len(values)), "cs2os.InvalidRequest")
         value = values[0]
-        if LIST_QUERY[name].get("type") == "integer":
+        if schemas[name].get("type") == "integer":
             # Plain ASCII digits: int() would also take " 5", "1_0" and
             # other scripts' digits.
             if not _INTEGER.fullmatch(value):
@@ -249,7 +317,7 @@ def validate_query(params):
             value = int(value)
         typed[name] = value
     for name, value in typed.items():
-        error = _first_error(LIST_QUERY[name], value)
+        error = _first_error(schemas[name], value)
         if error is not None:
             raise errors.ApiError(
                 400, "query parameter %s: %s" % (name, _message(error)),

@@ -217,6 +217,47 @@ class CloudStackClient:
                 ids=", ".join(sorted(vm["id"] for vm in matches)))
         return matches[0]
 
+    def select_vms(self, selector):
+        """The VMs (listVirtualMachines entries, by name) a plan's
+        ``selector`` names; every key given must match: ``account`` (with
+        ``domain``), ``domain``, ``project``, ``zone``, ``host`` (the KVM
+        host; running VMs only), each an id or a name; ``tag``
+        ("key=value"); ``pool`` (primary storage id or name: the VMs whose
+        ROOT volume is on it, through listVolumes).  Matched here rather
+        than by CloudStack's list filters, which differ between releases
+        (account needs domainid, tags need indexed keys)."""
+        listed = {}
+        for scope in ({}, {"projectid": ALL_PROJECTS}):
+            for vm in self._list("listVirtualMachines", "virtualmachine",
+                                 fetch_list=True, listall=True, **scope):
+                listed.setdefault(vm.get("id"), vm)
+        fields = {"account": ("account",), "domain": ("domainid", "domain"),
+                  "project": ("projectid", "project"),
+                  "zone": ("zoneid", "zonename"),
+                  "host": ("hostid", "hostname")}
+        chosen = list(listed.values())
+        for key, names in fields.items():
+            if selector.get(key):
+                chosen = [vm for vm in chosen if selector[key] in
+                          [vm.get(n) for n in names]]
+        if selector.get("tag"):
+            tag_key, _, tag_value = selector["tag"].partition("=")
+            chosen = [vm for vm in chosen if any(
+                t.get("key") == tag_key and t.get("value") == tag_value
+                for t in vm.get("tags") or [])]
+        if selector.get("pool"):
+            on_pool = set()
+            for scope in ({}, {"projectid": ALL_PROJECTS}):
+                for vol in self._list("listVolumes", "volume",
+                                      fetch_list=True, type="ROOT",
+                                      listall=True, **scope):
+                    if selector["pool"] in (vol.get("storageid"),
+                                            vol.get("storage")):
+                        on_pool.add(vol.get("virtualmachineid"))
+            chosen = [vm for vm in chosen if vm.get("id") in on_pool]
+        return sorted(chosen, key=lambda vm: (vm.get("name") or "",
+                                              vm.get("id")))
+
     def list_volumes(self, vm_id, project_id=None):
         """The VM's volumes, ROOT first, then by device id.  ``project_id``:
         the CloudStack project that owns the VM (CloudStack lists a

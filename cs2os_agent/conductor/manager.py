@@ -12,6 +12,7 @@ from oslo_utils import uuidutils
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import plans
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor import rpcapi
 
@@ -27,17 +28,20 @@ class ConductorManager:
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, db, engine, notifier=None, agent_api=None,
-                 find_vm=None, preflight=None):
+                 find_vm=None, preflight=None, select_vms=None):
         """``find_vm(ref)``: the CloudStack VM a request names (by id or
         name), to refuse a second active migration of it at once; None
         leaves that to the flow's validate step.  ``preflight(request)``:
-        the report a ``dry_run`` request gets (conductor/preflight.py)."""
+        the report a ``dry_run`` request gets (conductor/preflight.py).
+        ``select_vms(selector)``: the VMs a plan's CloudStack selector
+        names (default: through [cloudstack]'s client)."""
         self.db = db
         self.engine = engine
         self.notifier = notifier
         self.agent_api = agent_api
         self.find_vm = find_vm
         self.preflight = preflight
+        self.select_vms = select_vms or plans.default_select_vms
 
     def _resolve(self, ref):
         """The VM's id, or None when CloudStack cannot say now (the
@@ -62,6 +66,15 @@ class ConductorManager:
         req = request_schema.validate(request)
         if req["dry_run"]:
             return self._dry_run(req)
+        return self._create(context, req)
+
+    def _create_planned(self, context, req, plan_id):
+        """A plan's migration (validated request ``req``): the same path,
+        checks and limits as create_migration, with its plan recorded.
+        (Private: not an RPC method; conductor/plans.py calls it.)"""
+        return self._create(context, req, plan_id=plan_id)
+
+    def _create(self, context, req, plan_id=None):
         key = req.get("idempotency_key")
         if key:
             first = self.db.find_by_idempotency_key(context.project_id, key)
@@ -93,6 +106,7 @@ class ConductorManager:
             "result": {},
             "active_source": self._resolve(req["source"]),
             "idempotency_key": key,
+            "plan_id": plan_id,
         })
         if migration.pop("replayed", False):
             # The same key won a race with this request.
@@ -262,3 +276,29 @@ class ConductorManager:
             })
         except exception.MigrationNotFound:
             LOG.warning("Progress for unknown migration %s", migration_id)
+
+    # -- plans (1.5): conductor/plans.py -----------------------------------
+
+    def create_plan(self, context, plan):
+        return plans.create(self, context, plan)
+
+    def get_plan(self, context, plan_id):
+        return plans.show(self, plan_id)
+
+    def list_plans(self, context, filters=None):
+        return plans.list_plans(self, filters)
+
+    def validate_plan(self, context, plan_id):
+        return plans.validate(self, context, plan_id)
+
+    def start_plan(self, context, plan_id):
+        return plans.start(self, context, plan_id)
+
+    def cancel_plan(self, context, plan_id):
+        return plans.cancel(self, context, plan_id)
+
+    def delete_plan(self, context, plan_id):
+        plans.delete(self, context, plan_id)
+
+    def retry_plan(self, context, plan_id):
+        return plans.retry(self, context, plan_id)

@@ -19,6 +19,8 @@ API version history:
           volume's internal qcow2 snapshots in the migrated disk) and
           "dry_run": bool (answer {"dry_run": true, "preflight": report}
           and record nothing).
+    1.5 - Plans: create_plan, get_plan, list_plans, validate_plan,
+          start_plan, cancel_plan, delete_plan, retry_plan.
 """
 
 import oslo_messaging as messaging
@@ -26,7 +28,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.4"
+RPC_API_VERSION = "1.5"
 
 
 class ConductorAPI:
@@ -97,6 +99,43 @@ class ConductorAPI:
                               migration_id=migration_id)
         return self._call(context, "cutover_migration", version="1.2",
                           migration_id=migration_id, cutover_method=method)
+
+    # -- plans (1.5) --------------------------------------------------------
+
+    def create_plan(self, context, plan):
+        """``plan``: {"name", "defaults": {request fields but source},
+        "vms": [VM id or name, or {"vm", "overrides"}], "selector":
+        {account, domain, project, zone, tag, host, pool}}; the plan's
+        view (state draft)."""
+        return self._call(context, "create_plan", version="1.5", plan=plan)
+
+    def get_plan(self, context, plan_id):
+        return self._call(context, "get_plan", version="1.5",
+                          plan_id=plan_id)
+
+    def list_plans(self, context, filters=None):
+        return self._call(context, "list_plans", version="1.5",
+                          filters=filters or {})
+
+    def validate_plan(self, context, plan_id):
+        return self._call(context, "validate_plan", version="1.5",
+                          plan_id=plan_id)
+
+    def start_plan(self, context, plan_id):
+        return self._call(context, "start_plan", version="1.5",
+                          plan_id=plan_id)
+
+    def cancel_plan(self, context, plan_id):
+        return self._call(context, "cancel_plan", version="1.5",
+                          plan_id=plan_id)
+
+    def delete_plan(self, context, plan_id):
+        return self._call(context, "delete_plan", version="1.5",
+                          plan_id=plan_id)
+
+    def retry_plan(self, context, plan_id):
+        return self._call(context, "retry_plan", version="1.5",
+                          plan_id=plan_id)
 
     def report_progress(self, context, migration_id, progress):
         """Fire-and-forget: a copy must not wait on the conductor."""

@@ -16,7 +16,7 @@ from cs2os_agent.db import models
 _COLUMNS = [c.name for c in models.Migration.__table__.columns]
 _FILTERS = ("state", "source_vm_id", "source_vm_name", "target_host",
             "compute_host", "project_id", "target_project_id", "source",
-            "host")
+            "host", "plan_id")
 
 
 def _to_dict(row, events=True):

@@ -71,6 +71,9 @@ class Migration(Base):
     committed = sa.Column(sa.Boolean, nullable=False, default=False)
     # A client's retry of the same create returns the same migration.
     idempotency_key = sa.Column(sa.String(255))
+    # The plan that started it (plans.id; no foreign key: a deleted plan's
+    # migrations stay as they were).
+    plan_id = sa.Column(sa.String(36), index=True)
 
     __table_args__ = (
         sa.Index("ux_migrations_active_source", "active_source",
@@ -125,3 +128,30 @@ class Slot(Base):
         index=True,
     )
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class Plan(Base):
+    """A named set of migrations with shared defaults (a fleet's wave).
+
+    ``items``: one dict per VM in plan order: ``vm`` (the ref asked for),
+    ``vm_id``, ``vm_name``, ``overrides`` (request fields over
+    ``defaults``), ``preflight`` (the last validate's report, cut to its
+    findings) and ``migration_id`` once started.
+    """
+
+    __tablename__ = "plans"
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    name = sa.Column(sa.String(255), nullable=False, index=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+    user_id = sa.Column(sa.String(64))
+    project_id = sa.Column(sa.String(64), index=True)
+    # draft | running | done | cancelled
+    state = sa.Column(sa.String(16), nullable=False, index=True)
+    defaults = sa.Column(sa.JSON, nullable=False, default=dict)
+    # The CloudStack selector the VM list was resolved from, if any.
+    selector = sa.Column(sa.JSON)
+    items = sa.Column(sa.JSON, nullable=False, default=list)

@@ -15,6 +15,7 @@ from osc_lib import exceptions as osc_exc
 import cs2os_agent
 
 MIGRATIONS = "/v1/migrations"
+PLANS = "/v1/plans"
 
 
 class ApiError(osc_exc.CommandError):
@@ -54,7 +55,52 @@ def error_from_response(resp):
     return ApiError(resp.status_code, detail, code, request_id)
 
 
-class Client:
+class PlanClient:
+    """/v1/plans calls, mixed into Client; each returns the plan's view."""
+
+    @staticmethod
+    def _plan(body):
+        try:
+            return body["plan"]
+        except (KeyError, TypeError) as e:
+            raise ApiError(200, "No 'plan' in the API answer") from e
+
+    @staticmethod
+    def _plan_path(plan_id, *rest):
+        return "/".join([PLANS, urllib.parse.quote(str(plan_id), safe="")]
+                        + list(rest))
+
+    def create_plan(self, plan):
+        """``plan``: {"name", "defaults", "vms", "selector"}."""
+        return self._plan(self._request("POST", PLANS, {"plan": plan}))
+
+    def get_plan(self, plan_id):
+        return self._plan(self._request("GET", self._plan_path(plan_id)))
+
+    def list_plans(self, state=None, name=None):
+        params = [(k, v) for k, v in (("name", name), ("state", state))
+                  if v is not None]
+        query = urllib.parse.urlencode(params)
+        body = self._request("GET", PLANS + ("?" + query if query else ""))
+        if not isinstance(body, dict):
+            raise ApiError(200, "Unexpected list answer from the API")
+        return body.get("plans") or []
+
+    def delete_plan(self, plan_id):
+        try:
+            resp = self._adapter.request(self._plan_path(plan_id), "DELETE")
+        except ksa_exc.ConnectionError as e:
+            raise ApiUnreachable("Cannot reach the cs2os API: %s" % e) from e
+        if resp.status_code >= 400:
+            raise error_from_response(resp)
+
+    def plan_action(self, plan_id, name):
+        """``name``: validate, start, cancel or retry."""
+        return self._plan(self._request(
+            "POST", self._plan_path(plan_id, "action"), {name: {}}))
+
+
+class Client(PlanClient):
     """cs2os v1 API calls; each returns the decoded record(s)."""
 
     def __init__(self, session, service_type="cs2os", region_name=None,

@@ -154,15 +154,27 @@ else:
     _VALID_KEY = _network_key_is_valid()
 
     @SCHEMA.hook
-    def filter_body(context, body):
-        migration = body.get("migration") if isinstance(body, dict) \
-            else None
-        if not isinstance(migration, dict):
-            return True
-        networks = migration.get("networks")
+    def _valid_request(request):
+        networks = request.get("networks")
         return (not isinstance(networks, dict)
                 or all(_VALID_KEY(k) for k in networks)) \
-            and _valid_project(migration.get("project"))
+            and _valid_project(request.get("project"))
+
+    def filter_body(context, body):
+        """A migration request, or a plan's defaults and each VM's
+        overrides (the same fields, the same checks)."""
+        if not isinstance(body, dict):
+            return True
+        requests = []
+        if isinstance(body.get("migration"), dict):
+            requests.append(body["migration"])
+        plan = body.get("plan")
+        if isinstance(plan, dict):
+            requests.append(plan.get("defaults"))
+            requests += [vm.get("overrides") for vm in plan.get("vms") or []
+                         if isinstance(vm, dict)]
+        return all(_valid_request(r) for r in requests
+                   if isinstance(r, dict))
 
     FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                     derandomize=True, database=None,

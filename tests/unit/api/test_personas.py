@@ -47,6 +47,10 @@ def test_the_defaults():
         "cs2os:migration:retry": "rule:admin_api",
         "cs2os:migration:cutover": "rule:admin_api",
         "cs2os:migration:show:host_details": "rule:admin_api",
+        # Plans: admin-only, every one.
+        **{"cs2os:plan:%s" % name: "rule:admin_api" for name in (
+            "create", "list", "get", "delete", "validate", "start",
+            "cancel", "retry")},
     }
     assert all(r.scope_types == ["project"] for name, r in rules.items()
                if name != "admin_api")

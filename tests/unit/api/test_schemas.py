@@ -79,7 +79,7 @@ def test_create_rejects_bad_bodies_naming_the_field(app, conductor, body,
 
 @pytest.mark.parametrize("query,detail", [
     ("colour=red", "unknown query parameter(s) colour; allowed: host, "
-     "limit, marker, project, source, state"),
+     "limit, marker, plan_id, project, source, state"),
     ("limit=ten", "query parameter limit must be an integer, not 'ten'"),
     ("limit=0", "query parameter limit: 0 is less than the minimum of 1"),
     ("state=done", "query parameter state: 'done' is not one of"),

@@ -47,8 +47,8 @@ def test_rpc_cutover_sends_1_1_without_a_method_and_1_2_with_one(
                                       "cutover_method": "force"}),
         ("1.2", "cutover_migration", {"migration_id": "m-1",
                                       "cutover_method": "shutdown"})]
-    assert rpcapi.RPC_API_VERSION == "1.4"
-    assert manager.ConductorManager.target.version == "1.4"
+    assert rpcapi.RPC_API_VERSION == "1.5"
+    assert manager.ConductorManager.target.version == "1.5"
 
 
 def test_rpc_create_names_the_version_its_fields_need(recording_api):

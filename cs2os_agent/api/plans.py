@@ -1,0 +1,94 @@
+"""Handlers of /v1/plans: policy first, then the input, then the
+conductor (conductor/plans.py), whose plan view is the answer."""
+
+import oslo_messaging as messaging
+import webob
+from oslo_utils import uuidutils
+
+from cs2os_agent.api import errors
+from cs2os_agent.api import policies
+from cs2os_agent.api import policy
+from cs2os_agent.api import schemas
+from cs2os_agent.api import wsgi_util
+
+# The conductor's plan errors: their classes live in conductor/plans.py,
+# outside the modules oslo.messaging re-creates remote errors from, so
+# they arrive as a RemoteError naming them.
+_REMOTE = {"PlanNotFound": 404, "PlanSelectsNothing": 404,
+           "PlanStateConflict": 409}
+
+
+def _rule(name):
+    return "cs2os:plan:%s" % name
+
+
+class PlansController:
+    def __init__(self, conductor_api):
+        self.conductor = conductor_api
+
+    def _call(self, method, context, *args):
+        try:
+            return getattr(self.conductor, method)(context, *args)
+        except messaging.RemoteError as exc:
+            status = _REMOTE.get(exc.exc_type)
+            if status is None:
+                raise
+            raise errors.ApiError(status, exc.value,
+                                  "cs2os.%s" % exc.exc_type) from None
+
+    @staticmethod
+    def _check_id(plan_id):
+        if not uuidutils.is_uuid_like(plan_id):
+            raise errors.ApiError(404, "Plan %s not found" % plan_id,
+                                  "cs2os.PlanNotFound")
+
+    @staticmethod
+    def _url(request, plan_id=None):
+        url = request.application_url + "/v1/plans"
+        return url + ("/" + plan_id if plan_id else "")
+
+    def create(self, request):
+        context = wsgi_util.context(request)
+        policy.authorize(context, _rule("create"))
+        body = schemas.validate(schemas.CREATE_PLAN,
+                                wsgi_util.json_body(request))
+        plan = self._call("create_plan", context, body["plan"])
+        resp = wsgi_util.json_response(201, {"plan": plan})
+        resp.location = self._url(request, plan["id"])
+        return resp
+
+    def index(self, request):
+        context = wsgi_util.context(request)
+        policy.authorize(context, _rule("list"))
+        filters = schemas.validate_query(wsgi_util.query_params(request),
+                                         schemas.PLAN_LIST_QUERY)
+        return wsgi_util.json_response(200, {
+            "plans": self._call("list_plans", context, filters)})
+
+    def show(self, request, plan_id):
+        context = wsgi_util.context(request)
+        policy.authorize(context, _rule("get"))
+        self._check_id(plan_id)
+        return wsgi_util.json_response(200, {
+            "plan": self._call("get_plan", context, plan_id)})
+
+    def delete(self, request, plan_id):
+        context = wsgi_util.context(request)
+        policy.authorize(context, _rule("delete"))
+        self._check_id(plan_id)
+        self._call("delete_plan", context, plan_id)
+        return webob.Response(status=204)
+
+    def action(self, request, plan_id):
+        context = wsgi_util.context(request)
+        # As for a migration's actions: may the caller do any of them,
+        # before the body that says which is read.
+        policy.authorize_any(context, [_rule(a)
+                                       for a in policies.PLAN_ACTIONS])
+        body = schemas.validate(schemas.PLAN_ACTION,
+                                wsgi_util.json_body(request))
+        ((name, _args),) = body.items()
+        policy.authorize(context, _rule(name))
+        self._check_id(plan_id)
+        plan = self._call("%s_plan" % name, context, plan_id)
+        return wsgi_util.json_response(202, {"plan": plan})

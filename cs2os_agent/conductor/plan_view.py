@@ -1,0 +1,70 @@
+"""What a plan looks like to its callers: per-VM rows, counts by state,
+bytes done of the whole; a running plan whose migrations are all final
+becomes ``done`` here (the conductor is the only writer)."""
+
+from cs2os_agent.common import states
+from cs2os_agent.db import plans as plan_db
+
+SKIPPED = "skipped"  # by preflight: a critical finding
+NOT_STARTED = "not_started"  # its migration could not be created
+PENDING = "pending"  # a draft plan's VM
+COUNTED = (states.QUEUED, states.RUNNING, states.SUCCEEDED, states.FAILED,
+           states.CANCELLED, SKIPPED, NOT_STARTED, PENDING)
+FINAL = states.FINAL + (SKIPPED, NOT_STARTED)
+
+
+def _row(item, migration, plan_state):
+    preflight = item.get("preflight")
+    row = {"vm": item["vm"], "vm_id": item.get("vm_id"),
+           "vm_name": item.get("vm_name"),
+           "overrides": item.get("overrides") or {},
+           "migration_id": item.get("migration_id"), "state": None,
+           "step": None, "error": None, "bytes_done": 0, "bytes_total": 0,
+           "preflight": preflight}
+    if migration is not None:
+        row.update({k: migration.get(k) for k in (
+            "state", "step", "error", "bytes_done", "bytes_total")})
+    elif item.get("error"):
+        row.update(state=NOT_STARTED, error=item["error"])
+    elif preflight is not None and not preflight.get("ok", True) \
+            and plan_state != "draft":
+        critical = [f["message"] for f in preflight.get("findings") or []
+                    if f.get("severity") == "critical"]
+        row.update(state=SKIPPED, error="skipped by preflight: %s"
+                   % "; ".join(critical))
+    else:
+        row["state"] = PENDING
+    return row
+
+
+def _count(state):
+    # cancelling and rolling_back are still running.
+    return state if state in COUNTED else states.RUNNING
+
+
+def view(db, plan, rows=True):
+    """The plan as the API shows it; ``rows``: with its per-VM rows."""
+    migrations = {m["id"]: m for m in db.list_migrations(
+        {"plan_id": plan["id"]})}
+    vms = [_row(i, migrations.get(i.get("migration_id")), plan["state"])
+           for i in plan["items"]]
+    counts = dict.fromkeys(COUNTED, 0)
+    for row in vms:
+        counts[_count(row["state"])] += 1
+    if plan["state"] == "running" and all(r["state"] in FINAL for r in vms):
+        plan = plan_db.update(db, plan["id"], {"state": "done"},
+                              expect_state="running") or plan_db.get(
+                                  db, plan["id"])
+    body = {k: plan[k] for k in (
+        "id", "name", "state", "user_id", "project_id", "defaults",
+        "selector", "created_at", "updated_at")}
+    body.update(
+        counts=counts, vm_count=len(vms),
+        bytes_done=sum(r["bytes_done"] or 0 for r in vms),
+        bytes_total=sum(r["bytes_total"] or 0 for r in vms),
+        failed=[{"vm": r["vm_name"] or r["vm"], "migration_id":
+                 r["migration_id"], "error": r["error"]}
+                for r in vms if r["state"] in (states.FAILED, NOT_STARTED)])
+    if rows:
+        body["vms"] = vms
+    return body
