@@ -21,7 +21,6 @@ import requests
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
-from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
 from tools.testbed import harness
 
@@ -91,15 +90,6 @@ def test_the_cli_install_brings_no_server_requirement(cli_venv):
     _check(_run([python, "-c", "import cs2os_agent.osc.plugin, "
                  "cs2os_agent.osc.client, cs2os_agent.osc.v1.migration"],
                 60), "import cs2os_agent.osc")
-
-
-@pytest.fixture(scope="module")
-def cloud():
-    api = cloudstack_api.FakeCloudStack()
-    api.admin = api.add_account("admin")
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
 
 
 @pytest.fixture(scope="module")

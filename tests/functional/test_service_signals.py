@@ -16,21 +16,11 @@ import requests
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
-from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
 from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
 RELOADED = "Configuration reloaded"
-
-
-@pytest.fixture(scope="module")
-def cloud():
-    api = cloudstack_api.FakeCloudStack()
-    api.admin = api.add_account("admin")
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
 
 
 @pytest.fixture(scope="module")
