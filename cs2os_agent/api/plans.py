@@ -1,7 +1,6 @@
 """Handlers of /v1/plans: policy first, then the input, then the
 conductor (conductor/plans.py), whose plan view is the answer."""
 
-import oslo_messaging as messaging
 import webob
 from oslo_utils import uuidutils
 
@@ -10,12 +9,6 @@ from cs2os_agent.api import policies
 from cs2os_agent.api import policy
 from cs2os_agent.api import schemas
 from cs2os_agent.api import wsgi_util
-
-# The conductor's plan errors: their classes live in conductor/plans.py,
-# outside the modules oslo.messaging re-creates remote errors from, so
-# they arrive as a RemoteError naming them.
-_REMOTE = {"PlanNotFound": 404, "PlanSelectsNothing": 404,
-           "PlanStateConflict": 409}
 
 
 def _rule(name):
@@ -27,14 +20,9 @@ class PlansController:
         self.conductor = conductor_api
 
     def _call(self, method, context, *args):
-        try:
-            return getattr(self.conductor, method)(context, *args)
-        except messaging.RemoteError as exc:
-            status = _REMOTE.get(exc.exc_type)
-            if status is None:
-                raise
-            raise errors.ApiError(status, exc.value,
-                                  "cs2os.%s" % exc.exc_type) from None
+        # A plan error (common/exception.py) arrives as itself and is
+        # answered by its code, as the migrations' are.
+        return getattr(self.conductor, method)(context, *args)
 
     @staticmethod
     def _check_id(plan_id):

@@ -397,3 +397,18 @@ class ImageExpansionRefused(Invalid):
         "%(reason)s"
     )
     code = 413
+
+
+class PlanNotFound(Cs2osException):
+    msg_fmt = "Plan %(plan_id)s not found"
+    code = 404
+
+
+class PlanSelectsNothing(Cs2osException):
+    msg_fmt = "No CloudStack VM matches the selector %(selector)s"
+    code = 404
+
+
+class PlanStateConflict(Cs2osException):
+    msg_fmt = "Plan %(plan_id)s is %(state)s: cannot %(action)s"
+    code = 409

@@ -38,19 +38,11 @@ MAX_VMS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class PlanNotFound(exception.Cs2osException):
-    msg_fmt = "Plan %(plan_id)s not found"
-    code = 404
-
-
-class PlanSelectsNothing(exception.Cs2osException):
-    msg_fmt = "No CloudStack VM matches the selector %(selector)s"
-    code = 404
-
-
-class PlanStateConflict(exception.Cs2osException):
-    msg_fmt = "Plan %(plan_id)s is %(state)s: cannot %(action)s"
-    code = 409
+# In common/exception.py, which oslo.messaging re-creates remote errors
+# from: the API answers them by their code like every other.
+PlanNotFound = exception.PlanNotFound
+PlanSelectsNothing = exception.PlanSelectsNothing
+PlanStateConflict = exception.PlanStateConflict
 
 
 @functools.lru_cache(maxsize=1)

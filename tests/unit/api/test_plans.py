@@ -8,6 +8,7 @@ import oslo_messaging as messaging
 import pytest
 
 from cs2os_agent.api import app as api_app
+from cs2os_agent.common import exception
 from cs2os_agent.conductor import manager
 from tests.unit.api.harness import ADMIN
 from tests.unit.api.harness import DEEP
@@ -113,13 +114,20 @@ def test_a_selector_that_matches_nothing_is_a_404(config, db):
 
 def test_the_conductors_plan_errors_over_rpc_keep_their_status(
         app, conductor):
-    conductor.raises = messaging.RemoteError(
-        "PlanStateConflict", "Plan x is done: cannot start", "tb")
+    # Plan errors are common/exception.py's: oslo.messaging re-creates
+    # them on this side (common/rpc.py ALLOWED_EXMODS), the status is
+    # their code.
+    conductor.raises = exception.PlanStateConflict(
+        plan_id="x", state="done", action="start")
     resp, data = call(app, "POST", "/v1/plans/%s/action" % MID,
                       {"start": {}}, ADMIN)
     assert resp.status_int == 409
     assert error(data) == dict(error(data), code="cs2os.PlanStateConflict",
                                detail="Plan x is done: cannot start")
+    conductor.raises = exception.PlanNotFound(plan_id=MID)
+    resp, data = call(app, "GET", "/v1/plans/%s" % MID, None, ADMIN)
+    assert (resp.status_int, error(data)["code"]) == (404,
+                                                       "cs2os.PlanNotFound")
     conductor.raises = messaging.RemoteError("KeyError", "x", "tb")
     resp, _ = call(app, "GET", "/v1/plans/%s" % MID, None, ADMIN)
     assert resp.status_int == 500
