@@ -60,6 +60,34 @@ def minicloud():
     conn.close()
 
 
+@pytest.fixture(scope="session")
+def minicloud_volumes(minicloud):
+    """The minicloud's Cinder (RBD on its own Ceph), once cinder-volume is
+    up: minicloud.json's "cinder" (volume type, volume host, image name
+    template) and "ceph" (conf, pool, client.cinder's keyring, the libvirt
+    secret) entries.  A cloud without them fails the tests (never skips)."""
+    info = minicloud.info
+    missing = [key for key in ("cinder", "ceph") if key not in info]
+    if missing:
+        pytest.fail("the minicloud in %s has no %s in minicloud.json (started "
+                    "without Cinder and Ceph?); run tools/minicloud/"
+                    "minicloud.sh install, down, then up"
+                    % (STATE_DIR, " and ".join(missing)), pytrace=False)
+    host = info["cinder"]["volume_host"]
+    try:
+        services = [s for s in minicloud.conn.block_storage.services(
+            binary="cinder-volume") if s.host == host]
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail("the minicloud's Cinder does not answer (%s); %s"
+                    % (exc, HINT), pytrace=False)
+    if not services or services[0].state != "up":
+        pytest.fail("cinder-volume %s is not up in the minicloud (%s); see "
+                    "%s/cinder-volume.log; %s"
+                    % (host, [(s.host, s.state) for s in services],
+                       info["log_dir"], HINT), pytrace=False)
+    return info
+
+
 # -- the chain every end-to-end module runs (one per module) ---------------
 #
 # A CloudStack API stand-in whose VMs are running transient KVM domains on

@@ -23,6 +23,9 @@ MC_SETTINGS=(
     CS2OS_MINICLOUD_KEYSTONE_PORT CS2OS_MINICLOUD_GLANCE_PORT
     CS2OS_MINICLOUD_PLACEMENT_PORT CS2OS_MINICLOUD_NOVA_PORT
     CS2OS_MINICLOUD_NEUTRON_PORT CS2OS_MINICLOUD_OPENFLOW_PORT
+    CS2OS_MINICLOUD_CINDER_PORT CS2OS_MINICLOUD_CEPH_MON_PORT
+    CS2OS_MINICLOUD_CEPH_MSGR2_PORT CS2OS_MINICLOUD_CEPH_PORT_MIN
+    CS2OS_MINICLOUD_CEPH_OSD_SIZE CS2OS_MINICLOUD_CEPH_OSD_MEMORY
 )
 
 mc_settings() {
@@ -51,6 +54,17 @@ mc_settings() {
     # neutron-openvswitch-agent's OpenFlow controller (os-ken), which
     # ovs-vswitchd connects to; 127.0.0.1 only.
     MC_OPENFLOW_PORT=${CS2OS_MINICLOUD_OPENFLOW_PORT:-6633}
+    MC_CINDER_PORT=${CS2OS_MINICLOUD_CINDER_PORT:-8776}
+    # Ceph, 127.0.0.1 only: the monitor's two messenger ports (v1, which
+    # Cinder hands to Nova in the volumes' connection info, and v2) and the
+    # first of the 100 ports the OSD and the mgr bind (ms_bind_port_min).
+    MC_CEPH_MON_PORT=${CS2OS_MINICLOUD_CEPH_MON_PORT:-6789}
+    MC_CEPH_MSGR2_PORT=${CS2OS_MINICLOUD_CEPH_MSGR2_PORT:-3300}
+    MC_CEPH_PORT_MIN=${CS2OS_MINICLOUD_CEPH_PORT_MIN:-6800}
+    # The OSD's BlueStore: a sparse file of this many GiB (what the volumes'
+    # data takes is what it allocates), and its memory target in MiB.
+    MC_CEPH_OSD_SIZE=${CS2OS_MINICLOUD_CEPH_OSD_SIZE:-20}
+    MC_CEPH_OSD_MEMORY=${CS2OS_MINICLOUD_CEPH_OSD_MEMORY:-1024}
     MC_TIMEOUT=${CS2OS_MINICLOUD_TIMEOUT:-180}
     MC_REGION=RegionOne
     MC_AUTH_URL=http://127.0.0.1:$MC_KEYSTONE_PORT/v3
@@ -76,6 +90,16 @@ MC_OVS_BRIDGE=br-int
 # the datapath's own port (its name is fixed by Open vSwitch, so only one
 # userspace OVS can run per network namespace) and the bridge's.
 MC_OVS_LINKS=(ovs-netdev "$MC_OVS_BRIDGE")
+# Ceph (one mon, one mgr, one OSD; ceph.sh): its configuration, keyrings and
+# data under the state dir.  Cinder's RBD backend keeps the volumes in pool
+# MC_CEPH_POOL as cephx user client.MC_CEPH_USER, whose key libvirt holds in
+# a secret of usage name MC_CEPH_SECRET_USAGE (unique to this state dir).
+MC_CEPH=$MC_DIR/ceph
+MC_CEPH_CONF=$MC_CEPH/ceph.conf
+MC_CEPH_POOL=volumes
+MC_CEPH_USER=cinder
+MC_CEPH_SECRET_USAGE="client.$MC_CEPH_USER $MC_DIR"
+MC_VOLUME_TYPE=ceph
 
 # The settings (and throwaway passwords) of the cloud that `up` started.
 mc_load_state() {
@@ -206,6 +230,30 @@ mc_remove_domains() {
         "${virsh[@]}" undefine --nvram "$name" >/dev/null 2>&1 \
             || "${virsh[@]}" undefine "$name" >/dev/null 2>&1 || true
         mc_log "removed leftover domain $name ($uuid)"
+    done
+}
+
+# The ceph CLI as client.admin of this cloud's cluster.
+mc_ceph() { ceph -c "$MC_CEPH_CONF" --connect-timeout 30 "$@"; }
+
+# libvirt secrets of usage type ceph named MC_CEPH_SECRET_USAGE: the one that
+# holds this cloud's client.cinder key (up.sh defines it), and nothing else.
+mc_ceph_secrets() {
+    local virsh=(virsh -q -c "$MC_LIBVIRT_URI") uuid xml
+    "${virsh[@]}" version >/dev/null 2>&1 || return 0
+    for uuid in $("${virsh[@]}" secret-list 2>/dev/null | awk '{ print $1 }'); do
+        xml=$("${virsh[@]}" secret-dumpxml "$uuid" 2>/dev/null) || continue
+        case $xml in
+            *"<usage type='ceph'>"*"<name>$MC_CEPH_SECRET_USAGE</name>"*) echo "$uuid" ;;
+        esac
+    done
+}
+
+mc_remove_ceph_secrets() {
+    local uuid
+    for uuid in $(mc_ceph_secrets); do
+        virsh -q -c "$MC_LIBVIRT_URI" secret-undefine "$uuid" >/dev/null 2>&1 \
+            && mc_log "removed libvirt secret $uuid ($MC_CEPH_SECRET_USAGE)"
     done
 }
 

@@ -1,13 +1,15 @@
 #!/bin/bash
-# Write the configuration files of Keystone, Glance, Placement, Nova and
-# Neutron under $MC_ETC.  Run by up.sh with the settings and passwords in its
-# environment.
+# Write the configuration files of Keystone, Glance, Placement, Nova, Neutron
+# and Cinder under $MC_ETC.  Run by up.sh with the settings and passwords in
+# its environment.  (Ceph's own ceph.conf is ceph.sh's.)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 : "${MC_SERVICE_PASSWORD:?}" "${MC_DB_PASSWORD:?}" "${MC_TRANSPORT_URL:?}"
+: "${MC_CEPH_SECRET_UUID:?}"
 
-mkdir -p "$MC_ETC"/{keystone,glance,placement,nova,neutron/plugins/ml2} \
-    "$MC_DIR"/data/glance/{images,staging,tasks} "$MC_DIR"/data/{nova,neutron} "$MC_DIR/lock"
+mkdir -p "$MC_ETC"/{keystone,glance,placement,nova,neutron/plugins/ml2,cinder} \
+    "$MC_DIR"/data/glance/{images,staging,tasks} "$MC_DIR"/data/{nova,neutron,cinder} \
+    "$MC_DIR/lock"
 DEBUG=False
 [ "${CS2OS_MINICLOUD_DEBUG:-0}" = 1 ] && DEBUG=True
 
@@ -153,6 +155,14 @@ enabled = false
 # os-vif plugs the instances' ports into this cloud's own OVS (not the
 # default tcp:127.0.0.1:6640).
 ovsdb_connection = unix:$MC_OVSDB_SOCK
+# Volumes: Cinder from the catalog (register.py: type block-storage).  An
+# attached volume's connection info (Cinder's RBD driver) names the pool and
+# image, the monitors, client.$MC_CEPH_USER and the libvirt secret that holds
+# its key; Nova's libvirt driver makes an rbd network disk of it that QEMU's
+# librbd opens: no os-brick connect, no host block device.
+$(nova_service_auth cinder)
+catalog_info = block-storage::publicURL
+os_region_name = $MC_REGION
 $(nova_service_auth placement)
 $(nova_service_auth neutron)
 $(nova_service_auth service_user)
@@ -237,5 +247,56 @@ bridge_mappings =
 tunnel_types =
 [securitygroup]
 firewall_driver = noop
+EOF
+# Cinder: the API under uwsgi, cinder-scheduler, cinder-volume with one RBD
+# backend on this cloud's Ceph (ceph.sh), default volume type
+# $MC_VOLUME_TYPE (register.py volume-type).  Its database is in the
+# PostgreSQL beside Nova's; its RPC on Nova's vhost (topics cinder-*).
+cp "$MC_VENV/etc/cinder/api-paste.ini" "$MC_VENV/etc/cinder/resource_filters.json" \
+    "$MC_ETC/cinder/"
+cinder_privsep="$MC_VENV/bin/privsep-helper --config-file $MC_ETC/cinder/cinder.conf"
+cat > "$MC_ETC/cinder/cinder.conf" <<EOF
+[DEFAULT]
+debug = $DEBUG
+host = $MC_HOST
+my_ip = 127.0.0.1
+state_path = $MC_DIR/data/cinder
+auth_strategy = keystone
+transport_url = $MC_TRANSPORT_URL
+api_paste_config = $MC_ETC/cinder/api-paste.ini
+resource_query_filters_file = $MC_ETC/cinder/resource_filters.json
+glance_api_servers = http://127.0.0.1:$MC_GLANCE_PORT
+enabled_backends = ceph
+default_volume_type = $MC_VOLUME_TYPE
+graceful_shutdown_timeout = 5
+[database]
+connection = $(mc_dburl cinder)
+[oslo_concurrency]
+lock_path = $MC_DIR/lock
+[oslo_messaging_notifications]
+driver = noop
+# Run as root: privsep without sudo or rootwrap (used for image-to-volume
+# copies, not by the RBD driver's create, attach or delete).
+[cinder_sys_admin]
+helper_command = $cinder_privsep
+[privsep_osbrick]
+helper_command = $cinder_privsep
+[ceph]
+volume_driver = cinder.volume.drivers.rbd.RBDDriver
+volume_backend_name = ceph
+rbd_ceph_conf = $MC_CEPH_CONF
+rbd_cluster_name = ceph
+rbd_pool = $MC_CEPH_POOL
+# Handed to Nova in each volume's connection info: the cephx user QEMU logs
+# in as, and the libvirt secret (up.sh defines it) that holds its key.
+rbd_user = $MC_CEPH_USER
+rbd_secret_uuid = $MC_CEPH_SECRET_UUID
+rbd_flatten_volume_from_snapshot = false
+rados_connect_timeout = 10
+report_discard_supported = true
+$(auth_block nova)
+username = cinder
+password = $MC_SERVICE_PASSWORD
+$(authtoken cinder)
 EOF
 mc_log "configuration written to $MC_ETC"

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Stop the minicloud: only the processes up.sh recorded in $MC_DIR/pids (and
-# their children, and the privsep helpers its nova-compute and OVS agent
-# spawned), its Open vSwitch (which removes the bridge and the links it made),
-# then the libvirt domains this cloud's Nova left behind, then its RabbitMQ
-# vhost.  libvirtd, virtlogd and RabbitMQ themselves are not ours and stay up.
+# their children, and the privsep helpers its nova-compute, OVS agent and
+# cinder-volume spawned), its Open vSwitch (which removes the bridge and the
+# links it made), its Ceph, then the libvirt domains this cloud's Nova left
+# behind, the libvirt secret up.sh defined (client.cinder's key), then its
+# RabbitMQ vhost.  libvirtd, virtlogd and RabbitMQ themselves are not ours
+# and stay up.
 # The state dir (logs, config) is kept for reading; the next `up` starts
 # afresh.
 #   down.sh [--locked]   (--locked: called by up.sh, which holds the lock)
@@ -104,18 +106,22 @@ main() {
         mc_log "nothing recorded in $MC_PIDS: not up"
         return 0
     fi
-    # nova-compute and the OVS agent first (they report to the conductor
-    # and neutron-rpc-server while they stop), with the APIs; then the
-    # conductor, scheduler and neutron-rpc-server; Open vSwitch; the
-    # databases last.
-    stop_recorded nova-compute neutron-ovs-agent nova-api neutron-api placement-api \
-        glance-api keystone
+    # nova-compute, the OVS agent and cinder-volume first (they report to
+    # the conductor, neutron-rpc-server and cinder-scheduler while they
+    # stop), with the APIs; then the conductor, the schedulers and
+    # neutron-rpc-server; Open vSwitch; Ceph (its OSD, then the manager and
+    # the monitor: cinder-volume, its client, is gone); the databases last.
+    stop_recorded nova-compute neutron-ovs-agent cinder-volume nova-api neutron-api \
+        placement-api glance-api cinder-api keystone
     stop_privsep
-    stop_recorded nova-scheduler nova-conductor neutron-rpc-server
+    stop_recorded nova-scheduler nova-conductor neutron-rpc-server cinder-scheduler
     stop_ovs
+    stop_recorded ceph-osd
+    stop_recorded ceph-mgr ceph-mon
     stop_recorded postgres mariadb
     stop_rest
     mc_remove_domains
+    mc_remove_ceph_secrets
     mc_ovs_stale_links clean || true
     if [ "$MC_RABBIT_VHOST" != / ]; then
         mc_rabbitmqctl delete_vhost "$MC_RABBIT_VHOST" >/dev/null 2>&1 || true

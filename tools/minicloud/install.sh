@@ -1,6 +1,7 @@
 #!/bin/bash
 # Install what the minicloud needs: Debian packages (only the missing ones) and
-# a dedicated venv with Keystone, Glance, Placement, Nova and Neutron from PyPI.
+# a dedicated venv with Keystone, Glance, Placement, Nova, Neutron and Cinder
+# from PyPI.
 # Idempotent: a marker in the venv holds a hash of the inputs, and a second run
 # with the same inputs does nothing (about a second).
 #
@@ -14,7 +15,11 @@ set -euo pipefail
 # locking fails concurrent boots), MariaDB for Neutron (its migrations hold
 # MySQL-only SQL), Open vSwitch for neutron-openvswitch-agent (up.sh runs its
 # daemons itself, userspace datapath), curl for readiness probes, gcc/headers/
-# pkg-config/libvirt-dev to build libvirt-python and uwsgi.
+# pkg-config/libvirt-dev to build libvirt-python and uwsgi; Ceph (a mon, a
+# mgr and one OSD that up.sh runs itself) for Cinder's RBD backend, with its
+# CLI (ceph, rbd), the librados/librbd bindings Cinder's driver imports, and
+# QEMU's rbd block driver (qemu-block-extra), through which Nova attaches the
+# volumes (librbd in QEMU: no kernel rbd device).
 APT_PACKAGES=(
     postgresql
     mariadb-server
@@ -23,6 +28,7 @@ APT_PACKAGES=(
     gcc pkg-config python3-dev libvirt-dev
     qemu-utils qemu-system-x86 libvirt-daemon-system libvirt-clients
     rabbitmq-server
+    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra
 )
 
 install_apt() {
@@ -35,7 +41,8 @@ install_apt() {
     mc_log "apt-get install ${missing[*]}"
     # No init system here: keep the packages' scripts from starting daemons
     # (the postgresql package would start a cluster on port 5432, mariadb-server
-    # one on 3306, openvswitch-switch the system's OVS).
+    # one on 3306, openvswitch-switch the system's OVS, ceph-* the system's
+    # cluster).
     local policy_added=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
@@ -53,7 +60,25 @@ inputs_hash() {
         cat "$MC_HERE/requirements.txt"
         cat "$MC_HERE/constraints.txt" 2>/dev/null || true
         "$MC_PYTHON" -VV
+        dpkg-query -W python3-rados python3-rbd 2>/dev/null || true
     } | sha256sum | cut -d' ' -f1
+}
+
+# Cinder's RBD driver imports the rados and rbd modules, which are not on
+# PyPI: they come with Ceph's librados/librbd (python3-rados, python3-rbd).
+# Their two extension modules are linked into the venv (not the whole of
+# Debian's dist-packages: a --system-site-packages venv mixes Debian's
+# pyOpenSSL with pip's cryptography, and Cinder then fails to import).
+link_ceph_bindings() {
+    local site mod so
+    site=$("$MC_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    for mod in rados rbd; do
+        so=$(find /usr/lib/python3/dist-packages -maxdepth 1 -name "$mod.cpython-*.so" | head -n1)
+        [ -n "$so" ] || mc_die "python3-$mod is not installed (no $mod.cpython-*.so)"
+        ln -sfn "$so" "$site/$(basename "$so")"
+    done
+    "$MC_VENV/bin/python" -c 'import rados, rbd' \
+        || mc_die "the venv's Python ($("$MC_VENV/bin/python" -V)) cannot import Debian's rados/rbd modules"
 }
 
 # pip, less the warnings this machine's pip.conf causes for every package
@@ -89,6 +114,7 @@ install_venv() {
     printf '#!/bin/sh\n# minicloud: already root, run the command as is\nexec "$@"\n' \
         > "$MC_VENV/shim/sudo"
     chmod 0755 "$MC_VENV/shim/sudo"
+    link_ceph_bindings
     echo "$want" > "$marker"
 }
 

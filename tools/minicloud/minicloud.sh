@@ -1,13 +1,15 @@
 #!/bin/bash
 # cs2os's minicloud: a real Keystone + Glance + Placement + Nova (libvirt/KVM)
-# + Neutron (ML2/Open vSwitch) on 127.0.0.1, for the end-to-end tests and the
-# sandbox.  See README.md.
+# + Neutron (ML2/Open vSwitch) + Cinder (RBD on a single-node Ceph) on
+# 127.0.0.1, for the end-to-end tests and the sandbox.  See README.md.
 #
 #   minicloud.sh install   apt packages + the venv (idempotent, ~1 s when done)
 #   minicloud.sh up        start a fresh cloud; prints when it is ready
 #   minicloud.sh status    what runs (exit 0 when all of it does, 3 if not)
 #   minicloud.sh smoke     boot, check, stop, start and delete a server; boot
-#                          one on a port of chosen MAC and IP
+#                          one on a port of chosen MAC and IP; attach a volume
+#                          through Nova, write through the domain, read back
+#                          from RBD, detach, delete
 #   minicloud.sh down      stop what `up` started, and only that
 #   minicloud.sh openstack ARGS...   the openstack CLI as the cloud's admin
 set -euo pipefail

@@ -1,7 +1,13 @@
-"""Fill the minicloud's Keystone catalog and Nova's flavors (openstacksdk).
+"""Fill the minicloud's Keystone catalog, Nova's flavors and Cinder's volume
+type (openstacksdk).
 
     register.py catalog   service project/users, demo project/user, endpoints
     register.py flavors   the flavor set
+    register.py volumes HOST TIMEOUT TYPE BACKEND
+                          Cinder's volume type TYPE (public, on the backend
+                          of volume_backend_name BACKEND; cinder.conf's
+                          default_volume_type names it), then wait until
+                          cinder-volume on HOST (every backend) is up
     register.py wait-service HOST TIMEOUT
                           until nova-compute on HOST has registered, up
     register.py wait-hypervisor HOST TIMEOUT
@@ -30,6 +36,10 @@ SERVICES = [
     ("placement", "placement", "MC_PLACEMENT_PORT", ""),
     ("nova", "compute", "MC_NOVA_PORT", "/v2.1"),
     ("neutron", "network", "MC_NEUTRON_PORT", ""),
+    # Cinder's v3 API without the project id in the URL (microversion 3.67
+    # on; the SDK, the CLI and Nova's cinderclient find it as block-storage,
+    # volumev3 or volume).
+    ("cinder", "block-storage", "MC_CINDER_PORT", "/v3"),
 ]
 
 # name, id, RAM MiB, disk GiB, vCPUs.  Small: the guests of the tests are a
@@ -103,6 +113,17 @@ def flavors(conn):
                                        disk=disk, vcpus=vcpus)
 
 
+def volumes(conn, host, timeout, vtype, backend):
+    """The volume type volumes get when none is named (cinder.conf's
+    default_volume_type names it), and cinder-volume up."""
+    if conn.block_storage.find_type(vtype) is None:
+        conn.block_storage.create_type(
+            name=vtype, is_public=True,
+            extra_specs={"volume_backend_name": backend})
+    _wait(_volume_service_not_ready, conn, host, timeout,
+          what="cinder-volume")
+
+
 def _service_not_ready(conn, host):
     services = list(conn.compute.services(binary="nova-compute", host=host))
     if not services or services[0].state != "up":
@@ -128,6 +149,16 @@ def _agent_not_ready(conn, host):
                                       binary="neutron-openvswitch-agent"))
     if not agents or not agents[0].is_alive:
         return "agents: %s" % [(a.host, a.is_alive) for a in agents]
+    return None
+
+
+def _volume_service_not_ready(conn, host):
+    services = [s for s in conn.block_storage.services(binary="cinder-volume")
+                if s.host.split("@")[0] == host]
+    if not services or any(s.state != "up" or s.status != "enabled"
+                           for s in services):
+        return "services: %s" % [(s.host, s.state, s.status)
+                                 for s in services]
     return None
 
 
@@ -183,11 +214,12 @@ def main():
     actions = {"catalog": catalog, "flavors": flavors,
                "wait-service": wait_service,
                "wait-hypervisor": wait_hypervisor,
-               "wait-agent": wait_agent}
+               "wait-agent": wait_agent,
+               "volumes": volumes}
     if what not in actions:
         sys.exit("usage: register.py catalog|flavors"
                  "|wait-service|wait-hypervisor|wait-agent HOST TIMEOUT"
-                 "|queue-ready QUEUE")
+                 "|volumes HOST TIMEOUT TYPE BACKEND|queue-ready QUEUE")
     conn = connect()
     try:
         actions[what](conn, *sys.argv[2:])

@@ -12,7 +12,15 @@ subnet 10.0.0.0/24 and a port with MAC fa:16:3e:12:34:56 and fixed IP
 10.0.0.50, boots a server on that port on the compute host, waits ACTIVE
 (Nova waits for the OVS agent's network-vif-plugged), checks the libvirt
 domain has that MAC and the port is ACTIVE and bound to the compute host,
-then deletes all it made; prints the time of each step.
+then deletes all it made.  Then a volume: creates a 1 GiB Cinder volume
+(default type, RBD on the cloud's Ceph), boots a server, attaches the
+volume through Nova, checks it in-use and in the domain XML as an rbd
+network disk (client.cinder, the libvirt secret), writes a pattern into it
+through the running domain (qemu-io on the guest's block device) and reads
+it back from RBD directly (qemu-img as client.cinder), stops the server,
+detaches the volume (a stopped guest: the test guests ignore ACPI, so a
+live detach would wait for an unplug that never comes), deletes it and
+checks its RBD image is gone.  Prints the time of each step.
 The functions are reused by tests/e2e.
 """
 
@@ -156,6 +164,18 @@ def domain_macs(info, server):
             for mac in domain.findall("./devices/interface/mac")]
 
 
+# -- volumes: Cinder on the cloud's Ceph (helpers in volumes.py) -----------
+
+volumes = _load("volumes")
+# The names the e2e tests and smoke_volume use, as before the split.
+rbd_image, rbd_images, rbd_read = (volumes.rbd_image, volumes.rbd_images,
+                                   volumes.rbd_read)
+domain_rbd_disks, guest_write = volumes.domain_rbd_disks, volumes.guest_write
+guest_device = volumes.guest_device
+wait_volume, delete_volume = volumes.wait_volume, volumes.delete_volume
+rbd_disk_problems = volumes.rbd_disk_problems
+
+
 def link_exists(name):
     """Is there a network interface of that name in this namespace?"""
     return os.path.exists(os.path.join("/sys/class/net", name))
@@ -252,6 +272,81 @@ def smoke_port(conn, info, image, timer):
                % tap_name(port))
 
 
+PATTERN = 0xab
+PATTERN_LENGTH = 1 << 20
+
+
+def smoke_volume(conn, info, image, timer):
+    """A volume through Cinder and Nova onto Ceph, and back; all deleted."""
+    run = uuid.uuid4().hex[:8]
+    server = volume = None
+    try:
+        volume = conn.block_storage.create_volume(
+            size=1, name="minicloud-smoke-%s" % run)
+        volume = wait_volume(conn, volume, "available")
+        if volume.volume_type != info["cinder"]["volume_type"]:
+            raise SystemExit("volume of type %r" % volume.volume_type)
+        if rbd_image(info, volume) not in rbd_images(info):
+            raise SystemExit("no RBD image %s" % rbd_image(info, volume))
+        timer.step("volume %s available (1 GiB, type %s, host %s), RBD image "
+                   "%s/%s" % (volume.id, volume.volume_type, volume.host,
+                              info["ceph"]["pool"], rbd_image(info, volume)))
+        server = boot(conn, info, image, name="minicloud-smoke-vol-%s" % run)
+        timer.step("server %s ACTIVE" % server.id)
+        conn.compute.create_volume_attachment(server, volume)
+        volume = wait_volume(conn, volume, "in-use")
+        attached = [a["server_id"] for a in volume.attachments]
+        if attached != [server.id]:
+            raise SystemExit("volume attached to %s" % attached)
+        problems = rbd_disk_problems(info, server, volume)
+        if problems:
+            raise SystemExit("domain disk: " + "; ".join(problems))
+        timer.step("attached through Nova: in-use; the domain has an rbd "
+                   "network disk (user %s, secret %s)"
+                   % (info["ceph"]["user"],
+                      info["ceph"]["libvirt_secret_uuid"]))
+        if rbd_read(info, volume, 2 * PATTERN_LENGTH) != bytes(
+                2 * PATTERN_LENGTH):
+            raise SystemExit("a new volume is not all zeros")
+        guest_write(info, server, volume, PATTERN, PATTERN_LENGTH)
+        data = rbd_read(info, volume, 2 * PATTERN_LENGTH)
+        expected = (bytes([PATTERN]) * PATTERN_LENGTH
+                    + bytes(PATTERN_LENGTH))
+        if data != expected:
+            raise SystemExit("RBD image does not hold what the guest wrote")
+        timer.step("1 MiB of 0x%02x written through the domain (%s), read "
+                   "back from RBD as client.%s"
+                   % (PATTERN, guest_device(info, server, volume),
+                      info["ceph"]["user"]))
+        conn.compute.stop_server(server)
+        conn.compute.wait_for_server(server, status="SHUTOFF",
+                                     failures=["ERROR"], wait=120)
+        conn.compute.delete_volume_attachment(server, volume)
+        volume = wait_volume(conn, volume, "available")
+        if domain_rbd_disks(info, server):
+            raise SystemExit("the domain still has rbd disks: %s"
+                             % domain_rbd_disks(info, server))
+        timer.step("server stopped, volume detached: available, not in the "
+                   "domain")
+        delete_volume(conn, volume)
+        deleted, volume = volume, None
+        if rbd_image(info, deleted) in rbd_images(info):
+            raise SystemExit("RBD image %s is still there"
+                             % rbd_image(info, deleted))
+        timer.step("volume deleted, RBD image gone")
+    finally:
+        if server is not None:
+            conn.compute.delete_server(server)
+            conn.compute.wait_for_delete(server, wait=120)
+            timer.step("server deleted")
+        if volume is not None:
+            volume = conn.block_storage.get_volume(volume)
+            if volume.status == "in-use":
+                conn.block_storage.wait_for_status(
+                    volume, status="available", interval=0.5, wait=60)
+            delete_volume(conn, volume)
+
+
 def smoke(state_dir):
     info = load_info(state_dir)
     timer = Timer()
@@ -293,6 +388,7 @@ def smoke(state_dir):
             raise SystemExit("%s or its domain is still there" % instance_dir)
         timer.step("instance directory and domain gone")
         smoke_port(conn, info, image, timer)
+        smoke_volume(conn, info, image, timer)
     finally:
         if server is not None:
             conn.compute.delete_server(server)

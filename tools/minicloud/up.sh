@@ -1,14 +1,17 @@
 #!/bin/bash
 # Start the minicloud from a fresh state: a private PostgreSQL and a private
 # MariaDB (Neutron's) on unix sockets, a private Open vSwitch (userspace
-# datapath), Keystone, Glance, Placement, Nova's API and Neutron's API under
-# uwsgi on 127.0.0.1, nova-conductor, nova-scheduler, nova-compute (libvirt,
-# KVM), neutron-rpc-server and neutron-openvswitch-agent, on the broker and
-# libvirtd that tools/test-services.sh runs.
+# datapath), a single-node Ceph (ceph.sh), Keystone, Glance, Placement,
+# Nova's, Neutron's and Cinder's APIs under uwsgi on 127.0.0.1,
+# nova-conductor, nova-scheduler, nova-compute (libvirt, KVM),
+# neutron-rpc-server, neutron-openvswitch-agent, cinder-scheduler and
+# cinder-volume (RBD), on the broker and libvirtd that tools/test-services.sh
+# runs.
 # Every process started is recorded in $MC_DIR/pids; down.sh stops those only.
 # A cloud that is already up is left as it is.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+. "$MC_HERE/ceph.sh"
 
 T0=$(mc_now)
 step() { mc_log "[$(mc_since "$T0")s] $*"; }
@@ -26,14 +29,19 @@ preflight() {
         || mc_die "/dev/kvm is missing (set CS2OS_MINICLOUD_VIRT_TYPE=qemu to emulate)"
     local port
     for port in "$MC_KEYSTONE_PORT" "$MC_GLANCE_PORT" "$MC_PLACEMENT_PORT" \
-                "$MC_NOVA_PORT" "$MC_NEUTRON_PORT" "$MC_OPENFLOW_PORT"; do
+                "$MC_NOVA_PORT" "$MC_NEUTRON_PORT" "$MC_OPENFLOW_PORT" \
+                "$MC_CINDER_PORT" "$MC_CEPH_MON_PORT" "$MC_CEPH_MSGR2_PORT"; do
         mc_port_free "$port" || mc_die "127.0.0.1:$port is in use by another process"
     done
     local bin
     for bin in /usr/sbin/mariadbd /usr/bin/mariadb-install-db /usr/sbin/ovsdb-server \
-               /usr/sbin/ovs-vswitchd /usr/bin/ovs-vsctl; do
+               /usr/sbin/ovs-vswitchd /usr/bin/ovs-vsctl /usr/bin/ceph-mon /usr/bin/ceph-mgr \
+               /usr/bin/ceph-osd /usr/bin/ceph /usr/bin/rbd; do
         [ -x "$bin" ] || mc_die "$bin is missing: run tools/minicloud/minicloud.sh install"
     done
+    # Nova attaches Cinder's volumes through QEMU's rbd driver (librbd).
+    qemu-img --help | grep -q '^Supported formats:.* rbd' \
+        || mc_die "QEMU has no rbd block driver (qemu-block-extra): run tools/minicloud/minicloud.sh install"
     mc_ovs_stale_links check
 }
 
@@ -51,12 +59,13 @@ recorded_state() {
 
 fresh_state() {
     # Domains an earlier run of this cloud left (it died without `down`):
-    # a new Nova would refuse to start beside them.
+    # a new Nova would refuse to start beside them.  Then its libvirt secret.
     mc_remove_domains
+    mc_remove_ceph_secrets
     # Instances Nova made in an earlier run are its own files: wiped with the
     # rest when they live in the state dir, left alone elsewhere.
-    rm -rf "$MC_DIR/pg" "$MC_MYSQL" "$MC_OVS" "$MC_ETC" "$MC_DIR/data" "$MC_DIR/lock" \
-        "$MC_LOG.prev"
+    rm -rf "$MC_DIR/pg" "$MC_MYSQL" "$MC_OVS" "$MC_CEPH" "$MC_ETC" "$MC_DIR/data" \
+        "$MC_DIR/lock" "$MC_LOG.prev"
     [ -d "$MC_LOG" ] && mv "$MC_LOG" "$MC_LOG.prev"
     case "$MC_INSTANCES_PATH" in "$MC_DIR"/*) rm -rf "$MC_INSTANCES_PATH" ;; esac
     rm -f "$MC_PIDS" "$MC_DIR"/clouds.yaml "$MC_DIR"/openrc* "$MC_DIR/minicloud.json"
@@ -74,6 +83,8 @@ write_state() {
     MC_DEMO_PASSWORD=$(password)
     MC_SERVICE_PASSWORD=$(password)
     MC_DB_PASSWORD=$(password)
+    # The libvirt secret with client.cinder's key (no secret itself).
+    MC_CEPH_SECRET_UUID=$(cat /proc/sys/kernel/random/uuid)
     (
         umask 077
         {
@@ -83,13 +94,15 @@ write_state() {
                 local mc="MC_${var#CS2OS_MINICLOUD_}"
                 printf '%s=%q\n' "$var" "${!mc}"
             done
-            for var in MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_DB_PASSWORD; do
+            for var in MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_DB_PASSWORD \
+                       MC_CEPH_SECRET_UUID; do
                 printf '%s=%q\n' "$var" "${!var}"
             done
         } > "$MC_STATE"
     )
     export MC_ADMIN_PASSWORD MC_DEMO_PASSWORD MC_SERVICE_PASSWORD MC_DB_PASSWORD MC_TRANSPORT_URL \
-        MC_AUTH_URL MC_REGION MC_GLANCE_PORT MC_PLACEMENT_PORT MC_NOVA_PORT MC_NEUTRON_PORT
+        MC_AUTH_URL MC_REGION MC_GLANCE_PORT MC_PLACEMENT_PORT MC_NOVA_PORT MC_NEUTRON_PORT \
+        MC_CINDER_PORT MC_CEPH_SECRET_UUID
 }
 
 # Nova's own vhost on the shared broker, emptied: RPC messages left over from
@@ -120,7 +133,7 @@ start_postgres() {
         -c full_page_writes=off
     mc_wait "PostgreSQL" postgres 60 "$pgbin/pg_isready" -q -h "$MC_PGSOCK"
     local db args=()
-    for db in keystone glance placement nova_api nova_cell0 nova_cell1; do
+    for db in keystone glance placement nova_api nova_cell0 nova_cell1 cinder; do
         args+=(-c "CREATE DATABASE $db")
     done
     psql -q -h "$MC_PGSOCK" -U postgres "${args[@]}" >/dev/null
@@ -198,6 +211,9 @@ sync_neutron() {
     "$MC_VENV/bin/neutron-db-manage" --config-file "$MC_ETC/neutron/neutron.conf" \
         --config-file "$MC_ETC/neutron/plugins/ml2/ml2_conf.ini" upgrade head
 }
+sync_cinder() {
+    "$MC_VENV/bin/cinder-manage" --config-file "$MC_ETC/cinder/cinder.conf" db sync
+}
 sync_nova() {
     local n=("$MC_VENV/bin/nova-manage" --config-file "$MC_ETC/nova/nova.conf")
     "${n[@]}" api_db sync
@@ -222,7 +238,7 @@ sync_databases() {
     local pids=() pid rc=0 svc
     keystone_job &
     pids+=($!)
-    for svc in glance placement nova neutron; do
+    for svc in glance placement nova neutron cinder; do
         (
             "sync_$svc" > "$MC_LOG/db-$svc.log" 2>&1
             step "  $svc database ready"
@@ -277,9 +293,18 @@ EOF
     # Neutron: ML2 takes "local" networks only (no physical network, so no
     # flat or VLAN ones): any project creates as many as it wants, with
     # subnets and ports of chosen MAC and IP; no DHCP, no routers.
-    local neutron
+    local neutron cinder ceph
     neutron=$(printf '{"url": "http://127.0.0.1:%s", "network_type": "local", "physical_networks": [], "mechanism_driver": "openvswitch", "integration_bridge": "%s", "datapath_type": "netdev", "dhcp": false, "l3": false}' \
         "$MC_NEUTRON_PORT" "$MC_OVS_BRIDGE")
+    # Cinder (RBD on this cloud's Ceph): volume <id> is RBD image
+    # <pool>/volume-<id>, which a test reads as client.<user> with
+    # qemu-img/rbd -c <conf> --id <user> (the keyring is named in the conf).
+    cinder=$(printf '{"url": "http://127.0.0.1:%s/v3", "service_type": "block-storage", "volume_type": "%s", "backend": "ceph", "volume_host": "%s@ceph", "driver": "rbd", "image_name_template": "volume-%%s"}' \
+        "$MC_CINDER_PORT" "$MC_VOLUME_TYPE" "$MC_HOST")
+    ceph=$(printf '{"conf": "%s", "pool": "%s", "user": "%s", "keyring": "%s", "admin_keyring": "%s", "mon_host": "127.0.0.1:%s", "libvirt_secret_uuid": "%s", "libvirt_secret_usage": "%s"}' \
+        "$MC_CEPH_CONF" "$MC_CEPH_POOL" "$MC_CEPH_USER" \
+        "$MC_CEPH/ceph.client.$MC_CEPH_USER.keyring" "$MC_CEPH/ceph.client.admin.keyring" \
+        "$MC_CEPH_MON_PORT" "$MC_CEPH_SECRET_UUID" "$MC_CEPH_SECRET_USAGE")
     "$MC_VENV/bin/python" - "$MC_DIR/minicloud.json" \
         state_dir="$MC_DIR" auth_url="$MC_AUTH_URL" region_name="$MC_REGION" \
         clouds_yaml="$MC_DIR/clouds.yaml" admin_cloud=minicloud-admin \
@@ -287,7 +312,8 @@ EOF
         instances_path="$MC_INSTANCES_PATH" instance_name_template="$MC_NAME_TEMPLATE" \
         libvirt_uri="$MC_LIBVIRT_URI" images_type="$MC_IMAGES_TYPE" \
         nova_transport_url="$MC_TRANSPORT_URL" nova_compute_conf="$MC_ETC/nova/nova-cpu.conf" \
-        venv="$MC_VENV" log_dir="$MC_LOG" neutron:="$neutron" <<'EOF'
+        venv="$MC_VENV" log_dir="$MC_LOG" neutron:="$neutron" cinder:="$cinder" \
+        ceph:="$ceph" <<'EOF'
 import json
 import sys
 
@@ -315,10 +341,14 @@ start_apis() {
         mc_start_uwsgi neutron-api "$MC_NEUTRON_PORT" neutron.wsgi.api:application
     OS_NOVA_CONFIG_DIR=$MC_ETC/nova \
         mc_start_uwsgi nova-api "$MC_NOVA_PORT" nova.wsgi.osapi_compute:application
+    # Cinder's WSGI module parses sys.argv for its configuration.
+    mc_start_uwsgi cinder-api "$MC_CINDER_PORT" cinder.wsgi.api:application \
+        --pyargv "--config-file $MC_ETC/cinder/cinder.conf"
     mc_wait "Glance" glance-api 90 mc_http_ok "http://127.0.0.1:$MC_GLANCE_PORT/"
     mc_wait "Placement" placement-api 90 mc_http_ok "http://127.0.0.1:$MC_PLACEMENT_PORT/"
     mc_wait "Neutron API" neutron-api 90 mc_http_ok "http://127.0.0.1:$MC_NEUTRON_PORT/"
     mc_wait "Nova API" nova-api 90 mc_http_ok "http://127.0.0.1:$MC_NOVA_PORT/"
+    mc_wait "Cinder API" cinder-api 90 mc_http_ok "http://127.0.0.1:$MC_CINDER_PORT/"
 }
 
 # conductor, scheduler and neutron-rpc-server start beside the APIs;
@@ -332,6 +362,16 @@ start_rpc_servers() {
     mc_start neutron-rpc-server "$MC_VENV/bin/neutron-rpc-server" \
         --config-file "$MC_ETC/neutron/neutron.conf" \
         --config-file "$MC_ETC/neutron/plugins/ml2/ml2_conf.ini"
+    mc_start cinder-scheduler "$MC_VENV/bin/cinder-scheduler" \
+        --config-file "$MC_ETC/cinder/cinder.conf"
+}
+
+# cinder-volume once Ceph is ready (its RBD driver connects at start) and
+# libvirt holds client.cinder's key (what Nova's volume disks name).
+start_cinder_volume() {
+    define_ceph_secret
+    mc_start cinder-volume "$MC_VENV/bin/cinder-volume" \
+        --config-file "$MC_ETC/cinder/cinder.conf"
 }
 
 conductor_started() { grep -q "Starting conductor node" "$MC_LOG/nova-conductor.log"; }
@@ -397,7 +437,10 @@ main() {
     local vhost_job=$!
     start_neutron_backends &
     local backends_job=$!
-    HELPER_JOBS+=("$vhost_job" "$backends_job")
+    # Ceph needs nothing else and takes ~13 s: it comes up beside the rest.
+    start_ceph &
+    local ceph_job=$!
+    HELPER_JOBS+=("$vhost_job" "$backends_job" "$ceph_job")
     start_postgres
     step "PostgreSQL up on $MC_PGSOCK"
     "$MC_HERE/configure.sh"
@@ -412,14 +455,19 @@ main() {
     local agent_job=$!
     HELPER_JOBS+=("$agent_job")
     start_apis
-    step "Glance, Placement, Nova API, Neutron API answer"
+    step "Glance, Placement, Nova API, Neutron API, Cinder API answer"
     start_compute
+    wait "$ceph_job" || mc_die "Ceph did not start; see $MC_LOG/ceph-*.log"
+    start_cinder_volume
     wait "$agent_job" || mc_die "neutron-openvswitch-agent did not start; see $MC_LOG/neutron-rpc-server.log"
     local reg=("$MC_VENV/bin/python" "$MC_HERE/register.py")
     "${reg[@]}" wait-agent "$MC_HOST" "$MC_TIMEOUT" &
     agent_job=$!
     HELPER_JOBS+=("$agent_job")
     "${reg[@]}" flavors
+    "${reg[@]}" volumes "$MC_HOST" "$MC_TIMEOUT" "$MC_VOLUME_TYPE" ceph &
+    local volume_job=$!
+    HELPER_JOBS+=("$volume_job")
     "${reg[@]}" wait-service "$MC_HOST" "$MC_TIMEOUT" \
         || mc_die "nova-compute on $MC_HOST did not register; see $MC_LOG/nova-compute.log"
     step "nova-compute registered"
@@ -433,6 +481,9 @@ main() {
     wait "$agent_job" \
         || mc_die "neutron-openvswitch-agent on $MC_HOST is not alive; see $MC_LOG/neutron-ovs-agent.log"
     step "neutron-openvswitch-agent alive"
+    wait "$volume_job" \
+        || mc_die "cinder-volume on $MC_HOST@ceph is not up; see $MC_LOG/cinder-volume.log"
+    step "cinder-volume up (RBD, pool $MC_CEPH_POOL), volume type $MC_VOLUME_TYPE"
     write_client_files
     trap - EXIT
     step "READY: minicloud up in $(mc_since "$T0")s (compute host $MC_HOST, instances $MC_INSTANCES_PATH)"
