@@ -7,8 +7,10 @@ and after, and the conductor's records are listed before and after.
 """
 
 import json
+import os
 import uuid
 
+from cs2os_agent.openstack import client as os_client
 from tests.e2e.conftest import RUN_ID
 from tests.e2e.conftest import new_vm
 from tests.e2e.conftest import target_project
@@ -24,15 +26,22 @@ from tools.testbed.harness import wait_state
 READS = ("list", "get", "query")
 
 
-def _world(minicloud, conductor_api, ctxt):
+def _world(minicloud, conductor_api, ctxt, vm):
+    """What a migration of ``vm`` would have made: servers of its name
+    (anywhere), ports of its name, images of its template, records of it
+    (other modules' servers may come and go meanwhile)."""
     conn = minicloud.conn
+    macs = {nic.macaddress for nic in vm.nics}
+    template_id = os.path.basename(vm.volume.template)
     return {
         "servers": sorted(s.id for s in conn.compute.servers(
-            all_projects=True)),
-        "ports": sorted(p.id for p in conn.network.ports()),
-        "images": sorted(i.id for i in conn.image.images()),
-        "migrations": sorted(m["id"] for m in
-                             conductor_api.list_migrations(ctxt)),
+            all_projects=True, name="^%s$" % vm.name)),
+        "ports": sorted(p.id for p in conn.network.ports()
+                        if p.mac_address in macs),
+        "images": sorted(i.id for i in conn.image.images(**{
+            os_client.TEMPLATE_KEY: template_id})),
+        "migrations": sorted(m["id"] for m in conductor_api.list_migrations(
+            ctxt, {"source": vm.name})),
     }
 
 
@@ -49,7 +58,7 @@ def _findings(report, severity="critical"):
 def test_a_dry_run_reports_the_plan_and_changes_nothing(
         conductor, conductor_api, ctxt, cloud, minicloud, cloudstack_root):
     vm = new_vm(cloud, cloudstack_root)
-    before = _world(minicloud, conductor_api, ctxt)
+    before = _world(minicloud, conductor_api, ctxt, vm)
     calls = len(cloud.calls)
     answer = conductor_api.create_migration(
         ctxt, {"source": vm.name, "host": minicloud.compute_host,
@@ -71,7 +80,7 @@ def test_a_dry_run_reports_the_plan_and_changes_nothing(
     assert estimate["rate_basis"]
     # Nothing recorded, nothing created, nothing asked of CloudStack but
     # reads; the VM runs on.
-    assert _world(minicloud, conductor_api, ctxt) == before
+    assert _world(minicloud, conductor_api, ctxt, vm) == before
     assert _writes(cloud, calls) == []
     assert cloud.vm_state(vm) == "Running"
 
@@ -143,7 +152,7 @@ def test_openstack_cs2os_import_dry_run(api, region, conductor, cloud,  # noqa: 
                                         minicloud, cloudstack_root,
                                         conductor_api, ctxt):
     vm = new_vm(cloud, cloudstack_root)
-    before = _world(minicloud, conductor_api, ctxt)
+    before = _world(minicloud, conductor_api, ctxt, vm)
     shown = openstack(minicloud, region, "cs2os", "import", vm.name,
                       "--host", minicloud.compute_host, "--dry-run",
                       "-f", "json")
@@ -156,4 +165,4 @@ def test_openstack_cs2os_import_dry_run(api, region, conductor, cloud,  # noqa: 
                       "--flavor", "no-such-flavor", "--dry-run")
     assert table.returncode == 0, table.stderr
     assert "CRITICAL flavor: flavor no-such-flavor not found" in table.stdout
-    assert _world(minicloud, conductor_api, ctxt) == before
+    assert _world(minicloud, conductor_api, ctxt, vm) == before
