@@ -26,8 +26,9 @@ def view(record):
                             else len(steps) if step == states.DONE
                             else None)}
     counted = record.get("progress_step")
-    # Records from before progress_step: shown as they always were.
-    if counted is None or counted == step:
+    # Records from before progress_step: shown as they always were; a
+    # finished flow shows what its last copy moved.
+    if counted is None or counted == step or step == states.DONE:
         for name in ("bytes_done", "bytes_total", "rate_bps"):
             body[name] = record.get(name)
     return body

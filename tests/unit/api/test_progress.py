@@ -24,8 +24,10 @@ def record(step, progress_step, mode="cold"):
     (record("swap", None), {"step": "swap", "steps": 10, "step_number": 7,
                             "bytes_done": 5, "bytes_total": 10,
                             "rate_bps": 2}),
+    # Done: what the last copy moved.
     (record("done", "sync"), {"step": "done", "steps": 10,
-                              "step_number": 10}),
+                              "step_number": 10, "bytes_done": 5,
+                              "bytes_total": 10, "rate_bps": 2}),
 ])
 def test_the_step_shows_only_its_own_bytes(rec, wanted):
     assert progress.view(rec) == wanted

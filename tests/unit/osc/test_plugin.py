@@ -22,6 +22,7 @@ from osc_lib import utils as osc_utils
 from cs2os_agent.osc import client
 from cs2os_agent.osc import plugin
 from cs2os_agent.osc.v1 import migration
+from cs2os_agent.osc.v1 import plan
 
 API = "http://127.0.0.1:9877"
 OTHER = "http://127.0.0.1:9999"
@@ -57,6 +58,14 @@ def test_every_command_entry_point_loads():
         "cs2os_migration_cancel": migration.CancelMigration,
         "cs2os_migration_retry": migration.RetryMigration,
         "cs2os_migration_cutover": migration.CutoverMigration,
+        "cs2os_plan_create": plan.CreatePlan,
+        "cs2os_plan_list": plan.ListPlan,
+        "cs2os_plan_show": plan.ShowPlan,
+        "cs2os_plan_validate": plan.ValidatePlan,
+        "cs2os_plan_start": plan.StartPlan,
+        "cs2os_plan_cancel": plan.CancelPlan,
+        "cs2os_plan_retry": plan.RetryPlan,
+        "cs2os_plan_delete": plan.DeletePlan,
     }
 
 
