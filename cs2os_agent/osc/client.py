@@ -55,20 +55,31 @@ def error_from_response(resp):
     return ApiError(resp.status_code, detail, code, request_id)
 
 
+def member(body, key):
+    """``body[key]`` of an API answer, or ApiError saying it is missing."""
+    try:
+        return body[key]
+    except (KeyError, TypeError) as e:
+        raise ApiError(200, "No '%s' in the API answer" % key) from e
+
+
+def item_path(collection, item_id, *rest):
+    """The path of one item of ``collection`` (an id is data, never path
+    syntax: "../", "?")."""
+    return "/".join([collection, urllib.parse.quote(str(item_id), safe="")]
+                    + list(rest))
+
+
 class PlanClient:
     """/v1/plans calls, mixed into Client; each returns the plan's view."""
 
     @staticmethod
     def _plan(body):
-        try:
-            return body["plan"]
-        except (KeyError, TypeError) as e:
-            raise ApiError(200, "No 'plan' in the API answer") from e
+        return member(body, "plan")
 
     @staticmethod
     def _plan_path(plan_id, *rest):
-        return "/".join([PLANS, urllib.parse.quote(str(plan_id), safe="")]
-                        + list(rest))
+        return item_path(PLANS, plan_id, *rest)
 
     def create_plan(self, plan):
         """``plan``: {"name", "defaults", "vms", "selector"}."""
@@ -142,18 +153,11 @@ class Client(PlanClient):
 
     @staticmethod
     def _one(body):
-        try:
-            return body["migration"]
-        except (KeyError, TypeError) as e:
-            raise ApiError(200, "No 'migration' in the API answer") from e
+        return member(body, "migration")
 
     @staticmethod
     def _path(migration_id, *rest):
-        # An id is data, never path syntax ("../", "?").
-        return "/".join(
-            [MIGRATIONS, urllib.parse.quote(str(migration_id), safe="")]
-            + list(rest)
-        )
+        return item_path(MIGRATIONS, migration_id, *rest)
 
     def create_migration(self, source, host=None, flavor=None, mode=None,
                          delete_source=None, networks=None,
@@ -176,10 +180,7 @@ class Client(PlanClient):
         request.update({k: v for k, v in optional.items() if v is not None})
         body = self._request("POST", MIGRATIONS, {"migration": request})
         if dry_run:
-            try:
-                return {"dry_run": True, "preflight": body["preflight"]}
-            except (KeyError, TypeError) as e:
-                raise ApiError(200, "No 'preflight' in the API answer") from e
+            return {"dry_run": True, "preflight": member(body, "preflight")}
         return self._one(body)
 
     def get_migration(self, migration_id):

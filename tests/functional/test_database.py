@@ -38,7 +38,7 @@ def mariadb_server(workdir):
     server.stop()
 
 
-def _empty_database(request, workdir):
+def empty_database(request, workdir):
     name = "t_%s" % uuid.uuid4().hex[:12]
     if request.param == "sqlite":
         url = "sqlite:///%s" % os.path.join(workdir, name + ".sqlite")
@@ -52,7 +52,7 @@ def _empty_database(request, workdir):
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database(request, workdir):
-    db = _empty_database(request, workdir)
+    db = empty_database(request, workdir)
     migration.upgrade(db)
     yield db
     db.engine.dispose()
@@ -61,7 +61,7 @@ def database(request, workdir):
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database_at_0004(request, workdir):
     """A database as the release before progress_step left it."""
-    db = _empty_database(request, workdir)
+    db = empty_database(request, workdir)
     migration.upgrade(db, "0004")
     yield db
     db.engine.dispose()
@@ -70,7 +70,7 @@ def database_at_0004(request, workdir):
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database_at_0003(request, workdir):
     """A database as the release before the target project left it."""
-    db = _empty_database(request, workdir)
+    db = empty_database(request, workdir)
     migration.upgrade(db, "0003")
     yield db
     db.engine.dispose()

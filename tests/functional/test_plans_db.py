@@ -1,18 +1,16 @@
 """Plans in the database (alembic 0007, db/plans.py) on SQLite, a real
 PostgreSQL and a real MariaDB."""
 
-import os
-import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from cs2os_agent.db import api
 from cs2os_agent.db import migration
 from cs2os_agent.db import models
 from cs2os_agent.db import plans as plan_db
 
 # The engines and the fixture that builds a database at head, per engine.
+from tests.functional import test_database
 from tests.functional.test_database import database  # noqa: F401
 from tests.functional.test_database import mariadb_server  # noqa: F401
 from tests.functional.test_database import pg_cluster  # noqa: F401
@@ -21,15 +19,7 @@ from tests.functional.test_database import pg_cluster  # noqa: F401
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database_at_0006(request, workdir):
     """A database as the release before plans left it."""
-    name = "t_%s" % uuid.uuid4().hex[:12]
-    if request.param == "sqlite":
-        url = "sqlite:///%s" % os.path.join(workdir, name + ".sqlite")
-    elif request.param == "postgresql":
-        url = request.getfixturevalue("pg_cluster").create_database(name)
-    else:
-        url = request.getfixturevalue("mariadb_server").create_database(
-            name)
-    db = api.Database(url)
+    db = test_database.empty_database(request, workdir)
     migration.upgrade(db, "0006")
     yield db
     db.engine.dispose()
