@@ -153,13 +153,13 @@ else:
         }))
     _VALID_KEY = _network_key_is_valid()
 
-    @SCHEMA.hook
     def _valid_request(request):
         networks = request.get("networks")
         return (not isinstance(networks, dict)
                 or all(_VALID_KEY(k) for k in networks)) \
             and _valid_project(request.get("project"))
 
+    @SCHEMA.hook
     def filter_body(context, body):
         """A migration request, or a plan's defaults and each VM's
         overrides (the same fields, the same checks)."""
