@@ -181,6 +181,39 @@ def convert(path, fmt, dest, dest_fmt, virtual_size=None, max_output=None):
              prlimit=data_limits(virtual_size, max_output))
 
 
+def convert_into(path, fmt, target, target_fmt, objects, virtual_size,
+                 target_is_zero=False):
+    """Write ``path``'s guest view into the existing ``target`` (a path
+    or ``json:`` name; ``objects``: ``--object`` arguments it needs).
+    ``target_is_zero``: it reads as zeros now (a new volume), so zeros
+    and holes are skipped, not written."""
+    args = ["convert", *objects, "-n", "-f", fmt, "-O", target_fmt]
+    if target_is_zero:
+        args.append("--target-is-zero")
+    _execute(args + [path, target], prlimit=data_limits(virtual_size))
+
+
+def target_size(target, fmt, objects):
+    """The virtual size of ``target`` (opened as :func:`convert_into`
+    does)."""
+    return json.loads(_execute(["info", *objects, "--output=json", "-f", fmt,
+                                target]))["virtual-size"]
+
+
+def compare_with_objects(left, left_fmt, right, right_fmt, objects, reads):
+    """:func:`compare` for a ``right`` opened with ``objects`` (``reads``:
+    both guest views' bytes)."""
+    args = ["compare", *objects, "-f", left_fmt, "-F", right_fmt, left,
+            right]
+    try:
+        _execute(args, prlimit=data_limits(reads),
+                 passthrough=(_COMPARE_DIFFER,))
+    except processutils.ProcessExecutionError as e:
+        detail = " ".join((e.stdout or "").splitlines()).strip()
+        raise exception.ImagesDiffer(left=left, right=right,
+                                     detail=detail) from e
+
+
 def info(path, fmt, backing_chain=False, force_share=False):
     """Return ``qemu-img info`` as a dict (a list of dicts, top first,
     with *backing_chain*).

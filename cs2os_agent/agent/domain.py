@@ -103,6 +103,40 @@ class LibvirtHost:
             root_disk_format=fmt or "raw",
         )
 
+    def domain_xml(self, instance_uuid):
+        """(the domain's state, its XML): the persistent definition's
+        disks while it is shut off, where Nova records an attachment."""
+        conn = self._open()
+        try:
+            dom = self._lookup(conn, instance_uuid)
+            try:
+                state, _reason = dom.state()
+                return virt.state_name(state), dom.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                raise exception.LibvirtError(
+                    operation="read domain %s" % instance_uuid,
+                    reason=exc.get_error_message(),
+                ) from None
+        finally:
+            conn.close()
+
+    def secret_value(self, secret_uuid):
+        """The raw value of libvirt secret ``secret_uuid`` (a cephx key);
+        None when libvirt keeps it private (``private='yes'``)."""
+        conn = self._open()
+        try:
+            try:
+                return conn.secretLookupByUUIDString(secret_uuid).value()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_INVALID_SECRET:
+                    return None
+                raise exception.LibvirtError(
+                    operation="read secret %s" % secret_uuid,
+                    reason=exc.get_error_message(),
+                ) from None
+        finally:
+            conn.close()
+
     def version(self):
         conn = self._open()
         try:

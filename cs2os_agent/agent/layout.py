@@ -5,6 +5,7 @@ Everything the agent writes lives next to Nova's ``disk`` with a
 ``cleanup`` can remove exactly that.
 """
 
+import glob
 import os
 
 # The most layers a chain may have between the template and the volume
@@ -68,8 +69,14 @@ class InstanceFiles:
         return [name for n in range(MAX_LAYERS)
                 for name in (self.layer(n), self.layer_meta(n))]
 
+    def volume_files(self):
+        """What agent/volumes.py leaves while writing data disks: copies of
+        their chains and each volume's result sidecar."""
+        return sorted(glob.glob(self._name("disk.cs2os-volume-*")))
+
     def ours(self):
         return [
+            *self.volume_files(),
             self.mirror,
             self.staged,
             self.partial,

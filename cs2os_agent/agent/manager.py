@@ -9,6 +9,7 @@ refused at once rather than queued behind an hour-long copy.
 import contextlib
 import os
 import threading
+import time
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
@@ -23,9 +24,12 @@ from cs2os_agent.agent import layout
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
+from cs2os_agent.agent import volume_target
+from cs2os_agent.agent import volumes
 from cs2os_agent.agent.mirror import staging as mirror_staging
 from cs2os_agent.common import exception
 from cs2os_agent.common import faultpoints
+from cs2os_agent.common import fileutils
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.transfer import monitor as transfer_monitor
@@ -212,6 +216,73 @@ class AgentManager:
             )
             return dict(result, reused=False)
 
+    def sync_volume(self, context, migration_id, instance_uuid, volume_id,
+                    chain):
+        """1.4: write a CloudStack data disk into the Cinder volume Nova
+        attached to the (stopped) instance.  ``chain``: source dicts of
+        the disk's files, top-down, the last one without a backing file
+        (agent/volumes.py)."""
+        if not isinstance(chain, (list, tuple)) or not chain:
+            raise exception.InvalidSource(
+                source="chain", reason="a data disk's chain must be a "
+                "non-empty list of sources")
+        if not uuidutils.is_uuid_like(volume_id):
+            raise exception.Invalid(
+                reason="volume_id %r is not a UUID" % (volume_id,))
+        with self._exclusive(instance_uuid, migration_id):
+            info, files = self._locate(instance_uuid)
+            self._require_shutoff(info, instance_uuid)
+            _state, xml = self.libvirt.domain_xml(instance_uuid)
+            target = volume_target.find(xml, volume_id, instance_uuid)
+            with contextlib.ExitStack() as stack:
+                srcs = [stack.enter_context(
+                    transfer.get_source(source, self.conf))
+                    for source in chain]
+                fingerprint = [src.fingerprint() for src in srcs]
+                done = volumes.read_meta(files.instance_dir, volume_id,
+                                         migration_id, fingerprint)
+                if done is not None:
+                    return dict(done, reused=True)
+                headers = volumes.inspect_chain(srcs)
+                key = volumes.key_for(target, self.libvirt,
+                                      self.conf.agent.ceph_keyring_dir)
+                LOG.info("Migration %s: writing %s into %s", migration_id,
+                         srcs[0].describe(), target.describe())
+                cancel_event = threading.Event()
+                self._cancel_events[migration_id] = cancel_event
+                started = time.monotonic()
+                try:
+                    paths, copied = volumes.copy_chain(
+                        srcs, headers, files.instance_dir, volume_id,
+                        lambda total: self._new_monitor(
+                            context, migration_id, total, cancel_event,
+                            "sync_volume"),
+                        self.conf.transfer.checkpoint_mib * 1024 * 1024)
+                finally:
+                    self._cancel_events.pop(migration_id, None)
+            try:
+                volumes.link_chain(paths)
+                length, write_s, verify_s = volumes.write(
+                    paths[0], headers[0].virtual_size, target, key)
+            finally:
+                volumes.remove_copies(files.instance_dir, volume_id)
+            result = {
+                "migration_id": migration_id, "volume_id": volume_id,
+                "source": fingerprint, "target": target.describe(),
+                "target_dev": target.target_dev,
+                "files": len(paths), "bytes_copied": copied,
+                "virtual_size": headers[0].virtual_size,
+                "volume_size": length, "verified": True,
+                "seconds": round(time.monotonic() - started, 3),
+                "write_seconds": round(write_s, 3),
+                "verify_seconds": round(verify_s, 3),
+            }
+            fileutils.write_json_atomic(
+                volumes.meta_name(files.instance_dir, volume_id), result)
+            LOG.info("Migration %s: %s written and verified (%d bytes "
+                     "copied)", migration_id, target.describe(), copied)
+            return dict(result, reused=False)
+
     def swap_disk(self, context, migration_id, instance_uuid):
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
@@ -258,10 +329,11 @@ class AgentManager:
 
     # -- internals ---------------------------------------------------------
 
-    def _new_monitor(self, context, migration_id, total, cancel_event):
+    def _new_monitor(self, context, migration_id, total, cancel_event,
+                     what="sync_overlay"):
         return transfer_monitor.TransferMonitor(
             migration_id,
-            "sync_overlay",
+            what,
             total,
             report=lambda p: self._report(context, migration_id, p),
             interval=self.conf.agent.progress_interval,

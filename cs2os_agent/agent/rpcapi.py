@@ -11,6 +11,8 @@ API version history:
     1.3 - sync_overlay takes keep_snapshots: copy the whole file and keep
           its internal snapshots (else they are dropped, and the data only
           they need is not copied).
+    1.4 - sync_volume: write a CloudStack data disk (its chain of files)
+          into the Cinder volume Nova attached to the instance.
 """
 
 import oslo_messaging as messaging
@@ -21,7 +23,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.3"
+RPC_API_VERSION = "1.4"
 
 
 class AgentAPI:
@@ -76,6 +78,18 @@ class AgentAPI:
             instance_uuid=instance_uuid,
             source=source,
             **kwargs,
+        )
+
+    def sync_volume(self, context, host, migration_id, instance_uuid,
+                    volume_id, chain):
+        """``chain``: source dicts of the data disk's files, top-down."""
+        return self._prepare(host, long_running=True, version="1.4").call(
+            context,
+            "sync_volume",
+            migration_id=migration_id,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            chain=list(chain),
         )
 
     def swap_disk(self, context, host, migration_id, instance_uuid):

@@ -33,7 +33,8 @@ _NIC_KEYS = ("id", "networkid", "networkname", "macaddress", "ipaddress",
              "netmask", "gateway", "isdefault", "deviceid", "traffictype",
              "type")
 _VOLUME_KEYS = ("id", "name", "type", "path", "size", "provisioningtype",
-                "storageid", "state", "deviceid")
+                "storageid", "state", "deviceid", "diskofferingid",
+                "diskofferingname")
 _POOL_KEYS = ("id", "name", "type", "path", "ipaddress", "scope", "state")
 _TEMPLATE_KEYS = ("id", "name", "format", "size", "hypervisor")
 _OFFERING_KEYS = ("id", "name", "cpunumber", "cpuspeed", "memory",
@@ -176,9 +177,9 @@ def overlay_path(pool, volume_path):
     return None
 
 
-def _nic_order(nic):
+def _device_order(nic_or_volume):
     try:
-        return int(nic.get("deviceid"))
+        return int(nic_or_volume.get("deviceid"))
     except (TypeError, ValueError):
         return 0
 
@@ -243,8 +244,9 @@ def describe_vm(client, ref):
     stopped); ``serviceoffering`` and ``template``; ``nics`` in device
     order; ``root_volume`` {id, name, type, path, size, provisioningtype,
     storageid, state, deviceid, ``storage``: the pool {id, name, type, path,
-    ipaddress, scope, state}} or None; ``datadisks`` (same volume keys,
-    without the pool); ``overlay_path``: the root volume file as a KVM host
+    ipaddress, scope, state}} or None; ``datadisks`` (the same, in device
+    id order, each with its ``file``: as a KVM host sees it, or None);
+    ``overlay_path``: the root volume file as a KVM host
     sees it, or None when that cannot be known; ``securitygroups``
     [{id, name, description, ingress, egress}] (rules as _sg_rule makes
     them) and ``referenced_securitygroups``: the groups their rules allow
@@ -258,7 +260,7 @@ def describe_vm(client, ref):
     desc["serviceoffering"] = _offering(client, vm)
     desc["template"] = _template(client, vm)
     desc["nics"] = [_pick(nic, _NIC_KEYS)
-                    for nic in sorted(vm.get("nic") or [], key=_nic_order)]
+                    for nic in sorted(vm.get("nic") or [], key=_device_order)]
     volumes = client.list_volumes(vm["id"], vm.get("projectid"))
     roots = [v for v in volumes if v.get("type") == "ROOT"]
     root = _pick(roots[0], _VOLUME_KEYS) if roots else None
@@ -268,7 +270,8 @@ def describe_vm(client, ref):
             root["storage"] = _pick(
                 client.get_storage_pool(root["storageid"]), _POOL_KEYS)
     desc["root_volume"] = root
-    desc["datadisks"] = [_pick(v, _VOLUME_KEYS) for v in volumes
+    desc["datadisks"] = [_with_pool(client, _pick(v, _VOLUME_KEYS))
+                         for v in sorted(volumes, key=_device_order)
                          if v.get("type") == "DATADISK"]
     desc["overlay_path"] = (overlay_path(root["storage"], root["path"])
                             if root else None)
@@ -298,14 +301,11 @@ def validate_vm(desc):
             "name of %s from this API key: [cloudstack] api_key must belong "
             "to a root admin" % name)
     else:
-        problems.extend(_root_volume_problems(name, root))
-    datadisks = desc.get("datadisks") or []
-    if datadisks:
-        problems.append(
-            "%s has data disks attached (%s); cs2os moves the ROOT volume "
-            "only so far: detach them in CloudStack first"
-            % (name, ", ".join("%s (%s)" % (d.get("name"), d.get("id"))
-                               for d in datadisks)))
+        problems.extend(_volume_problems(name, root, "root volume"))
+    for disk in desc.get("datadisks") or []:
+        if not disk.get("path"):
+            continue  # hidden from a non-admin key: said above
+        problems.extend(_volume_problems(name, disk, "data disk"))
     problems.extend(_security_group_problems(desc))
     return problems
 
@@ -324,9 +324,20 @@ def _security_group_problems(desc):
             if rule["group"] and not rule["group_id"]]
 
 
-def _root_volume_problems(name, root):
-    volume = "root volume %s (%s) of %s" % (root.get("name"), root.get("id"),
-                                            name)
+def _with_pool(client, volume):
+    """A volume with its pool (``storage``) and file, as for the root."""
+    volume["storage"] = None
+    if volume.get("storageid"):
+        volume["storage"] = _pick(client.get_storage_pool(
+            volume["storageid"]), _POOL_KEYS)
+    volume["file"] = (overlay_path(volume["storage"], volume["path"])
+                      if volume.get("path") else None)
+    return volume
+
+
+def _volume_problems(name, root, kind):
+    volume = "%s %s (%s) of %s" % (kind, root.get("name"), root.get("id"),
+                                   name)
     problems = []
     if root.get("state") not in (None, "Ready"):
         problems.append("%s is %s, not Ready" % (volume, root["state"]))

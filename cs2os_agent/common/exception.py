@@ -412,3 +412,15 @@ class PlanSelectsNothing(Cs2osException):
 class PlanStateConflict(Cs2osException):
     msg_fmt = "Plan %(plan_id)s is %(state)s: cannot %(action)s"
     code = 409
+
+
+class VolumeNotAttached(Cs2osException):
+    msg_fmt = ("Cinder volume %(volume_id)s is not attached to instance "
+               "%(instance_uuid)s: its domain has no disk with that serial")
+    code = 409
+
+
+class VolumeNotWritable(Cs2osException):
+    msg_fmt = ("cs2os cannot write Cinder volume %(volume_id)s of instance "
+               "%(instance_uuid)s: %(reason)s")
+    code = 409

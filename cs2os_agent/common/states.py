@@ -52,8 +52,9 @@ DEFAULT_CUTOVER_METHOD = SHUTDOWN
 # The conductor's flows (conductor/flow/cold.py, warm.py) run exactly these,
 # in this order; the API, the CLI and the manager read them from here.
 
-COLD_STEPS = ("validate", "image", "ports", "boot", "stop_source", "sync",
-              "swap", "start", "cleanup", "retire_source")
+COLD_STEPS = ("validate", "image", "ports", "boot", "volumes",
+              "stop_source", "sync", "sync_volumes", "swap", "start",
+              "cleanup", "retire_source")
 WARM_STEPS = ("validate", "image", "ports", "boot", "mirror", "ready",
               "cutover", "finish", "swap", "start", "stop_source", "cleanup",
               "retire_source")

@@ -23,6 +23,15 @@ agent_opts = [
         "this node. Symlinks are resolved before the check. Empty means the "
         "'path' transport is refused.",
     ),
+    cfg.StrOpt(
+        "ceph_keyring_dir",
+        sample_default="/etc/ceph",
+        help="Where ceph.client.<user>.keyring files are, for writing a "
+        "data disk into an RBD Cinder volume whose libvirt secret is "
+        "private (private='yes'). Unset: only the libvirt secret Nova "
+        "names in the domain XML is read (Nova and DevStack define it "
+        "private='no').",
+    ),
     cfg.IntOpt(
         "progress_interval",
         default=5,

@@ -31,6 +31,16 @@ cloudstack_opts = [
         "must still hold the VM's root volume.",
     ),
     cfg.DictOpt(
+        "volume_type_map",
+        default={},
+        sample_default="Premium Disk:ssd,pool-nfs-2:standard",
+        help="CloudStack disk offering or primary storage pool -> Cinder "
+        "volume type, for the Cinder volume each data disk becomes. Keys "
+        "are disk offering ids or names, then pool ids or names; values "
+        "volume type ids or names. A request's own volume_type wins; a "
+        "data disk with no entry gets Cinder's default type.",
+    ),
+    cfg.DictOpt(
         "project_map",
         default={},
         sample_default="8c0b0b9e-0000-4000-8000-000000000001:acme-prod,"

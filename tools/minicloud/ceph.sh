@@ -190,13 +190,15 @@ start_ceph() {
 # libvirt's copy of client.cinder's key, of the UUID that cinder.conf's
 # rbd_secret_uuid names: Cinder puts both in a volume's connection info and
 # Nova's libvirt driver writes them into the domain's rbd disk, so QEMU's
-# librbd logs in as client.cinder.  Private (libvirt never shows the value);
-# the key goes through a 0600 file, never a command line.
+# librbd logs in as client.cinder.  Not private, as DevStack and Nova define
+# it: cs2os-agent reads it from libvirt to write data disks into volumes
+# (a private one needs [agent] ceph_keyring_dir); the key goes through a
+# 0600 file, never a command line.
 define_ceph_secret() {
     local keyfile=$MC_CEPH/libvirt-secret.key virsh=(virsh -q -c "$MC_LIBVIRT_URI")
     mc_remove_ceph_secrets
     cat > "$MC_CEPH/libvirt-secret.xml" <<EOF
-<secret ephemeral='no' private='yes'>
+<secret ephemeral='no' private='no'>
   <uuid>$MC_CEPH_SECRET_UUID</uuid>
   <usage type='ceph'><name>$MC_CEPH_SECRET_USAGE</name></usage>
 </secret>

@@ -14,10 +14,13 @@ import time
 import oslo_messaging as messaging
 from oslo_log import log as logging
 
+from cs2os_agent.common import exception
+
 LOG = logging.getLogger(__name__)
 
 PING_TIMEOUT = 10
 POLL = 2.0
+BUSY_POLL = 10
 
 
 def call(ctx, step, method, *args):
@@ -40,6 +43,20 @@ def call(ctx, step, method, *args):
                           % (host, method, exc), kind="warning")
                 warned = True
             _wait_for_agent(ctx, step, host, deadline)
+
+
+def call_waiting(ctx, step, method, *args):
+    """:func:`call` for a copy: when the agent says this migration's own
+    copy (started before a conductor restart) still runs, wait for it and
+    call again to collect its result."""
+    while True:
+        try:
+            return call(ctx, step, method, *args)
+        except exception.MigrationBusy as exc:
+            if exc.kwargs.get("owner") != ctx.id:
+                raise
+            ctx.check_cancelled(step)
+            time.sleep(BUSY_POLL)
 
 
 def _wait_for_agent(ctx, step, host, deadline):

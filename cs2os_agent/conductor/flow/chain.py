@@ -20,25 +20,28 @@ from cs2os_agent.conductor.flow import sources
 MAX_LAYERS = 16
 
 
-def walk(ctx, vm, overlay_header):
+def walk(ctx, vm, overlay_header, volume=None):
     """(template path or None, [layer source, top-down]) below the overlay
-    whose header is ``overlay_header``."""
+    whose header is ``overlay_header``: the root volume's, or
+    ``volume``'s (a data disk, discovery's description)."""
     if not overlay_header.has_backing:
         return None, []
-    pool_id = vm["root_volume"]["storage"]["id"]
-    seen = {posixpath.normpath(vm["overlay_path"])}
+    what = "data disk %s" % volume["name"] if volume else "root volume"
+    volume = volume or dict(vm["root_volume"], file=vm["overlay_path"])
+    pool = volume["storage"]
+    seen = {posixpath.normpath(volume["file"])}
     layers = []
     path = overlay_header.backing_file
     while True:
         # Refuses a file outside the volume's pool.
-        sources.pool_relative(path, pool_id)
+        sources.pool_relative(path, pool["id"])
         normal = posixpath.normpath(path)
         if normal in seen:
             raise exception.Invalid(
-                reason="the backing chain of CloudStack VM %s's root volume "
-                "loops: %s comes twice" % (vm["name"], path))
+                reason="the backing chain of CloudStack VM %s's %s loops: %s "
+                "comes twice" % (vm["name"], what, path))
         seen.add(normal)
-        source = sources.source_for(ctx.conf, vm, path)
+        source = sources.source_for(ctx.conf, vm, path, pool)
         with transfer.get_source(source, ctx.conf) as src:
             header = qcow2.inspect_header(
                 src.read_header(qcow2.HEADER_BYTES), src.describe())
@@ -46,8 +49,8 @@ def walk(ctx, vm, overlay_header):
             return path, layers
         if len(layers) == MAX_LAYERS:
             raise exception.Invalid(
-                reason="the root volume of CloudStack VM %s has more than %d "
-                "layers between it and its template" % (vm["name"],
-                                                       MAX_LAYERS))
+                reason="the %s of CloudStack VM %s has more than %d layers "
+                "between it and its template" % (what, vm["name"],
+                                                 MAX_LAYERS))
         layers.append(source)
         path = header.backing_file

@@ -19,6 +19,7 @@ from oslo_utils import timeutils
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import resources
+from cs2os_agent.openstack import volumes as openstack_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -64,6 +65,14 @@ class FlowContext:
         """Neutron (ports) as cs2os in the migration's target project."""
         return self.clients.in_project(
             self.migration.get("target_project_id"))[1]
+
+    @property
+    def volumes(self):
+        """Cinder (and Nova's volume attachments) as cs2os in the
+        migration's target project."""
+        return openstack_volumes.VolumeClient(
+            self.openstack.conn,
+            wait_timeout=self.conf.conductor.wait_timeout)
 
     @property
     def committed(self):

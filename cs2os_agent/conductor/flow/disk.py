@@ -6,12 +6,7 @@ swap puts the staged disk in place of Nova's, cleanup drops Nova's original
 once committed, undo_swap puts it back before the commit.
 """
 
-import time
-
-from cs2os_agent.common import exception
 from cs2os_agent.conductor.flow import agentcall
-
-SYNC_BUSY_POLL = 10
 
 
 def sync(ctx):
@@ -19,21 +14,11 @@ def sync(ctx):
     template, merged into it) and stages it rebased onto Nova's base D; an
     earlier attempt's copy still running there is waited for."""
     resources = ctx.resources
-    while True:
-        try:
-            result = agentcall.call(
-                ctx, "sync", "sync_overlay", ctx.id,
-                resources["server_id"], resources["overlay_source"],
-                resources.get("layers") or None,
-                bool((ctx.migration["options"] or {}).get("keep_snapshots")))
-            break
-        except exception.MigrationBusy as exc:
-            # Our own copy, started before a conductor restart, is still
-            # running on the agent: wait for it, then collect its result.
-            if exc.kwargs.get("owner") != ctx.id:
-                raise
-            ctx.check_cancelled("sync")
-            time.sleep(SYNC_BUSY_POLL)
+    result = agentcall.call_waiting(
+        ctx, "sync", "sync_overlay", ctx.id,
+        resources["server_id"], resources["overlay_source"],
+        resources.get("layers") or None,
+        bool((ctx.migration["options"] or {}).get("keep_snapshots")))
     ctx.save(bytes_done=result["bytes_copied"],
              bytes_total=result["bytes_copied"], progress_step="sync")
     ctx.result(sync=result)

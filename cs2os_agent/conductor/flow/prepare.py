@@ -17,6 +17,7 @@ from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import chain
+from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import identity
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import keypair
@@ -62,6 +63,8 @@ def validate(ctx):
         ctx.clients.openstack.check_compute_host(host)
         require_agent(ctx, host)
     owner.record(ctx, project, project_chosen_by)
+    # In the target project (its Cinder quota): after owner.record.
+    data_disks = datadisks.plan(ctx, vm)
     options = ctx.migration["options"] or {}
     network_map = dict(ctx.conf.cloudstack.network_map,
                        **(options.get("networks") or {}))
@@ -87,6 +90,7 @@ def validate(ctx):
         template_path=template_path,
         layers=layers,
         source_state_at_start=vm["state"],
+        data_disks=data_disks,
     )
     # Last: a migration that would fail validate never waits for a slot.
     admission.admit(ctx, vm)

@@ -24,6 +24,9 @@ KEYS = {
                "template (transport sources, top-down): the agent merges "
                "them into the overlay"),
     "source_state_at_start": ("validate", "CloudStack's VM state then"),
+    "data_disks": ("validate", "one entry per CloudStack data disk, in "
+                   "device order: its chain (transport sources, top-down), "
+                   "size, volume type"),
     "kvm_host": ("validate (warm)", "the KVM host that runs the VM"),
     "source_domain": ("validate (warm)", "the VM's libvirt domain there"),
     "source_disk": ("validate (warm)", "its root disk's target (vda)"),
@@ -39,6 +42,8 @@ KEYS = {
                         "migration created"),
     "server_id": ("boot", "the Nova server"),
     "host": ("boot", "its compute host (the agent's)"),
+    "volumes": ("volumes", "the Cinder volumes made for the data disks: "
+                "{cloudstack_id, volume_id}; a rollback deletes them"),
     # the source VM
     "source_stopped": ("stop_source, cutover", "cs2os stopped the VM: a "
                        "rollback starts it again"),

@@ -27,9 +27,10 @@ def pool_relative(path, pool_id):
     return normal[len(prefix):]
 
 
-def source_for(conf, vm, cloudstack_path):
-    """The ``source`` dict a transport takes for a file of ``vm``'s pool."""
-    pool = vm["root_volume"]["storage"]
+def source_for(conf, vm, cloudstack_path, pool=None):
+    """The ``source`` dict a transport takes for a file of ``pool`` (the
+    root volume's by default)."""
+    pool = pool or vm["root_volume"]["storage"]
     relative = pool_relative(cloudstack_path, pool["id"])
     transport = conf.conductor.overlay_transport
     if transport == "path":

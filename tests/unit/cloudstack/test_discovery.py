@@ -149,13 +149,26 @@ def test_state_must_be_running_or_stopped(state):
     assert "is %s; it must be Running or Stopped" % state in problem
 
 
-def test_data_disks_are_named():
-    disks = [dict(ROOT, id="v-d1", name="DATA-1", type="DATADISK",
-                  deviceid=1),
-             dict(ROOT, id="v-d2", name="logs", type="DATADISK", deviceid=2)]
-    (problem,) = _problems(volumes=[ROOT] + disks)
-    assert "DATA-1 (v-d1), logs (v-d2)" in problem
-    assert "detach them" in problem
+def test_data_disks_in_device_order_with_their_files():
+    disks = [dict(ROOT, id="v-d2", name="logs", type="DATADISK", deviceid=2,
+                  path="f-logs"),
+             dict(ROOT, id="v-d1", name="DATA-1", type="DATADISK",
+                  deviceid=1, path="f-data")]
+    desc = discovery.describe_vm(CannedClient(VM, [ROOT] + disks, POOL),
+                                 VM_ID)
+    assert discovery.validate_vm(desc) == []
+    assert [d["name"] for d in desc["datadisks"]] == ["DATA-1", "logs"]
+    assert [d["file"] for d in desc["datadisks"]] == [
+        "/mnt/%s/f-data" % POOL["id"], "/mnt/%s/f-logs" % POOL["id"]]
+    assert desc["datadisks"][0]["storage"]["id"] == POOL["id"]
+
+
+def test_a_data_disk_is_checked_as_the_root_is():
+    disk = dict(ROOT, id="v-d1", name="logs", type="DATADISK", deviceid=1,
+                state="Allocated")
+    (problem,) = _problems(volumes=[ROOT, disk])
+    assert "data disk logs (v-d1) of VM" in problem
+    assert "is Allocated, not Ready" in problem
 
 
 @pytest.mark.parametrize("pool_type", ["SharedMountPoint", "Filesystem",

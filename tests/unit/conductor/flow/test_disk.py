@@ -5,6 +5,7 @@ The agent calls' repeats after an agent restart are agentcall.py's
 """
 
 from cs2os_agent.common import exception
+from cs2os_agent.conductor.flow import agentcall
 from cs2os_agent.conductor.flow import context as flow_context
 from cs2os_agent.conductor.flow import disk
 from tests.unit.conductor.flow.script import CONF
@@ -29,7 +30,7 @@ def test_agent_busy_with_the_same_migration_is_waited_for(db, monkeypatch):
                                         "overlay_source": {}})
     ctx = flow_context.FlowContext(db.get_migration("m1"), db, CONF,
                                    clients)
-    monkeypatch.setattr(disk, "SYNC_BUSY_POLL", 0)
+    monkeypatch.setattr(agentcall, "BUSY_POLL", 0)
     disk.sync(ctx)
     assert len(calls) == 2
     assert db.get_migration("m1")["result"]["sync"] == {"bytes_copied": 7}

@@ -103,7 +103,7 @@ def test_cancel_between_steps_rolls_back(db, monkeypatch):
     assert cancelled["state"] == "cancelled"
     assert script.ran == ["validate", "image", "ports", "boot"]
     assert script.undone == ["boot"]
-    assert "cancelled by request during stop_source" in cancelled["error"]
+    assert "cancelled by request during volumes" in cancelled["error"]
 
 
 def test_shutdown_pauses_without_rollback(db, monkeypatch):

@@ -1,0 +1,205 @@
+"""Data disks: every CloudStack DATADISK becomes a Cinder volume.
+
+The steps, each with the cold flow's others (cold.py):
+
+validate      plan      each disk's chain read through the transport
+                        (headers only, as the root's), its size and
+                        volume type; the project's Cinder quota must hold
+                        them all, or nothing is created
+volumes       volumes   the volumes, made in the target project (or found
+                        by their metadata after a crash) and attached
+                        through Nova to the stopped server in device id
+                        order, so the guest sees them in the same order
+sync_volumes  sync      the agent writes each disk into its volume and
+                        proves the volume's guest view equals the disk's
+rollback      undo      after the server is deleted (which detaches them),
+                        the volumes are deleted; CloudStack's data disks
+                        are only ever read
+"""
+
+import math
+
+from cs2os_agent import qcow2
+from cs2os_agent import transfer
+from cs2os_agent.common import exception
+from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import agentcall
+from cs2os_agent.conductor.flow import chain
+from cs2os_agent.conductor.flow import sources
+
+GiB = 1024 ** 3
+
+
+def plan(ctx, vm):
+    """One entry per data disk, in device id order (the ``data_disks``
+    resource); refuses what cannot move before anything is created."""
+    disks = vm.get("datadisks") or []
+    if not disks:
+        return []
+    if ctx.migration["mode"] == states.WARM:
+        raise exception.Invalid(
+            reason="CloudStack VM %s has %d data disk(s); a warm migration "
+            "mirrors the root volume only so far: use mode cold"
+            % (vm["name"], len(disks)))
+    planned = [_plan_disk(ctx, vm, disk) for disk in disks]
+    _check_types(ctx, planned)
+    _check_quota(ctx, vm, planned)
+    return planned
+
+
+def _plan_disk(ctx, vm, disk):
+    pool = disk["storage"]
+    top = sources.source_for(ctx.conf, vm, disk["file"], pool)
+    with transfer.get_source(top, ctx.conf) as src:
+        header = qcow2.inspect_header(
+            src.read_header(qcow2.HEADER_BYTES), src.describe())
+    template_path, layers = chain.walk(ctx, vm, header, disk)
+    files = [top] + layers
+    if template_path:
+        files.append(sources.source_for(ctx.conf, vm, template_path, pool))
+    size = max(header.virtual_size, int(disk.get("size") or 0))
+    return {
+        "cloudstack_id": disk["id"],
+        "name": disk["name"],
+        "deviceid": disk.get("deviceid"),
+        "chain": files,
+        "virtual_size": header.virtual_size,
+        "size_gib": max(1, math.ceil(size / GiB)),
+        "volume_type": volume_type(ctx, disk),
+        "internal_snapshots": header.snapshots,
+    }
+
+
+def volume_type(ctx, disk):
+    """The request's ``volume_type``; else [cloudstack] volume_type_map's
+    entry for the disk offering (id, then name) or the storage pool (id,
+    then name); else None: Cinder's default type."""
+    options = ctx.migration["options"] or {}
+    if options.get("volume_type"):
+        return options["volume_type"]
+    mapping = ctx.conf.cloudstack.volume_type_map
+    pool = disk.get("storage") or {}
+    for key in (disk.get("diskofferingid"), disk.get("diskofferingname"),
+                pool.get("id"), pool.get("name")):
+        if key and key in mapping:
+            return mapping[key]
+    return None
+
+
+def _check_types(ctx, planned):
+    for name in sorted({d["volume_type"] for d in planned
+                        if d["volume_type"]}):
+        if not ctx.volumes.volume_type_exists(name):
+            raise exception.Invalid(
+                reason="Cinder has no volume type %s (named by the request's "
+                "volume_type or [cloudstack] volume_type_map)" % name)
+
+
+def _check_quota(ctx, vm, planned):
+    gigabytes, count = ctx.volumes.headroom()
+    need = sum(d["size_gib"] for d in planned)
+    problems = []
+    if gigabytes is not None and need > gigabytes:
+        problems.append("%d GiB (%s) but the quota leaves %d GiB" % (
+            need, ", ".join("%s: %d GiB" % (d["name"], d["size_gib"])
+                            for d in planned), gigabytes))
+    if count is not None and len(planned) > count:
+        problems.append("%d volumes but the quota leaves %d"
+                        % (len(planned), count))
+    if problems:
+        raise exception.Invalid(
+            reason="the data disks of CloudStack VM %s need %s in project "
+            "%s's Cinder quota; raise the quota or free space there"
+            % (vm["name"], " and ".join(problems),
+               ctx.migration.get("target_project_id")))
+
+
+def volumes(ctx):
+    """Create the volumes (or find an earlier attempt's) and attach them
+    to the stopped server, in device id order."""
+    planned = ctx.resources.get("data_disks") or []
+    if not planned:
+        return
+    client = ctx.volumes
+    server_id = ctx.resources["server_id"]
+    vm = ctx.migration["source"]
+    made = {v["cloudstack_id"]: v["volume_id"]
+            for v in ctx.resources.get("volumes") or []}
+    found = client.find_volumes(ctx.id)
+    for disk in planned:
+        volume = found.get(disk["cloudstack_id"])
+        if volume is None:
+            ctx.guard()
+            volume = client.create_volume(
+                "%s-%s" % (vm["name"], disk["name"]), disk["size_gib"],
+                disk["volume_type"], ctx.id, disk["cloudstack_id"],
+                "cs2os migration %s: CloudStack data disk %s (%s) of VM %s"
+                % (ctx.id, disk["name"], disk["cloudstack_id"], vm["name"]))
+        made[disk["cloudstack_id"]] = volume.id
+        # Recorded before relying on it: a rollback deletes it.
+        ctx.resource(volumes=[
+            {"cloudstack_id": d["cloudstack_id"],
+             "volume_id": made[d["cloudstack_id"]]}
+            for d in planned if d["cloudstack_id"] in made])
+    for disk in planned:
+        volume = client.get_volume(made[disk["cloudstack_id"]])
+        if volume is not None and volume.status not in ("available",
+                                                        "in-use"):
+            client.wait_volume(volume.id, "available")
+    attached = client.attached_volumes(server_id)
+    for disk in planned:  # device order: the guest's order
+        volume_id = made[disk["cloudstack_id"]]
+        if volume_id not in attached:
+            ctx.guard()
+            client.attach(server_id, volume_id)
+    ctx.event("volumes", "%d Cinder volume(s) attached to server %s: %s"
+              % (len(planned), server_id, ", ".join(
+                  "%s -> %s" % (d["name"], made[d["cloudstack_id"]])
+                  for d in planned)))
+
+
+def sync(ctx):
+    """The agent writes every data disk into its volume, in order."""
+    planned = ctx.resources.get("data_disks") or []
+    if not planned:
+        return
+    made = {v["cloudstack_id"]: v["volume_id"]
+            for v in ctx.resources.get("volumes") or []}
+    results = []
+    for disk in planned:
+        volume_id = made[disk["cloudstack_id"]]
+        answer = agentcall.call_waiting(
+            ctx, "sync_volumes", "sync_volume", ctx.id,
+            ctx.resources["server_id"], volume_id, disk["chain"])
+        results.append({
+            "cloudstack_id": disk["cloudstack_id"], "name": disk["name"],
+            "volume_id": volume_id, "volume_size_gib": disk["size_gib"],
+            "volume_type": disk["volume_type"],
+            "target_dev": answer.get("target_dev"),
+            "files": answer.get("files"),
+            "bytes_copied": answer.get("bytes_copied"),
+            "virtual_size": answer.get("virtual_size"),
+            "verified": bool(answer.get("verified")),
+            "seconds": answer.get("seconds"),
+        })
+        ctx.result(data_disks=results)
+
+
+def undo(ctx):
+    """Before the commit, once the server is gone: delete the volumes this
+    migration made (by record and by metadata)."""
+    resources = ctx.resources
+    if ctx.committed or resources.get("server_id"):
+        return None
+    if not resources.get("data_disks") and not resources.get("volumes"):
+        return None
+    client = ctx.volumes
+    ids = {v["volume_id"] for v in resources.get("volumes") or []}
+    ids |= {v.id for v in client.find_volumes(ctx.id).values()}
+    deleted = []
+    for volume_id in sorted(ids):
+        ctx.guard()
+        if client.delete_volume(volume_id):
+            deleted.append(volume_id)
+    ctx.resource(volumes=[])
+    return ("deleted volumes %s" % ", ".join(deleted)) if deleted else None

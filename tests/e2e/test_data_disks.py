@@ -1,0 +1,175 @@
+"""A CloudStack VM with data disks: each becomes a Cinder volume (RBD on
+the minicloud's Ceph) attached to the migrated server in device order,
+holding the disk's guest view; a rollback deletes the volumes; a project
+whose Cinder quota cannot hold them is refused before anything exists.
+CloudStack's data disk files are only ever read."""
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from tests.e2e.conftest import RUN_ID
+from tests.e2e.conftest import new_vm
+from tests.e2e.conftest import refuse_to_stop
+from tests.e2e.conftest import target_project
+from tools.testbed import datadisks
+from tools.testbed import images
+from tools.testbed.harness import wait_state
+from tools.testbed.minicloud import smoke
+
+rbd = smoke.volumes
+
+MiB = images.MiB
+GiB = 1024 * MiB
+OBJECT = 4 * MiB  # RBD's default object size
+
+# On a 48 MiB template of its own: the overlay's write covers part of
+# the template's first one.
+THIN = dict(size=48 * MiB, writes=[(0xD1, 1 * MiB, 2 * MiB)],
+            template_writes=[(0xC1, 0, 2 * MiB), (0xC2, 40 * MiB, 1 * MiB)])
+# Standalone and just over 1 GiB: a 2 GiB volume, its last MiB written.
+STANDALONE = dict(size=GiB + MiB, writes=[(0xE1, 0, 1 * MiB),
+                                          (0xE2, GiB, 1 * MiB)])
+
+
+def _vm_with_data_disks(cloud, cloudstack_root):
+    vm = new_vm(cloud, cloudstack_root)
+    pool_dir = vm.volume.pool_dir
+    vm.data_disks = [datadisks.make_data_disk(pool_dir, **THIN),
+                     datadisks.make_data_disk(pool_dir, **STANDALONE)]
+    for n, disk in enumerate(vm.data_disks):
+        datadisks.attach(cloud, vm, disk, name="DATA-%d-%s" % (n, vm.name))
+    vm.sums = {d.path: images.sha256(d.path) for d in vm.data_disks}
+    return vm
+
+
+def _ours(minicloud, migration_id):
+    return [v for v in minicloud.conn.block_storage.volumes(
+        details=True, all_projects=True)
+        if (v.metadata or {}).get("cs2os_migration_id") == migration_id]
+
+
+@pytest.fixture
+def delete_volumes(minicloud):
+    """The volumes of the migrations a test made, deleted afterwards (the
+    servers go with the module's delete_migrated_servers)."""
+    made = []
+    yield made
+    conn = minicloud.conn
+    for migration_id in made:
+        for server in conn.compute.servers(all_projects=True):
+            if (server.metadata or {}).get("cs2os_migration_id") == \
+                    migration_id:
+                conn.compute.delete_server(server)
+                conn.compute.wait_for_delete(server, wait=120)
+        for volume in _ours(minicloud, migration_id):
+            rbd.delete_volume(conn, volume)
+
+
+def _rbd_used(info, volume):
+    ceph = info["ceph"]
+    out = subprocess.run(
+        ["rbd", "-c", ceph["conf"], "--id", ceph["user"], "du",
+         "--format", "json", "%s/%s" % (ceph["pool"],
+                                        rbd.rbd_image(info, volume))],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["images"][0]["used_size"]
+
+
+def _objects(writes):
+    """The RBD objects the writes touch: the most a thin volume uses."""
+    return {n for _p, offset, length in writes
+            for n in range(offset // OBJECT,
+                           (offset + length - 1) // OBJECT + 1)}
+
+
+def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
+        conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
+        cloudstack_root, delete_volumes):
+    info = minicloud_volumes
+    vm = _vm_with_data_disks(cloud, cloudstack_root)
+    created = conductor_api.create_migration(
+        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    delete_volumes.append(created["id"])
+    done = wait_state(conductor_api, ctxt, created["id"],
+                      ("succeeded", "failed"))
+    assert done["state"] == "succeeded", (done["error"], done["events"])
+    conn = minicloud.conn
+    server = conn.compute.get_server(done["resources"]["server_id"])
+    attachments = list(conn.compute.volume_attachments(server))
+    results = done["result"]["data_disks"]
+    # Device order: the guest sees the disks as CloudStack gave them.
+    assert [r["name"] for r in results] == [
+        "DATA-0-%s" % vm.name, "DATA-1-%s" % vm.name]
+    assert [a.volume_id for a in attachments] == [
+        r["volume_id"] for r in results]
+    assert [a.device for a in attachments] == ["/dev/vdb", "/dev/vdc"]
+    assert [r["target_dev"] for r in results] == ["vdb", "vdc"]
+    for result, disk, spec in zip(results, vm.data_disks,
+                                  (THIN, STANDALONE), strict=True):
+        volume = conn.block_storage.get_volume(result["volume_id"])
+        assert volume.status == "in-use"
+        assert volume.size == -(-spec["size"] // GiB)
+        assert volume.volume_type == info["cinder"]["volume_type"]
+        assert volume.project_id == server.project_id
+        assert result["verified"] is True
+        # The guest view, read from RBD directly.
+        subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw",
+                        disk.reference, rbd.rbd_uri(info, volume)],
+                       check=True, capture_output=True)
+        # Only what the files hold moved, and the volume stayed thin.
+        on_pool = sum(os.stat(p).st_blocks * 512
+                      for p in (disk.path, disk.template) if p)
+        assert disk.written <= result["bytes_copied"] <= on_pool * 1.01
+        writes = spec["writes"] + spec.get("template_writes", [])
+        assert _rbd_used(info, volume) <= len(_objects(writes)) * OBJECT
+    assert {d.path: images.sha256(d.path) for d in vm.data_disks} == vm.sums
+
+
+def test_a_rollback_deletes_the_volumes_it_made(
+        conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
+        cloudstack_root, monkeypatch, delete_volumes):
+    vm = _vm_with_data_disks(cloud, cloudstack_root)
+    refuse_to_stop(monkeypatch, vm)
+    before = set(rbd.rbd_images(minicloud_volumes))
+    created = conductor_api.create_migration(
+        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    delete_volumes.append(created["id"])
+    done = wait_state(conductor_api, ctxt, created["id"], ("failed",))
+    assert "hypervisor busy" in done["error"]
+    rolled = [e["message"] for e in done["events"]
+              if e["step"] == "rollback"]
+    assert any(m.startswith("deleted volumes") for m in rolled), rolled
+    assert any(e["step"] == "volumes" for e in done["events"])
+    assert _ours(minicloud, created["id"]) == []
+    assert set(rbd.rbd_images(minicloud_volumes)) <= before
+    assert {d.path: images.sha256(d.path) for d in vm.data_disks} == vm.sums
+    assert cloud.vm_state(vm) == "Running"
+
+
+def test_data_disks_over_the_cinder_quota_are_refused_before_anything(
+        conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
+        cloudstack_root, delete_volumes):
+    vm = _vm_with_data_disks(cloud, cloudstack_root)
+    name = "cs2os-e2e-quota-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6])
+    with target_project(minicloud, name) as project:
+        # 2 GiB left: the two disks need 1 + 2.
+        minicloud.conn.set_volume_quotas(project.id, gigabytes=2)
+        created = conductor_api.create_migration(
+            ctxt, {"source": vm.name, "host": minicloud.compute_host,
+                   "project": project.id})
+        delete_volumes.append(created["id"])
+        done = wait_state(conductor_api, ctxt, created["id"], ("failed",))
+        assert "Cinder quota" in done["error"]
+        assert "3 GiB" in done["error"] and "leaves 2 GiB" in done["error"]
+        assert done["step"] == "validate"
+        assert done["resources"].get("server_id") is None
+        conn = minicloud.conn
+        assert list(conn.block_storage.volumes(
+            all_projects=True, project_id=project.id)) == []
+        assert list(conn.compute.servers(all_projects=True,
+                                         project_id=project.id)) == []
+    assert cloud.vm_state(vm) == "Running"
