@@ -65,6 +65,7 @@ def view(record, with_events=True, details=True):
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     body["config_drive"] = bool(options.get("config_drive"))
     body["keep_snapshots"] = bool(options.get("keep_snapshots"))
+    body["volume_type"] = options.get("volume_type")
     if record.get("mode") == states.WARM:
         body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.

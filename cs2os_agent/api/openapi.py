@@ -145,6 +145,9 @@ def _migration(with_events):
         "keep_snapshots": {"type": "boolean",
                            "description": "the root volume's internal "
                                           "snapshots were asked to be kept"},
+        "volume_type": {"type": "string", "nullable": True,
+                        "description": "the Cinder volume type the request "
+                                       "named for the data disks"},
         "cutover": {"type": "string", "enum": list(states.CUTOVERS),
                     "description": "warm migrations only"},
         "cutover_method": {

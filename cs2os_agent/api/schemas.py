@@ -87,6 +87,13 @@ CREATE_MIGRATION = {
                                    "for a guest whose cloud-init cannot "
                                    "reach a metadata service (default "
                                    "false)"},
+                "volume_type": {
+                    "anyOf": [_NAME, {"type": "null"}],
+                    "description": "the Cinder volume type (id or name) of "
+                                   "the volumes the data disks become "
+                                   "(default: [cloudstack] "
+                                   "volume_type_map, else Cinder's "
+                                   "default type)"},
                 "keep_snapshots": {
                     "type": "boolean",
                     "description": "cold only: copy the root volume whole "

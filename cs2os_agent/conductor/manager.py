@@ -85,7 +85,7 @@ class ConductorManager:
         for name in ("config_drive", "keep_snapshots"):
             if req.get(name):
                 options[name] = True
-        for name in ("cutover", "cutover_method", "project"):
+        for name in ("cutover", "cutover_method", "project", "volume_type"):
             if req.get(name) is not None:
                 options[name] = req[name]
         migration = self.db.create_migration({

@@ -32,7 +32,7 @@ PLAN_STATES = (DRAFT, RUNNING, DONE, CANCELLED)
 # VM itself, dry_run and the idempotency key.
 FIELDS = ("host", "flavor", "mode", "cutover", "cutover_method",
           "delete_source", "networks", "drop_unmapped_nics", "config_drive",
-          "keep_snapshots", "project")
+          "keep_snapshots", "project", "volume_type")
 SELECTOR = ("account", "domain", "project", "zone", "tag", "host", "pool")
 MAX_VMS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -4,7 +4,8 @@
 instead of recording anything: the checks validate runs (the VM and its
 volumes, the root file's header and chain, the owner's Keystone project
 and cs2os's access to it, the flavor, the host and its agent, the NIC plan
-with its MAC/IP conflicts), and what only a preflight asks: whether the
+with its MAC/IP conflicts, the data disks' volumes, their types and the
+project's Cinder quota), and what only a preflight asks: whether the
 template is in Glance already, the project's Nova quota, whether another
 migration holds the VM, how many bytes would move and for how long.  It
 reads from both clouds and writes to neither, nor to the database.
@@ -27,11 +28,13 @@ from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import chain
+from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
 from cs2os_agent.conductor.flow import prepare
 from cs2os_agent.conductor.flow import sources
+from cs2os_agent.openstack import volumes as openstack_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ class DryRun:
             "flavor": request["flavor"], "target_host": request["host"],
             "options": {k: request[k] for k in (
                 "networks", "drop_unmapped_nics", "project",
-                "keep_snapshots", "config_drive") if request.get(k)},
+                "keep_snapshots", "config_drive", "volume_type")
+                if request.get(k)},
             "target_project_id": None,
         }
         self.events = []
@@ -73,6 +77,10 @@ class DryRun:
     @property
     def network(self):
         return self.clients.in_project(self.migration["target_project_id"])[1]
+
+    @property
+    def volumes(self):
+        return openstack_volumes.VolumeClient(self.openstack.conn)
 
     def event(self, step, message, kind="info"):
         self.events.append(message)
@@ -169,9 +177,11 @@ def _checks(ctx, out, db):
     if flavor is not None:
         _quota(ctx, out, project, flavor)
     out.check("network", _nics, ctx, out, vm, stop=False)
+    data_disk_bytes = out.check("data_disks", _data_disks, ctx, out, vm,
+                                stop=False)
     template_bytes = out.check("image", _template, ctx, out, vm,
                                disk.template_path, stop=False)
-    _bytes_and_time(ctx, out, db, disk, template_bytes)
+    _bytes_and_time(ctx, out, db, disk, template_bytes, data_disk_bytes)
 
 
 @dataclasses.dataclass
@@ -243,6 +253,29 @@ def _nics(ctx, out, vm):
         out.finding("network", WARNING, "dropped: %s" % description)
 
 
+def _data_disks(ctx, out, vm):
+    """The volumes the data disks would become (their types and the
+    project's Cinder quota checked as validate does); the bytes their
+    files hold."""
+    planned = datadisks.plan(ctx, vm)
+    total = 0
+    shown = []
+    for disk in planned:
+        size = 0
+        for source in disk["chain"]:
+            with transfer.get_source(source, ctx.conf) as src:
+                size += src.size()
+        total += size
+        shown.append({"name": disk["name"], "cloudstack_id":
+                      disk["cloudstack_id"], "volume_size_gib":
+                      disk["size_gib"], "volume_type": disk["volume_type"]
+                      or "Cinder's default", "files": len(disk["chain"]),
+                      "bytes": size})
+    if shown:
+        out.plan(data_disks=shown)
+    return total
+
+
 def _template(ctx, out, vm, template_path):
     """The bytes the template image would upload (0: in Glance already)."""
     if template_path is None:
@@ -262,17 +295,19 @@ def _template(ctx, out, vm, template_path):
     return size
 
 
-def _bytes_and_time(ctx, out, db, disk, template_bytes):
+def _bytes_and_time(ctx, out, db, disk, template_bytes, data_disk_bytes):
     disk_bytes = disk.overlay_bytes
     layer_bytes = 0
     for layer in disk.layers:
         with transfer.get_source(layer, ctx.conf) as src:
             layer_bytes += src.size()
     template_bytes = template_bytes or 0  # None: the image check failed
-    total = disk_bytes + layer_bytes + template_bytes
+    data_disk_bytes = data_disk_bytes or 0
+    total = disk_bytes + layer_bytes + template_bytes + data_disk_bytes
     rate, basis = _rate(db)
     estimate = {"bytes_to_move": total, "disk_bytes": disk_bytes,
                 "layer_bytes": layer_bytes, "template_bytes": template_bytes,
+                "data_disk_bytes": data_disk_bytes,
                 "copy_seconds": round(total / rate, 1),
                 "rate_bytes_per_second": int(rate), "rate_basis": basis}
     if disk.header.snapshots:

@@ -33,6 +33,9 @@ _FIELDS = {
     # The Keystone project (id or name) the server lands in, instead of
     # the one [cloudstack] project_map gives the VM's CloudStack owner.
     "project": str,
+    # The Cinder volume type (id or name) of every data disk's volume,
+    # instead of the one [cloudstack] volume_type_map gives it.
+    "volume_type": str,
     # From the API's Idempotency-Key header: a retry returns the same
     # migration.
     "idempotency_key": str,
@@ -99,6 +102,9 @@ def validate(request):
         "keep_snapshots": bool(request.get("keep_snapshots", False)),
         "dry_run": bool(request.get("dry_run", False)),
         "project": clean_project(request.get("project")),
+        "volume_type": clean_name(request.get("volume_type"), "volume_type "
+                                  "(the Cinder volume type of the data "
+                                  "disks' volumes)"),
     }
     key = request.get("idempotency_key")
     if key is not None:
@@ -119,20 +125,26 @@ def validate(request):
 
 
 def clean_project(value):
-    """The requested Keystone project, stripped; None when not given.
+    """The requested Keystone project, stripped; None when not given."""
+    return clean_name(value, "project (the Keystone project id or name the "
+                      "server lands in)")
+
+
+def clean_name(value, what):
+    """An OpenStack id or name a request gives, stripped; None when not
+    given.
 
     Printable means str.isprintable(), stricter than the API's schema
     (no control characters), which JSON Schema cannot say: a name with
     a no-break or zero-width space inside is refused here, naming it."""
     if value is None:
         return None
-    project = value.strip()
-    if not 0 < len(project) <= MAX_PROJECT or not project.isprintable():
+    name = value.strip()
+    if not 0 < len(name) <= MAX_PROJECT or not name.isprintable():
         raise exception.Invalid(
-            reason="project (the Keystone project id or name the server "
-            "lands in) must be 1 to %d printable characters, not blank"
-            % MAX_PROJECT)
-    return project
+            reason="%s must be 1 to %d printable characters, not blank"
+            % (what, MAX_PROJECT))
+    return name
 
 
 def effective_cutover_method(options):

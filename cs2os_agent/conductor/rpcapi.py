@@ -21,6 +21,8 @@ API version history:
           and record nothing).
     1.5 - Plans: create_plan, get_plan, list_plans, validate_plan,
           start_plan, cancel_plan, delete_plan, retry_plan.
+    1.6 - create_migration takes "volume_type": the Cinder volume type of
+          the data disks' volumes.
 """
 
 import oslo_messaging as messaging
@@ -28,7 +30,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.5"
+RPC_API_VERSION = "1.6"
 
 
 class ConductorAPI:
@@ -54,7 +56,8 @@ class ConductorAPI:
         network}, "drop_unmapped_nics": bool, "project": Keystone project
         id or name (1.3), "config_drive": bool (1.3), "keep_snapshots":
         bool (1.4), "dry_run": bool (1.4: the preflight report instead of
-        a record; nothing is recorded or created)}.
+        a record; nothing is recorded or created), "volume_type": Cinder
+        volume type id or name (1.6)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -66,6 +69,8 @@ class ConductorAPI:
             version = "1.3"
         if {"keep_snapshots", "dry_run"} & set(request):
             version = "1.4"
+        if "volume_type" in request:
+            version = "1.6"
         return self._call(context, "create_migration", version=version,
                           request=request)
 

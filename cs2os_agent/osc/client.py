@@ -164,7 +164,7 @@ class Client(PlanClient):
                          drop_unmapped_nics=None, cutover=None,
                          cutover_method=None, project=None,
                          config_drive=None, keep_snapshots=None,
-                         dry_run=None):
+                         dry_run=None, volume_type=None):
         """POST a migration; only the given optional fields are sent.
         With ``dry_run``: {"dry_run": True, "preflight": report}, and
         nothing was recorded."""
@@ -176,7 +176,7 @@ class Client(PlanClient):
                     "keep_snapshots": keep_snapshots,
                     "dry_run": dry_run,
                     "cutover": cutover, "cutover_method": cutover_method,
-                    "project": project}
+                    "project": project, "volume_type": volume_type}
         request.update({k: v for k, v in optional.items() if v is not None})
         body = self._request("POST", MIGRATIONS, {"migration": request})
         if dry_run:

@@ -91,8 +91,16 @@ def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
         cloudstack_root, delete_volumes):
     info = minicloud_volumes
     vm = _vm_with_data_disks(cloud, cloudstack_root)
-    created = conductor_api.create_migration(
-        ctxt, {"source": vm.name, "host": minicloud.compute_host})
+    request = {"source": vm.name, "host": minicloud.compute_host}
+    plan = conductor_api.create_migration(
+        ctxt, dict(request, dry_run=True))["preflight"]["plan"]
+    assert [(d["name"], d["volume_size_gib"], d["files"])
+            for d in plan["data_disks"]] == [
+        ("DATA-0-%s" % vm.name, 1, 2), ("DATA-1-%s" % vm.name, 2, 1)]
+    assert plan["estimate"]["data_disk_bytes"] == sum(
+        os.path.getsize(p) for d in vm.data_disks
+        for p in (d.path, d.template) if p)
+    created = conductor_api.create_migration(ctxt, request)
     delete_volumes.append(created["id"])
     done = wait_state(conductor_api, ctxt, created["id"],
                       ("succeeded", "failed"))
@@ -134,18 +142,21 @@ def test_a_rollback_deletes_the_volumes_it_made(
         cloudstack_root, monkeypatch, delete_volumes):
     vm = _vm_with_data_disks(cloud, cloudstack_root)
     refuse_to_stop(monkeypatch, vm)
-    before = set(rbd.rbd_images(minicloud_volumes))
     created = conductor_api.create_migration(
         ctxt, {"source": vm.name, "host": minicloud.compute_host})
     delete_volumes.append(created["id"])
     done = wait_state(conductor_api, ctxt, created["id"], ("failed",))
     assert "hypervisor busy" in done["error"]
-    rolled = [e["message"] for e in done["events"]
-              if e["step"] == "rollback"]
-    assert any(m.startswith("deleted volumes") for m in rolled), rolled
+    (deleted,) = [e["message"] for e in done["events"]
+                  if e["step"] == "rollback"
+                  and e["message"].startswith("deleted volumes ")]
+    volume_ids = deleted[len("deleted volumes "):].split(", ")
+    assert len(volume_ids) == 2
     assert any(e["step"] == "volumes" for e in done["events"])
     assert _ours(minicloud, created["id"]) == []
-    assert set(rbd.rbd_images(minicloud_volumes)) <= before
+    left = set(rbd.rbd_images(minicloud_volumes))
+    assert not {minicloud_volumes["cinder"]["image_name_template"] % v
+                for v in volume_ids} & left
     assert {d.path: images.sha256(d.path) for d in vm.data_disks} == vm.sums
     assert cloud.vm_state(vm) == "Running"
 
@@ -158,6 +169,15 @@ def test_data_disks_over_the_cinder_quota_are_refused_before_anything(
     with target_project(minicloud, name) as project:
         # 2 GiB left: the two disks need 1 + 2.
         minicloud.conn.set_volume_quotas(project.id, gigabytes=2)
+        request = {"source": vm.name, "host": minicloud.compute_host,
+                   "project": project.id}
+        report = conductor_api.create_migration(
+            ctxt, dict(request, dry_run=True))["preflight"]
+        (finding,) = [f for f in report["findings"]
+                      if f["check"] == "data_disks"]
+        assert finding["severity"] == "critical"
+        assert "leaves 2 GiB" in finding["message"]
+        assert report["ok"] is False
         created = conductor_api.create_migration(
             ctxt, {"source": vm.name, "host": minicloud.compute_host,
                    "project": project.id})

@@ -112,14 +112,15 @@ def _network_key_is_valid():
     return jsonschema.Draft202012Validator(key).is_valid
 
 
-def _valid_project(project):
-    # The conductor wants a project printable (str.isprintable()), which
-    # JSON Schema cannot say: the document says it in words, and a body
-    # the fuzzer would call valid is a 400 naming the field.
-    if not isinstance(project, str):
+def _valid_name(name):
+    # The conductor wants a project or volume type printable
+    # (str.isprintable()), which JSON Schema cannot say: the document says
+    # it in words, and a body the fuzzer would call valid is a 400 naming
+    # the field.
+    if not isinstance(name, str):
         return True
     try:
-        request_schema.clean_project(project)
+        request_schema.clean_name(name, "a name")
     except exception.Invalid:
         return False
     return True
@@ -157,7 +158,8 @@ else:
         networks = request.get("networks")
         return (not isinstance(networks, dict)
                 or all(_VALID_KEY(k) for k in networks)) \
-            and _valid_project(request.get("project"))
+            and _valid_name(request.get("project")) \
+            and _valid_name(request.get("volume_type"))
 
     @SCHEMA.hook
     def filter_body(context, body):

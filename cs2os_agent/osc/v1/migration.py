@@ -21,7 +21,7 @@ SHOW_FIELDS = (
     "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "config_drive",
-    "keep_snapshots", "nics",
+    "keep_snapshots", "volume_type", "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "user_id", "project_id", "target_project_id",
     "request_id",
@@ -272,6 +272,12 @@ class ImportMigration(_Watching, command.ShowOne):
             "VM's CloudStack owner)",
         )
         parser.add_argument(
+            "--volume-type", metavar="<volume-type>",
+            help="Cinder volume type (ID or name) of the volumes the VM's "
+            "data disks become (default: [cloudstack] volume_type_map, "
+            "else Cinder's default type)",
+        )
+        parser.add_argument(
             "--dry-run", action="store_true", default=None,
             help="Show what the migration would do and what would stop it "
             "(the preflight report); record and create nothing",
@@ -292,6 +298,7 @@ class ImportMigration(_Watching, command.ShowOne):
             cutover=parsed_args.cutover,
             cutover_method=parsed_args.cutover_method,
             project=parsed_args.project,
+            volume_type=parsed_args.volume_type,
             dry_run=parsed_args.dry_run,
         )
         if record.get("dry_run"):

@@ -138,6 +138,9 @@ class CreatePlan(command.ShowOne):
                            choices=states.CUTOVER_METHODS)
         group.add_argument("--target-project", metavar="<project>",
                            help="Keystone project the servers land in")
+        group.add_argument("--volume-type", metavar="<volume-type>",
+                           help="Cinder volume type of the data disks' "
+                           "volumes")
         group.add_argument("--network", action="append",
                            metavar="<cloudstack-net>=<neutron-net>",
                            type=migration._network_pair, dest="networks")
@@ -160,7 +163,8 @@ class CreatePlan(command.ShowOne):
                  "delete_source": parsed_args.delete_source,
                  "drop_unmapped_nics": parsed_args.drop_unmapped_nics,
                  "config_drive": parsed_args.config_drive,
-                 "keep_snapshots": parsed_args.keep_snapshots}
+                 "keep_snapshots": parsed_args.keep_snapshots,
+                 "volume_type": parsed_args.volume_type}
         defaults.update({k: v for k, v in given.items() if v is not None})
         if defaults:
             body["defaults"] = defaults

@@ -47,8 +47,8 @@ def test_rpc_cutover_sends_1_1_without_a_method_and_1_2_with_one(
                                       "cutover_method": "force"}),
         ("1.2", "cutover_migration", {"migration_id": "m-1",
                                       "cutover_method": "shutdown"})]
-    assert rpcapi.RPC_API_VERSION == "1.5"
-    assert manager.ConductorManager.target.version == "1.5"
+    assert rpcapi.RPC_API_VERSION == "1.6"
+    assert manager.ConductorManager.target.version == "1.6"
 
 
 def test_rpc_create_names_the_version_its_fields_need(recording_api):
@@ -58,10 +58,12 @@ def test_rpc_create_names_the_version_its_fields_need(recording_api):
                     {"source": "a", "config_drive": True,
                      "cutover_method": "force"},
                     {"source": "a", "keep_snapshots": True,
-                     "project": "acme"}):
+                     "project": "acme"},
+                    {"source": "a", "volume_type": "ssd",
+                     "keep_snapshots": True}):
         recording_api.create_migration(CTXT, request)
     assert [c[0] for c in recording_api.client.calls] == [
-        "1.0", "1.2", "1.3", "1.3", "1.4"]
+        "1.0", "1.2", "1.3", "1.3", "1.4", "1.6"]
 
 
 @pytest.fixture
