@@ -66,10 +66,11 @@ def inspect_chain(sources):
     """Every file's header, checked before a byte moves: qcow2 and safe
     (qcow2.inspect_header), each above the bottom with a backing file, the
     bottom without one."""
-    if not sources or len(sources) > MAX_CHAIN:
+    count = len(sources) if isinstance(sources, (list, tuple)) else 0
+    if not 0 < count <= MAX_CHAIN:
         raise exception.InvalidSource(
             source="chain", reason="a data disk's chain has 1 to %d files, "
-            "not %d" % (MAX_CHAIN, len(sources)))
+            "not %d" % (MAX_CHAIN, count))
     headers = []
     for n, src in enumerate(sources):
         header = qcow2.inspect_header(src.read_header(qcow2.HEADER_BYTES),

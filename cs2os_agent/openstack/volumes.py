@@ -53,12 +53,23 @@ class VolumeClient:
             raise _error("look up volume type %s" % ref, exc) from None
 
     def find_volumes(self, migration_id):
-        """{CloudStack volume id: Volume} this migration created."""
+        """{CloudStack volume id: Volume} this migration created.
+
+        Only a volume cs2os made itself counts: created by cs2os's user in
+        this project, with the migration's id in its metadata.  Metadata
+        alone proves nothing (any member of the project can set it), and
+        a volume found here is written over and deleted on rollback.
+        Cinder shows a volume's project to admins only: unknown is
+        accepted, since the listing is of this project's volumes anyway.
+        """
+        project_id, user_id = os_client.own_identity(self.conn)
         found = {}
         try:
             for volume in self.conn.block_storage.volumes(details=True):
                 meta = volume.metadata or {}
-                if meta.get(MIGRATION_KEY) == migration_id:
+                if (meta.get(MIGRATION_KEY) == migration_id
+                        and volume.user_id == user_id
+                        and volume.project_id in (None, project_id)):
                     found[meta.get(CLOUDSTACK_VOLUME_KEY)] = volume
         except sdk_exc.SDKException as exc:
             raise _error("list the project's volumes", exc) from None
@@ -85,7 +96,10 @@ class VolumeClient:
             raise _error("read volume %s" % volume_id, exc) from None
 
     def wait_volume(self, volume_id, status):
-        """Wait for ``status``; error states or the deadline fail."""
+        """Wait for ``status`` (or one of a tuple of them); error states or
+        the deadline fail."""
+        wanted = (status,) if isinstance(status, str) else tuple(status)
+        status = " or ".join(wanted)
         deadline = time.monotonic() + self.wait_timeout
         while True:
             volume = self.get_volume(volume_id)
@@ -93,7 +107,7 @@ class VolumeClient:
                 raise exception.OpenStackError(
                     operation="volume %s to become %s" % (volume_id, status),
                     reason="it is gone")
-            if volume.status == status:
+            if volume.status in wanted:
                 return volume
             if volume.status.startswith("error"):
                 raise exception.OpenStackError(
@@ -133,19 +147,24 @@ class VolumeClient:
         volume = self.get_volume(volume_id)
         if volume is None:
             return False
+        if volume.status == "deleting":  # an earlier attempt's delete
+            return self._wait_gone(volume_id)
         if volume.status not in ("available", "error"):
             self.wait_volume(volume_id, "available")
         try:
             self.conn.block_storage.delete_volume(volume_id)
-            deadline = time.monotonic() + self.wait_timeout
-            while self.get_volume(volume_id) is not None:
-                if time.monotonic() > deadline:
-                    raise exception.OpenStackError(
-                        operation="delete volume %s" % volume_id,
-                        reason="still there after %d s" % self.wait_timeout)
-                time.sleep(self.poll_interval)
         except sdk_exc.NotFoundException:
-            pass
+            return True
         except sdk_exc.SDKException as exc:
             raise _error("delete volume %s" % volume_id, exc) from None
+        return self._wait_gone(volume_id)
+
+    def _wait_gone(self, volume_id):
+        deadline = time.monotonic() + self.wait_timeout
+        while self.get_volume(volume_id) is not None:
+            if time.monotonic() > deadline:
+                raise exception.OpenStackError(
+                    operation="delete volume %s" % volume_id,
+                    reason="still there after %d s" % self.wait_timeout)
+            time.sleep(self.poll_interval)
         return True

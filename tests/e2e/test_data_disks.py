@@ -69,6 +69,38 @@ def delete_volumes(minicloud):
             rbd.delete_volume(conn, volume)
 
 
+@pytest.fixture(scope="module")
+def volume_type(minicloud, minicloud_volumes):
+    """A second volume type on the minicloud's RBD backend, for a request
+    that names one; deleted after the module."""
+    conn = minicloud.conn
+    backend = minicloud_volumes["cinder"]["backend"]
+    made = conn.block_storage.create_type(
+        name="cs2os-e2e-%s" % RUN_ID,
+        extra_specs={"volume_backend_name": backend})
+    yield made
+    conn.block_storage.delete_type(made)
+
+
+def _nova_can_detach_snapshot_and_reattach(conn, server, volume_id):
+    """What Nova and Cinder do with a volume they own: detach it from the
+    stopped server, snapshot it, attach it again."""
+    conn.compute.stop_server(server)
+    conn.compute.wait_for_server(server, status="SHUTOFF", wait=120)
+    conn.compute.delete_volume_attachment(server, volume_id)
+    rbd.wait_volume(conn, conn.block_storage.get_volume(volume_id),
+                    "available")
+    snapshot = conn.block_storage.create_snapshot(volume_id=volume_id,
+                                                  name="cs2os-e2e-snap")
+    snapshot = conn.block_storage.wait_for_status(
+        snapshot, status="available", failures=["error"], wait=120)
+    conn.block_storage.delete_snapshot(snapshot)
+    conn.block_storage.wait_for_delete(snapshot, wait=120)
+    conn.compute.create_volume_attachment(server, volume_id=volume_id)
+    return rbd.wait_volume(conn, conn.block_storage.get_volume(volume_id),
+                           "in-use")
+
+
 def _rbd_used(info, volume):
     ceph = info["ceph"]
     out = subprocess.run(
@@ -88,10 +120,11 @@ def _objects(writes):
 
 def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
         conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
-        cloudstack_root, delete_volumes):
+        cloudstack_root, delete_volumes, volume_type):
     info = minicloud_volumes
     vm = _vm_with_data_disks(cloud, cloudstack_root)
-    request = {"source": vm.name, "host": minicloud.compute_host}
+    request = {"source": vm.name, "host": minicloud.compute_host,
+               "volume_type": volume_type.name}
     plan = conductor_api.create_migration(
         ctxt, dict(request, dry_run=True))["preflight"]["plan"]
     assert [(d["name"], d["volume_size_gib"], d["files"])
@@ -112,16 +145,21 @@ def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
     # Device order: the guest sees the disks as CloudStack gave them.
     assert [r["name"] for r in results] == [
         "DATA-0-%s" % vm.name, "DATA-1-%s" % vm.name]
-    assert [a.volume_id for a in attachments] == [
-        r["volume_id"] for r in results]
-    assert [a.device for a in attachments] == ["/dev/vdb", "/dev/vdc"]
+    # (Nova lists attachments in no particular order: by device here.)
+    assert sorted((a.device, a.volume_id) for a in attachments) == [
+        ("/dev/vdb", results[0]["volume_id"]),
+        ("/dev/vdc", results[1]["volume_id"])]
     assert [r["target_dev"] for r in results] == ["vdb", "vdc"]
+    # The domain Nova defined: the disks in that order, by serial.
+    assert [(d["target"], d["serial"]) for d in rbd.domain_rbd_disks(
+        info, server)] == [("vdb", results[0]["volume_id"]),
+                           ("vdc", results[1]["volume_id"])]
     for result, disk, spec in zip(results, vm.data_disks,
                                   (THIN, STANDALONE), strict=True):
         volume = conn.block_storage.get_volume(result["volume_id"])
         assert volume.status == "in-use"
         assert volume.size == -(-spec["size"] // GiB)
-        assert volume.volume_type == info["cinder"]["volume_type"]
+        assert volume.volume_type == volume_type.name
         assert volume.project_id == server.project_id
         assert result["verified"] is True
         # The guest view, read from RBD directly.
@@ -135,6 +173,10 @@ def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
         writes = spec["writes"] + spec.get("template_writes", [])
         assert _rbd_used(info, volume) <= len(_objects(writes)) * OBJECT
     assert {d.path: images.sha256(d.path) for d in vm.data_disks} == vm.sums
+    assert done["options"]["volume_type"] == volume_type.name
+    again = _nova_can_detach_snapshot_and_reattach(
+        conn, server, results[1]["volume_id"])
+    assert [a["server_id"] for a in again.attachments] == [server.id]
 
 
 def test_a_rollback_deletes_the_volumes_it_made(

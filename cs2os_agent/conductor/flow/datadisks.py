@@ -142,10 +142,12 @@ def volumes(ctx):
              "volume_id": made[d["cloudstack_id"]]}
             for d in planned if d["cloudstack_id"] in made])
     for disk in planned:
+        # Creating (available next), or an attachment an earlier attempt
+        # asked for (reserved or attaching: in-use next).
         volume = client.get_volume(made[disk["cloudstack_id"]])
         if volume is not None and volume.status not in ("available",
                                                         "in-use"):
-            client.wait_volume(volume.id, "available")
+            client.wait_volume(volume.id, ("available", "in-use"))
     attached = client.attached_volumes(server_id)
     for disk in planned:  # device order: the guest's order
         volume_id = made[disk["cloudstack_id"]]
