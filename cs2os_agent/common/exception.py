@@ -256,8 +256,15 @@ class RemoteSourceNotAllowed(SourceNotAllowed):
     )
 
 
-class SshClientConfigInvalid(Cs2osException):
+class TransportConfigInvalid(Cs2osException):
+    """A [transfer] option a transport needs is unusable (a key or
+    keyring file, a client library)."""
+
     msg_fmt = "[transfer] %(option)s = %(path)s cannot be used: %(reason)s"
+
+
+class SshClientConfigInvalid(TransportConfigInvalid):
+    pass
 
 
 class SourceHostKeyRefused(Cs2osException):

@@ -145,12 +145,51 @@ nfs_opts = [
     ),
 ]
 
+rbd_opts = [
+    cfg.StrOpt(
+        "rbd_user",
+        default="cs2os",
+        help="Cephx user (without 'client.') the 'rbd' transport reads "
+        "CloudStack's RBD primary storage as. The agent only reads, so "
+        "give it a user of its own that can do no more: ceph auth "
+        "get-or-create client.cs2os mon 'profile rbd' osd 'profile "
+        "rbd-read-only pool=POOL' (also naming the pools of the templates "
+        "CloudStack clones volumes from, if they differ), rather than "
+        "copying client.admin's key, which can delete every pool, onto "
+        "every compute node.",
+    ),
+    cfg.StrOpt(
+        "rbd_keyring",
+        default="/etc/cs2os/ceph/ceph.client.cs2os.keyring",
+        help="Keyring file holding rbd_user's cephx key, readable by the "
+        "agent's user only. The key is read from it by librados and never "
+        "appears on a command line or in a log.",
+    ),
+    cfg.StrOpt(
+        "rbd_conf",
+        help="Optional ceph.conf read before the 'rbd' transport connects "
+        "(for settings such as ms_mode or auth options). Unset: no "
+        "configuration file at all, not even /etc/ceph/ceph.conf. The "
+        "monitors always come from the request (CloudStack's storage pool), "
+        "the user and keyring from rbd_user and rbd_keyring.",
+    ),
+    cfg.IntOpt(
+        "rbd_connect_timeout",
+        default=10,
+        min=1,
+        help="Seconds the 'rbd' transport waits for the Ceph monitors to "
+        "answer and authenticate it. A read that the cluster does not "
+        "answer fails after stall_timeout.",
+    ),
+]
+
 
 def register_opts(conf):
     conf.register_group(transfer_group)
-    conf.register_opts(transfer_opts + ssh_opts + nfs_opts,
+    conf.register_opts(transfer_opts + ssh_opts + nfs_opts + rbd_opts,
                        group=transfer_group)
 
 
 def list_opts():
-    return {transfer_group: transfer_opts + ssh_opts + nfs_opts}
+    return {transfer_group: transfer_opts + ssh_opts + nfs_opts
+            + rbd_opts}

@@ -24,11 +24,18 @@ def _nfs_source(source, conf):
     return nfs.NfsSource.from_request(source, conf)
 
 
+def _rbd_source(source, conf):
+    from cs2os_agent.transfer import rbd
+
+    return rbd.RbdSource.from_request(source, conf)
+
+
 # transport name -> (required keys, optional keys, factory)
 _TRANSPORTS = {
     "path": ({"path"}, set(), _path_source),
     "ssh": ({"host", "path"}, {"port", "user"}, _ssh_source),
     "nfs": ({"server", "export", "path"}, {"version"}, _nfs_source),
+    "rbd": ({"pool", "image", "monitors"}, {"snapshot"}, _rbd_source),
 }
 
 
