@@ -217,11 +217,11 @@ class AgentManager:
             return dict(result, reused=False)
 
     def sync_volume(self, context, migration_id, instance_uuid, volume_id,
-                    chain):
+                    chain, fmt="qcow2"):
         """1.4: write a CloudStack data disk into the Cinder volume Nova
         attached to the (stopped) instance.  ``chain``: source dicts of
         the disk's files, top-down, the last one without a backing file
-        (agent/volumes.py)."""
+        (agent/volumes.py); ``fmt``: qcow2, or raw (one RBD image)."""
         if not isinstance(chain, (list, tuple)) or not chain:
             raise exception.InvalidSource(
                 source="chain", reason="a data disk's chain must be a "
@@ -229,6 +229,7 @@ class AgentManager:
         if not uuidutils.is_uuid_like(volume_id):
             raise exception.Invalid(
                 reason="volume_id %r is not a UUID" % (volume_id,))
+        volumes.check_format(fmt, chain)
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             self._require_shutoff(info, instance_uuid)
@@ -243,7 +244,7 @@ class AgentManager:
                                          migration_id, fingerprint)
                 if done is not None:
                     return dict(done, reused=True)
-                headers = volumes.inspect_chain(srcs)
+                virtual_size, headers = volumes.inspect(srcs, fmt)
                 key = volumes.key_for(target, self.libvirt,
                                       self.conf.agent.ceph_keyring_dir)
                 LOG.info("Migration %s: writing %s into %s", migration_id,
@@ -261,17 +262,20 @@ class AgentManager:
                 finally:
                     self._cancel_events.pop(migration_id, None)
             try:
-                volumes.link_chain(paths)
+                if headers:
+                    volumes.link_chain(paths)
                 length, write_s, verify_s = volumes.write(
-                    paths[0], headers[0].virtual_size, target, key)
+                    paths[0], fmt, virtual_size, target, key)
+                # Written, not yet recorded: a call again writes it again.
+                faultpoints.reached("agent:sync_volume:after")
             finally:
                 volumes.remove_copies(files.instance_dir, volume_id)
             result = {
                 "migration_id": migration_id, "volume_id": volume_id,
                 "source": fingerprint, "target": target.describe(),
-                "target_dev": target.target_dev,
+                "target_dev": target.target_dev, "format": fmt,
                 "files": len(paths), "bytes_copied": copied,
-                "virtual_size": headers[0].virtual_size,
+                "virtual_size": virtual_size,
                 "volume_size": length, "verified": True,
                 "seconds": round(time.monotonic() - started, 3),
                 "write_seconds": round(write_s, 3),

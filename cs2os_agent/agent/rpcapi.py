@@ -81,8 +81,9 @@ class AgentAPI:
         )
 
     def sync_volume(self, context, host, migration_id, instance_uuid,
-                    volume_id, chain):
-        """``chain``: source dicts of the data disk's files, top-down."""
+                    volume_id, chain, fmt="qcow2"):
+        """``chain``: source dicts of the data disk's files, top-down;
+        ``fmt``: qcow2, or raw for a single raw image (RBD)."""
         return self._prepare(host, long_running=True, version="1.4").call(
             context,
             "sync_volume",
@@ -90,6 +91,7 @@ class AgentAPI:
             instance_uuid=instance_uuid,
             volume_id=volume_id,
             chain=list(chain),
+            fmt=fmt,
         )
 
     def swap_disk(self, context, host, migration_id, instance_uuid):

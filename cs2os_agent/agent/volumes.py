@@ -62,6 +62,30 @@ def read_meta(instance_dir, volume_id, migration_id, fingerprint):
     return meta
 
 
+FORMATS = ("qcow2", "raw")
+
+
+def check_format(fmt, chain):
+    """qcow2 (a chain of 1 to MAX_CHAIN files) or raw (one image: an RBD
+    volume is its whole guest view, no backing file)."""
+    if fmt not in FORMATS:
+        raise exception.InvalidSource(
+            source="chain", reason="format %r is not one of %s"
+            % (fmt, ", ".join(FORMATS)))
+    if fmt == "raw" and len(chain) != 1:
+        raise exception.InvalidSource(
+            source="chain", reason="a raw data disk is one image, not %d"
+            % len(chain))
+
+
+def inspect(sources, fmt):
+    """(the guest view's size, the chain's headers; None for raw)."""
+    if fmt == "raw":
+        return sources[0].size(), None
+    headers = inspect_chain(sources)
+    return headers[0].virtual_size, headers
+
+
 def inspect_chain(sources):
     """Every file's header, checked before a byte moves: qcow2 and safe
     (qcow2.inspect_header), each above the bottom with a backing file, the
@@ -110,8 +134,9 @@ def copy_chain(sources, headers, instance_dir, volume_id, make_monitor,
             copied += src.copy_to(copies[n], monitor, offsets[n])
             monitor.check_cancelled()
             copies[n].finish(src.size())
-            qcow2.same_header(copies[n].path, headers[n],
-                              "data disk file %d" % n)
+            if headers:  # raw: no header to hold on to
+                qcow2.same_header(copies[n].path, headers[n],
+                                  "data disk file %d" % n)
     except BaseException:
         for copy in copies:
             copy.discard()
@@ -128,7 +153,7 @@ def link_chain(paths):
         qemu_img.check(path, "qcow2")
 
 
-def write(top, virtual_size, target, key_b64):
+def write(top, fmt, virtual_size, target, key_b64):
     """Write ``top``'s guest view into ``target``, zeros skipped; then
     prove the volume shows the same guest view.  (bytes the volume is
     long, seconds writing, seconds comparing)."""
@@ -154,11 +179,11 @@ def write(top, virtual_size, target, key_b64):
                 reason="it is %d bytes, the data disk %d" % (length,
                                                              virtual_size))
         started = time.monotonic()
-        qemu_img.convert_into(top, "qcow2", name, target.fmt, objects,
+        qemu_img.convert_into(top, fmt, name, target.fmt, objects,
                               virtual_size,
                               target_is_zero=target.kind == "rbd")
         written = time.monotonic()
-        qemu_img.compare_with_objects(top, "qcow2", name, target.fmt,
+        qemu_img.compare_with_objects(top, fmt, name, target.fmt,
                                       objects, virtual_size + length)
     return length, written - started, time.monotonic() - written
 

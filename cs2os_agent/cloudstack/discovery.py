@@ -20,6 +20,9 @@ LOG = logging.getLogger(__name__)
 # host (hard-coded there, not a setting).
 KVM_MOUNT_PARENT = "/mnt"
 NFS = "NetworkFilesystem"
+RBD = "RBD"
+_POOL_NAMES = {NFS: "NFS primary storage (type %s)" % NFS,
+               RBD: "Ceph RBD primary storage (type %s)" % RBD}
 # Directory pools: the KVM agent uses the pool's own path (a mount point
 # the admin made, or local disk), not /mnt/<uuid>.
 DIRECTORY_POOLS = ("SharedMountPoint", "Filesystem")
@@ -305,7 +308,8 @@ def validate_vm(desc):
     for disk in desc.get("datadisks") or []:
         if not disk.get("path"):
             continue  # hidden from a non-admin key: said above
-        problems.extend(_volume_problems(name, disk, "data disk"))
+        problems.extend(_volume_problems(name, disk, "data disk",
+                                         (NFS, RBD)))
     problems.extend(_security_group_problems(desc))
     return problems
 
@@ -335,20 +339,22 @@ def _with_pool(client, volume):
     return volume
 
 
-def _volume_problems(name, root, kind):
+def _volume_problems(name, root, kind, pool_types=(NFS,)):
     volume = "%s %s (%s) of %s" % (kind, root.get("name"), root.get("id"),
                                    name)
     problems = []
     if root.get("state") not in (None, "Ready"):
         problems.append("%s is %s, not Ready" % (volume, root["state"]))
     pool = root.get("storage") or {}
-    if pool.get("type") != NFS:
+    if pool.get("type") not in pool_types:
         # Directory pools keep files at <pool path>/<file>, and their
         # overlays name templates by that path: the transports only know
-        # NFS's /mnt/<pool uuid> layout so far.
+        # NFS's /mnt/<pool uuid> layout so far.  An RBD root volume is a
+        # raw clone, which the root disk's overlay method cannot adopt yet.
         problems.append(
-            "%s is on %s primary storage %s; cs2os reads volumes from NFS "
-            "primary storage (type %s) only so far"
+            "%s is on %s primary storage %s; cs2os reads %ss from %s only "
+            "so far"
             % (volume, pool.get("type") or "unknown",
-               pool.get("name") or root.get("storageid"), NFS))
+               pool.get("name") or root.get("storageid"), kind,
+               " or ".join(_POOL_NAMES[t] for t in pool_types)))
     return problems

@@ -21,6 +21,7 @@ import math
 
 from cs2os_agent import qcow2
 from cs2os_agent import transfer
+from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import agentcall
@@ -49,6 +50,8 @@ def plan(ctx, vm):
 
 def _plan_disk(ctx, vm, disk):
     pool = disk["storage"]
+    if pool.get("type") == discovery.RBD:
+        return _plan_rbd_disk(ctx, disk)
     top = sources.source_for(ctx.conf, vm, disk["file"], pool)
     with transfer.get_source(top, ctx.conf) as src:
         header = qcow2.inspect_header(
@@ -67,6 +70,30 @@ def _plan_disk(ctx, vm, disk):
         "size_gib": max(1, math.ceil(size / GiB)),
         "volume_type": volume_type(ctx, disk),
         "internal_snapshots": header.snapshots,
+        "format": "qcow2",
+    }
+
+
+def _plan_rbd_disk(ctx, disk):
+    """A disk on RBD primary storage: a raw image (a clone of its
+    template's snapshot), read whole as the guest sees it by the agent's
+    rbd transport; its size is CloudStack's (only agents need Ceph
+    credentials, not the conductor)."""
+    size = int(disk.get("size") or 0)
+    if size <= 0:
+        raise exception.Invalid(
+            reason="CloudStack gives data disk %s (%s) no size"
+            % (disk["name"], disk["id"]))
+    return {
+        "cloudstack_id": disk["id"],
+        "name": disk["name"],
+        "deviceid": disk.get("deviceid"),
+        "chain": [sources.rbd_source(disk["storage"], disk["path"])],
+        "virtual_size": size,
+        "size_gib": max(1, math.ceil(size / GiB)),
+        "volume_type": volume_type(ctx, disk),
+        "internal_snapshots": 0,
+        "format": "raw",
     }
 
 
@@ -172,7 +199,8 @@ def sync(ctx):
         volume_id = made[disk["cloudstack_id"]]
         answer = agentcall.call_waiting(
             ctx, "sync_volumes", "sync_volume", ctx.id,
-            ctx.resources["server_id"], volume_id, disk["chain"])
+            ctx.resources["server_id"], volume_id, disk["chain"],
+            disk.get("format", "qcow2"))
         results.append({
             "cloudstack_id": disk["cloudstack_id"], "name": disk["name"],
             "volume_id": volume_id, "volume_size_gib": disk["size_gib"],

@@ -27,6 +27,14 @@ def pool_relative(path, pool_id):
     return normal[len(prefix):]
 
 
+def rbd_source(pool, image):
+    """The ``rbd`` transport's source for image ``image`` (a volume's path)
+    of CloudStack RBD pool ``pool``: its path is the Ceph pool's name, its
+    ipaddress the monitors."""
+    return {"transport": "rbd", "pool": pool["path"], "image": image,
+            "monitors": pool["ipaddress"]}
+
+
 def source_for(conf, vm, cloudstack_path, pool=None):
     """The ``source`` dict a transport takes for a file of ``pool`` (the
     root volume's by default)."""

@@ -195,7 +195,7 @@ def qemu(monkeypatch):
 
 
 def test_write_into_rbd_passes_the_key_as_a_0600_file(qemu):
-    length, write_s, verify_s = volumes.write("/i/c0", GiB, RBD, KEY)
+    length, write_s, verify_s = volumes.write("/i/c0", "qcow2", GiB, RBD, KEY)
     assert length == 2 * GiB and write_s >= 0 and verify_s >= 0
     assert qemu.commands() == ["info", "convert", "compare"]
     name, needs_key = volume_target.qemu_target(RBD)
@@ -220,7 +220,7 @@ def test_write_into_rbd_passes_the_key_as_a_0600_file(qemu):
 
 
 def test_write_into_a_block_device_needs_no_key_nor_target_is_zero(qemu):
-    volumes.write("/i/c0", GiB, BLOCK, None)
+    volumes.write("/i/c0", "qcow2", GiB, BLOCK, None)
     info, convert, compare = qemu.argvs
     assert info == ["qemu-img", "info", "--output=json", "-f", "raw",
                     "/dev/sdb"]
@@ -233,7 +233,7 @@ def test_write_into_a_block_device_needs_no_key_nor_target_is_zero(qemu):
 
 def test_write_into_a_qcow2_file_opens_it_as_qcow2(qemu):
     target = volume_target.VolumeTarget(VOLUME, "file", "/nfs/v", "qcow2")
-    volumes.write("/i/c0", GiB, target, None)
+    volumes.write("/i/c0", "qcow2", GiB, target, None)
     assert qemu.argvs[1] == ["qemu-img", "convert", "-n", "-f", "qcow2",
                              "-O", "qcow2", "/i/c0", "/nfs/v"]
     assert "--target-is-zero" not in qemu.argvs[1]
@@ -242,7 +242,7 @@ def test_write_into_a_qcow2_file_opens_it_as_qcow2(qemu):
 def test_a_volume_shorter_than_the_disk_is_refused_before_convert(qemu):
     qemu.volume_size = GiB - 512
     with pytest.raises(exception.VolumeNotWritable) as info:
-        volumes.write("/i/c0", GiB, RBD, KEY)
+        volumes.write("/i/c0", "qcow2", GiB, RBD, KEY)
     assert str(info.value).endswith(
         "it is %d bytes, the data disk %d" % (GiB - 512, GiB))
     assert qemu.commands() == ["info"]
@@ -250,14 +250,14 @@ def test_a_volume_shorter_than_the_disk_is_refused_before_convert(qemu):
 
 def test_a_volume_exactly_the_disks_size_is_written(qemu):
     qemu.volume_size = GiB
-    assert volumes.write("/i/c0", GiB, BLOCK, None)[0] == GiB
+    assert volumes.write("/i/c0", "qcow2", GiB, BLOCK, None)[0] == GiB
     assert qemu.commands() == ["info", "convert", "compare"]
 
 
 def test_an_rbd_user_without_a_key_is_refused_before_qemu_img(qemu):
     with pytest.raises(exception.VolumeNotWritable,
                        match="no key for cephx user cinder"):
-        volumes.write("/i/c0", GiB, RBD, None)
+        volumes.write("/i/c0", "qcow2", GiB, RBD, None)
     assert qemu.argvs == []
 
 
@@ -275,7 +275,7 @@ def test_a_volume_that_differs_after_convert_fails_the_write(monkeypatch):
 
     monkeypatch.setattr(qemu_img, "_run", fake)
     with pytest.raises(exception.ImagesDiffer, match="Content mismatch"):
-        volumes.write("/i/c0", GiB, BLOCK, None)
+        volumes.write("/i/c0", "qcow2", GiB, BLOCK, None)
     assert ran == ["info", "convert", "compare"]
 
 

@@ -197,11 +197,12 @@ def test_plan_reads_each_disks_chain_in_its_own_pool(db, fake, files):
     assert planned == [
         {"cloudstack_id": "cs-d1", "name": "data-1", "deviceid": 1,
          "chain": [src(POOL, "d1")], "virtual_size": 3 * GiB + 1,
-         "size_gib": 4, "volume_type": None, "internal_snapshots": 0},
+         "size_gib": 4, "volume_type": None, "internal_snapshots": 0,
+         "format": "qcow2"},
         {"cloudstack_id": "cs-d2", "name": "data-2", "deviceid": 2,
          "chain": [src(POOL2, "d2"), src(POOL2, "l1"), src(POOL2, "tmpl")],
          "virtual_size": 64 * MiB, "size_gib": 6, "volume_type": None,
-         "internal_snapshots": 0},
+         "internal_snapshots": 0, "format": "qcow2"},
     ]
     assert fake.calls == [("headroom",)]
 
@@ -398,8 +399,8 @@ def test_sync_asks_the_agent_for_each_disk_in_order_and_records(db):
     ctx.clients.agent = Agent()
     datadisks.sync(ctx)
     assert [c[1:] for c in calls] == [
-        ("h", "m1", "srv", "vol-1", PLANNED[0]["chain"]),
-        ("h", "m1", "srv", "vol-2", PLANNED[1]["chain"])]
+        ("h", "m1", "srv", "vol-1", PLANNED[0]["chain"], "qcow2"),
+        ("h", "m1", "srv", "vol-2", PLANNED[1]["chain"], "qcow2")]
     results = db.get_migration("m1")["result"]["data_disks"]
     assert [(r["name"], r["volume_id"], r["target_dev"], r["verified"],
              r["volume_size_gib"], r["volume_type"]) for r in results] == [
