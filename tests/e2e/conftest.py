@@ -116,11 +116,17 @@ def cloud(cloudstack_root, minicloud):  # noqa: F811
 @pytest.fixture(scope="module")
 def agent(workdir, services, agent_api, minicloud,  # noqa: F811
           cloudstack_root):  # noqa: F811
+    # The rbd transport reads the minicloud's Ceph (CloudStack RBD
+    # primary storage in test_data_disks.py) as Cinder's user.
+    ceph = minicloud.info.get("ceph") or {}
+    rbd = {"rbd_user": ceph["user"], "rbd_keyring": ceph["keyring"]} \
+        if ceph else {}
     proc = agent_process.AgentProcess(
         workdir, minicloud.compute_host, ft.TRANSPORT_URL,
         services["exchange"], minicloud.instances_path,
         [os.path.join(cloudstack_root, "mnt")],
-        max_bandwidth_mbps=160)  # 20 MB/s: a cancel can land mid-copy
+        max_bandwidth_mbps=160,  # 20 MB/s: a cancel can land mid-copy
+        transfer_options=rbd)
     proc.start(agent_api, cs2os_context.get_admin_context())
     yield proc
     proc.stop()

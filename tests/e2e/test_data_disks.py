@@ -179,6 +179,44 @@ def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
     assert [a["server_id"] for a in again.attachments] == [server.id]
 
 
+def test_a_data_disk_on_rbd_primary_storage_moves_its_guest_view(
+        conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
+        cloudstack_root, delete_volumes, tmp_path):
+    info = minicloud_volumes
+    vm = new_vm(cloud, cloudstack_root)
+    name = "cs2os-e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6])
+    disk = datadisks.make_rbd_data_disk(
+        info, str(tmp_path), name, 40 * MiB,
+        template_writes=[(0xB1, 0, 2 * MiB), (0xB2, 20 * MiB, 1 * MiB)],
+        writes=[(0xB3, 1 * MiB, 2 * MiB), (0xB4, 36 * MiB, 1 * MiB)])
+    try:
+        pool = cloud.add_storage_pool(vm.zone, "ceph-" + name, type="RBD",
+                                      path=disk.pool, ipaddress="127.0.0.1")
+        cloud.add_data_disk(vm, pool, disk.image, disk.size,
+                            name="DATA-" + name)
+        created = conductor_api.create_migration(
+            ctxt, {"source": vm.name, "host": minicloud.compute_host})
+        delete_volumes.append(created["id"])
+        done = wait_state(conductor_api, ctxt, created["id"],
+                          ("succeeded", "failed"))
+        assert done["state"] == "succeeded", (done["error"], done["events"])
+        (result,) = done["result"]["data_disks"]
+        assert (result["files"], result["verified"]) == (1, True)
+        volume = minicloud.conn.block_storage.get_volume(result["volume_id"])
+        assert volume.status == "in-use" and volume.size == 1
+        # The clone's whole guest view (the template's data under it too)
+        # is in the volume, and the clone is as it was.
+        for image in (rbd.rbd_uri(info, volume), disk.uri(info)):
+            subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                            disk.reference, image], check=True,
+                           capture_output=True)
+        # Only the extents: 2 MiB + 1 MiB of the template where the clone
+        # did not write, the clone's 3 MiB (in whole RBD objects at most).
+        assert 5 * MiB <= result["bytes_copied"] <= 4 * OBJECT
+    finally:
+        disk.remove()
+
+
 def test_a_rollback_deletes_the_volumes_it_made(
         conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
         cloudstack_root, monkeypatch, delete_volumes):

@@ -29,7 +29,8 @@ COLD_STEPS = list(states.COLD_STEPS)
 COLD_UNDO = [name for name, _ in cold.ROLLBACK]
 WARM_STEPS = list(states.WARM_STEPS)
 WARM_UNDO = [name for name, _ in warm.ROLLBACK]
-AGENT_POINTS = ["agent:sync_overlay:after", "agent:swap_disk:before",
+AGENT_POINTS = ["agent:sync_overlay:after", "agent:sync_volume:after",
+                "agent:swap_disk:before",
                 "agent:swap_disk:after", "agent:restore_disk:before",
                 "agent:cleanup:before"]
 
@@ -71,6 +72,9 @@ def all_cases():
 # flows.
 CI = [
     ("cold", "boot:after"),
+    ("cold", "volumes:after"),
+    ("cold", "sync_volumes:before"),
+    ("cold", "rollback:undo_volumes:before"),
     ("cold", "stop_source:after"),
     ("cold", "sync:before"),
     ("cold", "start:before"),

@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import new_vm
 from tests.faults import cases
 from tests.faults import chaos
+from tests.faults import datadisks
 from tests.faults import invariants
 from tests.faults import report
 from tools.testbed import images
@@ -34,6 +35,8 @@ def test_crash_point(case, conductor, agent, conductor_api, ctxt, cloud,
     chaos.ensure_plain(conductor)
     victim = conductor if case.process == "conductor" else agent
     vm = new_vm(cloud, cloudstack_root)
+    if case.flow == "cold":  # warm mirrors the root volume only so far
+        datadisks.add(cloud, vm)
     digest = images.sha256(vm.volume.overlay)
     holder = {}
     restore_volume = None
@@ -72,6 +75,8 @@ def test_crash_point(case, conductor, agent, conductor_api, ctxt, cloud,
             note = invariants.check_final(
                 final, cloud, minicloud, vm, workdir, overlay_digest=digest,
                 monitor=monitor)
+            note += datadisks.check(final, minicloud, vm, bool(
+                final["committed"] or final["resources"].get("committed")))
             held = True
         except AssertionError as exc:
             note = str(exc)
@@ -101,4 +106,5 @@ def test_crash_point(case, conductor, agent, conductor_api, ctxt, cloud,
                       else "", expected=as_expected)
         chaos.ensure_plain(victim)
         chaos.delete_servers(minicloud, mid)
+        datadisks.delete_volumes(minicloud, mid)
         chaos.stop_source_vm(cloud, vm)

@@ -11,6 +11,7 @@ migration wrote into the Cinder volume.
 import dataclasses
 import os
 import shutil
+import subprocess
 import uuid
 
 from tools.testbed import images
@@ -70,3 +71,59 @@ def attach(cloud, vm, disk, name=None):
     pool = cloud.root_volume(vm).pool
     return cloud.add_data_disk(vm, pool, os.path.basename(disk.path),
                                disk.size, name=name)
+
+
+@dataclasses.dataclass
+class RbdDataDisk:
+    """A CloudStack data disk on RBD primary storage, as CloudStack makes
+    one: a clone of a protected snapshot of its template's image, written
+    to.  ``reference``: a local raw file with the same guest view."""
+
+    pool: str
+    image: str
+    template: str
+    size: int
+    reference: str
+    rbd: list  # the rbd command as the test's cephx user
+
+    def uri(self, info):
+        ceph = info["ceph"]
+        return "rbd:%s/%s:conf=%s:id=%s" % (self.pool, self.image,
+                                            ceph["conf"], ceph["user"])
+
+    def remove(self):
+        """Remove the clone, then the template's snapshot and image."""
+        snap = "%s/%s@%s" % (self.pool, self.template, RBD_SNAPSHOT)
+        for args in (["rm", "%s/%s" % (self.pool, self.image)],
+                     ["snap", "unprotect", snap], ["snap", "rm", snap],
+                     ["rm", "%s/%s" % (self.pool, self.template)]):
+            subprocess.run(self.rbd + ["--no-progress"] + args,
+                           capture_output=True)
+
+
+# CloudStack's name for the snapshot its RBD volumes are cloned from.
+RBD_SNAPSHOT = "cloudstack-base-snap"
+
+
+def make_rbd_data_disk(info, workdir, name, size, template_writes, writes):
+    """The template image (``template_writes``), its protected snapshot,
+    the clone ``name`` (``writes`` on top) in the Ceph pool of ``info``
+    (minicloud.json)."""
+    ceph = info["ceph"]
+    rbd = ["rbd", "-c", ceph["conf"], "--id", ceph["user"]]
+    pool, template = ceph["pool"], name + "-template"
+    reference = os.path.join(workdir, name + ".raw")
+    images.run("qemu-img", "create", "-q", "-f", "raw", reference, str(size))
+    for pattern, offset, length in template_writes:
+        images.qemu_io_write(reference, "raw", pattern, offset, length)
+    images.run(*rbd, "--no-progress", "import", reference,
+               "%s/%s" % (pool, template))
+    snap = "%s/%s@%s" % (pool, template, RBD_SNAPSHOT)
+    images.run(*rbd, "snap", "create", snap)
+    images.run(*rbd, "snap", "protect", snap)
+    images.run(*rbd, "clone", snap, "%s/%s" % (pool, name))
+    disk = RbdDataDisk(pool, name, template, size, reference, rbd)
+    for pattern, offset, length in writes:
+        images.qemu_io_write(disk.uri(info), "raw", pattern, offset, length)
+        images.qemu_io_write(reference, "raw", pattern, offset, length)
+    return disk
