@@ -102,3 +102,19 @@ def test_a_bad_project_is_refused_naming_the_field(bad):
     with pytest.raises(exception.Invalid) as err:
         request.validate({"source": "vm", "project": bad})
     assert "project" in str(err.value)
+
+
+@pytest.mark.parametrize("value, wanted", [
+    (None, None), ("ssd", "ssd"), ("  ceph-fast ", "ceph-fast")])
+def test_volume_type_is_stripped_or_none(value, wanted):
+    body = {"source": "vm"}
+    if value is not None:
+        body["volume_type"] = value
+    assert request.validate(body)["volume_type"] == wanted
+
+
+@pytest.mark.parametrize("value", ["", "   ", "a\u200bb", "x" * 256])
+def test_a_bad_volume_type_is_named(value):
+    with pytest.raises(exception.Invalid) as err:
+        request.validate({"source": "vm", "volume_type": value})
+    assert "volume_type (the Cinder volume type" in str(err.value)
