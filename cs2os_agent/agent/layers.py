@@ -30,6 +30,18 @@ def check_count(layers):
             % (len(layers), layout.MAX_LAYERS))
 
 
+def requests(layers):
+    """``layers`` as a list, refused before anything is opened when it is
+    no list or holds more layers than a stage takes."""
+    if layers is None:
+        return []
+    if not isinstance(layers, (list, tuple)):
+        raise exception.InvalidSource(
+            source="layers", reason="layers must be a list of sources")
+    check_count(layers)
+    return list(layers)
+
+
 def chain_fingerprint(source, layers=()):
     """The identity of what a stage copies: ``source``'s fingerprint, plus
     its layers' (top-down) when there are any, so a staged file made from

@@ -36,6 +36,12 @@ class InstanceFiles:
         return self._name("disk.cs2os-staged.part")
 
     @property
+    def converted(self):
+        """A raw root volume's copy being converted into qcow2
+        (agent/rawroot.py); renamed to ``staged`` once verified."""
+        return self._name("disk.cs2os-staged.qcow2.part")
+
+    @property
     def partial_meta(self):
         """JSON: which source the partial copy is of, how much is durable."""
         return self._name("disk.cs2os-staged.part.json")
@@ -80,6 +86,7 @@ class InstanceFiles:
             self.mirror,
             self.staged,
             self.partial,
+            self.converted,
             self.partial_meta,
             self.staged_meta,
             self.orig,

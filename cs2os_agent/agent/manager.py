@@ -144,13 +144,15 @@ class AgentManager:
         }
 
     def sync_overlay(self, context, migration_id, instance_uuid, source,
-                     layers=None, keep_snapshots=False):
+                     layers=None, keep_snapshots=False, fmt="qcow2"):
         """``layers`` (1.2): source dicts of the chain's layers between the
         template and ``source``, top-down; merged into the staged file.
         ``keep_snapshots`` (1.3): copy the whole file and keep its internal
-        snapshots, instead of the current state's data alone."""
-        layers = self._layer_requests(layers)
+        snapshots, instead of the current state's data alone.  ``fmt``
+        (1.4): raw for a root volume that is one raw image (RBD)."""
+        layers = chain_layers.requests(layers)
         keep_snapshots = bool(keep_snapshots)
+        volumes.check_format(fmt, [source] + layers)
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             reference = overlay.reference_for(
@@ -168,6 +170,8 @@ class AgentManager:
                 fingerprint = chain_layers.chain_fingerprint(src, layer_srcs)
                 if keep_snapshots:  # another staged file than without
                     fingerprint = dict(fingerprint, keep_snapshots=True)
+                if fmt == "raw":
+                    fingerprint = dict(fingerprint, format="raw")
                 reused = self._reusable_staged(
                     files, migration_id, fingerprint, reference
                 )
@@ -202,6 +206,7 @@ class AgentManager:
                         self.conf.transfer.checkpoint_mib * 1024 * 1024,
                         layers=layer_srcs,
                         keep_snapshots=keep_snapshots,
+                        fmt=fmt,
                     )
                 finally:
                     self._cancel_events.pop(migration_id, None)
@@ -344,18 +349,6 @@ class AgentManager:
             max_bandwidth_mbps=self.conf.transfer.max_bandwidth_mbps,
             cancel_event=cancel_event,
         )
-
-    @staticmethod
-    def _layer_requests(layers):
-        """``layers`` as a list, refused before anything is opened when it
-        is no list or holds more layers than a stage takes."""
-        if layers is None:
-            return []
-        if not isinstance(layers, (list, tuple)):
-            raise exception.InvalidSource(
-                source="layers", reason="layers must be a list of sources")
-        chain_layers.check_count(layers)
-        return list(layers)
 
     def _reusable_staged(self, files, migration_id, fingerprint, reference):
         """The earlier result if ``staged`` already holds this very copy."""

@@ -151,7 +151,7 @@ def verify(path, reference, checked=False):
 
 
 def stage(source, files, reference, make_monitor, checkpoint_bytes,
-          layers=(), keep_snapshots=False):
+          layers=(), keep_snapshots=False, fmt="qcow2"):
     """Copy ``source`` into the instance dir and publish it as ``staged``.
 
     The copy lands in ``disk.cs2os-staged.part`` and is renamed to
@@ -165,7 +165,13 @@ def stage(source, files, reference, make_monitor, checkpoint_bytes,
     as the overlay is), merged into the copy (layers.merge) and removed.
     ``keep_snapshots``: copy the whole file and keep its internal
     snapshots; else only what the current state needs (snapshots.plan).
+    ``fmt`` raw: one raw image (agent/rawroot.py), staged standalone.
     """
+    if fmt == "raw":
+        from cs2os_agent.agent import rawroot  # it verifies with verify()
+
+        return rawroot.stage(source, files, reference, make_monitor,
+                             checkpoint_bytes, verify)
     header = qcow2.inspect_header(
         source.read_header(qcow2.HEADER_BYTES), source.describe()
     )

@@ -12,7 +12,9 @@ API version history:
           its internal snapshots (else they are dropped, and the data only
           they need is not copied).
     1.4 - sync_volume: write a CloudStack data disk (its chain of files)
-          into the Cinder volume Nova attached to the instance.
+          into the Cinder volume Nova attached to the instance;
+          sync_overlay takes fmt: raw for a root volume that is one raw
+          image (RBD primary storage), staged as a standalone qcow2.
 """
 
 import oslo_messaging as messaging
@@ -58,7 +60,7 @@ class AgentAPI:
         )
 
     def sync_overlay(self, context, host, migration_id, instance_uuid, source,
-                     layers=None, keep_snapshots=False):
+                     layers=None, keep_snapshots=False, fmt="qcow2"):
         """``layers``: source dicts (as ``source``) of the chain's layers
         between the template and the overlay, top-down: the first is the
         file the overlay's header names, the last the one that names the
@@ -71,6 +73,8 @@ class AgentAPI:
             kwargs["layers"], version = list(layers), "1.2"
         if keep_snapshots:
             kwargs["keep_snapshots"], version = True, "1.3"
+        if fmt != "qcow2":  # (1.4) a raw root volume (RBD)
+            kwargs["fmt"], version = fmt, "1.4"
         return self._prepare(host, long_running=True, version=version).call(
             context,
             "sync_overlay",

@@ -304,7 +304,8 @@ def validate_vm(desc):
             "name of %s from this API key: [cloudstack] api_key must belong "
             "to a root admin" % name)
     else:
-        problems.extend(_volume_problems(name, root, "root volume"))
+        problems.extend(_volume_problems(name, root, "root volume",
+                                         (NFS, RBD)))
     for disk in desc.get("datadisks") or []:
         if not disk.get("path"):
             continue  # hidden from a non-admin key: said above

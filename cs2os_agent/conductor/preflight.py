@@ -15,24 +15,22 @@ Each finding is ``critical`` (the migration would fail: it names why) or a
 needs what an earlier one could not find is left out, not guessed.
 """
 
-import dataclasses
 import statistics
 
 from oslo_log import log as logging
 
-from cs2os_agent import qcow2
 from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import admission
-from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
 from cs2os_agent.conductor.flow import prepare
+from cs2os_agent.conductor.flow import rootdisk
 from cs2os_agent.conductor.flow import sources
 from cs2os_agent.openstack import volumes as openstack_volumes
 
@@ -184,29 +182,11 @@ def _checks(ctx, out, db):
     _bytes_and_time(ctx, out, db, disk, template_bytes, data_disk_bytes)
 
 
-@dataclasses.dataclass
-class _Disk:
-    header: qcow2.Header
-    layers: list
-    template_path: str
-    overlay_bytes: int
-
-
 def _disk(ctx, vm):
     """The root volume as validate reads it (and its snapshots' word)."""
-    overlay_source = sources.source_for(ctx.conf, vm, vm["overlay_path"])
-    with transfer.get_source(overlay_source, ctx.conf) as src:
-        header = qcow2.inspect_header(
-            src.read_header(qcow2.HEADER_BYTES), src.describe())
-        overlay_bytes = src.size()
-    template_path, layers = chain.walk(ctx, vm, header)
-    if layers and ctx.migration["mode"] == states.WARM:
-        raise exception.Invalid(
-            reason="%d layer(s) between the root volume and its template: "
-            "a warm migration mirrors onto the template only: use mode "
-            "cold" % len(layers))
-    prepare.snapshots_outcome(ctx, vm, header, layers)
-    return _Disk(header, layers, template_path, overlay_bytes)
+    disk = rootdisk.read(ctx, vm)
+    prepare.snapshots_outcome(ctx, vm, disk.header, disk.layers)
+    return disk
 
 
 def _compute_host(ctx, host):
@@ -296,7 +276,7 @@ def _template(ctx, out, vm, template_path):
 
 
 def _bytes_and_time(ctx, out, db, disk, template_bytes, data_disk_bytes):
-    disk_bytes = disk.overlay_bytes
+    disk_bytes = disk.source_bytes
     layer_bytes = 0
     for layer in disk.layers:
         with transfer.get_source(layer, ctx.conf) as src:

@@ -37,7 +37,7 @@ def console(inst):
 def test_agent_info(agent, agent_api, ctxt):
     info = agent_api.get_agent_info(ctxt, agent.host)
     assert info["host"] == agent.host
-    assert info["rpc_api_version"] == "1.3"
+    assert info["rpc_api_version"] == "1.4"
     assert "path" in info["transports"]
     assert info["libvirt_version"] >= 9000000
 
@@ -198,6 +198,35 @@ def test_sparse_volume_without_backing_is_copied_whole(
     assert "backing-filename" not in info
     qemu_img.compare(vol.reference, result["staged_path"], "qcow2", "qcow2")
     agent_api.swap_disk(ctxt, agent.host, "mig-fat", inst.uuid)
+    inst.domain.create()
+    harness.wait_console(console(inst), vol.message)
+
+
+def test_a_raw_root_volume_is_staged_as_a_standalone_qcow2(
+        agent, agent_api, ctxt, cloudstack_volume, nova_instance):
+    """As a root volume on CloudStack RBD primary storage arrives (the rbd
+    transport's e2e test reads RBD itself): one raw image, holes and all,
+    here through the path transport."""
+    vol = cloudstack_volume()
+    inst = nova_instance(vol.template, 128 * MiB)
+    raw = os.path.join(vol.pool_dir, str(uuid.uuid4()))
+    images.run("qemu-img", "convert", "-f", "qcow2", "-O", "raw",
+               vol.reference, raw)
+    result = agent_api.sync_overlay(
+        ctxt, agent.host, "mig-raw", inst.uuid,
+        {"transport": "path", "path": raw}, fmt="raw")
+    assert (result["full_copy"], result["format"]) == (True, "raw")
+    assert result["bytes_copied"] <= os.stat(raw).st_blocks * 512
+    assert result["virtual_size"] == 128 * MiB
+    info = qemu_img.info(result["staged_path"], "qcow2")
+    assert "backing-filename" not in info
+    qemu_img.compare(vol.reference, result["staged_path"], "qcow2", "qcow2")
+    # The same call again: the staged file is reused, not copied again.
+    again = agent_api.sync_overlay(
+        ctxt, agent.host, "mig-raw", inst.uuid,
+        {"transport": "path", "path": raw}, fmt="raw")
+    assert again["reused"] is True
+    agent_api.swap_disk(ctxt, agent.host, "mig-raw", inst.uuid)
     inst.domain.create()
     harness.wait_console(console(inst), vol.message)
 

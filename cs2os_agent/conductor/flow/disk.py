@@ -18,7 +18,8 @@ def sync(ctx):
         ctx, "sync", "sync_overlay", ctx.id,
         resources["server_id"], resources["overlay_source"],
         resources.get("layers") or None,
-        bool((ctx.migration["options"] or {}).get("keep_snapshots")))
+        bool((ctx.migration["options"] or {}).get("keep_snapshots")),
+        resources.get("overlay_format") or "qcow2")
     ctx.save(bytes_done=result["bytes_copied"],
              bytes_total=result["bytes_copied"], progress_step="sync")
     ctx.result(sync=result)

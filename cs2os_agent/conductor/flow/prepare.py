@@ -9,22 +9,19 @@ already done, and at the real world, so that calling it twice is harmless.
 
 import math
 
-from cs2os_agent import qcow2
-from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import admission
-from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import identity
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import keypair
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
+from cs2os_agent.conductor.flow import rootdisk
 from cs2os_agent.conductor.flow import secgroups
-from cs2os_agent.conductor.flow import sources
 
 GiB = 1024 ** 3
 # Nova's limit on a server's user data, base64 (its API schema).
@@ -41,19 +38,8 @@ def validate(ctx):
         raise exception.Invalid(
             reason="CloudStack VM %s cannot be migrated: %s"
             % (vm["name"], "; ".join(problems)))
-    overlay_source = sources.source_for(ctx.conf, vm, vm["overlay_path"])
-    with transfer.get_source(overlay_source, ctx.conf) as src:
-        header = qcow2.inspect_header(
-            src.read_header(qcow2.HEADER_BYTES), src.describe())
-    # The template as the files say, not as names suggest, and the layers
-    # between it and the volume, if any.
-    template_path, layers = chain.walk(ctx, vm, header)
-    if layers and ctx.migration["mode"] == states.WARM:
-        raise exception.Invalid(
-            reason="the root volume of CloudStack VM %s has %d layer(s) "
-            "between it and its template; a warm migration mirrors the "
-            "volume onto the template only: use mode cold"
-            % (vm["name"], len(layers)))
+    disk = rootdisk.read(ctx, vm)
+    header, layers = disk.header, disk.layers
     snapshots = snapshots_outcome(ctx, vm, header, layers)
     project, project_chosen_by = owner.target_project(ctx, vm)
     owner.check_access(ctx, project)
@@ -84,10 +70,12 @@ def validate(ctx):
         nic_plan=nic_plan,
         flavor_id=flavor.id,
         flavor_name=flavor.name,
-        overlay_source=overlay_source,
+        overlay_source=disk.source,
+        overlay_format=disk.fmt,
         overlay_virtual_size=header.virtual_size,
-        # None: a FAT or SPARSE volume holds the whole disk itself.
-        template_path=template_path,
+        # None: a FAT or SPARSE volume (or a raw one) holds the whole disk
+        # itself.
+        template_path=disk.template_path,
         layers=layers,
         source_state_at_start=vm["state"],
         data_disks=data_disks,

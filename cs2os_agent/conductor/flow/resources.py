@@ -17,6 +17,8 @@ KEYS = {
     "flavor_name": ("validate", "the Nova flavor's name"),
     "overlay_source": ("validate", "where the agent reads the overlay A "
                        "(transport and path)"),
+    "overlay_format": ("validate", "qcow2, or raw for a root volume that is "
+                       "one raw image (RBD primary storage)"),
     "overlay_virtual_size": ("validate", "A's virtual size, bytes"),
     "template_path": ("validate", "the template B the overlay's header "
                       "names; None for a volume without a backing file"),

@@ -182,10 +182,10 @@ def test_more_than_sixteen_layers(files, qemu):
     message = refused(files, qemu, source, layers, exception.InvalidSource)
     assert "17 layers" in message and "at most 16" in message
     with pytest.raises(exception.InvalidSource):
-        manager.AgentManager._layer_requests([{}] * 17)
+        layers_mod.requests([{}] * 17)
     with pytest.raises(exception.InvalidSource):
-        manager.AgentManager._layer_requests({"transport": "path"})
-    assert manager.AgentManager._layer_requests(None) == []
+        layers_mod.requests({"transport": "path"})
+    assert layers_mod.requests(None) == []
 
 
 def test_the_same_file_twice(files, qemu):

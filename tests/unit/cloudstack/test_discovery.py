@@ -172,11 +172,16 @@ def test_a_data_disk_is_checked_as_the_root_is():
 
 
 @pytest.mark.parametrize("pool_type", ["SharedMountPoint", "Filesystem",
-                                       "RBD", "CLVM"])
-def test_root_volume_must_be_on_nfs(pool_type):
+                                       "CLVM"])
+def test_root_volume_must_be_on_nfs_or_rbd(pool_type):
     (problem,) = _problems(pool=dict(POOL, type=pool_type))
     assert "is on %s primary storage nfs-primary" % pool_type in problem
-    assert "NFS primary storage (type NetworkFilesystem)" in problem
+    assert ("NFS primary storage (type NetworkFilesystem) or Ceph RBD "
+            "primary storage (type RBD)") in problem
+
+
+def test_a_root_volume_on_rbd_is_accepted():
+    assert _problems(pool=dict(POOL, type="RBD")) == []
 
 
 def test_non_admin_key_is_explained():

@@ -52,7 +52,7 @@ def test_a_call_the_dead_agent_lost_is_repeated_once_it_answers(
     ctx = agent_ctx(db, monkeypatch, agent)
     disk.sync(ctx)
     # No layers between the overlay and its template: None.
-    assert agent.calls == [("cmp-1", "m1", "s", {}, None, False)] * 2
+    assert agent.calls == [("cmp-1", "m1", "s", {}, None, False, "qcow2")] * 2
     assert agent.pings == 3
     record = db.get_migration("m1")
     assert record["result"]["sync"] == {"bytes_copied": 7}

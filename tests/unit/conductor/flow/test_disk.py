@@ -55,5 +55,5 @@ def test_sync_asks_to_keep_snapshots_and_records_what_the_agent_did(db):
                                    clients)
     disk.sync(ctx)
     # (context, host, migration, server, source, layers, keep_snapshots)
-    assert calls[0][2:] == ("m1", "s", {}, None, True)
+    assert calls[0][2:] == ("m1", "s", {}, None, True, "qcow2")
     assert db.get_migration("m1")["result"]["internal_snapshots"] == found
