@@ -182,14 +182,20 @@ def convert(path, fmt, dest, dest_fmt, virtual_size=None, max_output=None):
 
 
 def convert_into(path, fmt, target, target_fmt, objects, virtual_size,
-                 target_is_zero=False):
+                 target_is_zero=False, out_of_order=False):
     """Write ``path``'s guest view into the existing ``target`` (a path
     or ``json:`` name; ``objects``: ``--object`` arguments it needs).
     ``target_is_zero``: it reads as zeros now (a new volume), so zeros
-    and holes are skipped, not written."""
+    and holes are skipped, not written.  ``out_of_order``: ``-W``, the
+    requests in flight may also write out of order: into RBD 1.04-1.08x
+    ``rbd import`` with it, 0.69-0.70x without (tools/bench_volumes.py);
+    only for targets where order fragments nothing (RBD, block devices),
+    not files."""
     args = ["convert", *objects, "-n", "-f", fmt, "-O", target_fmt]
     if target_is_zero:
         args.append("--target-is-zero")
+    if out_of_order:
+        args.append("-W")
     _execute(args + [path, target], prlimit=data_limits(virtual_size))
 
 

@@ -181,7 +181,8 @@ def write(top, fmt, virtual_size, target, key_b64):
         started = time.monotonic()
         qemu_img.convert_into(top, fmt, name, target.fmt, objects,
                               virtual_size,
-                              target_is_zero=target.kind == "rbd")
+                              target_is_zero=target.kind == "rbd",
+                              out_of_order=target.kind in ("rbd", "block"))
         written = time.monotonic()
         qemu_img.compare_with_objects(top, fmt, name, target.fmt,
                                       objects, virtual_size + length)

@@ -17,6 +17,7 @@ from tests.e2e.conftest import refuse_to_stop
 from tests.e2e.conftest import target_project
 from tools.testbed import datadisks
 from tools.testbed import images
+from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
 from tools.testbed.minicloud import smoke
 
@@ -215,6 +216,62 @@ def test_a_data_disk_on_rbd_primary_storage_moves_its_guest_view(
         assert 5 * MiB <= result["bytes_copied"] <= 4 * OBJECT
     finally:
         disk.remove()
+
+
+def test_a_vm_whose_root_and_data_disks_live_on_rbd_primary_storage(
+        conductor, conductor_api, ctxt, cloud, minicloud, minicloud_volumes,
+        tmp_path, delete_volumes):
+    """Root and data disk are clones of template snapshots in CloudStack's
+    RBD pool (the VM stopped: the stand-in runs file-backed domains only);
+    the Nova server boots the root's guest view, the volume holds the
+    data disk's."""
+    info = minicloud_volumes
+    name = "cs2os-e2e-%s-%s" % (RUN_ID, uuid.uuid4().hex[:6])
+    message = "cs2os e2e root on rbd %s" % name[-6:]
+    root = datadisks.make_rbd_data_disk(
+        info, str(tmp_path), name + "-root", 64 * MiB,
+        template_writes=[(0x11, 10 * MiB, 2 * MiB)],
+        template_bytes=[(0, images.boot_sector(64 * MiB)
+                         + images.message_sector("template"))],
+        writes=[(0x12, 30 * MiB, 1 * MiB)],
+        clone_bytes=[(512, images.message_sector(message))])
+    data = datadisks.make_rbd_data_disk(
+        info, str(tmp_path), name + "-data", 20 * MiB,
+        template_writes=[(0x21, 0, 1 * MiB)],
+        writes=[(0x22, 8 * MiB, 1 * MiB)])
+    try:
+        pool = cloud.add_storage_pool(cloud.kvm_host.zone, "ceph-" + name,
+                                      type="RBD", path=root.pool,
+                                      ipaddress="127.0.0.1")
+        template = cloud.add_template(cloud.kvm_host.zone, "tmpl-" + name,
+                                      64 * MiB, cloud.admin)
+        vm = cloud.add_vm(name, cloud.admin, cloud.kvm_host, template,
+                          cloud.offering, pool, root.image, 64 * MiB)
+        cloud.add_data_disk(vm, pool, data.image, data.size,
+                            name="DATA-" + name)
+        created = conductor_api.create_migration(
+            ctxt, {"source": vm.name, "host": minicloud.compute_host})
+        delete_volumes.append(created["id"])
+        done = wait_state(conductor_api, ctxt, created["id"],
+                          ("succeeded", "failed"))
+        assert done["state"] == "succeeded", (done["error"], done["events"])
+        sync = done["result"]["sync"]
+        assert (sync["format"], sync["full_copy"]) == ("raw", True)
+        server_id = done["resources"]["server_id"]
+        disk = os.path.join(minicloud.instances_path, server_id, "disk")
+        subprocess.run(["qemu-img", "compare", "-U", "-f", "raw", "-F",
+                        "qcow2", root.reference, disk], check=True,
+                       capture_output=True)
+        wait_console(os.path.join(minicloud.instances_path, server_id,
+                                  "console.log"), message)
+        (result,) = done["result"]["data_disks"]
+        volume = minicloud.conn.block_storage.get_volume(result["volume_id"])
+        subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                        data.reference, rbd.rbd_uri(info, volume)],
+                       check=True, capture_output=True)
+    finally:
+        root.remove()
+        data.remove()
 
 
 def test_a_rollback_deletes_the_volumes_it_made(

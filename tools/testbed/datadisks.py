@@ -105,10 +105,13 @@ class RbdDataDisk:
 RBD_SNAPSHOT = "cloudstack-base-snap"
 
 
-def make_rbd_data_disk(info, workdir, name, size, template_writes, writes):
-    """The template image (``template_writes``), its protected snapshot,
-    the clone ``name`` (``writes`` on top) in the Ceph pool of ``info``
-    (minicloud.json)."""
+def make_rbd_data_disk(info, workdir, name, size, template_writes, writes,
+                       template_bytes=(), clone_bytes=()):
+    """The template image (``template_writes``: (pattern, offset, length),
+    ``template_bytes``: (offset, bytes)), its protected snapshot, the clone
+    ``name`` (``writes`` and ``clone_bytes`` on top) in the Ceph pool of
+    ``info`` (minicloud.json).  A root volume is made the same way, with
+    a boot sector and the guest's message sector as bytes."""
     ceph = info["ceph"]
     rbd = ["rbd", "-c", ceph["conf"], "--id", ceph["user"]]
     pool, template = ceph["pool"], name + "-template"
@@ -116,6 +119,10 @@ def make_rbd_data_disk(info, workdir, name, size, template_writes, writes):
     images.run("qemu-img", "create", "-q", "-f", "raw", reference, str(size))
     for pattern, offset, length in template_writes:
         images.qemu_io_write(reference, "raw", pattern, offset, length)
+    local = {"driver": "raw", "file": {"driver": "file",
+                                       "filename": reference}}
+    for offset, data in template_bytes:
+        images.write_bytes(reference, offset, data, spec=local)
     images.run(*rbd, "--no-progress", "import", reference,
                "%s/%s" % (pool, template))
     snap = "%s/%s@%s" % (pool, template, RBD_SNAPSHOT)
@@ -126,4 +133,10 @@ def make_rbd_data_disk(info, workdir, name, size, template_writes, writes):
     for pattern, offset, length in writes:
         images.qemu_io_write(disk.uri(info), "raw", pattern, offset, length)
         images.qemu_io_write(reference, "raw", pattern, offset, length)
+    clone = {"driver": "raw", "file": {
+        "driver": "rbd", "pool": pool, "image": name, "conf": ceph["conf"],
+        "user": ceph["user"]}}
+    for offset, data in clone_bytes:
+        images.write_bytes(reference, offset, data, spec=local)
+        images.write_bytes(reference + ".clone", offset, data, spec=clone)
     return disk

@@ -207,7 +207,7 @@ def test_write_into_rbd_passes_the_key_as_a_0600_file(qemu):
     assert info == ["qemu-img", "info", *obj, "--output=json", "-f", "raw",
                     name]
     assert convert == ["qemu-img", "convert", *obj, "-n", "-f", "qcow2",
-                       "-O", "raw", "--target-is-zero", "/i/c0", name]
+                       "-O", "raw", "--target-is-zero", "-W", "/i/c0", name]
     assert compare == ["qemu-img", "compare", *obj, "-f", "qcow2", "-F",
                        "raw", "/i/c0", name]
     # The key was there, 0600, whenever qemu-img ran; it never was an
@@ -225,7 +225,7 @@ def test_write_into_a_block_device_needs_no_key_nor_target_is_zero(qemu):
     assert info == ["qemu-img", "info", "--output=json", "-f", "raw",
                     "/dev/sdb"]
     assert convert == ["qemu-img", "convert", "-n", "-f", "qcow2", "-O",
-                       "raw", "/i/c0", "/dev/sdb"]
+                       "raw", "-W", "/i/c0", "/dev/sdb"]
     assert compare == ["qemu-img", "compare", "-f", "qcow2", "-F", "raw",
                        "/i/c0", "/dev/sdb"]
     assert qemu.keyfiles == []
@@ -236,7 +236,9 @@ def test_write_into_a_qcow2_file_opens_it_as_qcow2(qemu):
     volumes.write("/i/c0", "qcow2", GiB, target, None)
     assert qemu.argvs[1] == ["qemu-img", "convert", "-n", "-f", "qcow2",
                              "-O", "qcow2", "/i/c0", "/nfs/v"]
+    # A file: written in order (out of order would fragment it).
     assert "--target-is-zero" not in qemu.argvs[1]
+    assert "-W" not in qemu.argvs[1]
 
 
 def test_a_volume_shorter_than_the_disk_is_refused_before_convert(qemu):
