@@ -209,12 +209,19 @@ def target_size(target, fmt, objects):
 def compare_with_objects(left, left_fmt, right, right_fmt, objects, reads):
     """:func:`compare` for a ``right`` opened with ``objects`` (``reads``:
     both guest views' bytes)."""
-    args = ["compare", *objects, "-f", left_fmt, "-F", right_fmt, left,
-            right]
+    _compare(["compare", *objects, "-f", left_fmt, "-F", right_fmt, left,
+              right], left, right, reads)
+
+
+def _compare(args, left, right, reads):
+    """Run ``qemu-img <args>`` (a compare) under the limits for ``reads``
+    guest bytes; ImagesDiffer when they differ."""
     try:
         _execute(args, prlimit=data_limits(reads),
                  passthrough=(_COMPARE_DIFFER,))
     except processutils.ProcessExecutionError as e:
+        # stdout is qemu-img's verdict, e.g. "Content mismatch at offset
+        # 1048576!", after "Warning: Image size mismatch!" if sizes differ.
         detail = " ".join((e.stdout or "").splitlines()).strip()
         raise exception.ImagesDiffer(left=left, right=right,
                                      detail=detail) from e
@@ -325,15 +332,7 @@ def compare(left, right, left_fmt, right_fmt, strict=False,
     # It reads both guest views whole: its CPU cap follows their sizes.
     read = sum(info(path, fmt, force_share=force_share)["virtual-size"]
                for path, fmt in ((left, left_fmt), (right, right_fmt)))
-    try:
-        _execute(args, prlimit=data_limits(read),
-                 passthrough=(_COMPARE_DIFFER,))
-    except processutils.ProcessExecutionError as e:
-        # stdout is qemu-img's verdict, e.g. "Content mismatch at offset
-        # 1048576!", after "Warning: Image size mismatch!" if sizes differ.
-        detail = " ".join((e.stdout or "").splitlines()).strip()
-        raise exception.ImagesDiffer(left=left, right=right,
-                                     detail=detail) from e
+    _compare(args, left, right, read)
 
 
 def images_equal(left, right, left_fmt, right_fmt, strict=False,

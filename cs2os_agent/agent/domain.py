@@ -74,14 +74,14 @@ class LibvirtHost:
                 reason=exc.get_error_message(),
             ) from None
 
-    def domain_info(self, instance_uuid):
+    def _read(self, instance_uuid):
+        """(state, XML, name) of the instance's domain."""
         conn = self._open()
         try:
             dom = self._lookup(conn, instance_uuid)
             try:
                 state, _reason = dom.state()
-                xml = dom.XMLDesc(0)
-                name = dom.name()
+                return virt.state_name(state), dom.XMLDesc(0), dom.name()
             except libvirt.libvirtError as exc:
                 raise exception.LibvirtError(
                     operation="read domain %s" % instance_uuid,
@@ -89,6 +89,9 @@ class LibvirtHost:
                 ) from None
         finally:
             conn.close()
+
+    def domain_info(self, instance_uuid):
+        state, xml, name = self._read(instance_uuid)
         path, fmt = root_disk(xml)
         if not path:
             raise exception.InstanceDiskNotFound(
@@ -98,7 +101,7 @@ class LibvirtHost:
             )
         return DomainInfo(
             name=name,
-            state=virt.state_name(state),
+            state=state,
             root_disk_path=path,
             root_disk_format=fmt or "raw",
         )
@@ -106,19 +109,8 @@ class LibvirtHost:
     def domain_xml(self, instance_uuid):
         """(the domain's state, its XML): the persistent definition's
         disks while it is shut off, where Nova records an attachment."""
-        conn = self._open()
-        try:
-            dom = self._lookup(conn, instance_uuid)
-            try:
-                state, _reason = dom.state()
-                return virt.state_name(state), dom.XMLDesc(0)
-            except libvirt.libvirtError as exc:
-                raise exception.LibvirtError(
-                    operation="read domain %s" % instance_uuid,
-                    reason=exc.get_error_message(),
-                ) from None
-        finally:
-            conn.close()
+        state, xml, _name = self._read(instance_uuid)
+        return state, xml
 
     def secret_value(self, secret_uuid):
         """The raw value of libvirt secret ``secret_uuid`` (a cephx key);

@@ -83,7 +83,7 @@ def test_import_with_wait_migrates_the_vm(api, region, cloud, minicloud,
     # Each step with its place in the flow; the boot copies nothing, so
     # its lines show no bytes (not the template upload's 100% of before).
     lines = done.stderr.splitlines()
-    boot = [line for line in lines if "running boot (step 4 of 10)" in line]
+    boot = [line for line in lines if "running boot (step 4 of 12)" in line]
     assert boot, lines
     assert not [line for line in boot if " / " in line or "%" in line]
     server = minicloud.conn.compute.get_server(
