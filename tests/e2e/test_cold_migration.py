@@ -41,8 +41,9 @@ def test_cold_migration_into_nova(conductor, conductor_api, ctxt, cloud,
                       ("succeeded", "failed"))
     assert done["state"] == "succeeded", (done["error"], done["events"])
     assert [e["step"] for e in done["events"] if e["message"] == "done"] \
-        == ["validate", "image", "ports", "boot", "stop_source", "sync",
-            "swap", "start", "cleanup", "retire_source"]
+        == ["validate", "image", "ports", "boot", "volumes", "stop_source",
+            "sync", "sync_volumes", "swap", "start", "cleanup",
+            "retire_source"]
     resources, result = done["resources"], done["result"]
     assert resources["flavor_name"] == "m1.tiny"
     assert resources["host"] == minicloud.compute_host
@@ -320,7 +321,7 @@ def test_failure_after_the_swap_puts_nova_disk_back_and_rolls_back(
     assert "os_compute_api:servers:start" in done["error"] or \
         "403" in done["error"], done["error"]
     finished = [e["step"] for e in done["events"] if e["message"] == "done"]
-    assert finished[-2:] == ["sync", "swap"]
+    assert finished[-3:] == ["sync", "sync_volumes", "swap"]
     undone = done["result"]["rolled_back"]
     server_id = done["resources"].get("server_id") or \
         undone[0].split()[-1]

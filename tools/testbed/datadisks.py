@@ -94,11 +94,13 @@ class RbdDataDisk:
     def remove(self):
         """Remove the clone, then the template's snapshot and image."""
         snap = "%s/%s@%s" % (self.pool, self.template, RBD_SNAPSHOT)
-        for args in (["rm", "%s/%s" % (self.pool, self.image)],
+        # (--no-progress is an option of rm only: unprotect refuses it.)
+        for args in (["rm", "--no-progress", "%s/%s" % (self.pool,
+                                                        self.image)],
                      ["snap", "unprotect", snap], ["snap", "rm", snap],
-                     ["rm", "%s/%s" % (self.pool, self.template)]):
-            subprocess.run(self.rbd + ["--no-progress"] + args,
-                           capture_output=True)
+                     ["rm", "--no-progress", "%s/%s" % (self.pool,
+                                                        self.template)]):
+            subprocess.run(self.rbd + args, capture_output=True)
 
 
 # CloudStack's name for the snapshot its RBD volumes are cloned from.
