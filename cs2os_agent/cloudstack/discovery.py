@@ -6,6 +6,7 @@ read from the files later (names and ids are not proof of what a qcow2
 header points to).
 """
 
+import functools
 import ipaddress
 import posixpath
 import re
@@ -265,19 +266,16 @@ def describe_vm(client, ref):
     desc["nics"] = [_pick(nic, _NIC_KEYS)
                     for nic in sorted(vm.get("nic") or [], key=_device_order)]
     volumes = client.list_volumes(vm["id"], vm.get("projectid"))
+    # One listStoragePools per pool, however many volumes share it.
+    pool_of = functools.cache(client.get_storage_pool)
     roots = [v for v in volumes if v.get("type") == "ROOT"]
-    root = _pick(roots[0], _VOLUME_KEYS) if roots else None
-    if root is not None:
-        root["storage"] = None
-        if root["storageid"]:
-            root["storage"] = _pick(
-                client.get_storage_pool(root["storageid"]), _POOL_KEYS)
+    root = _with_pool(pool_of, _pick(roots[0], _VOLUME_KEYS)) \
+        if roots else None
     desc["root_volume"] = root
-    desc["datadisks"] = [_with_pool(client, _pick(v, _VOLUME_KEYS))
+    desc["datadisks"] = [_with_pool(pool_of, _pick(v, _VOLUME_KEYS))
                          for v in sorted(volumes, key=_device_order)
                          if v.get("type") == "DATADISK"]
-    desc["overlay_path"] = (overlay_path(root["storage"], root["path"])
-                            if root else None)
+    desc["overlay_path"] = root["file"] if root else None
     desc["securitygroups"], desc["referenced_securitygroups"] = \
         _security_groups(client, vm)
     return desc
@@ -329,12 +327,12 @@ def _security_group_problems(desc):
             if rule["group"] and not rule["group_id"]]
 
 
-def _with_pool(client, volume):
-    """A volume with its pool (``storage``) and file, as for the root."""
+def _with_pool(pool_of, volume):
+    """A volume with its pool (``storage``, ``pool_of(id)`` picked) and
+    its file as a KVM host sees it (``file``, None when unknown)."""
     volume["storage"] = None
     if volume.get("storageid"):
-        volume["storage"] = _pick(client.get_storage_pool(
-            volume["storageid"]), _POOL_KEYS)
+        volume["storage"] = _pick(pool_of(volume["storageid"]), _POOL_KEYS)
     volume["file"] = (overlay_path(volume["storage"], volume["path"])
                       if volume.get("path") else None)
     return volume

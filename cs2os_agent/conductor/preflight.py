@@ -241,11 +241,7 @@ def _data_disks(ctx, out, vm):
     total = 0
     shown = []
     for disk in planned:
-        size = 0
-        for source in disk["chain"]:
-            with transfer.get_source(source, ctx.conf) as src:
-                size += src.size()
-        total += size
+        total += (size := _disk_bytes(ctx, disk))
         shown.append({"name": disk["name"], "cloudstack_id":
                       disk["cloudstack_id"], "volume_size_gib":
                       disk["size_gib"], "volume_type": disk["volume_type"]
@@ -254,6 +250,18 @@ def _data_disks(ctx, out, vm):
     if shown:
         out.plan(data_disks=shown)
     return total
+
+
+def _disk_bytes(ctx, disk):
+    """The bytes a data disk's files hold; for a raw one (RBD primary
+    storage, which only agents can read) its size, the most it moves."""
+    if disk.get("format") == "raw":
+        return disk["virtual_size"]
+    size = 0
+    for source in disk["chain"]:
+        with transfer.get_source(source, ctx.conf) as src:
+            size += src.size()
+    return size
 
 
 def _template(ctx, out, vm, template_path):
