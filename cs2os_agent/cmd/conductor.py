@@ -19,6 +19,7 @@ from cs2os_agent.conductor import rpcapi
 from cs2os_agent.conductor.flow import context as flow_context
 from cs2os_agent.db import api as db_api
 from cs2os_agent.db import migration as db_migration
+from cs2os_agent.db import sqlite_owner
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -30,8 +31,19 @@ def main():
     gmr.setup(CONF, "cs2os-conductor")
     service.reload_on_sighup(CONF)
     virt.init()
+    try:
+        # Held as long as this process runs (closed at the end of main).
+        owned = sqlite_owner.own(CONF.database.connection)
+    except sqlite_owner.SQLiteOwnedError as exc:
+        LOG.error("%s", exc)
+        return 1
+    except OSError as exc:
+        LOG.error("Cannot lock the SQLite database of [database] "
+                  "connection: %s", exc)
+        return 1
     db = db_api.Database(CONF.database.connection,
-                         CONF.database.sqlite_busy_timeout)
+                         CONF.database.sqlite_busy_timeout,
+                         wait_for_database=True)
     current, head = db_migration.current_version(db), \
         db_migration.head_version()
     if current != head:
@@ -57,6 +69,8 @@ def main():
     rpc_service.on_start = engine.start
     rpc_service.on_stop = engine.stop
     service.run(rpc_service)
+    if owned is not None:
+        owned.close()
     return 0
 
 

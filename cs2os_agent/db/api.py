@@ -3,11 +3,22 @@
 Short transactions keep SQLite usable from several threads and let several
 conductors share one MySQL/PostgreSQL database.  Rows go out as plain dicts,
 so nothing outside this module holds a session.
+
+The engine and the sessions come from an oslo.db transaction context of
+each Database's own (enginefacade): its [database] options (pool sizes,
+recycle time, connection retries, mysql_sql_mode) are the global CONF's.
+Writes that a Galera cluster (or InnoDB, or PostgreSQL) may refuse with a
+deadlock are retried whole: each is one transaction, rolled back entirely
+when refused, and idempotent to run again (see _retry_on_deadlock).
 """
 
+import functools
+
 import sqlalchemy as sa
+from oslo_db import api as oslo_db_api
+from oslo_db import exception as db_exc
+from oslo_db.sqlalchemy import enginefacade
 from sqlalchemy import event
-from sqlalchemy import orm
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
@@ -47,20 +58,52 @@ def _filter(key, value):
     return getattr(m, key) == value
 
 
-class Database:
-    def __init__(self, url, sqlite_busy_timeout=30):
-        kwargs = {"future": True}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False,
-                                      "timeout": sqlite_busy_timeout}
-        else:
-            kwargs["pool_pre_ping"] = True
-        self.url = url
-        self.engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._session = orm.sessionmaker(self.engine, expire_on_commit=False)
+def _sqlite_busy(exc):
+    """SQLite's deadlock: a transaction that read, then found another
+    writer committed first, cannot become a writer (busy at once, whatever
+    the busy timeout).  Rolled back, it may run again like a deadlock."""
+    return (isinstance(exc, sa.exc.OperationalError)
+            and "database is locked" in str(exc))
 
+
+# Only on units of work that are one transaction (a deadlock rolls all of
+# it back) and that decide again from what they read when run again:
+# inserts, and compare-and-set updates.  A lost connection is not retried:
+# a COMMIT whose answer was lost may have happened.
+_retry_on_deadlock = oslo_db_api.wrap_db_retry(
+    max_retries=5, retry_interval=0.2, max_retry_interval=2,
+    retry_on_deadlock=True, exception_checker=_sqlite_busy)
+
+
+class Database:
+    def __init__(self, url, sqlite_busy_timeout=30, wait_for_database=False):
+        """``wait_for_database``: try to connect now, as often as [database]
+        max_retries says (cs2os-conductor at start); else nothing connects
+        before the first query, which fails at once if it cannot."""
+        self.url = url
+        self._transactions = enginefacade.transaction_context()
+        settings = {"connection": url, "sqlite_fk": True,
+                    # cs2os reads its own writes at once (claims, leases):
+                    # every query goes to the primary, never a replica.
+                    "slave_connection": None}
+        if not wait_for_database:
+            settings["max_retries"] = 0
+        self._transactions.configure(**settings)
+        self._transactions.append_on_engine_create(functools.partial(
+            _on_engine_create, sqlite_busy_timeout=sqlite_busy_timeout))
+        self.engine = self._transactions.writer.get_engine()
+        # Sessions for db/plans.py (and anything that needs one): oslo.db's.
+        self._session = self._transactions.writer.get_sessionmaker()
+
+    def _writer(self):
+        """A transaction of its own (a new context: never joins the
+        caller's), committed when the block ends."""
+        return self._transactions.writer.using(_UnitOfWork())
+
+    def _reader(self):
+        return self._transactions.reader.using(_UnitOfWork())
+
+    @_retry_on_deadlock
     def create_migration(self, values):
         """Insert a migration.
 
@@ -70,7 +113,7 @@ class Database:
         migration it created first (with ``replayed`` set).
         """
         try:
-            with self._session.begin() as session:
+            with self._writer() as session:
                 row = models.Migration(**values)
                 session.add(row)
                 session.flush()
@@ -96,7 +139,7 @@ class Database:
         query = sa.select(models.Migration).where(
             models.Migration.idempotency_key == key,
             models.Migration.project_id == project_id)
-        with self._session() as session:
+        with self._reader() as session:
             row = session.scalars(query).first()
             return _to_dict(row) if row is not None else None
 
@@ -104,12 +147,12 @@ class Database:
         """The active migration of CloudStack VM ``vm_id``, or None."""
         query = sa.select(models.Migration).where(
             models.Migration.active_source == vm_id)
-        with self._session() as session:
+        with self._reader() as session:
             row = session.scalars(query).first()
             return _to_dict(row, events=False) if row is not None else None
 
     def get_migration(self, migration_id):
-        with self._session() as session:
+        with self._reader() as session:
             row = session.get(models.Migration, migration_id)
             if row is None:
                 raise exception.MigrationNotFound(migration_id=migration_id)
@@ -128,7 +171,7 @@ class Database:
             query = query.where(_filter(key, value))
         query = query.order_by(models.Migration.created_at.desc(),
                                models.Migration.id.desc())
-        with self._session() as session:
+        with self._reader() as session:
             if marker is not None:
                 last = session.get(models.Migration, marker)
                 if last is None:
@@ -142,6 +185,7 @@ class Database:
             return [_to_dict(r, events=False)
                     for r in session.scalars(query)]
 
+    @_retry_on_deadlock
     def update_migration(self, migration_id, values, expect=None):
         """Update a row; with ``expect`` ({column: value}) only if it still
         matches, so two conductors cannot both act on a stale read.
@@ -157,7 +201,7 @@ class Database:
         if final:
             values["active_source"] = None
         try:
-            with self._session.begin() as session:
+            with self._writer() as session:
                 count = session.execute(query.values(**values)).rowcount
                 if count == 0:
                     if session.get(models.Migration, migration_id) is None:
@@ -177,10 +221,11 @@ class Database:
                 state=holder["state"]) from None
         return self.get_migration(migration_id)
 
+    @_retry_on_deadlock
     def add_event(self, migration_id, step, kind, message, expect=None):
         """Append an event; with ``expect`` only if the row still matches
         (in the same transaction), else False."""
-        with self._session.begin() as session:
+        with self._writer() as session:
             if expect:
                 query = _update_where(migration_id, expect).values(
                     updated_at=models.utcnow())
@@ -200,9 +245,10 @@ class Database:
                    models.Migration.conductor.is_(None),
                    models.Migration.lease_until < now),
         ).order_by(models.Migration.created_at)
-        with self._session() as session:
+        with self._reader() as session:
             return list(session.scalars(query))
 
+    @_retry_on_deadlock
     def claim(self, migration_id, conductor, now, lease_until):
         """Take a migration if it is unclaimed, ours, or its lease expired.
 
@@ -216,12 +262,13 @@ class Database:
                    m.lease_until < now),
         ).values(conductor=conductor, lease_until=lease_until,
                  lease_epoch=m.lease_epoch + 1)
-        with self._session.begin() as session:
+        with self._writer() as session:
             if session.execute(query).rowcount != 1:
                 return None
             return session.scalar(sa.select(m.lease_epoch).where(
                 m.id == migration_id))
 
+    @_retry_on_deadlock
     def renew(self, migration_id, conductor, epoch, lease_until):
         """Extend a claim that is still this conductor's, at this epoch.
 
@@ -234,11 +281,12 @@ class Database:
             m.id == migration_id, m.conductor == conductor,
             m.lease_epoch == epoch,
         ).values(lease_until=lease_until)
-        with self._session.begin() as session:
+        with self._writer() as session:
             return session.execute(query).rowcount == 1
 
     # -- slots: migrations in flight per shared resource -------------------
 
+    @_retry_on_deadlock
     def acquire_slots(self, migration_id, limits):
         """One slot of each resource in ``limits`` ({resource: limit})
         for ``migration_id``: all of them, or none.
@@ -251,7 +299,7 @@ class Database:
         """
         slot = models.Slot
         try:
-            with self._session.begin() as session:
+            with self._writer() as session:
                 held = set(session.scalars(sa.select(slot.resource).where(
                     slot.migration_id == migration_id)))
                 for resource, limit in sorted(limits.items()):
@@ -278,7 +326,7 @@ class Database:
         slot = models.Slot
         query = sa.select(slot.migration_id).where(
             slot.resource == resource).order_by(slot.number)
-        with self._session() as session:
+        with self._reader() as session:
             return list(session.scalars(query))
 
 
@@ -298,9 +346,38 @@ def _update_where(migration_id, expect):
     return query
 
 
-def _sqlite_pragmas(dbapi_connection, _record):
+class _UnitOfWork:
+    """What enginefacade keeps a transaction's state on: one per block."""
+
+
+def _on_engine_create(engine, sqlite_busy_timeout):
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", functools.partial(
+            _sqlite_pragmas, busy_timeout=sqlite_busy_timeout))
+    # After oslo.db's own handler, which it follows in the chain.
+    event.listen(engine, "handle_error", _keep_integrity_errors,
+                 retval=True)
+
+
+def _keep_integrity_errors(context):
+    """A constraint violation stays SQLAlchemy's IntegrityError.
+
+    oslo.db turns it into DBDuplicateEntry, DBReferenceError or DBError;
+    cs2os's callers (this module, db/plans.py) catch IntegrityError and
+    then look at the rows, the same on every backend.  Deadlocks and lost
+    connections stay oslo.db's (DBDeadlock is what the retry looks for).
+    """
+    if isinstance(context.sqlalchemy_exception, sa.exc.IntegrityError) \
+            and isinstance(context.chained_exception, db_exc.DBError):
+        return context.sqlalchemy_exception
+    return None
+
+
+def _sqlite_pragmas(dbapi_connection, _record, busy_timeout):
+    # (oslo.db turns foreign keys on: sqlite_fk.)
     cursor = dbapi_connection.cursor()
     # WAL lets readers (API, list) go on while a migration writes.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    # How long a writer waits for another one's lock before giving up.
+    cursor.execute("PRAGMA busy_timeout=%d" % (busy_timeout * 1000))
     cursor.close()

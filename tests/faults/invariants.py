@@ -31,6 +31,7 @@ import uuid
 import libvirt
 
 from cs2os_agent import qemu_img
+from tests.faults import records
 from tools.testbed import harness as ft
 from tools.testbed import warm_chain
 
@@ -63,7 +64,10 @@ _JSON = ("source", "resources", "result", "options")
 def read_record(db_path, migration_id, events=True):
     """The migration's row as a dict (JSON columns decoded), or None.
 
+    ``db_path``: a SQLite file, or a database server's URL (records.py).
     Read-only, so it works while the conductor is dead or paused."""
+    if records.is_url(db_path):
+        return records.read_record(db_path, migration_id, events)
     conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True,
                            timeout=10)
     try:

@@ -1,7 +1,8 @@
 """Two conductors on one database: the one that was paused past its lease
 must not act again once the other took its migration over (invariant 3).
 
-Both conductors share one sqlite file ([database] connection), have
+Both conductors share one MariaDB database ([database] connection: a
+SQLite file has one conductor, the second would refuse to start), have
 lease_seconds = 10 (the option's minimum), different host names, and each
 its own CloudStack account, so every CloudStack call says which conductor
 made it.  A cold migration with a slow copy (a dedicated agent at 80
@@ -31,6 +32,7 @@ from tools.testbed import cloudstack_handlers
 from tools.testbed import conductor_process
 from tools.testbed import harness as ft
 from tools.testbed import images
+from tools.testbed import mariadb
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID
@@ -53,9 +55,16 @@ def agent(workdir, services, agent_api, minicloud,  # noqa: F811
 
 
 @pytest.fixture(scope="module")
+def database_url(workdir):
+    server = mariadb.MariaDBServer(workdir)
+    server.start()
+    yield server.create_database("faults_two_%s" % RUN_ID)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def conductors(workdir, services, cloud, minicloud, agent,  # noqa: F811
-               conductor_api, cloudstack_root):
-    db_path = os.path.join(workdir, "faults-two-%s.sqlite" % RUN_ID)
+               conductor_api, cloudstack_root, database_url):
     spool = os.path.join(workdir, "spool-faults-two")
     os.makedirs(spool, exist_ok=True)
     procs = []
@@ -64,12 +73,11 @@ def conductors(workdir, services, cloud, minicloud, agent,  # noqa: F811
         host = "cs2os-faults-%s-conductor-%s" % (RUN_ID, letter)
         proc = conductor_process.ConductorProcess(
             workdir, host, ft.TRANSPORT_URL, services["exchange"],
-            "sqlite:///%s" % db_path, "notifications-faults-%s" % RUN_ID,
+            database_url, "notifications-faults-%s" % RUN_ID,
             lease_seconds=LEASE,
             sections=conductor_sections(cloud, minicloud, cloudstack_root,
                                         spool, account=account))
         proc.account = account
-        proc.db_path = db_path
         procs.append(proc)
     procs[0].manage("db", "sync")
     for proc in procs:
@@ -110,7 +118,7 @@ class CallLog:
 
 def test_paused_conductor_is_fenced_after_takeover(
         conductors, conductor_api, ctxt, cloud, minicloud, cloudstack_root,
-        agent, workdir, monkeypatch):
+        agent, workdir, monkeypatch, database_url):
     started = time.monotonic()
     calls = CallLog(monkeypatch)
     # ~150 MiB of the overlay's own data: ~15 s at 10 MB/s.
@@ -118,7 +126,8 @@ def test_paused_conductor_is_fenced_after_takeover(
                 writes=((0x5A, 4 * MiB, 150 * MiB),),
                 template_size=256 * MiB)
     digest = images.sha256(vm.volume.overlay)
-    db_path = next(iter(conductors.values())).db_path
+    # The record, read from the shared database (invariants.read_record).
+    db_path = database_url
     created = conductor_api.create_migration(
         ctxt, {"source": vm.name, "host": minicloud.compute_host})
     mid = created["id"]

@@ -151,7 +151,7 @@ def test_config_loads_with_the_real_options(allinone):
         ep.name: ep for ep in metadata.entry_points(group="oslo.config.opts")
     }
     known = {}
-    for namespace in ("cs2os", "oslo.messaging", "oslo.log",
+    for namespace in ("cs2os", "oslo.db", "oslo.messaging", "oslo.log",
                       "keystonemiddleware.auth_token", "oslo.policy"):
         for group, opts in listers[namespace].load()():
             name = getattr(group, "name", group) or "DEFAULT"

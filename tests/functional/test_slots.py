@@ -1,17 +1,31 @@
 """Slots: limits on migrations in flight, on real SQLite, PostgreSQL and
-MariaDB, with several "conductors" (Database objects on the same URL,
-threads) taking and freeing slots at once."""
+MariaDB; several "conductors" (Database objects on the same URL, threads)
+taking and freeing slots at once on PostgreSQL and MariaDB, the databases
+several conductors may share (a SQLite file has one: db/sqlite_owner.py)."""
 
 import random
 import threading
 import time
 
+import pytest
+
 from cs2os_agent.db import api
+from cs2os_agent.db import migration
 
 # The engines and the fixtures that build a database at head, per engine.
 from tests.functional.test_database import database  # noqa: F401
+from tests.functional.test_database import empty_database
 from tests.functional.test_database import mariadb_server  # noqa: F401
 from tests.functional.test_database import pg_cluster  # noqa: F401
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def shared_database(request, workdir):
+    """A database at head that several conductors may share."""
+    db = empty_database(request, workdir)
+    migration.upgrade(db)
+    yield db
+    db.engine.dispose()
 
 
 def _new(db, mid, state="running"):
@@ -42,15 +56,15 @@ def test_a_full_resource_names_itself_and_an_end_frees_it(database):  # noqa: F8
     assert "m2" in db.slot_holders("kvm:h1")
 
 
-def test_conductors_at_once_never_exceed_a_limit(database):  # noqa: F811
+def test_conductors_at_once_never_exceed_a_limit(shared_database):
     """Four conductors (own engines, own connections), 24 migrations on
     one KVM host with 3 slots, each holding for a random while: never
     more than 3 hold one, and every migration gets one in the end."""
-    url = database.engine.url.render_as_string(hide_password=False)
+    url = shared_database.engine.url.render_as_string(hide_password=False)
     conductors = [api.Database(url) for _ in range(4)]
     mids = ["mig-%02d" % n for n in range(24)]
     for mid in mids:
-        _new(database, mid)
+        _new(shared_database, mid)
     limit = 3
     peak, errors, done = [0], [], []
     lock = threading.Lock()
@@ -83,4 +97,4 @@ def test_conductors_at_once_never_exceed_a_limit(database):  # noqa: F811
     assert sorted(done) == mids
     # The limit was reached (the test can tell) and never passed.
     assert peak[0] == limit
-    assert database.slot_holders("kvm:h1") == []
+    assert shared_database.slot_holders("kvm:h1") == []
