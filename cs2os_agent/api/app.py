@@ -28,13 +28,22 @@ from cs2os_agent.api import errors
 from cs2os_agent.api import migrations
 from cs2os_agent.api import openapi
 from cs2os_agent.api import plans
+from cs2os_agent.api import versioning
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.common import microversions
 
 LOG = logging.getLogger(__name__)
 
+# As Nova's: "version" is the maximum microversion (keystoneauth's
+# discovery reads it), "max_version" says the same as Placement's does.
 VERSION = {"id": "v1", "status": "CURRENT",
-           "min_version": "", "version": ""}
+           "min_version": str(microversions.MIN_VERSION),
+           "version": str(microversions.MAX_VERSION),
+           "max_version": str(microversions.MAX_VERSION)}
+# The version documents answer whatever version a client asks for: a
+# client reads them to find out which versions it may ask for.
+UNVERSIONED = ("", "/", "/v1", "/v1/", openapi.PATH)
 
 
 class Router:
@@ -67,10 +76,13 @@ class Router:
     @webob.dec.wsgify
     def __call__(self, request):
         try:
-            return self._dispatch(request)
+            if request.environ.get("PATH_INFO", "") not in UNVERSIONED:
+                versioning.negotiate(request)
+            resp = self._dispatch(request)
         except Exception as exc:  # noqa: BLE001 - every error becomes JSON
-            return errors.from_exception(request, exc,
+            resp = errors.from_exception(request, exc,
                                          self.conductor_timeout)
+        return versioning.stamp(request, resp)
 
     def _dispatch(self, request):
         path = wsgi_util.path_info(request)
@@ -79,6 +91,8 @@ class Router:
             match = pattern.fullmatch(path)
             if not match:
                 continue
+            # A route newer than the request's version is not there (404).
+            versioning.require_route(request, path)
             handler = handlers.get(request.method)
             if handler is None:
                 allowed = ", ".join(sorted(handlers))

@@ -33,7 +33,12 @@ def make_client(instance):
     version = getattr(instance, "_api_version", {}).get(
         API_NAME, DEFAULT_API_VERSION
     )
-    client_class = utils.get_client_class(API_NAME, version, API_VERSIONS)
+    # "1.N" pins microversion N of API 1; "1" negotiates (osc/versions.py).
+    from cs2os_agent.osc import versions
+
+    microversion = versions.parse_option(version)
+    client_class = utils.get_client_class(
+        API_NAME, version.split(".")[0], API_VERSIONS)
     endpoint_override = instance.get_configuration().get(
         ENDPOINT_OVERRIDE_KEY
     )
@@ -45,7 +50,18 @@ def make_client(instance):
         region_name=instance.region_name,
         interface=instance.interface,
         endpoint_override=endpoint_override,
+        api_version=microversion,
     )
+
+
+def check_api_version(version):
+    """OSC's hook for ``--os-cs2os-api-version``: "1", "1.latest" or
+    "1.N" up to this client's newest; True skips OSC's own check, which
+    knows only the major versions of API_VERSIONS."""
+    from cs2os_agent.osc import versions
+
+    versions.parse_option(version)
+    return True
 
 
 def build_option_parser(parser):
@@ -56,8 +72,9 @@ def build_option_parser(parser):
         default=utils.env(
             "OS_CS2OS_API_VERSION", default=DEFAULT_API_VERSION
         ),
-        help="cs2os API version, default=%s (Env: OS_CS2OS_API_VERSION)"
-        % DEFAULT_API_VERSION,
+        help="cs2os API version: 1 (default) speaks the newest microversion "
+        "this client and the server share, 1.N pins microversion N "
+        "(Env: OS_CS2OS_API_VERSION)",
     )
     parser.add_argument(
         "--os-cs2os-endpoint",

@@ -22,6 +22,9 @@ from tools.testbed import conductor_process
 from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
+# Requests using fields added after API 1.0 (test_api_microversions.py
+# covers the versions themselves).
+LATEST = {"OpenStack-API-Version": "cs2os latest"}
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +122,14 @@ def test_the_target_project_crosses_the_bus(api):
     # target_project_id.
     resp = requests.post(api.url + "/v1/migrations", json={"migration": {
         "source": "proj-%s" % RUN_ID, "project": " tenant-%s " % RUN_ID}},
-        timeout=30)
+        headers=LATEST, timeout=30)
     assert resp.status_code == 202, resp.text
     created = resp.json()["migration"]
     # Resolved by the first step; the creator's project stays.
     assert created["project_id"] == "noauth"
     assert "target_project_id" in created
     listed = requests.get(api.url + "/v1/migrations?project=nobody-%s"
-                          % RUN_ID, timeout=30)
+                          % RUN_ID, headers=LATEST, timeout=30)
     assert listed.status_code == 200, listed.text
     assert listed.json()["migrations"] == []
     every = requests.get(api.url + "/v1/migrations?source=proj-%s" % RUN_ID,
@@ -134,7 +137,8 @@ def test_the_target_project_crosses_the_bus(api):
     assert [m["id"] for m in every] == [created["id"]]
     # What JSON Schema cannot say, the conductor does, naming the field.
     resp = requests.post(api.url + "/v1/migrations", json={"migration": {
-        "source": "proj-%s" % RUN_ID, "project": "a\u200bb"}}, timeout=30)
+        "source": "proj-%s" % RUN_ID, "project": "a\u200bb"}},
+        headers=LATEST, timeout=30)
     assert resp.status_code == 400
     assert resp.json()["errors"][0]["code"] == "cs2os.Invalid"
     assert "project" in resp.json()["errors"][0]["detail"]
@@ -163,7 +167,7 @@ def test_client_mistakes_are_4xx_with_the_reason(api):
     resp = requests.post(api.url + "/v1/migrations",
                          json={"migration": {"source": "x",
                                              "cutover": "manual"}},
-                         timeout=30)
+                         headers=LATEST, timeout=30)
     # A cross-field rule of the schema (the conductor has it too): a cold
     # migration has no cutover.
     assert resp.status_code == 400
@@ -217,7 +221,7 @@ def test_the_known_500s_are_400s_naming_the_problem(api):
 
 
 def test_a_repeated_idempotency_key_gets_the_same_migration(api):
-    key = {"Idempotency-Key": "fuzz-%s-once" % RUN_ID}
+    key = dict(LATEST, **{"Idempotency-Key": "fuzz-%s-once" % RUN_ID})
     body = {"migration": {"source": "idem-%s" % RUN_ID}}
     first = requests.post(api.url + "/v1/migrations", json=body,
                           headers=key, timeout=30)
@@ -230,7 +234,9 @@ def test_a_repeated_idempotency_key_gets_the_same_migration(api):
                           timeout=30).json()["migrations"]
     assert [m["id"] for m in listed] == [first.json()["migration"]["id"]]
     resp = requests.post(api.url + "/v1/migrations", json=body,
-                         headers={"Idempotency-Key": "caf\xe9"}, timeout=30)
+                         headers=dict(LATEST,
+                                      **{"Idempotency-Key": "caf\xe9"}),
+                         timeout=30)
     assert resp.status_code == 400
     assert resp.json()["errors"][0]["detail"].startswith(
         "header Idempotency-Key: 'caf\xe9' must be 1-255 printable ASCII")

@@ -9,6 +9,7 @@ through their RPC API modules; what both use sits outside both rooms
 
 import ast
 import pathlib
+import sys
 
 import pytest
 
@@ -90,8 +91,20 @@ def test_the_cli_imports_only_the_vocabulary_of_the_service():
         (name, target) for name in MODULES if _in(name, ("cs2os_agent.osc",))
         for target in _imports(MODULES[name])
         if not _in(target, ("cs2os_agent.osc",))
-        and target not in ("cs2os_agent", "cs2os_agent.common.states"))
+        and target not in ("cs2os_agent", "cs2os_agent.common.states",
+                           "cs2os_agent.common.microversions"))
     assert service == []
+
+
+def test_the_microversion_table_needs_only_the_standard_library():
+    # The CLI reads it (osc/versions.py) in an install without the
+    # server's requirements.
+    tree = ast.parse((PACKAGE / "common" / "microversions.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert imported <= set(sys.stdlib_module_names)
 
 
 def test_states_depends_on_nothing():

@@ -66,8 +66,14 @@ def call(app, method, path, body=None, headers=None,
         req.body = body if isinstance(body, bytes) else \
             json.dumps(body).encode()
         req.content_type = content_type
+    # The current API unless a test asks for an older one (no header is
+    # 1.0: tests/unit/api/test_microversions.py).
+    req.headers["OpenStack-API-Version"] = "cs2os latest"
     for name, value in (headers or {}).items():
-        req.headers[name] = value
+        if value is None:
+            del req.headers[name]
+        else:
+            req.headers[name] = value
     resp = req.get_response(app)
     data = json.loads(resp.body) if resp.body else None
     return resp, data
