@@ -15,8 +15,10 @@ from cs2os_agent.api import errors
 from cs2os_agent.api import policy
 from cs2os_agent.api import progress
 from cs2os_agent.api import schemas
+from cs2os_agent.api import versioning
 from cs2os_agent.api import wsgi_util
 from cs2os_agent.common import exception
+from cs2os_agent.common import microversions
 from cs2os_agent.common import states
 from cs2os_agent.conductor import request as request_schema
 
@@ -46,8 +48,9 @@ PROJECT_RESULT = (
     "internal_snapshots")
 
 
-def view(record, with_events=True, details=True):
-    """``details``: the caller may see HOST_DETAILS."""
+def view(record, with_events=True, details=True, hidden=()):
+    """``details``: the caller may see HOST_DETAILS; ``hidden``: fields
+    the request's API version does not have (common/microversions.py)."""
     body = {name: record.get(name) for name in FIELDS}
     if not details:
         for name in HOST_FIELDS:
@@ -66,16 +69,26 @@ def view(record, with_events=True, details=True):
     body["config_drive"] = bool(options.get("config_drive"))
     body["keep_snapshots"] = bool(options.get("keep_snapshots"))
     body["volume_type"] = options.get("volume_type")
+    body["start_at"] = options.get("start_at")
     if record.get("mode") == states.WARM:
         body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.
         body["cutover_method"] = request_schema.effective_cutover_method(
             options)
         body["cutover_requested"] = options.get("cutover_requested")
+        body["cutover_window"] = options.get("cutover_window")
     body["progress"] = progress.view(record)
     if with_events:
         body["events"] = record.get("events", [])
+    for name in hidden:
+        body.pop(name, None)
     return body
+
+
+def _view(request, record, **kwargs):
+    return view(record, details=policy.check(
+        wsgi_util.context(request), HOST_DETAILS),
+        hidden=versioning.hidden(request, "migration"), **kwargs)
 
 
 class MigrationsController:
@@ -89,8 +102,12 @@ class MigrationsController:
         key = schemas.validate_header(request,
                                       schemas.IDEMPOTENCY_KEY_HEADER,
                                       schemas.IDEMPOTENCY_KEY)
-        body = schemas.validate(schemas.CREATE_MIGRATION,
-                                wsgi_util.json_body(request))
+        raw = wsgi_util.json_body(request)
+        versioning.require(request, (
+            ["header.%s" % schemas.IDEMPOTENCY_KEY_HEADER]
+            if key is not None else []))
+        versioning.require_body(request, "migration", raw)
+        body = schemas.validate(schemas.CREATE_MIGRATION, raw)
         wanted = {k: v for k, v in body["migration"].items()
                   if v is not None}
         if key is not None:
@@ -103,8 +120,8 @@ class MigrationsController:
             # A preflight: nothing was recorded, nothing has a location.
             return wsgi_util.json_response(
                 200, {"preflight": record["preflight"]})
-        resp = wsgi_util.json_response(202, {"migration": view(
-            record, details=policy.check(context, HOST_DETAILS))})
+        resp = wsgi_util.json_response(202, {"migration": _view(
+            request, record)})
         resp.location = self._url(request, record["id"])
         return resp
 
@@ -113,6 +130,8 @@ class MigrationsController:
         policy.authorize(context, "cs2os:migration:list")
         every_project = policy.check(context, LIST_ALL)
         params = schemas.validate_query(wsgi_util.query_params(request))
+        versioning.require(request, microversions.query_features(
+            "migrations", params))
         limit = min(params.pop("limit", self.max_limit), self.max_limit)
         marker = params.pop("marker", None)
         filters = dict(params)
@@ -128,9 +147,12 @@ class MigrationsController:
             raise errors.ApiError(
                 400, "marker %s is not a known migration" % marker,
                 "cs2os.InvalidMarker") from None
+        # Policy and version once for the page, not once per record.
         details = policy.check(context, HOST_DETAILS)
-        body = {"migrations": [view(r, with_events=False, details=details)
-                               for r in records]}
+        hidden = versioning.hidden(request, "migration")
+        body = {"migrations": [
+            view(r, with_events=False, details=details, hidden=hidden)
+            for r in records]}
         if len(records) == limit:
             # A full page: there may be more after its last record.
             query = dict(params, limit=limit, marker=records[-1]["id"])
@@ -171,8 +193,8 @@ class MigrationsController:
         policy.authorize(context, "cs2os:migration:get")
         self._check_id(migration_id)
         record = self._get(context, "cs2os:migration:get", migration_id)
-        return wsgi_util.json_response(200, {"migration": view(
-            record, details=policy.check(context, HOST_DETAILS))})
+        return wsgi_util.json_response(200, {"migration": _view(
+            request, record)})
 
     def _get(self, context, rule, migration_id):
         """The record, if ``context`` may do ``rule`` on it; one of
@@ -192,8 +214,9 @@ class MigrationsController:
         # with the body parsed, the rule of the action asked for.
         policy.authorize_any(context, ["cs2os:migration:%s" % a
                                        for a in ACTIONS])
-        body = schemas.validate(schemas.MIGRATION_ACTION,
-                                wsgi_util.json_body(request))
+        raw = wsgi_util.json_body(request)
+        versioning.require_body(request, "migration_action", raw)
+        body = schemas.validate(schemas.MIGRATION_ACTION, raw)
         ((name, args),) = body.items()
         rule = "cs2os:migration:%s" % name
         policy.authorize(context, rule)
@@ -207,8 +230,8 @@ class MigrationsController:
                 context, migration_id, args.get("method"))
         else:
             record = self.conductor.retry_migration(context, migration_id)
-        return wsgi_util.json_response(202, {"migration": view(
-            record, details=policy.check(context, HOST_DETAILS))})
+        return wsgi_util.json_response(202, {"migration": _view(
+            request, record)})
 
     @staticmethod
     def _check_id(migration_id):

@@ -84,10 +84,14 @@ _LINKS = {"type": "array", "items": {
     "type": "object", "required": ["rel", "href"],
     "properties": {"rel": _STRING, "href": _STRING}}}
 _VERSION = {
-    "type": "object", "required": ["id", "status", "links"],
+    "type": "object",
+    "required": ["id", "status", "min_version", "max_version", "links"],
+    "description": "min_version and max_version: the microversions "
+                   "served (OpenStack-API-Version: cs2os 1.N); version is "
+                   "max_version, as Nova says it",
     "properties": {"id": _STRING, "status": _STRING,
-                   "min_version": _STRING, "version": _STRING,
-                   "links": _LINKS}}
+                   "min_version": _STRING, "max_version": _STRING,
+                   "version": _STRING, "links": _LINKS}}
 
 
 def _migration(with_events):
@@ -159,6 +163,13 @@ def _migration(with_events):
                               "description": "warm migrations only: who "
                                              "asked for the cutover, when, "
                                              "which method"},
+        "start_at": {"type": "string", "nullable": True,
+                     "description": "the requested start time (UTC): "
+                                    "queued until then"},
+        "cutover_window": {"type": "object", "nullable": True,
+                           "description": "warm migrations only: the "
+                                          "window (start, end, UTC) the "
+                                          "cutover must begin in"},
     })
     required = ["id", "state", "step", "mode", "source_ref"]
     if with_events:
@@ -358,13 +369,15 @@ def _paths():
 def _document():
     # Here, not at the top: openapi_plans builds on this module.
     from cs2os_agent.api import openapi_plans
+    from cs2os_agent.api import openapi_versions
 
     responses = {name: _json(_ref("schemas", "Error"), text)
                  for name, text in _RESPONSES.items()}
     # keystonemiddleware answers a missing or bad token with its own body.
     responses["Unauthorized"] = _json(
         _OBJECT, "No valid Keystone token (X-Auth-Token)")
-    return {
+    # Each operation and field added after 1.0 says which version it needs.
+    return openapi_versions.annotate({
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "cs2os API",
@@ -388,7 +401,7 @@ def _document():
                 "description": "A Keystone token"}},
         },
         "security": [{"keystone": []}],
-    }
+    })
 
 
 def document(server_url=None):

@@ -26,6 +26,16 @@ _ROW = {
                       "description": "the last validate's result: ok, "
                                      "summary, findings, estimate"}}}
 
+_EVENT = {
+    "type": "object",
+    "description": "the plan's event log, oldest first: created, "
+                   "validated, started, migration_created, skipped, "
+                   "not_started, ended (a VM's migration, with its state), "
+                   "cancelled, retried, done",
+    "properties": {"created_at": _STRING, "kind": _STRING,
+                   "vm": _NULLABLE_STRING,
+                   "migration_id": _NULLABLE_STRING, "message": _STRING}}
+
 
 def plan_schema(with_vms):
     props = {name: _NULLABLE_STRING for name in (
@@ -35,6 +45,9 @@ def plan_schema(with_vms):
         "state": {"type": "string", "enum": list(schemas.PLAN_STATES)},
         "defaults": {"type": "object"},
         "selector": {"type": "object", "nullable": True},
+        "limits": {"type": "object", "nullable": True,
+                   "description": "the plan's own caps on its migrations "
+                                  "in flight"},
         "counts": {"type": "object", "properties": {
             s: _INTEGER for s in _STATES}},
         "vm_count": _INTEGER, "bytes_done": _INTEGER,
@@ -46,6 +59,8 @@ def plan_schema(with_vms):
     required = ["id", "name", "state", "counts"]
     if with_vms:
         props["vms"] = {"type": "array", "items": _ROW}
+        # (Not required: an API version before 1.12 leaves it out.)
+        props["events"] = {"type": "array", "items": _EVENT}
         required.append("vms")
     return {"type": "object", "required": required, "properties": props}
 

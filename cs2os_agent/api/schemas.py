@@ -48,6 +48,15 @@ _WARM_ONLY = {
     ],
 }
 
+_WINDOW_WARM_ONLY = {
+    "description": "cutover_window applies to warm migrations only",
+    "anyOf": [
+        {"not": {"required": ["cutover_window"]}},
+        {"properties": {"mode": {"enum": [states.WARM]}},
+         "required": ["mode"]},
+    ],
+}
+
 # keep_snapshots: true is refused for a warm migration (the mirror copies
 # the current state only); false is accepted with either mode.
 _COLD_ONLY = {
@@ -59,6 +68,23 @@ _COLD_ONLY = {
                  "required": ["mode"]}},
     ],
 }
+
+# ISO 8601 with a UTC offset; the conductor parses it (and refuses a time
+# without an offset, naming the field).
+_TIME = {"type": "string", "minLength": 1, "maxLength": 64,
+         "description": "ISO 8601 time with its UTC offset, e.g. "
+                        "2026-12-07T02:00:00Z"}
+_START_AT = dict(_TIME, description="ISO 8601 time with its UTC offset "
+                 "(e.g. 2026-12-07T02:00:00Z): the migration stays queued, "
+                 "cancellable, until then")
+_CUTOVER_WINDOW = {
+    "type": "object", "required": ["start", "end"],
+    "properties": {"start": _TIME, "end": _TIME},
+    "additionalProperties": False,
+    "description": "warm only: the mirror is held READY until start and "
+                   "the cutover begins before end; if end passes first "
+                   "the migration fails and the CloudStack VM keeps "
+                   "running (refused: an end before the start, or past)"}
 
 CREATE_MIGRATION = {
     "type": "object",
@@ -107,10 +133,12 @@ CREATE_MIGRATION = {
                                    "(what would be done, what would stop "
                                    "it) and record and create nothing"},
                 "project": _PROJECT,
+                "start_at": _START_AT,
+                "cutover_window": _CUTOVER_WINDOW,
             },
             "required": ["source"],
             "additionalProperties": False,
-            "allOf": [_WARM_ONLY, _COLD_ONLY],
+            "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY],
         },
     },
     "required": ["migration"],
@@ -166,12 +194,14 @@ _PLAN_FIELDS = {
         "migration"]["properties"].items()
         if k not in ("source", "dry_run")},
     "additionalProperties": False,
-    "allOf": [_WARM_ONLY, _COLD_ONLY],
+    "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY],
 }
 _TAG = {"allOf": [_NAME, {"pattern": "=",
                           "description": "key=value"}]}
 PLAN_SELECTOR_KEYS = ("account", "domain", "project", "zone", "tag", "host",
                       "pool")
+PLAN_LIMIT_KEYS = ("max_in_flight", "max_per_compute_host",
+                   "max_per_kvm_host", "max_per_pool")
 CREATE_PLAN = {
     "type": "object",
     "properties": {"plan": {
@@ -197,6 +227,19 @@ CREATE_PLAN = {
                                "the KVM host; pool the primary storage of "
                                "the ROOT volume), resolved at create into "
                                "the plan's VMs, after those in vms"},
+            "limits": {
+                "type": "object",
+                "properties": {k: {"type": "integer", "minimum": 0,
+                                   "maximum": 10000}
+                               for k in PLAN_LIMIT_KEYS},
+                "additionalProperties": False,
+                "description": "caps on the plan's own migrations in "
+                               "flight (0: none), in addition to the "
+                               "[conductor] max_* limits on everyone's"},
+            "start_at": dict(_START_AT, description="the default start "
+                             "time of the plan's migrations (a VM's "
+                             "overrides may set its own); not with "
+                             "defaults.start_at"),
         },
         "required": ["name"],
         "additionalProperties": False,
@@ -224,13 +267,17 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _MAX_DIGITS = 18
 
 
+# The rules between fields that name the mode they were broken under.
+_CROSS_FIELD = (_WARM_ONLY, _WINDOW_WARM_ONLY)
+
+
 def _first_error(schema, instance):
     validator = jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.FormatChecker())
     found = list(validator.iter_errors(instance))
     # A cross-field rule is reported only when each field is fine alone:
     # "'hot' is not one of ['cold', 'warm']" says more than the rule.
-    plain = [e for e in found if e.schema is not _WARM_ONLY]
+    plain = [e for e in found if e.schema not in _CROSS_FIELD]
     if plain or not found:
         return jsonschema.exceptions.best_match(plain)
     # The rule itself, not best_match's pick among its branches ("'cold'
@@ -248,9 +295,9 @@ def _message(error):
 
 
 def _text(error):
-    if error.schema is _WARM_ONLY:
+    if error.schema in _CROSS_FIELD:
         mode = error.instance.get("mode", states.DEFAULT_MODE)
-        return "%s (mode is %s)" % (_WARM_ONLY["description"], mode)
+        return "%s (mode is %s)" % (error.schema["description"], mode)
     if error.validator in ("pattern", "not") and \
             "description" in error.schema:
         # Not "does not match '\\S'": what the value must be.

@@ -10,6 +10,10 @@ Every claim has an epoch (db.api.claim): the flow writes and acts only
 while the record still names this conductor at that epoch, so a conductor
 that was paused or cut off past its lease cannot act next to the one that
 took over (FlowContext.guard).
+
+A queued migration with a start time (conductor/schedule.py) is claimed
+by nobody before then: submit() leaves it and sets a timer for that time
+(adopt() at each renewal finds it too, on any conductor).
 """
 
 import concurrent.futures
@@ -21,6 +25,7 @@ from oslo_utils import timeutils
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import schedule
 from cs2os_agent.conductor.flow import runner
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class Engine:
         self._epochs = {}  # migration id -> the epoch of our claim
         self._stop = threading.Event()
         self._renewer = None
+        self._timers = {}  # start time -> the Timer that adopts then
 
     def start(self):
         self.adopt()
@@ -54,8 +60,16 @@ class Engine:
             if ctx is not None:
                 ctx.request_stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
 
     def submit(self, migration_id):
+        with self._lock:
+            if migration_id in self._running:
+                return False  # (before any read: adopt() asks often)
+        if self._not_yet(migration_id):
+            return False
         with self._lock:
             if migration_id in self._running:
                 return False
@@ -68,6 +82,34 @@ class Engine:
             self._epochs[migration_id] = epoch
         self._pool.submit(self._run, migration_id)
         return True
+
+    def _not_yet(self, migration_id):
+        """True (and a timer set) if it waits for its start time."""
+        try:
+            record = self.db.get_migration(migration_id)
+        except exception.MigrationNotFound:
+            return False  # the claim finds nothing either
+        when = schedule.waiting_to_start(record)
+        if when is None:
+            return False
+        with self._lock:
+            if when not in self._timers and not self._stop.is_set():
+                delay = (when - schedule.now()).total_seconds()
+                timer = threading.Timer(max(delay, 0) + 0.5, self._at_start,
+                                        args=(when,))
+                timer.daemon = True
+                self._timers[when] = timer
+                timer.start()
+        return True
+
+    def _at_start(self, when):
+        with self._lock:
+            self._timers.pop(when, None)
+        try:
+            self.adopt()
+        except Exception:
+            LOG.exception("Starting migrations due at %s failed",
+                          schedule.iso(when))
 
     def cancel(self, migration_id):
         """Ask the flow running ``migration_id`` here to stop."""

@@ -15,6 +15,7 @@ from cs2os_agent.common import states
 from cs2os_agent.conductor import plans
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor import rpcapi
+from cs2os_agent.conductor import schedule
 
 LOG = logging.getLogger(__name__)
 
@@ -68,13 +69,15 @@ class ConductorManager:
             return self._dry_run(req)
         return self._create(context, req)
 
-    def _create_planned(self, context, req, plan_id):
+    def _create_planned(self, context, req, plan_id, position=None):
         """A plan's migration (validated request ``req``): the same path,
-        checks and limits as create_migration, with its plan recorded.
+        checks and limits as create_migration, with its plan (and its
+        place in the plan, which orders waiters for a slot) recorded.
         (Private: not an RPC method; conductor/plans.py calls it.)"""
-        return self._create(context, req, plan_id=plan_id)
+        return self._create(context, req, plan_id=plan_id,
+                            position=position)
 
-    def _create(self, context, req, plan_id=None):
+    def _create(self, context, req, plan_id=None, position=None):
         key = req.get("idempotency_key")
         if key:
             first = self.db.find_by_idempotency_key(context.project_id, key)
@@ -85,9 +88,12 @@ class ConductorManager:
         for name in ("config_drive", "keep_snapshots"):
             if req.get(name):
                 options[name] = True
-        for name in ("cutover", "cutover_method", "project", "volume_type"):
+        for name in ("cutover", "cutover_method", "project", "volume_type",
+                     "start_at", "cutover_window"):
             if req.get(name) is not None:
                 options[name] = req[name]
+        if position is not None:
+            options["plan_position"] = position
         migration = self.db.create_migration({
             "id": uuidutils.generate_uuid(),
             "source_ref": req["source"],
@@ -115,6 +121,12 @@ class ConductorManager:
                  migration["id"], req["source"], context.user_id)
         if self.notifier is not None:
             self.notifier.emit(context, "create", migration)
+        if schedule.waiting_to_start(migration) is not None:
+            # Said once, on the record: the engine claims it then.
+            self.db.add_event(
+                migration["id"], states.FIRST_STEP, "info",
+                "queued until its start time %s (start_at): no conductor "
+                "takes it before then" % migration["options"]["start_at"])
         self.engine.submit(migration["id"])
         return migration
 
@@ -182,7 +194,8 @@ class ConductorManager:
         self.engine.cancel(migration_id)
         # A copy in progress stops at once, wherever its flow runs.
         host = migration["resources"].get("host")
-        if migration["step"] == states.COPY_STEP and host and self.agent_api:
+        if migration["step"] in states.AGENT_COPY_STEPS and host \
+                and self.agent_api:
             try:
                 self.agent_api.cancel(context, host, migration_id)
             except Exception:  # noqa: BLE001 - the flow notices anyway

@@ -3,6 +3,7 @@ bytes done of the whole; a running plan whose migrations are all final
 becomes ``done`` here (the conductor is the only writer)."""
 
 from cs2os_agent.common import states
+from cs2os_agent.conductor import plan_events
 from cs2os_agent.db import plans as plan_db
 
 SKIPPED = "skipped"  # by preflight: a critical finding
@@ -51,13 +52,16 @@ def view(db, plan, rows=True):
     counts = dict.fromkeys(COUNTED, 0)
     for row in vms:
         counts[_count(row["state"])] += 1
+    done = None
     if plan["state"] == "running" and all(r["state"] in FINAL for r in vms):
-        plan = plan_db.update(db, plan["id"], {"state": "done"},
-                              expect_state="running") or plan_db.get(
-                                  db, plan["id"])
-    body = {k: plan[k] for k in (
+        done = plan_db.update(db, plan["id"], {"state": "done"},
+                              expect_state="running")
+        plan = done or plan_db.get(db, plan["id"])
+    if plan["state"] != "draft":
+        plan_events.catch_up(db, plan, vms, migrations, done is not None)
+    body = {k: plan.get(k) for k in (
         "id", "name", "state", "user_id", "project_id", "defaults",
-        "selector", "created_at", "updated_at")}
+        "selector", "limits", "created_at", "updated_at")}
     body.update(
         counts=counts, vm_count=len(vms),
         bytes_done=sum(r["bytes_done"] or 0 for r in vms),
@@ -67,4 +71,5 @@ def view(db, plan, rows=True):
                 for r in vms if r["state"] in (states.FAILED, NOT_STARTED)])
     if rows:
         body["vms"] = vms
+        body["events"] = plan_db.events(db, plan["id"])
     return body

@@ -11,7 +11,6 @@ the others.  The plan is ``done`` once every migration is final.
 """
 
 import functools
-import re
 
 from oslo_log import log as logging
 from oslo_utils import uuidutils
@@ -20,6 +19,8 @@ from cs2os_agent import conf
 from cs2os_agent.cloudstack import client as cloudstack_client
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import plan_events
+from cs2os_agent.conductor import plan_input
 from cs2os_agent.conductor import plan_view
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.db import plans as plan_db
@@ -28,15 +29,6 @@ LOG = logging.getLogger(__name__)
 
 DRAFT, RUNNING, DONE, CANCELLED = "draft", "running", "done", "cancelled"
 PLAN_STATES = (DRAFT, RUNNING, DONE, CANCELLED)
-# What defaults and per-VM overrides may set: a request's fields but the
-# VM itself, dry_run and the idempotency key.
-FIELDS = ("host", "flavor", "mode", "cutover", "cutover_method",
-          "delete_source", "networks", "drop_unmapped_nics", "config_drive",
-          "keep_snapshots", "project", "volume_type")
-SELECTOR = ("account", "domain", "project", "zone", "tag", "host", "pool")
-MAX_VMS = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 # In common/exception.py, which oslo.messaging re-creates remote errors
 # from: the API answers them by their code like every other.
@@ -59,84 +51,31 @@ def _invalid(reason):
     return exception.Invalid(reason=reason)
 
 
-def _name(value, what):
-    """As the API's schema says a name is: not blank, at most 255
-    characters, no control characters (C0 and DEL)."""
-    if not isinstance(value, str) or not value.strip() \
-            or len(value) > 255 or _CONTROL.search(value):
-        raise _invalid("%s must be 1 to 255 characters without control "
-                       "characters, not blank" % what)
-    return value.strip()
-
-
-def _fields(values, where, defaults=None):
-    """``values`` (defaults or overrides) checked as a request would be,
-    over ``defaults``; raises Invalid naming ``where``."""
-    if not isinstance(values, dict):
-        raise _invalid("%s must be an object" % where)
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise _invalid("%s: unknown field(s) %s; known: %s" % (
-            where, ", ".join(map(str, unknown)), ", ".join(FIELDS)))
-    try:
-        request_schema.validate(dict(defaults or {}, **values, source="x"))
-    except exception.Invalid as exc:
-        raise _invalid("%s: %s" % (where, exc.kwargs.get("reason"))) \
-            from None
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _items(vms, defaults):
-    if not isinstance(vms, list):
-        raise _invalid("vms must be a list of VM ids or names, or of "
-                       "{vm, overrides} objects")
-    items = []
-    for entry in vms:
-        overrides = {}
-        if isinstance(entry, dict):
-            extra = sorted(set(entry) - {"vm", "overrides"})
-            if extra:
-                raise _invalid("vms: unknown key(s) %s; known: vm, "
-                               "overrides" % ", ".join(map(str, extra)))
-            overrides = entry.get("overrides") or {}
-            entry = entry.get("vm")
-        ref = _name(entry, "a VM (its CloudStack id or name)")
-        items.append({"vm": ref, "overrides": _fields(
-            overrides, "overrides of %s" % ref, defaults)})
-    return items
-
-
-def _selector(selector):
-    if not isinstance(selector, dict) or not selector:
-        raise _invalid("selector must be an object with one or more of %s"
-                       % ", ".join(SELECTOR))
-    unknown = sorted(set(selector) - set(SELECTOR))
-    if unknown:
-        raise _invalid("selector: unknown key(s) %s; known: %s" % (
-            ", ".join(map(str, unknown)), ", ".join(SELECTOR)))
-    out = {k: _name(v, "selector %s" % k) for k, v in selector.items()}
-    if "tag" in out and "=" not in out["tag"]:
-        raise _invalid("selector tag must be key=value")
-    return out
-
-
 def create(mgr, context, body):
     """Record a plan (state draft) from ``body``: {"name", "defaults",
     "vms": [ref or {"vm", "overrides"}], "selector": {...}}; a selector
     is resolved now, into VMs after the listed ones."""
     if not isinstance(body, dict):
         raise _invalid("a plan must be an object")
-    unknown = sorted(set(body) - {"name", "defaults", "vms", "selector"})
+    unknown = sorted(set(body) - set(plan_input.PLAN_KEYS))
     if unknown:
-        raise _invalid("unknown plan field(s) %s; known: name, defaults, "
-                       "vms, selector" % ", ".join(map(str, unknown)))
-    name = _name(body.get("name"), "name")
-    defaults = _fields(body.get("defaults") or {}, "defaults")
-    items = _items(body.get("vms") or [], defaults)
+        raise _invalid("unknown plan field(s) %s; known: %s" % (
+            ", ".join(map(str, unknown)), ", ".join(plan_input.PLAN_KEYS)))
+    name = plan_input.name(body.get("name"), "name")
+    defaults = dict(body.get("defaults") or {})
+    if body.get("start_at") is not None:
+        # The plan's start time is its VMs' default one.
+        if defaults.get("start_at") is not None:
+            raise _invalid("start_at is given twice: in the plan and in "
+                           "its defaults")
+        defaults["start_at"] = body["start_at"]
+    defaults = plan_input.fields(defaults, "defaults")
+    limits = plan_input.limits(body.get("limits"))
+    items = plan_input.items(body.get("vms") or [], defaults)
     selector = None
     _resolve(mgr, items)
     if body.get("selector") is not None:
-        selector = _selector(body["selector"])
+        selector = plan_input.selector(body["selector"])
         for vm in mgr.select_vms(selector):
             items.append({"vm": vm.get("name") or vm["id"],
                           "vm_id": vm["id"], "vm_name": vm.get("name"),
@@ -156,14 +95,18 @@ def create(mgr, context, body):
             "%s=%s" % kv for kv in sorted(selector.items())))
     if not unique:
         raise _invalid("a plan needs at least one VM: vms, or a selector")
-    if len(unique) > MAX_VMS:
-        raise _invalid("a plan holds at most %d VMs" % MAX_VMS)
+    if len(unique) > plan_input.MAX_VMS:
+        raise _invalid("a plan holds at most %d VMs" % plan_input.MAX_VMS)
     plan = plan_db.create(mgr.db, {
         "id": uuidutils.generate_uuid(), "name": name, "state": DRAFT,
         "user_id": context.user_id, "project_id": context.project_id,
-        "defaults": defaults, "selector": selector, "items": unique})
+        "defaults": defaults, "selector": selector, "items": unique,
+        "limits": limits})
     LOG.info("Plan %s (%s) of %d VMs created by %s", plan["id"], name,
              len(unique), context.user_id)
+    plan_events.record(mgr.db, plan["id"], plan_events.CREATED,
+                       "plan %s of %d VMs created by %s" % (
+                           name, len(unique), context.user_id))
     return plan_view.view(mgr.db, plan)
 
 
@@ -265,7 +208,15 @@ def validate(mgr, context, plan_id):
     for item in items:
         item["preflight"] = _preflight(mgr, plan, item)
     LOG.info("Plan %s validated by %s", plan_id, context.user_id)
-    return _save(mgr, plan, {"items": items}, DRAFT, "validate")
+    view = _save(mgr, plan, {"items": items}, DRAFT, "validate")
+    critical = [i.get("vm_name") or i["vm"] for i in items
+                if not i["preflight"].get("ok", True)]
+    plan_events.record(mgr.db, plan_id, plan_events.VALIDATED, "validated "
+                       "by %s: %d of %d VMs have a critical finding%s" % (
+                           context.user_id, len(critical), len(items),
+                           " (%s)" % ", ".join(critical) if critical
+                           else ""))
+    return view
 
 
 def _save(mgr, plan, values, expect, action):
@@ -290,19 +241,46 @@ def start(mgr, context, plan_id):
         plan = get(mgr, plan_id)
     # Running from here on: a second start is refused, not run twice.
     _save(mgr, plan, {"state": RUNNING}, DRAFT, "start")
+    plan_events.record(mgr.db, plan_id, plan_events.STARTED,
+                       "started by %s" % context.user_id)
     items = [dict(i) for i in plan["items"]]
-    for item in items:
-        if not (item.get("preflight") or {}).get("ok", True):
-            continue  # skipped by preflight
-        try:
-            req = request_schema.validate(request_for(plan, item))
-            item["migration_id"] = mgr._create_planned(
-                context, req, plan_id)["id"]
-        except exception.Cs2osException as exc:
-            item["error"] = "not started: %s" % exception.describe(exc)
+    for position, item in enumerate(items):
+        _start_one(mgr, context, plan, item, position)
         plan_db.update(mgr.db, plan_id, {"items": items})
     LOG.info("Plan %s started by %s", plan_id, context.user_id)
     return plan_view.view(mgr.db, get(mgr, plan_id))
+
+
+def _start_one(mgr, context, plan, item, position):
+    """Create the migration of one VM of a starting plan (or say why
+    not), recording the plan's event."""
+    name = item.get("vm_name") or item["vm"]
+    preflight = item.get("preflight") or {}
+    if not preflight.get("ok", True):
+        critical = [f["message"] for f in preflight.get("findings") or []
+                    if f.get("severity") == "critical"]
+        plan_events.record(mgr.db, plan["id"], plan_events.SKIPPED,
+                           "VM %s skipped by preflight: %s" % (
+                               name, "; ".join(critical)), vm=item["vm"])
+        return
+    try:
+        req = request_schema.validate(request_for(plan, item))
+        migration = mgr._create_planned(context, req, plan["id"],
+                                        position=position)
+    except exception.Cs2osException as exc:
+        item["error"] = "not started: %s" % exception.describe(exc)
+        plan_events.record(mgr.db, plan["id"], plan_events.NOT_STARTED,
+                           "VM %s %s" % (name, item["error"]),
+                           vm=item["vm"])
+        return
+    item["migration_id"] = migration["id"]
+    start_at = (migration.get("options") or {}).get("start_at")
+    plan_events.record(
+        mgr.db, plan["id"], plan_events.MIGRATION_CREATED,
+        "VM %s: migration %s created%s" % (
+            name, migration["id"], ", queued until %s (start_at)"
+            % start_at if start_at else ""),
+        vm=item["vm"], migration_id=migration["id"])
 
 
 def _migrations(mgr, plan_id):
@@ -316,7 +294,12 @@ def cancel(mgr, context, plan_id):
         raise PlanStateConflict(plan_id=plan_id, state=plan["state"],
                                 action="cancel")
     _save(mgr, plan, {"state": CANCELLED}, plan["state"], "cancel")
-    for migration in _migrations(mgr, plan_id):
+    active = [m for m in _migrations(mgr, plan_id)
+              if m["state"] in states.ACTIVE]
+    plan_events.record(mgr.db, plan_id, plan_events.CANCELLED,
+                       "cancelled by %s: %d active migration(s) to cancel"
+                       % (context.user_id, len(active)))
+    for migration in active:
         if migration["state"] in states.ACTIVE:
             try:
                 mgr.cancel_migration(context, migration["id"])
@@ -350,6 +333,10 @@ def retry(mgr, context, plan_id):
             plan_id=plan_id, state="%s with no failed migration"
             % plan["state"] if plan["state"] != DRAFT else DRAFT,
             action="retry")
+    plan_events.record(mgr.db, plan_id, plan_events.RETRIED,
+                       "retry of %d failed migration(s) requested by %s "
+                       "(%s)" % (len(failed), context.user_id,
+                                 ", ".join(failed)))
     for migration_id in failed:
         try:
             mgr.retry_migration(context, migration_id)

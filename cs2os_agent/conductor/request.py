@@ -6,6 +6,7 @@ defaults are common/states.py's, which the API and the CLI read too.
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import schedule
 
 # As the API's schema allows for a name (Keystone's own limit is 64).
 MAX_PROJECT = 255
@@ -39,6 +40,13 @@ _FIELDS = {
     # From the API's Idempotency-Key header: a retry returns the same
     # migration.
     "idempotency_key": str,
+    # ISO 8601 time (with its UTC offset): the migration stays queued,
+    # claimed by no conductor, until then (conductor/schedule.py).
+    "start_at": str,
+    # Warm only: {"start", "end"} ISO 8601 times; the mirror is held READY
+    # until the window opens and the cutover starts inside it
+    # (conductor/flow/window.py).
+    "cutover_window": dict,
 }
 
 
@@ -121,7 +129,32 @@ def validate(request):
     if mode == states.WARM:
         validated["cutover"] = cutover
         validated["cutover_method"] = method
+    check_schedule(request, validated, mode)
     return validated
+
+
+def check_schedule(request, validated, mode):
+    """start_at and cutover_window, as UTC ISO strings, into ``validated``
+    (only when given: an older record has neither)."""
+    start_at = request.get("start_at")
+    if start_at is not None:
+        validated["start_at"] = schedule.iso(
+            schedule.parse_time(start_at, "start_at"))
+    window = request.get("cutover_window")
+    if window is None:
+        return
+    if mode != states.WARM:
+        raise exception.Invalid(
+            reason="cutover_window applies to warm migrations only (mode is "
+            "%s): a cold migration stops the VM before it copies" % mode)
+    opens, ends = schedule.parse_window(window)
+    if start_at is not None and \
+            schedule.parse_time(start_at, "start_at") >= ends:
+        raise exception.Invalid(
+            reason="start_at %s is not before the cutover window's end %s"
+            % (validated["start_at"], schedule.iso(ends)))
+    validated["cutover_window"] = {"start": schedule.iso(opens),
+                                   "end": schedule.iso(ends)}
 
 
 def clean_project(value):

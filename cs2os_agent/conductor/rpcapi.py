@@ -23,6 +23,10 @@ API version history:
           start_plan, cancel_plan, delete_plan, retry_plan.
     1.6 - create_migration takes "volume_type": the Cinder volume type of
           the data disks' volumes.
+    1.7 - Scheduling: create_migration takes "start_at" (ISO 8601: queued
+          until then) and "cutover_window": {"start", "end"} (warm: the
+          cutover happens inside it); create_plan takes "limits" and
+          "start_at"; get_plan answers the plan's "events".
 """
 
 import oslo_messaging as messaging
@@ -30,7 +34,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.6"
+RPC_API_VERSION = "1.7"
 
 
 class ConductorAPI:
@@ -57,7 +61,8 @@ class ConductorAPI:
         id or name (1.3), "config_drive": bool (1.3), "keep_snapshots":
         bool (1.4), "dry_run": bool (1.4: the preflight report instead of
         a record; nothing is recorded or created), "volume_type": Cinder
-        volume type id or name (1.6)}.
+        volume type id or name (1.6), "start_at": ISO 8601 time (1.7),
+        "cutover_window": {"start", "end"} (warm only, 1.7)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -71,6 +76,8 @@ class ConductorAPI:
             version = "1.4"
         if "volume_type" in request:
             version = "1.6"
+        if {"start_at", "cutover_window"} & set(request):
+            version = "1.7"
         return self._call(context, "create_migration", version=version,
                           request=request)
 
@@ -110,9 +117,13 @@ class ConductorAPI:
     def create_plan(self, context, plan):
         """``plan``: {"name", "defaults": {request fields but source},
         "vms": [VM id or name, or {"vm", "overrides"}], "selector":
-        {account, domain, project, zone, tag, host, pool}}; the plan's
-        view (state draft)."""
-        return self._call(context, "create_plan", version="1.5", plan=plan)
+        {account, domain, project, zone, tag, host, pool}, "limits"
+        (1.7): {max_in_flight, max_per_compute_host, max_per_kvm_host,
+        max_per_pool}, "start_at" (1.7)}; the plan's view (state draft)."""
+        version = "1.7" if {"limits", "start_at"} & set(plan or {}) \
+            else "1.5"
+        return self._call(context, "create_plan", version=version,
+                          plan=plan)
 
     def get_plan(self, context, plan_id):
         return self._call(context, "get_plan", version="1.5",

@@ -74,6 +74,10 @@ class Migration(Base):
     # The plan that started it (plans.id; no foreign key: a deleted plan's
     # migrations stay as they were).
     plan_id = sa.Column(sa.String(36), index=True)
+    # The slot resource it waits for in validate (flow/admission.py), else
+    # NULL: a later VM of its plan that needs the same one lets it go
+    # first.
+    waiting_for = sa.Column(sa.String(300))
 
     __table_args__ = (
         sa.Index("ux_migrations_active_source", "active_source",
@@ -155,3 +159,35 @@ class Plan(Base):
     # The CloudStack selector the VM list was resolved from, if any.
     selector = sa.Column(sa.JSON)
     items = sa.Column(sa.JSON, nullable=False, default=list)
+    # {max_in_flight, max_per_compute_host, max_per_kvm_host,
+    # max_per_pool}: caps on the plan's own migrations (NULL: none).
+    limits = sa.Column(sa.JSON)
+
+
+class PlanEvent(Base):
+    """What happened to a plan, in order (its event log).
+
+    ``dedupe``: an event recorded by whoever sees it first (a migration's
+    end, the plan done) carries a key unique in its plan, so two
+    conductors looking at once record it once.
+    """
+
+    __tablename__ = "plan_events"
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    plan_id = sa.Column(
+        sa.String(36),
+        sa.ForeignKey("plans.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    kind = sa.Column(sa.String(32), nullable=False)
+    vm = sa.Column(sa.String(255))
+    migration_id = sa.Column(sa.String(36))
+    message = sa.Column(sa.Text, nullable=False)
+    dedupe = sa.Column(sa.String(100))
+
+    __table_args__ = (
+        sa.Index("ux_plan_events_dedupe", "plan_id", "dedupe", unique=True),
+    )

@@ -2,6 +2,7 @@
 out as plain dicts, as db/api.py does for migrations."""
 
 import sqlalchemy as sa
+from oslo_db import exception as db_exc
 
 from cs2os_agent.db import models
 
@@ -66,4 +67,59 @@ def delete(db, plan_id):
         row = session.get(models.Plan, plan_id)
         if row is None:
             raise PlanNotFoundError(plan_id)
+        # Explicitly: SQLite cascades only with its foreign keys pragma.
+        session.execute(sa.delete(models.PlanEvent).where(
+            models.PlanEvent.plan_id == plan_id))
         session.delete(row)
+
+
+# -- the plan's event log ----------------------------------------------------
+
+def add_event(db, plan_id, kind, message, vm=None, migration_id=None,
+              dedupe=None, at=None):
+    """Append an event; one with a ``dedupe`` key its plan has already is
+    not added again (False)."""
+    values = {"plan_id": plan_id, "kind": kind, "message": message,
+              "vm": vm, "migration_id": migration_id, "dedupe": dedupe}
+    if at is not None:
+        values["created_at"] = at
+    try:
+        with db._session.begin() as session:
+            session.add(models.PlanEvent(**values))
+    except (sa.exc.IntegrityError, db_exc.DBDuplicateEntry):
+        # (oslo.db's engines raise the latter.)
+        if dedupe is None:
+            raise
+        return False  # whoever looked first recorded it
+    return True
+
+
+def events(db, plan_id):
+    """The plan's events, oldest first."""
+    event = models.PlanEvent
+    query = sa.select(event).where(event.plan_id == plan_id).order_by(
+        event.created_at, event.id)
+    with db._session() as session:
+        return [{"created_at": e.created_at.isoformat(), "kind": e.kind,
+                 "vm": e.vm, "migration_id": e.migration_id,
+                 "message": e.message} for e in session.scalars(query)]
+
+
+def dedupe_keys(db, plan_id):
+    """The dedupe keys the plan's events carry."""
+    event = models.PlanEvent
+    query = sa.select(event.dedupe).where(event.plan_id == plan_id,
+                                          event.dedupe.is_not(None))
+    with db._session() as session:
+        return set(session.scalars(query))
+
+
+def waiting_for(db, plan_id, resources):
+    """[(migration id, its options, the resource)] of the plan's active
+    migrations waiting for one of ``resources`` (flow/admission.py)."""
+    m = models.Migration
+    query = sa.select(m.id, m.options, m.waiting_for).where(
+        m.plan_id == plan_id, m.state.in_(("queued", "running")),
+        m.waiting_for.in_(sorted(resources)))
+    with db._session() as session:
+        return [tuple(row) for row in session.execute(query)]

@@ -13,6 +13,7 @@ from keystoneauth1 import exceptions as ksa_exc
 from osc_lib import exceptions as osc_exc
 
 import cs2os_agent
+from cs2os_agent.osc import versions
 
 MIGRATIONS = "/v1/migrations"
 PLANS = "/v1/plans"
@@ -98,12 +99,8 @@ class PlanClient:
         return body.get("plans") or []
 
     def delete_plan(self, plan_id):
-        try:
-            resp = self._adapter.request(self._plan_path(plan_id), "DELETE")
-        except ksa_exc.ConnectionError as e:
-            raise ApiUnreachable("Cannot reach the cs2os API: %s" % e) from e
-        if resp.status_code >= 400:
-            raise error_from_response(resp)
+        # 204: no body to decode.
+        self._request("DELETE", self._plan_path(plan_id), decode=False)
 
     def plan_action(self, plan_id, name):
         """``name``: validate, start, cancel or retry."""
@@ -111,11 +108,14 @@ class PlanClient:
             "POST", self._plan_path(plan_id, "action"), {name: {}}))
 
 
-class Client(PlanClient):
+class Client(PlanClient, versions.VersionedClient):
     """cs2os v1 API calls; each returns the decoded record(s)."""
 
     def __init__(self, session, service_type="cs2os", region_name=None,
-                 interface=None, endpoint_override=None):
+                 interface=None, endpoint_override=None, api_version=None):
+        """``api_version``: a microversion the user chose (a
+        microversions.Version), or None to negotiate (osc/versions.py)."""
+        versions.VersionedClient.__init__(self, api_version)
         self._adapter = adapter.Adapter(
             session,
             service_type=service_type,
@@ -131,9 +131,23 @@ class Client(PlanClient):
             raise_exc=False,
         )
 
-    def _request(self, method, url, body=None):
+    def _request(self, method, url, body=None, decode=True):
+        resp = self._versioned(method, url, body)
+        if resp.status_code >= 400:
+            raise error_from_response(resp)
+        if not decode:
+            return None
         try:
-            resp = self._adapter.request(url, method, json=body)
+            return resp.json()
+        except ValueError as e:
+            raise ApiError(resp.status_code,
+                           "The cs2os API answered with non-JSON") from e
+
+    def _send(self, method, url, body=None, headers=None):
+        """One HTTP exchange; connection failures as CommandErrors."""
+        try:
+            return self._adapter.request(url, method, json=body,
+                                         headers=headers)
         except ksa_exc.EndpointNotFound as e:
             raise osc_exc.CommandError(
                 "No cs2os endpoint in the service catalog (%s); set "
@@ -143,13 +157,6 @@ class Client(PlanClient):
             raise ApiUnreachable(
                 "Cannot reach the cs2os API: %s" % e
             ) from e
-        if resp.status_code >= 400:
-            raise error_from_response(resp)
-        try:
-            return resp.json()
-        except ValueError as e:
-            raise ApiError(resp.status_code,
-                           "The cs2os API answered with non-JSON") from e
 
     @staticmethod
     def _one(body):
@@ -164,7 +171,8 @@ class Client(PlanClient):
                          drop_unmapped_nics=None, cutover=None,
                          cutover_method=None, project=None,
                          config_drive=None, keep_snapshots=None,
-                         dry_run=None, volume_type=None):
+                         dry_run=None, volume_type=None, start_at=None,
+                         cutover_window=None):
         """POST a migration; only the given optional fields are sent.
         With ``dry_run``: {"dry_run": True, "preflight": report}, and
         nothing was recorded."""
@@ -176,7 +184,8 @@ class Client(PlanClient):
                     "keep_snapshots": keep_snapshots,
                     "dry_run": dry_run,
                     "cutover": cutover, "cutover_method": cutover_method,
-                    "project": project, "volume_type": volume_type}
+                    "project": project, "volume_type": volume_type,
+                    "start_at": start_at, "cutover_window": cutover_window}
         request.update({k: v for k, v in optional.items() if v is not None})
         body = self._request("POST", MIGRATIONS, {"migration": request})
         if dry_run:

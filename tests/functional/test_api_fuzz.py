@@ -55,6 +55,9 @@ STATE_STATUSES = {
 # schemathesis's default, less 5xx (never fine here) and 429 (no limits).
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409"]
 ACCESS_LINE = re.compile(r'"[A-Z]+ [^"]*" (\d{3}) \S+$')
+# The document describes the newest API (fields of later microversions
+# are marked x-cs2os-min-version): its requests speak that version.
+LATEST = {"OpenStack-API-Version": "cs2os latest"}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,13 @@ else:
                 {"include-operation-id": op, "checks": {
                     "positive_data_acceptance": {
                         "expected-statuses": ACCEPTED + [status]}}}
-                for op, status in STATE_STATUSES.items()],
+                for op, status in STATE_STATUSES.items()] + [
+                # The coverage phase builds its bodies without the hooks
+                # below, and a start_at or a cutover window is valid only
+                # relative to the clock: these two get the other phases.
+                {"include-operation-id": op,
+                 "phases": {"coverage": {"enabled": False}}}
+                for op in ("createMigration", "createPlan")],
         }))
     _VALID_KEY = _network_key_is_valid()
 
@@ -159,7 +168,29 @@ else:
         return (not isinstance(networks, dict)
                 or all(_VALID_KEY(k) for k in networks)) \
             and _valid_name(request.get("project")) \
-            and _valid_name(request.get("volume_type"))
+            and _valid_name(request.get("volume_type")) \
+            and _valid_times(request)
+
+    def _valid_times(request):
+        # Whether a start_at or a cutover window is acceptable depends on
+        # the clock (a window already over is a 400 naming it), which the
+        # document cannot say: the conductor's own check decides.
+        if not any(request.get(k) is not None
+                   for k in ("start_at", "cutover_window")):
+            return True
+        try:
+            request_schema.check_schedule(request, {}, request.get("mode"))
+        except (exception.Invalid, TypeError, ValueError):
+            return False
+        return True
+
+    def _plan_start_given_once(plan):
+        # A plan's start_at and its defaults' are one setting: both is a
+        # 400 naming it (conductor/plans.py).
+        defaults = plan.get("defaults")
+        return not (plan.get("start_at") is not None
+                    and isinstance(defaults, dict)
+                    and defaults.get("start_at") is not None)
 
     @SCHEMA.hook
     def filter_body(context, body):
@@ -172,6 +203,9 @@ else:
             requests.append(body["migration"])
         plan = body.get("plan")
         if isinstance(plan, dict):
+            if not (_plan_start_given_once(plan) and _valid_times(
+                    {"start_at": plan.get("start_at")})):
+                return False
             requests.append(plan.get("defaults"))
             requests += [vm.get("overrides") for vm in plan.get("vms") or []
                          if isinstance(vm, dict)]
@@ -185,14 +219,16 @@ else:
     @SCHEMA.parametrize()
     @FUZZ
     def test_every_operation(case, api):
-        case.call_and_validate(base_url=api.url, timeout=30)
+        case.call_and_validate(base_url=api.url, headers=LATEST,
+                               timeout=30)
 
     def test_operation_sequences(api):
         # Follows the document's links: create, then show and act on the
         # migration created, in random orders.
         class Sequences(SCHEMA.as_state_machine()):
             def get_call_kwargs(self, case):
-                return {"base_url": api.url, "timeout": 30}
+                return {"base_url": api.url, "headers": LATEST,
+                        "timeout": 30}
 
         Sequences.run(settings=settings(
             FUZZ, max_examples=EXAMPLES // 2, stateful_step_count=6))

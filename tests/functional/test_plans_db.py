@@ -33,7 +33,7 @@ def test_0007_adds_plans_and_the_plan_of_a_migration(database_at_0006):
             options={}, source={}, resources={}, result={},
             project_id="ops"))
     migration.upgrade(db)
-    assert migration.current_version(db) == "0007"
+    assert migration.current_version(db) == migration.head_version()
     # An earlier migration belongs to no plan.
     assert db.get_migration("old")["plan_id"] is None
     assert db.list_migrations({"plan_id": "p-1"}) == []
@@ -43,6 +43,27 @@ def test_0007_adds_plans_and_the_plan_of_a_migration(database_at_0006):
         "result": {}, "project_id": "ops", "plan_id": "p-1"})
     assert [m["id"] for m in db.list_migrations({"plan_id": "p-1"})] == [
         "new"]
+
+
+def test_0008_adds_limits_an_event_log_and_waiting_for(database_at_0006):
+    db = database_at_0006
+    migration.upgrade(db, "0007")
+    plan_db_values = {"id": "p-old", "name": "w", "state": "running",
+                      "defaults": {}, "items": []}
+    with db.engine.begin() as connection:
+        connection.execute(sa.insert(models.Plan.__table__).values(
+            created_at=models.utcnow(), updated_at=models.utcnow(),
+            **plan_db_values))
+    migration.upgrade(db, "0008")
+    assert plan_db.get(db, "p-old")["limits"] is None
+    assert plan_db.add_event(db, "p-old", "ended", "m ended", dedupe="k")
+    # A key the plan has already: recorded once.
+    assert plan_db.add_event(db, "p-old", "ended", "m ended",
+                             dedupe="k") is False
+    assert [e["message"] for e in plan_db.events(db, "p-old")] == [
+        "m ended"]
+    plan_db.delete(db, "p-old")
+    assert plan_db.events(db, "p-old") == []
 
 
 def test_a_plan_round_trips_and_moves_by_compare_and_set(database):  # noqa: F811

@@ -8,54 +8,126 @@ max_*`` option says (0: no limit, no slot).  When one has none free, the
 migration waits in validate, cancellable, and says for what; it goes on
 when a migration holding one ends (a final state frees its slots).  Nothing
 exists in either cloud yet while it waits.
+
+A plan's ``limits`` (same names as the options) cap its own migrations in
+addition: resources "plan:<plan id>/<resource>", counted over the plan's
+migrations only.  The [conductor] limits still count everyone's, so the
+stricter of the two binds: a plan can narrow what the operator set for
+the whole cloud, not lift it.  Within a plan, waiters go in plan order: a
+migration does not take a slot of a resource an earlier VM of its plan
+waits for (migrations.waiting_for), so queued plan work starts in order
+as slots free up.
 """
 
+import hashlib
 import time
 
+from cs2os_agent.db import plans as plan_db
+
 POLL_SECONDS = 5
+LIMIT_NAMES = ("max_in_flight", "max_per_compute_host", "max_per_kvm_host",
+               "max_per_pool")
+_RESOURCE_LENGTH = 300  # slots.resource
 
 
-def limits(conf, migration, vm):
-    """{resource: limit} of the slots ``migration`` of ``vm`` needs."""
-    options = conf.conductor
+def _resources(migration, vm, values):
+    """{resource: limit} for ``values`` ({option name: limit})."""
     wanted = {}
-    if options.max_in_flight:
-        wanted["all"] = options.max_in_flight
+    if values.get("max_in_flight"):
+        wanted["all"] = values["max_in_flight"]
     host = migration.get("target_host")
-    if host and options.max_per_compute_host:
-        wanted["compute:%s" % host] = options.max_per_compute_host
+    if host and values.get("max_per_compute_host"):
+        wanted["compute:%s" % host] = values["max_per_compute_host"]
     kvm = vm.get("host") or {}
     kvm_id = kvm.get("id") or kvm.get("name")
-    if kvm_id and options.max_per_kvm_host:
-        wanted["kvm:%s" % kvm_id] = options.max_per_kvm_host
+    if kvm_id and values.get("max_per_kvm_host"):
+        wanted["kvm:%s" % kvm_id] = values["max_per_kvm_host"]
     pool = ((vm.get("root_volume") or {}).get("storage") or {}).get("id")
-    if pool and options.max_per_pool:
-        wanted["pool:%s" % pool] = options.max_per_pool
+    if pool and values.get("max_per_pool"):
+        wanted["pool:%s" % pool] = values["max_per_pool"]
     return wanted
+
+
+def plan_resource(plan_id, resource):
+    """The slot resource of a plan's own cap on ``resource``."""
+    name = "plan:%s/%s" % (plan_id, resource)
+    if len(name) > _RESOURCE_LENGTH:  # a very long host name
+        name = "plan:%s/%s" % (plan_id, hashlib.sha256(
+            resource.encode()).hexdigest())
+    return name
+
+
+def limits(conf, migration, vm, plan_limits=None):
+    """{resource: limit} of the slots ``migration`` of ``vm`` needs; with
+    ``plan_limits`` (its plan's) the plan's own caps too."""
+    options = conf.conductor
+    wanted = _resources(migration, vm, {
+        name: getattr(options, name) for name in LIMIT_NAMES})
+    plan_id = migration.get("plan_id")
+    if plan_id and plan_limits:
+        for resource, limit in _resources(migration, vm,
+                                          plan_limits).items():
+            wanted[plan_resource(plan_id, resource)] = limit
+    return wanted
+
+
+def _plan_limits(ctx):
+    plan_id = ctx.migration.get("plan_id")
+    if not plan_id:
+        return None
+    try:
+        return plan_db.get(ctx.db, plan_id).get("limits")
+    except plan_db.PlanNotFoundError:
+        return None  # deleted: its caps went with it
 
 
 def admit(ctx, vm, poll=None):
     """Wait until the migration holds a slot of each resource it needs."""
-    wanted = limits(ctx.conf, ctx.migration, vm)
+    wanted = limits(ctx.conf, ctx.migration, vm, _plan_limits(ctx))
     if not wanted:
         return
     waited = None
+    said = None
     while True:
         ctx.guard()
-        full = ctx.db.acquire_slots(ctx.id, wanted)
+        ahead = _earlier_waiter(ctx, wanted)
+        full = ahead[1] if ahead else ctx.db.acquire_slots(ctx.id, wanted)
         if full is None:
             if waited is not None:
+                ctx.save(waiting_for=None)
                 ctx.event("validate", "a slot is free: going on after "
                           "%.0f s" % (time.monotonic() - waited))
             return
         if waited is None:
             waited = time.monotonic()
-            ctx.event("validate", _waiting(ctx, full, wanted))
+        if said != full:
+            said = full
+            # (A lost race names no resource: nothing to queue behind.)
+            ctx.save(waiting_for=full if full in wanted else None)
+            ctx.event("validate", _waiting(ctx, full, wanted, ahead))
         ctx.check_cancelled("validate")
         time.sleep(POLL_SECONDS if poll is None else poll)
 
 
-def _waiting(ctx, full, wanted):
+def _earlier_waiter(ctx, wanted):
+    """(migration id, resource) of an earlier VM of the plan waiting for
+    a resource this one needs, else None."""
+    plan_id = ctx.migration.get("plan_id")
+    mine = (ctx.migration.get("options") or {}).get("plan_position")
+    if not plan_id or mine is None:
+        return None
+    for other, options, resource in plan_db.waiting_for(ctx.db, plan_id,
+                                                        wanted):
+        position = (options or {}).get("plan_position")
+        if other != ctx.id and position is not None and position < mine:
+            return other, resource
+    return None
+
+
+def _waiting(ctx, full, wanted, ahead=None):
+    if ahead:
+        return ("waiting for a slot: %s, after migration %s (earlier in "
+                "the plan)" % (full, ahead[0]))
     if full not in wanted:  # another conductor's insert won the race
         return "waiting for a slot: %s" % full
     return ("waiting for a slot: %s is at its limit of %d migrations in "

@@ -11,6 +11,7 @@ from osc_lib.command import command
 from cs2os_agent.common import states
 from cs2os_agent.osc.v1 import preflight
 from cs2os_agent.osc.v1 import progress
+from cs2os_agent.osc.v1 import schedule
 
 LOG = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ SHOW_FIELDS = (
     "source_ref", "source_vm_id",
     "source_vm_name", "target_host", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "config_drive",
-    "keep_snapshots", "volume_type", "nics",
+    "keep_snapshots", "volume_type", "start_at", "cutover_window",
+    "nics",
     "bytes_done", "bytes_total", "rate_bps", "error",
     "result", "resources", "user_id", "project_id", "target_project_id",
     "request_id",
@@ -86,9 +88,11 @@ def show_record(record):
     """(columns, values) of a record for a ShowOne."""
     # The NICs are the part of the result operators ask about first.
     record = dict(record, nics=(record.get("result") or {}).get("nics"))
-    # Only warm migrations have a cutover.
+    # Only warm migrations have a cutover; an API before 1.12 has no
+    # schedule fields.
     fields = [f for f in SHOW_FIELDS
-              if f not in ("cutover", "cutover_method") or f in record]
+              if f not in ("cutover", "cutover_method", "start_at",
+                           "cutover_window") or f in record]
     fields += sorted(k for k in record
                      if k not in SHOW_FIELDS and k != "events")
     if "events" in record:
@@ -277,6 +281,7 @@ class ImportMigration(_Watching, command.ShowOne):
             "data disks become (default: [cloudstack] volume_type_map, "
             "else Cinder's default type)",
         )
+        schedule.add_arguments(parser)
         parser.add_argument(
             "--dry-run", action="store_true", default=None,
             help="Show what the migration would do and what would stop it "
@@ -300,6 +305,8 @@ class ImportMigration(_Watching, command.ShowOne):
             project=parsed_args.project,
             volume_type=parsed_args.volume_type,
             dry_run=parsed_args.dry_run,
+            **{k: v for k, v in schedule.fields(parsed_args).items()
+               if v is not None},
         )
         if record.get("dry_run"):
             return preflight.columns_and_data(record["preflight"])

@@ -11,10 +11,15 @@ from osc_lib.command import command
 from cs2os_agent.common import states
 from cs2os_agent.osc.v1 import migration
 from cs2os_agent.osc.v1 import progress
+from cs2os_agent.osc.v1 import schedule
 
 PLAN_FIELDS = ("id", "name", "state", "vm_count", "counts", "bytes_done",
-               "bytes_total", "defaults", "selector", "failed", "user_id",
-               "project_id", "created_at", "updated_at")
+               "bytes_total", "defaults", "selector", "limits", "failed",
+               "user_id", "project_id", "created_at", "updated_at")
+EVENT_COLUMNS = ("Time", "Kind", "VM", "Migration", "Message")
+# The plan's own caps on its migrations in flight (CLI option = key).
+LIMIT_OPTIONS = ("max_in_flight", "max_per_compute_host", "max_per_kvm_host",
+                 "max_per_pool")
 VM_COLUMNS = ("VM", "VM ID", "Migration", "State", "Step", "Error")
 # CLI option -> selector key (the plan's CloudStack selector).
 SELECTOR_OPTIONS = (("account", "account"), ("domain", "domain"),
@@ -50,7 +55,8 @@ def show_plan(plan):
     data = []
     for field in fields:
         value = plan.get(field)
-        if field in ("counts", "defaults", "selector") and value is not None:
+        if field in ("counts", "defaults", "selector", "limits") \
+                and value is not None:
             value = format_columns.DictColumn(value)
         elif field == "failed":
             value = format_columns.ListDictColumn(value or [])
@@ -148,6 +154,13 @@ class CreatePlan(command.ShowOne):
                      "keep-snapshots"):
             group.add_argument("--" + flag, action="store_true",
                                default=None)
+        schedule.add_arguments(group)
+        group = parser.add_argument_group(
+            "The plan's own limits on its migrations in flight (besides "
+            "the [conductor] max_* ones on everyone's)")
+        for option in LIMIT_OPTIONS:
+            group.add_argument("--" + option.replace("_", "-"), type=int,
+                               metavar="<n>", dest="limit_" + option)
         return parser
 
     def take_action(self, parsed_args):
@@ -165,9 +178,20 @@ class CreatePlan(command.ShowOne):
                  "config_drive": parsed_args.config_drive,
                  "keep_snapshots": parsed_args.keep_snapshots,
                  "volume_type": parsed_args.volume_type}
+        timing = schedule.fields(parsed_args)
+        # The plan's start time is the plan's own field: its VMs' default.
+        if timing.pop("start_at"):
+            body["start_at"] = parsed_args.start_at
+        given.update(timing)
         defaults.update({k: v for k, v in given.items() if v is not None})
         if defaults:
             body["defaults"] = defaults
+        limits = dict(body.get("limits") or {})
+        limits.update({k: getattr(parsed_args, "limit_" + k)
+                       for k in LIMIT_OPTIONS
+                       if getattr(parsed_args, "limit_" + k) is not None})
+        if limits:
+            body["limits"] = limits
         if parsed_args.vms:
             body["vms"] = list(body.get("vms") or []) + parsed_args.vms
         selector = dict(body.get("selector") or {})
@@ -227,7 +251,26 @@ class _PlanLister(command.Lister):
 
 
 class ShowPlan(_PlanLister):
-    """Show a plan: one row per VM with its migration."""
+    """Show a plan: one row per VM with its migration, or its event log."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "--events", action="store_true",
+            help="List the plan's event log instead (created, validated, "
+            "started, each VM's migration created, skipped or ended, "
+            "cancelled, retried, done)")
+        return parser
+
+    def take_action(self, parsed_args):
+        if not parsed_args.events:
+            return super().take_action(parsed_args)
+        plan = self.act(self.app.client_manager.cs2os, parsed_args.plan)
+        self.app.stderr.write(summary(plan) + "\n")
+        return EVENT_COLUMNS, [
+            (e.get("created_at"), e.get("kind"), e.get("vm"),
+             e.get("migration_id"), e.get("message"))
+            for e in plan.get("events") or []]
 
 
 class CancelPlan(_PlanLister):

@@ -146,7 +146,9 @@ def test_the_conductors_plan_errors_over_rpc_keep_their_status(
 ])
 def test_plans_are_admin_only_and_checked_before_the_body_is_read(
         config, conductor, method, path, rule):
-    resp, data, body = _as_member(config, conductor, method, path, DEEP)
+    # /v1/plans is API 1.10: no header (1.0) would be a 404.
+    resp, data, body = _as_member(config, conductor, method, path, DEEP,
+                                  {"OpenStack-API-Version": "cs2os 1.10"})
     assert resp.status_int == 403
     assert error(data)["detail"] == \
         "Policy does not allow %s to be performed" % rule

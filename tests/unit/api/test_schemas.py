@@ -22,9 +22,9 @@ from tests.unit.api.harness import error
      "body/migration/config_drive: None is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
      "('colour' was unexpected); allowed: config_drive, cutover, "
-     "cutover_method, delete_source, drop_unmapped_nics, dry_run, flavor, "
-     "host, "
-     "keep_snapshots, mode, networks, project, source"),
+     "cutover_method, cutover_window, delete_source, drop_unmapped_nics, "
+     "dry_run, flavor, host, "
+     "keep_snapshots, mode, networks, project, source, start_at"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "mode": "warm",

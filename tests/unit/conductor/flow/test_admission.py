@@ -38,12 +38,16 @@ class Ctx:
         self.events = []
         self.checks = 0
         self.cancel_after = cancel_after
+        self.saved = []
         self.db = types.SimpleNamespace(
             acquire_slots=lambda mid, wanted: answers.pop(0),
             slot_holders=lambda resource: ["m1"])
 
     def guard(self):
         pass
+
+    def save(self, **values):
+        self.saved.append(values)
 
     def event(self, step, message):
         self.events.append(message)
@@ -61,6 +65,23 @@ def test_it_waits_says_for_what_once_and_goes_on():
                              "limit of 1 migrations in flight (m1)")
     assert ctx.events[1].startswith("a slot is free: going on after")
     assert len(ctx.events) == 2 and ctx.checks == 2
+    # What it waited for was on the record while it waited, then cleared.
+    assert ctx.saved == [{"waiting_for": "kvm:kvm-1"},
+                         {"waiting_for": None}]
+
+
+def test_a_plan_caps_its_own_migrations_besides_the_global_limits():
+    migration = {"target_host": "cmp-1", "plan_id": "p1"}
+    assert admission.limits(
+        conf(max_per_kvm_host=2), migration, VM,
+        {"max_per_compute_host": 3, "max_in_flight": 5}) == {
+        "kvm:kvm-1": 2, "plan:p1/compute:cmp-1": 3, "plan:p1/all": 5}
+    # Not a plan's: its caps do not apply.
+    assert admission.limits(conf(), {"target_host": "cmp-1"}, VM,
+                            {"max_in_flight": 5}) == {}
+    # A resource name that would not fit the slots table is hashed.
+    name = admission.plan_resource("p1", "compute:" + "h" * 300)
+    assert len(name) <= 300 and name.startswith("plan:p1/")
 
 
 def test_a_cancel_ends_the_wait():

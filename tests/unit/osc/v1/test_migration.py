@@ -258,9 +258,11 @@ def test_import_posts_and_shows_the_record(mock, app):
     assert req.headers["X-Auth-Token"] == TOKEN
     shown = json.loads(out)
     assert shown == dict(RECORD, state="queued")
-    # A cold migration has no cutover fields.
+    # A cold migration has no cutover fields; nor a record without a
+    # schedule the schedule fields.
     assert list(shown) == [f for f in migration.SHOW_FIELDS
-                           if f not in ("cutover", "cutover_method")]
+                           if f not in ("cutover", "cutover_method",
+                                        "start_at", "cutover_window")]
     assert len(mock.request_history) == 1
 
 
