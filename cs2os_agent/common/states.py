@@ -72,3 +72,6 @@ TIDY_STEPS = frozenset(("stop_source", "cleanup", "retire_source"))
 FIRST_STEP = "validate"
 # The cold flow's copy: the agent runs it, so a cancel must reach the agent.
 COPY_STEP = "sync"
+# Every step whose work is an agent's copy: a cancel reaches the agent at
+# once there, not only when the current disk's copy ends.
+AGENT_COPY_STEPS = frozenset((COPY_STEP, "sync_volumes"))

@@ -40,14 +40,23 @@ def test_cancel_queued_is_immediate(mgr):
     assert mgr.engine.cancelled == []
 
 
-def test_cancel_during_sync_reaches_the_agent(mgr):
+@pytest.mark.parametrize("step", ["sync", "sync_volumes"])
+def test_cancel_during_an_agent_copy_reaches_the_agent(mgr, step):
     m = mgr.create_migration(CTXT, {"source": "vm"})
-    mgr.db.update_migration(m["id"], {"state": "running", "step": "sync",
+    mgr.db.update_migration(m["id"], {"state": "running", "step": step,
                                       "resources": {"host": "cmp1"}})
     done = mgr.cancel_migration(CTXT, m["id"])
     assert done["state"] == "cancelling"
     assert mgr.engine.cancelled == [m["id"]]
     assert mgr.agent_api.cancels == [("cmp1", m["id"])]
+
+
+def test_cancel_outside_a_copy_leaves_the_agent_alone(mgr):
+    m = mgr.create_migration(CTXT, {"source": "vm"})
+    mgr.db.update_migration(m["id"], {"state": "running", "step": "volumes",
+                                      "resources": {"host": "cmp1"}})
+    assert mgr.cancel_migration(CTXT, m["id"])["state"] == "cancelling"
+    assert mgr.agent_api.cancels == []
 
 
 def test_finished_migrations_cannot_be_cancelled(mgr):
