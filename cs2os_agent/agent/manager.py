@@ -24,6 +24,7 @@ from cs2os_agent.agent import layout
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
+from cs2os_agent.agent import volume_mirror_rpc
 from cs2os_agent.agent import volume_target
 from cs2os_agent.agent import volumes
 from cs2os_agent.agent.mirror import staging as mirror_staging
@@ -37,7 +38,7 @@ from cs2os_agent.transfer import monitor as transfer_monitor
 LOG = logging.getLogger(__name__)
 
 
-class AgentManager:
+class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints):
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, conf, libvirt_host=None, progress_sink=None):
@@ -57,6 +58,8 @@ class AgentManager:
         # migration id -> MirrorTarget, the warm-migration targets this
         # process started (prepare_mirror until finish or abort).
         self._mirrors = {}
+        # (migration id, volume id) -> a data disk's target (1.5).
+        self._volume_mirrors = {}
 
     # -- helpers -----------------------------------------------------------
 
@@ -436,3 +439,4 @@ class AgentManager:
         source keeps running, and the conductor prepares it again.
         """
         mirror_staging.stop_all(self._mirrors)
+        self.stop_volume_mirrors()

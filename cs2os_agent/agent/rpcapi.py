@@ -15,6 +15,10 @@ API version history:
           into the Cinder volume Nova attached to the instance;
           sync_overlay takes fmt: raw for a root volume that is one raw
           image (RBD primary storage), staged as a standalone qcow2.
+    1.5 - Warm migration of data disks: prepare_volume_mirror,
+          volume_mirror_status, finish_volume_mirror, abort_volume_mirror
+          (a data disk mirrored into the Cinder volume attached to the
+          instance).
 """
 
 import oslo_messaging as messaging
@@ -25,7 +29,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.4"
+RPC_API_VERSION = "1.5"
 
 
 class AgentAPI:
@@ -170,3 +174,28 @@ class AgentAPI:
             migration_id=migration_id,
             instance_uuid=instance_uuid,
         )
+
+    # -- 1.5: warm migration of data disks ----------------------------------
+
+    def prepare_volume_mirror(self, context, host, migration_id,
+                              instance_uuid, volume_id, source):
+        return self._prepare(host, version="1.5").call(
+            context, "prepare_volume_mirror", migration_id=migration_id,
+            instance_uuid=instance_uuid, volume_id=volume_id, source=source)
+
+    def volume_mirror_status(self, context, host, migration_id, volume_id):
+        return self._prepare(host, version="1.5").call(
+            context, "volume_mirror_status", migration_id=migration_id,
+            volume_id=volume_id)
+
+    def finish_volume_mirror(self, context, host, migration_id,
+                             instance_uuid, volume_id):
+        return self._prepare(host, long_running=True, version="1.5").call(
+            context, "finish_volume_mirror", migration_id=migration_id,
+            instance_uuid=instance_uuid, volume_id=volume_id)
+
+    def abort_volume_mirror(self, context, host, migration_id,
+                            instance_uuid, volume_id):
+        return self._prepare(host, version="1.5").call(
+            context, "abort_volume_mirror", migration_id=migration_id,
+            instance_uuid=instance_uuid, volume_id=volume_id)

@@ -44,6 +44,9 @@ COPY_FLAGS = (libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
               | libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
               | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
               | libvirt.VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES)
+# A data disk's copy into its Cinder volume: the whole guest view (the
+# volume has no base), so not SHALLOW; the rest as above.
+FULL_COPY_FLAGS = COPY_FLAGS & ~libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW
 
 
 def qemu_owner(dom):
@@ -83,9 +86,10 @@ class JobStatus:
 class BlockCopy:
     """One block copy job on one disk of a running source domain."""
 
-    def __init__(self, dom, disk="vda"):
+    def __init__(self, dom, disk="vda", shallow=True):
         self.dom = dom
         self.disk = disk
+        self.flags = COPY_FLAGS if shallow else FULL_COPY_FLAGS
         self.name = dom.name()
         self.started = None
         self.ready_after = None
@@ -104,7 +108,7 @@ class BlockCopy:
         self._ending = False
         self.started = time.monotonic()
         try:
-            self.dom.blockCopy(self.disk, dest_xml, params, COPY_FLAGS)
+            self.dom.blockCopy(self.disk, dest_xml, params, self.flags)
         except libvirt.libvirtError as exc:
             raise self._fail("could not start: %s"
                              % exc.get_error_message()) from None

@@ -76,10 +76,13 @@ class SourceEndWatch:
     libvirt event loop (:class:`.kvmhost.KvmHost` starts one).
     """
 
-    def __init__(self, conn, dom, disk):
+    def __init__(self, conn, dom, disk, jobs=1):
         self.conn = conn
         self.dom = dom
         self.disk = disk
+        # A warm migration with data disks runs one job per disk: the job
+        # end proves the target whole only once every one of them ended.
+        self.jobs = jobs
         self.name = dom.name()
         self.events = []  # (wall time, QMP event name, its data)
         self.stopped = None  # (wall time, lifecycle detail)
@@ -144,10 +147,20 @@ class SourceEndWatch:
     def _decided(self):
         if self.stopped is not None:
             return True
-        # An error refuses; a job end proves (after a SHUTDOWN) or
-        # refuses (before one).
-        return any(name == "BLOCK_JOB_ERROR" or _job_ended(name, data)
-                   for _at, name, data in self.events)
+        # An error refuses; a job end refuses before a SHUTDOWN, and
+        # proves once every job ended after one.
+        shutdown = False
+        ended = set()
+        for _at, name, data in self.events:
+            if name == "BLOCK_JOB_ERROR":
+                return True
+            if name == "SHUTDOWN":
+                shutdown = True
+            elif _job_ended(name, data):
+                if not shutdown:
+                    return True
+                ended.add(_job_name(data))
+        return len(ended) >= self.jobs
 
     def verdict(self):
         """How the source ended, if the target provably has every write.
@@ -161,6 +174,7 @@ class SourceEndWatch:
             events = list(self.events)
             stopped = self.stopped
         shutdown = job_end = None
+        ended_jobs = set()
         for at, name, data in events:
             if name == "BLOCK_JOB_ERROR":
                 raise self._fail(
@@ -179,8 +193,10 @@ class SourceEndWatch:
                         "block job %s ended (%s) while the guest still ran: "
                         "writes after it are on the source only"
                         % (_job_name(data), data.get("status") or name))
-            elif job_end is None and _job_ended(name, data):
-                job_end = name
+            elif _job_ended(name, data):
+                ended_jobs.add(_job_name(data))
+                if len(ended_jobs) >= self.jobs:
+                    job_end = job_end or name
         if stopped is not None:
             ended = _STOPPED_OK.get(stopped[1])
             if ended is None:

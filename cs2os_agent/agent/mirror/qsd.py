@@ -67,7 +67,7 @@ class StorageDaemon:
 
     def __init__(self, run_dir, target, base, export_name,
                  base_format="raw", binary=BINARY, start_timeout=15,
-                 command_timeout=30):
+                 command_timeout=30, graph=None, close_order=None):
         self.run_dir = run_dir
         self.target = target
         self.base = base
@@ -80,6 +80,10 @@ class StorageDaemon:
         self.nbd_socket = os.path.join(run_dir, NBD_SOCKET)
         self.log_file = os.path.join(run_dir, LOG_FILE)
         self.pid_file = os.path.join(run_dir, qsdgraph.PID_FILE)
+        # Another graph than T on D (a data disk's volume, volumemirror.py):
+        # its QMP commands and the nodes to close, in order.
+        self.graph = graph
+        self.close_order = close_order or qsdgraph.CLOSE_ORDER
         self.proc = None
         self.closed = False  # True once T was closed cleanly: durable
         self.direct_io = None  # known once started: T opened with O_DIRECT
@@ -136,7 +140,8 @@ class StorageDaemon:
                 os.unlink(path)
         argv = qsdgraph.build_argv(self.run_dir, self.binary)
         try:
-            self.direct_io = fileutils.supports_direct_io(self.target)
+            self.direct_io = (self.graph is None
+                              and fileutils.supports_direct_io(self.target))
         except OSError as exc:
             raise mirror_errors.StorageDaemonError(
                 command="start", reason="cannot open %s: %s"
@@ -158,9 +163,10 @@ class StorageDaemon:
         self._start_loop()
         try:
             self._connect()
-            for command, arguments in qsdgraph.graph_commands(
-                    self.target, self.base, self.base_format,
-                    self.nbd_socket, self.export_name, self.direct_io):
+            commands = self.graph or qsdgraph.graph_commands(
+                self.target, self.base, self.base_format,
+                self.nbd_socket, self.export_name, self.direct_io)
+            for command, arguments in commands:
                 self.execute(command, arguments)
         except BaseException:
             self.kill()
@@ -264,7 +270,7 @@ class StorageDaemon:
         started = time.monotonic()
         self._delete_export(mode, grace)
         self.execute("nbd-server-stop")
-        for node in qsdgraph.CLOSE_ORDER:
+        for node in self.close_order:
             self.execute("blockdev-del", {"node-name": node})
         self.closed = True
         closed_after = time.monotonic() - started

@@ -64,25 +64,29 @@ class MirrorTarget:
                  virtual_size, run_root, endpoint=None, ssh_options=None,
                  remote_socket_dir="/tmp", socket_owner=None,
                  qsd_binary=qsd.BINARY, instance_uuid=None,
-                 tunnel_ready_timeout=None):
+                 tunnel_ready_timeout=None, run_dir=None, export=None):
+        # run_dir, export: a data disk's target (volumemirror.py) has its
+        # own, next to the root's; it has no T (instance_dir None).
         self.migration_id = migration_id
         self.instance_uuid = instance_uuid
         self.instance_dir = instance_dir
         self.base = base
         self.base_format = base_format
         self.virtual_size = int(virtual_size)
-        self.run_dir = run_dir_for(run_root, migration_id)
+        self.run_dir = run_dir or run_dir_for(run_root, migration_id)
         # One name for T, shared with the agent's cleanup (layout.ours()).
-        self.target_path = layout.InstanceFiles(instance_dir).mirror
-        self.export = nbd.export_name(migration_id)
+        self.target_path = (layout.InstanceFiles(instance_dir).mirror
+                            if instance_dir else None)
+        self.export = export or nbd.export_name(migration_id)
         self.endpoint = endpoint
         self.ssh_options = ssh_options
         self.remote_socket_dir = remote_socket_dir
         self.socket_owner = tunnel.valid_owner(socket_owner)
         self.tunnel_ready_timeout = tunnel_ready_timeout
-        self.qsd = qsd.StorageDaemon(self.run_dir, self.target_path,
-                                     base, self.export, base_format,
-                                     binary=qsd_binary)
+        self.qsd = (qsd.StorageDaemon(self.run_dir, self.target_path,
+                                      base, self.export, base_format,
+                                      binary=qsd_binary)
+                    if instance_dir else None)
         self.tunnel = None
         self.write_behind = writebehind.PeriodicWriteBehind(self.target_path)
         self.state = "new"
@@ -102,13 +106,14 @@ class MirrorTarget:
         os.chmod(self.run_dir, 0o700)  # whatever the umask
         started = time.monotonic()
         try:
-            qemu_img.create(self.target_path, "qcow2",
-                            size=self.virtual_size,
-                            backing_file=self.base,
-                            backing_fmt=self.base_format)
+            if self.target_path is not None:
+                qemu_img.create(self.target_path, "qcow2",
+                                size=self.virtual_size,
+                                backing_file=self.base,
+                                backing_fmt=self.base_format)
             self.qsd.start()
             self._save_state()
-            if not self.qsd.direct_io:
+            if self.write_behind is not None and not self.qsd.direct_io:
                 # Buffered T: keep the disk writing it (writebehind.py).
                 self.write_behind.start()
             if self.endpoint is not None:
@@ -193,10 +198,12 @@ class MirrorTarget:
             self._teardown(remove_target=False)
             raise
         finally:
-            self.write_behind.stop()
+            if self.write_behind is not None:
+                self.write_behind.stop()
         # The daemon ignored every flush (qsd.py): this is T's first.
         started = time.monotonic()
-        fileutils.fsync_file(self.target_path)
+        if self.target_path is not None:
+            fileutils.fsync_file(self.target_path)
         synced_after = time.monotonic() - started
         if self.tunnel is not None:
             self.tunnel.close()
@@ -214,11 +221,12 @@ class MirrorTarget:
     # -- internals ----------------------------------------------------------
 
     def _teardown(self, remove_target):
-        self.write_behind.stop()
+        if self.write_behind is not None:
+            self.write_behind.stop()
         if self.tunnel is not None:
             self.tunnel.kill()
         self.qsd.kill()
-        if remove_target:
+        if remove_target and self.target_path is not None:
             fileutils.remove_if_exists(self.target_path)
         self._remove_run_dir()
 
@@ -260,4 +268,5 @@ def abandon(run_dir, target_path):
             except ProcessLookupError:
                 pass
     shutil.rmtree(run_dir, ignore_errors=True)
-    fileutils.remove_if_exists(target_path)
+    if target_path is not None:  # a data disk's target has no T
+        fileutils.remove_if_exists(target_path)

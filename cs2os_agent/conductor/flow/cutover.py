@@ -111,7 +111,10 @@ def _shut_down(ctx, kvm, dom, job):
     """
     cs = ctx.clients.cloudstack
     vm_id = ctx.migration["source_vm_id"]
-    with sourceend.SourceEndWatch(kvm.conn, dom, job.disk) as watch:
+    # Every job of the migration (one per disk) must end after the
+    # shutdown for the proof.
+    with sourceend.SourceEndWatch(kvm.conn, dom, job.disk,
+                                  jobs=getattr(job, "count", 1)) as watch:
         # Watched from before this check: nothing after it goes unseen.
         _settled(ctx, job)
         mirroring.check_target(ctx)

@@ -1,5 +1,9 @@
 """A warm migration's mirror: validate the source, mirror, ready, finish.
 
+With data disks, each is mirrored in full into its Cinder volume next to
+the root's mirror, and the steps here watch every job as one
+(conductor/flow/warmdisks.py).
+
 The agent exports a fresh overlay T on Nova's base D (after proving D == B);
 libvirt's shallow block copy on the CloudStack KVM host writes the source's
 top layer A into it with synchronous writes, and the steps here watch the
@@ -14,9 +18,13 @@ from cs2os_agent.common import exception
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.common import nbd
 from cs2os_agent.common import states
+from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import prepare
+from cs2os_agent.conductor.flow import warmdisks
+from cs2os_agent.conductor.flow import window
 from cs2os_agent.sourcehost import blockcopy
 from cs2os_agent.sourcehost import kvmhost
+from cs2os_agent.sourcehost import multicopy
 
 # How often a waiting step asks the agent whether its daemon and tunnel
 # still live: a dead tunnel fails no job until the guest writes.
@@ -57,8 +65,10 @@ def validate(ctx):
                 "mirror's socket could not be handed to it"
                 % vm["instancename"])
         _require_no_foreign_job(ctx, dom, disk)
+        warm_disks = warmdisks.locate(ctx, dom, vm)
     ctx.resource(kvm_host=host, source_domain=vm["instancename"],
-                 source_disk=disk, socket_owner=owner)
+                 source_disk=disk, socket_owner=owner,
+                 warm_disks=warm_disks)
 
 
 def _require_no_foreign_job(ctx, dom, disk):
@@ -78,20 +88,36 @@ def export(ctx):
 
 
 def job_of(ctx, dom):
-    """The block copy of the source's root disk."""
-    return blockcopy.BlockCopy(dom, ctx.resources["source_disk"])
+    """The block copy of the source's root disk; with data disks, every
+    disk's copy as one JobSet (sourcehost/multicopy.py)."""
+    return warmdisks.job_of(
+        ctx, dom, blockcopy.BlockCopy(dom, ctx.resources["source_disk"]),
+        export(ctx))
 
 
 def is_ours(ctx, dom, job):
-    """A job runs, and into this migration's export."""
+    """A job runs, and into this migration's export (with data disks:
+    any of them)."""
+    if isinstance(job, multicopy.JobSet):
+        return job.any_ours()
     return (job.status().active
             and kvmhost.mirror_export(dom, job.disk) == export(ctx))
 
 
+def is_whole(ctx, dom, job):
+    """Every job of this migration runs, each into its export."""
+    if isinstance(job, multicopy.JobSet):
+        return job.all_ours()
+    return is_ours(ctx, dom, job)
+
+
 def mirror(ctx):
     """Prepare T on the agent, start the shallow block copy into it and
-    wait until READY with nothing left to copy."""
+    wait until READY with nothing left to copy.  With data disks: their
+    volumes first (attached to the stopped server), then a target per
+    volume and a full copy per disk next to the root's."""
     res = ctx.resources
+    datadisks.volumes(ctx)  # none without data disks
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
         state = virt.state(dom)
@@ -106,6 +132,8 @@ def mirror(ctx):
             job.cancel()
             ctx.event("mirror", "ended the block copy of an earlier attempt")
         desc = _prepare(ctx)
+        volume_dests = warmdisks.prepare(ctx)
+        job = job_of(ctx, dom)  # the volumes' exports are known now
         ctx.resource(mirror={
             "export": desc["export"], "target_path": desc["target_path"],
             "nbd_socket": desc["nbd"]["socket"], "qsd_pid": desc["qsd_pid"],
@@ -123,7 +151,8 @@ def mirror(ctx):
         ctx.resource(mirror_started=True)  # before: rollback ends it
         with blockcopy.JobEvents(kvm.conn, dom) as events:
             started = time.monotonic()
-            job.start(desc["dest_xml"], bandwidth=bandwidth or None)
+            job.start([desc["dest_xml"]] + volume_dests if volume_dests
+                      else desc["dest_xml"], bandwidth=bandwidth or None)
             status = wait(ctx, job, "mirror", is_ready,
                            ctx.conf.conductor.mirror_ready_timeout,
                            sleep=events.sleep)
@@ -221,7 +250,7 @@ def target_error(ctx):
         return exception.describe(exc)
     if status.get("state") != "exporting":
         return status.get("error") or "target %s" % status.get("state")
-    return None
+    return warmdisks.target_error(ctx)
 
 
 def check_target(ctx):
@@ -264,7 +293,7 @@ def attach(ctx, dom, job):
         check_job(ctx, job)
         check_target(ctx)
         return job
-    if is_ours(ctx, dom, job) and target_error(ctx) is None:
+    if is_whole(ctx, dom, job) and target_error(ctx) is None:
         ctx.mirror_watched = True
         return job
     # A restarted conductor (or another one) resumes here and the mirror
@@ -282,6 +311,7 @@ def ready(ctx):
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
         job = attach(ctx, dom, job_of(ctx, dom))
+        window.hold(ctx, job)
         if (ctx.migration["options"] or {}).get("cutover") != states.MANUAL \
                 or cutover_requested(ctx):
             return
@@ -306,17 +336,20 @@ def finish(ctx):
         ctx.admin_context, res["host"], ctx.id, res["server_id"])
     ctx.resource(mirror_finished=True)
     ctx.result(sync=result)
+    warmdisks.finish(ctx)
 
 
 def undo_target(ctx):
-    """Before the commit: the agent removes its mirror target."""
+    """Before the commit: the agent removes its mirror targets (the
+    root's T, and every data disk's)."""
     res = ctx.resources
+    done = [warmdisks.undo_targets(ctx)]
     if ctx.committed or not res.get("mirror_prepared") \
             or not res.get("server_id"):
-        return None
+        return done[0]
     answer = ctx.clients.agent.abort_mirror(
         ctx.admin_context, res["host"], ctx.id, res["server_id"])
     ctx.resource(mirror_prepared=False)
     if answer.get("aborted"):
-        return "removed the mirror target on %s" % res["host"]
-    return None
+        done.append("removed the mirror target on %s" % res["host"])
+    return "; ".join(x for x in done if x) or None

@@ -66,6 +66,11 @@ KEYS = {
                        "it"),
     "mirror_ready": ("mirror", "the job reached READY"),
     "mirror_finished": ("finish", "the agent closed and staged T"),
+    "warm_disks": ("validate (warm)", "each data disk's target in the "
+                   "source domain (vdb...) and virtual size, device order"),
+    "volume_mirrors": ("mirror", "each data disk's target on the agent: "
+                       "volume, export, daemon and tunnel PIDs; a rollback "
+                       "aborts them"),
     "cutover_started": ("cutover", "when the cutover began; None if not"),
     "cutover_method": ("cutover", "shutdown or force"),
     "cutover_done": ("cutover", "the target is complete"),

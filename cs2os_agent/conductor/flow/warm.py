@@ -46,6 +46,7 @@ CloudStack VM on it, exactly as it was.
 
 from cs2os_agent.conductor.flow import commit
 from cs2os_agent.conductor.flow import cutover
+from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import disk
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import mirroring
@@ -73,6 +74,7 @@ ROLLBACK = [
     ("undo_target", mirroring.undo_target),
     ("undo_swap", disk.undo_swap),
     ("undo_boot", prepare.undo_boot),
+    ("undo_volumes", datadisks.undo),
     ("undo_ports", prepare.undo_ports),
     ("undo_source", source.undo_source),
 ]
