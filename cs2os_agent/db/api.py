@@ -73,6 +73,8 @@ def _sqlite_busy(exc):
 _retry_on_deadlock = oslo_db_api.wrap_db_retry(
     max_retries=5, retry_interval=0.2, max_retry_interval=2,
     retry_on_deadlock=True, exception_checker=_sqlite_busy)
+# The same, for the other modules' units of work (db/plans.py).
+retry_on_deadlock = _retry_on_deadlock
 
 
 class Database:

@@ -1,9 +1,12 @@
 """Database access for plans (db.models.Plan); short transactions, rows
-out as plain dicts, as db/api.py does for migrations."""
+out as plain dicts, as db/api.py does for migrations.  Each write is one
+transaction, run again whole when the database refuses it for a deadlock
+(or SQLite's "database is locked" on a read turning into a write)."""
 
 import sqlalchemy as sa
 from oslo_db import exception as db_exc
 
+from cs2os_agent.db import api as db_api
 from cs2os_agent.db import models
 
 _COLUMNS = [c.name for c in models.Plan.__table__.columns]
@@ -21,6 +24,7 @@ def _to_dict(row):
     return data
 
 
+@db_api.retry_on_deadlock
 def create(db, values):
     with db._session.begin() as session:
         row = models.Plan(**values)
@@ -48,6 +52,7 @@ def list_(db, filters=None):
         return [_to_dict(r) for r in session.scalars(query)]
 
 
+@db_api.retry_on_deadlock
 def update(db, plan_id, values, expect_state=None):
     """The updated plan, or None when ``expect_state`` no longer holds."""
     query = sa.update(models.Plan).where(models.Plan.id == plan_id)
@@ -62,6 +67,7 @@ def update(db, plan_id, values, expect_state=None):
     return get(db, plan_id)
 
 
+@db_api.retry_on_deadlock
 def delete(db, plan_id):
     with db._session.begin() as session:
         row = session.get(models.Plan, plan_id)
@@ -75,6 +81,7 @@ def delete(db, plan_id):
 
 # -- the plan's event log ----------------------------------------------------
 
+@db_api.retry_on_deadlock
 def add_event(db, plan_id, kind, message, vm=None, migration_id=None,
               dedupe=None, at=None):
     """Append an event; one with a ``dedupe`` key its plan has already is
