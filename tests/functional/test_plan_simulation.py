@@ -126,14 +126,16 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
         plan = plan_view.view(main_db, plan_db.get(main_db,
                                                    report["plan_id"]))
         assert plan["state"] == "done", plan["counts"]
-    # Each migration was run by exactly one conductor: its plan's.
-    conductor_of = {r["plan_id"]: r["conductor"] for r in reports}
-    for row in rows:
-        assert row["conductor"] == conductor_of[row["plan_id"]], row
+    # Each migration was run by one conductor at a time: any of them may
+    # claim a queued migration, and a second one runs it only after
+    # taking it over (a lease that lapsed on this loaded machine: the new
+    # epoch fences the first, tests/faults).
+    taken_over = {row["id"] for row in rows if row["lease_epoch"] > 1}
     recorder = plan_sim.Recorder()
     for report in reports:
         ran = set(report["recorded"]["validating"])
-        assert not ran & set(recorder.validating), "run twice"
+        assert not (ran & set(recorder.validating)) - taken_over, \
+            "run twice without a takeover"
         recorder.merge(report["recorded"])
     assert sorted(recorder.vm_of.values()) == sorted(by_vm)
     # No slot stays taken.
