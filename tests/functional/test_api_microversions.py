@@ -34,17 +34,10 @@ class OlderApi(api_process.ApiProcess):
 
 @pytest.fixture(scope="module")
 def conductor(workdir, services, cloud):
-    proc = conductor_process.ConductorProcess(
-        workdir, "cs2os-mv-%s-conductor" % RUN_ID, harness.TRANSPORT_URL,
-        services["exchange"],
-        "sqlite:///%s" % os.path.join(workdir, "mv-%s.sqlite" % RUN_ID),
-        "notifications-mv-%s" % RUN_ID,
-        sections={"cloudstack": {"endpoint": cloud.endpoint,
-                                 "api_key": cloud.admin.apikey,
-                                 "secret_key": cloud.admin.secretkey}})
-    proc.manage("db", "sync")
-    proc.start(conductor_rpcapi.ConductorAPI(),
-               cs2os_context.get_admin_context())
+    proc = conductor_process.start_for_cloud(
+        workdir, "cs2os-mv-%s" % RUN_ID, harness.TRANSPORT_URL,
+        services["exchange"], cloud,
+        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
     yield proc
     proc.stop()
 

@@ -1,5 +1,6 @@
 """cs2os-conductor as a real process with its own database."""
 
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,20 @@ class ConductorProcess(service.ServiceProcess):
         return self.wait_ready(
             lambda: conductor_api.list_migrations(context, limit=1),
             timeout)
+
+
+def start_for_cloud(workdir, name, transport_url, exchange, cloud, rpc_api,
+                    admin_context):
+    """A conductor on its own SQLite database (``<name>.sqlite``) in front
+    of the CloudStack stand-in ``cloud``, synced and started; the caller
+    stops it."""
+    proc = ConductorProcess(
+        workdir, "%s-conductor" % name, transport_url, exchange,
+        "sqlite:///%s" % os.path.join(workdir, "%s.sqlite" % name),
+        "notifications-%s" % name,
+        sections={"cloudstack": {"endpoint": cloud.endpoint,
+                                 "api_key": cloud.admin.apikey,
+                                 "secret_key": cloud.admin.secretkey}})
+    proc.manage("db", "sync")
+    proc.start(rpc_api, admin_context)
+    return proc
