@@ -1,8 +1,12 @@
-"""cs2os-api under a web server: ``uwsgi --module cs2os_agent.wsgi.api``.
+"""cs2os-api under a web server: the module form
+``cs2os_agent.wsgi.api:application`` (uwsgi ``module =``, DevStack's
+write_uwsgi_config, mod_wsgi, gunicorn).
 
 The configuration comes from /etc/cs2os/cs2os.conf, or from the files in
 $CS2OS_CONFIG_FILES (comma-separated), since a web server passes no
-command-line arguments.
+command-line arguments.  The application may be mounted at a path prefix
+(DevStack: /cs2os): it routes on PATH_INFO and builds its links from
+SCRIPT_NAME.
 """
 
 import os

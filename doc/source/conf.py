@@ -1,8 +1,9 @@
 """Sphinx configuration of the cs2os documentation (``tox -e docs``).
 
-Every page takes its text from where it is kept: the guides from README.md
-(between ``<!-- docs:NAME:start -->`` / ``<!-- docs:NAME:end -->`` markers),
-the configuration and policy references from the options and rules the code
+Every page takes its text from where it is kept: the guides are written
+here (doc/source/*.md); the quick start and the performance figures from
+README.md (between ``<!-- docs:NAME:start -->`` / ``<!-- docs:NAME:end -->``
+markers: the team reads them there), the configuration and policy references from the options and rules the code
 registers (through their entry points), the API reference from the OpenAPI
 document cs2os-api serves, the RPC and notification pages from the modules'
 docstrings, the release notes from releasenotes/notes (reno, git history).
@@ -46,6 +47,9 @@ exclude_patterns = ["_build"]
 # The README's fenced blocks are console transcripts and ini snippets with
 # comments Pygments' strict lexers reject; highlight only what says so.
 highlight_language = "none"
+# The README links to guide sections by GitHub's anchors
+# (operator.md#the-agent); give the HTML headings the same ids.
+myst_heading_anchors = 3
 
 # The samples are generated at build time into _static (doc/.gitignore
 # keeps them out of git), so the pages link to what the code registers now,

@@ -281,6 +281,39 @@ function get_or_create_endpoint {
     echo "endpoint-id"
 }
 
+# lib/apache, module form (DevStack 2024.2 on): write_uwsgi_config CONF
+# MODULE URL HTTP NAME writes the ini (for real, below $STUB_ROOT, so the
+# plugin's own iniset on it lands) and would proxy URL to it through Apache;
+# remove_uwsgi_config CONF NAME deletes the ini and disables the site.
+function write_uwsgi_config {
+    _stub_record write_uwsgi_config "$@"
+    local conf=$1 wsgi=$2 name=$5
+    _stub_guard "$conf"
+    if [[ ! "$wsgi" =~ ^[a-zA-Z0-9_.]+:[a-zA-Z0-9_]+$ ]]; then
+        die $LINENO "harness: write_uwsgi_config wants a module:callable, not $wsgi"
+    fi
+    [[ -n "$name" ]] || die $LINENO "harness: write_uwsgi_config without a name"
+    rm -f "$conf"
+    iniset "$conf" uwsgi module "$wsgi"
+    iniset "$conf" uwsgi socket "/var/run/uwsgi/$name.socket"
+}
+
+function remove_uwsgi_config {
+    _stub_record remove_uwsgi_config "$@"
+    _stub_guard "$1"
+    rm -f "$1"
+}
+
+function apache_site_config_for {
+    echo "$STUB_ROOT/etc/apache2/sites-available/$1.conf"
+}
+
+# which: stack.sh installed uwsgi into DevStack's venv (install_apache_uwsgi)
+function which {
+    _stub_record which "$@"
+    echo "$(get_python_exec_prefix)/$1"
+}
+
 # Processes; run_process dies where DevStack's _common_systemd_pitfalls does.
 function run_process {
     _stub_record run_process "$@"

@@ -30,7 +30,7 @@ BAD_FLAVOR = "no-such-flavor-%s" % RUN_ID
 @pytest.fixture(scope="module")
 def plans_api(services):
     """For validate_plan and start_plan, which run every VM's preflight
-    inside the call (README, Plans): on a busy machine three take longer
+    inside the call (guide: Plans): on a busy machine three take longer
     than the session's 3 s RPC timeout (tools/testbed/harness.py)."""
     return conductor_rpcapi.ConductorAPI(timeout=60)
 

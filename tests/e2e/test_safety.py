@@ -1,4 +1,4 @@
-"""The safety promise against the real parts (README, "Safety").
+"""The safety promise against the real parts (operator guide, "Safety").
 
 Ways the promise was broken before, reproduced as an operator would on a
 real Nova and real KVM domains, each now ending safe: a CloudStack job

@@ -22,7 +22,10 @@ HARNESS = REPO / "tests" / "devstack" / "run-plugin.sh"
 SEP = "\x1f"
 
 SERVICE_HOST = "192.0.2.10"  # the harness's default
-API_URL = "http://%s:9877" % SERVICE_HOST
+# cs2os-api under uwsgi behind Apache (the default), and standalone
+# (CS2OS_USE_UWSGI=False).
+API_URL = "http://%s/cs2os" % SERVICE_HOST
+STANDALONE_API_URL = "http://%s:9877" % SERVICE_HOST
 CLOUDSTACK_ENDPOINT = "https://cloudstack.test:8443/client/api"
 CLOUDSTACK_API_KEY = "cs-api-key-0f9e31"
 # '&' and '\' are what DevStack's iniset must escape for sed.
@@ -95,6 +98,10 @@ def run(root, command, services, **env):
 
 def conf_path(root):
     return root / "etc" / "cs2os" / "cs2os.conf"
+
+
+def uwsgi_conf_path(root):
+    return root / "etc" / "cs2os" / "cs2os-api-uwsgi.ini"
 
 
 def read_conf(path):

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from oslo_config import cfg
@@ -31,6 +32,7 @@ from tests.functional.devstack_harness import SERVICE_HOST
 from tests.functional.devstack_harness import conf_path
 from tests.functional.devstack_harness import read_conf
 from tests.functional.devstack_harness import run
+from tests.functional.devstack_harness import uwsgi_conf_path
 
 SHELL_FILES = [
     "devstack/plugin.sh",
@@ -54,6 +56,9 @@ class Node:
         self.stacked_conf = root / "cs2os.conf.stacked"
         self.stacked_conf.write_text(self.conf_text)
         self.conf = read_conf(self.conf_path)
+        uwsgi_ini = uwsgi_conf_path(root)
+        if uwsgi_ini.exists():
+            (root / "uwsgi.stacked").write_text(uwsgi_ini.read_text())
         self.conf_mode = stat.S_IMODE(self.conf_path.stat().st_mode)
         self.unstack = run(root, "unstack", services, **env)
         self.conf_after_unstack = self.conf_path.exists()
@@ -90,6 +95,12 @@ def command_line(node, program):
         node.path("opt/stack/data/venv/bin/" + program), node.conf_path)
 
 
+def api_command_line(node):
+    """cs2os-api's: uwsgi (the venv's, by `which`) with the plugin's ini."""
+    return "%s --procname-prefix cs2os-api --ini %s" % (
+        node.path("opt/stack/data/venv/bin/uwsgi"), uwsgi_conf_path(node.root))
+
+
 # The controller ---------------------------------------------------------
 
 
@@ -102,9 +113,8 @@ def test_controller_config(controller):
     assert conf["database"]["connection"] == (
         "mysql+pymysql://root:%s@%s/cs2os?charset=utf8"
         % (PASSWORDS["DATABASE_PASSWORD"], SERVICE_HOST))
-    assert dict(conf["api"]) == {
-        "bind_host": "0.0.0.0", "bind_port": "9877",
-        "auth_strategy": "keystone"}
+    # Under uwsgi: no address of its own to bind.
+    assert dict(conf["api"]) == {"auth_strategy": "keystone"}
     authtoken = conf["keystone_authtoken"]
     assert authtoken["auth_type"] == "password"
     assert authtoken["auth_url"] == "http://%s/identity" % SERVICE_HOST
@@ -192,10 +202,38 @@ def test_config_loads_with_the_real_options(allinone):
 
 def test_controller_starts_api_and_conductor(controller):
     assert controller.stack.named("run_process") == [
-        ["cs2os-api", command_line(controller, "cs2os-api")],
+        ["cs2os-api", api_command_line(controller)],
         ["cs2os-cond", command_line(controller, "cs2os-conductor")],
     ]
+    # DevStack's uwsgi, found as lib/placement finds it.
+    assert controller.stack.named("which") == [["uwsgi"]]
+    # Apache's /cs2os, through the proxy to uwsgi.
     assert controller.stack.named("wait_for_service") == [["60", API_URL]]
+
+
+def test_controller_runs_the_api_under_uwsgi_at_cs2os(controller):
+    ini = str(uwsgi_conf_path(controller.root))
+    # lib/apache's module form: conf, module, URL path, no http, name.
+    assert controller.stack.named("write_uwsgi_config") == [
+        [ini, "cs2os_agent.wsgi.api:application", "/cs2os", "",
+         "cs2os-api"]]
+    stack = controller.stack
+    assert (stack.index("write_uwsgi_config", ini,
+                        "cs2os_agent.wsgi.api:application", "/cs2os", "",
+                        "cs2os-api")
+            < stack.index("run_process", "cs2os-api",
+                          api_command_line(controller)))
+    # The module reads its config from $CS2OS_CONFIG_FILES.
+    uwsgi = read_conf(Path(controller.path("uwsgi.stacked")))["uwsgi"]
+    assert uwsgi["module"] == "cs2os_agent.wsgi.api:application"
+    assert uwsgi["env"] == "CS2OS_CONFIG_FILES=%s" % controller.conf_path
+    # clean removes the ini and Apache's site; unstack keeps both.
+    assert controller.clean.named("remove_uwsgi_config") == [
+        [ini, "cs2os-api"]]
+    assert controller.unstack.named("remove_uwsgi_config") == []
+    assert controller.clean.named("sudo")[0] == [
+        "rm", "-f",
+        controller.path("etc/apache2/sites-available/cs2os-api.conf")]
 
 
 def test_controller_registers_service_and_endpoint(controller):
@@ -222,7 +260,7 @@ def test_controller_syncs_the_database_before_starting(controller):
             < stack.index("recreate_database", "cs2os")
             < db_sync
             < stack.index("run_process", "cs2os-api",
-                          command_line(controller, "cs2os-api")))
+                          api_command_line(controller)))
 
 
 def test_controller_installs_from_its_checkout(controller):
@@ -259,7 +297,7 @@ def test_compute_registers_and_migrates_nothing(compute):
     stack = compute.stack
     for name in ("recreate_database", "exec", "create_service_user",
                  "get_or_create_service", "get_or_create_endpoint",
-                 "wait_for_service",
+                 "wait_for_service", "write_uwsgi_config", "which",
                  "configure_keystone_authtoken_middleware"):
         assert stack.named(name) == [], name
 

@@ -20,9 +20,11 @@ from tests.functional.devstack_harness import COMPUTE
 from tests.functional.devstack_harness import CONTROLLER
 from tests.functional.devstack_harness import PASSWORDS
 from tests.functional.devstack_harness import REPO
+from tests.functional.devstack_harness import STANDALONE_API_URL
 from tests.functional.devstack_harness import conf_path
 from tests.functional.devstack_harness import read_conf
 from tests.functional.devstack_harness import run
+from tests.functional.devstack_harness import uwsgi_conf_path
 
 
 @pytest.mark.parametrize("nova_host, cs2os_host, expected", [
@@ -113,3 +115,23 @@ def test_noauth_writes_no_keystone_authtoken(tmp_path):
     conf = read_conf(conf_path(tmp_path))
     assert conf["api"]["auth_strategy"] == "noauth"
     assert not conf.has_section("keystone_authtoken")
+
+
+def test_without_uwsgi_the_standalone_server_runs(tmp_path):
+    result = run(tmp_path, "stack", CONTROLLER, CS2OS_USE_UWSGI="False",
+                 **CLOUDSTACK_ENV)
+    conf = read_conf(conf_path(tmp_path))
+    assert dict(conf["api"]) == {
+        "bind_host": "0.0.0.0", "bind_port": "9877",
+        "auth_strategy": "keystone"}
+    api = result.named("run_process")[0]
+    assert api == ["cs2os-api", "%s --config-file %s" % (
+        tmp_path / "opt/stack/data/venv/bin/cs2os-api", conf_path(tmp_path))]
+    assert result.named("get_or_create_endpoint")[0][2:] == [
+        STANDALONE_API_URL] * 3
+    assert result.named("wait_for_service") == [["60", STANDALONE_API_URL]]
+    for name in ("write_uwsgi_config", "which"):
+        assert result.named(name) == [], name
+    assert not uwsgi_conf_path(tmp_path).exists()
+    cleaned = run(tmp_path, "clean", CONTROLLER, CS2OS_USE_UWSGI="False")
+    assert cleaned.named("remove_uwsgi_config") == []

@@ -1,6 +1,7 @@
 """The Sphinx documentation: the real sphinx-build on this tree with
-warnings as errors (what ``tox -e docs`` runs), and the pages hold what the
-code and the README hold, so they cannot drift apart.
+warnings as errors (what ``tox -e docs`` runs), the pages hold what the code
+holds, so they cannot drift apart, and the README, the quick start, links
+every feature area to an existing guide section.
 
 reno reads the release notes from git history, and notes not yet committed
 are not in it; so the build runs on a snapshot of the work tree (its
@@ -140,17 +141,84 @@ def test_api_reference_has_every_operation_the_api_serves(site):
         assert 'id="%s"' % name.lower() in markup, name
 
 
-def test_guides_take_every_readme_section(site):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        headings = [line[3:].strip() for line in f
-                    if line.startswith("## ")]
-    pages = " ".join(_page(site, name) for name in
-                     ("index", "install", "operator", "testing"))
-    assert len(headings) > 10
-    for heading in headings:
-        # The text as rendered: inline code marks gone.
-        assert heading.replace("`", "") in pages, heading
+GUIDES = ("install", "operator", "testing")
+SOURCE = os.path.join(ROOT, "doc", "source")
+_LINK = re.compile(r"\]\(doc/source/(\w+)\.md#([\w-]+)\)")
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _headings(text, levels="#{2,3}"):
+    """The headings of a Markdown text, outside fenced blocks."""
+    found, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"(%s) " % levels, line):
+            found.append(line.split(" ", 1)[1].strip())
+    return found
+
+
+def _anchor(heading):
+    """GitHub's anchor of a heading (and MyST's, with
+    myst_heading_anchors): lower case, punctuation gone, spaces dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_every_page_is_in_a_toctree():
+    index = _read(os.path.join(SOURCE, "index.md"))
+    listed = set()
+    for block in re.findall(r"```\{toctree\}\n(.*?)```", index, re.S):
+        listed.update(line.strip() for line in block.splitlines()
+                      if line.strip() and not line.startswith(":"))
+    pages = {os.path.splitext(name)[0] for name in os.listdir(SOURCE)
+             if name.endswith((".md", ".rst"))} - {"index"}
+    assert set(GUIDES) <= pages
+    assert pages == listed, (pages ^ listed)
+
+
+def test_every_guide_section_is_on_its_page(site):
+    for guide in GUIDES:
+        headings = _headings(_read(os.path.join(SOURCE, guide + ".md")))
+        assert len(headings) >= 2, guide
+        with open(os.path.join(site, guide + ".html"),
+                  encoding="utf-8") as f:
+            markup = f.read()
+        for heading in headings:
+            assert 'id="%s"' % _anchor(heading) in markup, (guide, heading)
     assert "cs2os-status upgrade check" in _page(site, "install")
+    # The README's parts the pages show as they are.
+    assert "tools/sandbox.sh up" in _page(site, "index")
+    assert "cs2os transfer benchmark" in _page(site, "testing")
+
+
+def test_readme_is_the_quick_start_linking_every_guide_section():
+    readme = _read(os.path.join(ROOT, "README.md"))
+    # It starts with the two commands, then the sandbox's transcript.
+    first_block = readme.split("```")[1]
+    assert "tools/sandbox.sh up" in first_block
+    assert "bash .ci/run" in first_block
+    assert "openstack cs2os import web-1" in readme.split("## Status")[0]
+    assert len(readme.splitlines()) < 350
+    links = _LINK.findall(readme)
+    for guide, anchor in links:
+        anchors = {_anchor(h) for h in _headings(
+            _read(os.path.join(SOURCE, guide + ".md")), "#{2,4}")}
+        assert anchor in anchors, (guide, anchor, sorted(anchors))
+    # Every feature area of the guides has its paragraph in the README.
+    for guide in ("operator", "install"):
+        for heading in _headings(_read(os.path.join(SOURCE, guide + ".md")),
+                                 "##"):
+            assert (guide, _anchor(heading)) in links, (guide, heading)
+    # And every paragraph of the feature list links to its section.
+    features = readme.split("## What an operator gets")[1].split("\n## ")[0]
+    paragraphs = [p for p in features.split("\n\n") if p.startswith("**")]
+    assert len(paragraphs) >= 10
+    for paragraph in paragraphs:
+        assert _LINK.search(paragraph), paragraph[:80]
 
 
 def test_rpc_and_notification_pages_come_from_the_modules(site):
