@@ -24,6 +24,7 @@ from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
 from oslo_middleware import sizelimit
 
+from cs2os_agent.api import cors_defaults
 from cs2os_agent.api import errors
 from cs2os_agent.api import migrations
 from cs2os_agent.api import openapi
@@ -232,6 +233,7 @@ def build(conf, conductor_api):
         app = NoAuthMiddleware(app)
     app = PublicBypassAuth(app, router)
     app = BodySizeLimit(app, conf)
+    cors_defaults.set_defaults()
     app = cors.CORS(app, conf)
     app = HealthcheckPath(app, conf)
     app = request_id.RequestId(app)

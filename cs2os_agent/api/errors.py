@@ -67,6 +67,15 @@ def from_exception(request, exc, conductor_timeout=None):
             LOG.warning("%s: %s", _where(request), exc)
         return response(request, status, exception.describe(exc),
                         "cs2os.%s" % exception.name_of(exc))
+    if (isinstance(exc, messaging.RemoteError)
+            and exc.exc_type in DATABASE_UNAVAILABLE):
+        # The conductor's database is down or stayed deadlocked through
+        # oslo.db's retries: nothing was decided, the caller may retry.
+        LOG.error("%s: the conductor's database failed: %s: %s",
+                  _where(request), exc.exc_type, exc.value)
+        return response(request, 503, "cs2os-conductor could not reach its "
+                        "database (%s); retry later" % exc.exc_type,
+                        "cs2os.DatabaseUnavailable", {"Retry-After": "5"})
     if isinstance(exc, messaging.MessagingTimeout):
         err = exception.ConductorUnavailable(timeout=conductor_timeout)
         LOG.error("%s: %s", _where(request), err)
@@ -83,3 +92,10 @@ def from_exception(request, exc, conductor_timeout=None):
 
 
 _KNOWN_STATUSES = {s.value for s in http.HTTPStatus}
+# The conductor's database failures as their names cross RPC (the API
+# does not import oslo.db: its install does not need it).  oslo.db's
+# "not there" and "still deadlocked after the retries"; and the DB-API's
+# OperationalError, which is what a pool checkout against a stopped
+# PostgreSQL raises unwrapped (tests/functional/test_api_database_down.py).
+DATABASE_UNAVAILABLE = ("DBConnectionError", "DBDeadlock",
+                        "OperationalError")

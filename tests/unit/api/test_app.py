@@ -101,3 +101,16 @@ def test_unexpected_errors_are_500_without_internals(app, conductor):
     assert resp.status_int == 500
     assert "secret-internal-detail" not in resp.text
     assert error(data)["code"] == "cs2os.InternalError"
+
+
+def test_a_conductor_without_its_database_is_503_retry_later(app, conductor):
+    conductor.raises = messaging.RemoteError(
+        "DBConnectionError", "(psycopg2.OperationalError) connection "
+        "to server at 127.0.0.1 refused")
+    resp, data = call(app, "GET", "/v1/migrations")
+    assert resp.status_int == 503
+    assert resp.headers["Retry-After"] == "5"
+    assert error(data)["code"] == "cs2os.DatabaseUnavailable"
+    assert "DBConnectionError" in error(data)["detail"]
+    # The driver's message (host names, maybe a DSN) stays in the log.
+    assert "127.0.0.1" not in resp.text
