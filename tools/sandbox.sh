@@ -27,9 +27,11 @@ install() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    # The CLI (python-openstackclient) comes with the test requirements.
-    "$VENV/bin/pip" install -q -r requirements.txt -r test-requirements.txt
-    "$VENV/bin/pip" install -q --no-deps -e .
+    # The services (the `all` extra) and the `openstack` command, with the
+    # bound the tests use; not the test tools (Sphinx, schemathesis, ruff).
+    local osc
+    osc=$(grep '^python-openstackclient' test-requirements.txt)
+    "$VENV/bin/pip" install -q -e '.[all]' "$osc"
 }
 
 # Start a shared service only when it is not up, and remember that we did:
