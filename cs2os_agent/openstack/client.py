@@ -305,7 +305,7 @@ class OpenStackClient:
             # project and user are checked again on what comes back.  The
             # tag keeps the answer to this migration's servers, however
             # many the cloud has (servers booted before cs2os tagged them
-            # are not found: see the README's upgrade notes).
+            # are not found: see doc/source/install.md, "Upgrading").
             servers = list(self.conn.compute.servers(
                 details=True, tags=MIGRATION_TAG % migration_id))
         except sdk_exc.SDKException as exc:

@@ -16,5 +16,5 @@
 
 The source side (libvirt's block copy on the CloudStack host) is the
 conductor's: :mod:`cs2os_agent.sourcehost`.  The steps, flags and pitfalls
-were measured first in shared/recipes/live-mirror (README "Findings").
+were measured first in shared/recipes/live-mirror (its README, "Findings").
 """
