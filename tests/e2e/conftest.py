@@ -279,7 +279,11 @@ def conductor_sections(cloud, minicloud, cloudstack_root, spool,
         "cloudstack": {"endpoint": cloud.endpoint,
                        "api_key": account.apikey,
                        "secret_key": account.secretkey,
-                       "job_poll_interval": 0.5,
+                       # As the warm chain (warm_chain.py): a
+                       # CloudStack job (stop, start) is seen done within
+                       # 0.2 s, not up to 0.5 s later, several times per
+                       # migration.
+                       "job_poll_interval": 0.2,
                        # Every owner into the admin's own project, where
                        # these modules look for the servers
                        # (test_ownership.py maps owners to customers').

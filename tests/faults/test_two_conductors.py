@@ -33,6 +33,7 @@ from tools.testbed import conductor_process
 from tools.testbed import harness as ft
 from tools.testbed import images
 from tools.testbed import mariadb
+from tools.testbed import process
 
 MiB = images.MiB
 RUN_ID = ft.RUN_ID
@@ -86,7 +87,9 @@ def conductors(workdir, services, cloud, minicloud, agent,  # noqa: F811
     for proc in procs:
         if proc.proc is not None and proc.proc.poll() is None:
             os.kill(proc.proc.pid, signal.SIGCONT)
-        proc.stop()
+    # Both at once: each may take its stop_timeout (a flow blocked in an
+    # agent call), and there is no reason to wait for one, then the other.
+    process.stop_together(procs)
 
 
 class CallLog:

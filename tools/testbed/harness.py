@@ -18,6 +18,7 @@ import oslo_messaging as messaging
 
 from cs2os_agent.common import context as cs2os_context
 from tools.testbed import agent_process
+from tools.testbed import process
 
 RUN_ID = uuid.uuid4().hex[:8]
 # The broker the test services run; each test run gets a vhost of its own.
@@ -64,8 +65,7 @@ class AgentFactory:
         return agent
 
     def stop_all(self):
-        for agent in self.started:
-            agent.stop()
+        process.stop_together(self.started)
 
 
 class RecordingConductor:
@@ -151,7 +151,9 @@ def wait_state(conductor_api, ctxt, migration_id, states, timeout=600):
         return found[0]["state"] in states
 
     try:
-        wait_for(reached, timeout, interval=0.5)
+        # 0.2 s like wait_step: most e2e tests wait for their migration
+        # here, and each poll is one record read over RPC.
+        wait_for(reached, timeout, interval=0.2)
     except AssertionError:
         m = found[0]
         raise AssertionError("migration %s stayed %s at %s: %s" % (

@@ -58,6 +58,11 @@ def stop(proc, timeout=10, group=False):
     if proc is None or proc.poll() is not None:
         return
     _signal(proc, signal.SIGTERM, group)
+    _reap(proc, timeout, group)
+
+
+def _reap(proc, timeout, group):
+    """Wait up to ``timeout`` s for a SIGTERMed ``proc``, then SIGKILL."""
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -68,6 +73,21 @@ def stop(proc, timeout=10, group=False):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass  # nothing left
+
+
+def stop_together(children):
+    """Stop several ``Child`` objects at once: each gets its SIGTERM
+    first, then each is waited for (its ``stop_timeout``, then SIGKILL),
+    so their graceful exits overlap instead of adding up (the test
+    session ends ~15 agents this way)."""
+    signalled = []
+    for child in children:
+        proc = child.proc
+        if proc is not None and proc.poll() is None:
+            _signal(proc, signal.SIGTERM, child.stop_group)
+            signalled.append(child)
+    for child in signalled:
+        _reap(child.proc, child.stop_timeout, child.stop_group)
 
 
 def kill(proc):
