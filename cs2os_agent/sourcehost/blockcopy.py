@@ -116,6 +116,14 @@ class BlockCopy:
                  self.disk, time.monotonic() - self.started)
 
     def status(self):
+        # The segfault once seen here (issue 16, warm data disks) was not
+        # this call's: over qemu+libssh, libvirt 9.0 stalls every reply
+        # over 4 KiB (a domain XML) until a keepalive, and a keepalive
+        # from the event loop thread that ends the stall leaves the
+        # stalled call's socket watch pointing into a dead stack frame;
+        # the next call on the connection (often this one) crashes in
+        # virNetClientIOEventFD.  kvm_libvirt_uri must be qemu+ssh
+        # (tools/testbed/kvm_ssh.py has the measurements).
         try:
             info = self.dom.blockJobInfo(self.disk, 0)
             mirror = None
@@ -193,31 +201,7 @@ class BlockCopy:
         if require_ready and not (status.ready and status.cur == status.end):
             raise self._fail("cutover refused: the job is not ready (%d of "
                              "%d bytes)" % (status.cur, status.end))
-        t0 = time.monotonic()
-        paused_here = False
-        try:
-            if self.dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
-                self.dom.suspend()
-                paused_here = True
-        except libvirt.libvirtError as exc:
-            raise self._fail("could not suspend the source: %s"
-                             % exc.get_error_message()) from None
-        t1 = time.monotonic()
-        try:
-            # The last check: a write that failed on the target between
-            # the status above and the suspend must not go unnoticed.
-            status = self.check()
-            if require_ready and not status.ready:
-                raise self._fail("the job left READY before the cutover")
-            if require_ready:
-                self._wait_copied(status)
-            self._end_job()
-        except BaseException:
-            if paused_here:
-                self._resume()
-            raise
-        t2 = time.monotonic()
-        return {"suspend": t1 - t0, "abort": t2 - t1, "total": t2 - t0}
+        return suspend_and_end(self.dom, [self], self._fail, require_ready)
 
     def _wait_copied(self, status, timeout=30.0, interval=0.002):
         """Wait until nothing is left to copy (cur == end).
@@ -254,6 +238,46 @@ class BlockCopy:
         if self.status().active:
             self._end_job()
         self._ending = True
+
+
+def suspend_and_end(dom, jobs, fail, require_ready=True):
+    """The cutover of one or several block copies of ``dom`` (one code
+    path for BlockCopy.cutover and multicopy.JobSet.cutover): suspend the
+    source once (unless already paused), check every job a last time,
+    wait until each has nothing left to copy, end each without pivot.
+
+    A source this call paused is resumed if anything fails before every
+    job ended, so it runs on its own untouched disks.  ``fail(reason)``
+    makes the caller's BlockCopyFailed.  Returns timings in seconds.
+    """
+    t0 = time.monotonic()
+    paused_here = False
+    try:
+        if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            dom.suspend()
+            paused_here = True
+    except libvirt.libvirtError as exc:
+        raise fail("could not suspend the source: %s"
+                   % exc.get_error_message()) from None
+    t1 = time.monotonic()
+    try:
+        # The last check of every job, with the guest frozen: a write that
+        # failed on a target between the caller's check and the suspend
+        # must not go unnoticed.
+        for job in jobs:
+            status = job.check()
+            if require_ready and not status.ready:
+                raise job._fail("the job left READY before the cutover")
+            if require_ready:
+                job._wait_copied(status)
+        for job in jobs:
+            job._end_job()
+    except BaseException:
+        if paused_here:
+            jobs[0]._resume()
+        raise
+    t2 = time.monotonic()
+    return {"suspend": t1 - t0, "abort": t2 - t1, "total": t2 - t0}
 
 
 class JobEvents:

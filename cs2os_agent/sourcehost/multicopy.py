@@ -18,9 +18,7 @@ It offers what :class:`.blockcopy.BlockCopy` offers the conductor's steps
 ``cancel``), so the steps watch one disk or several alike.
 """
 
-import time
 
-import libvirt
 
 from cs2os_agent.common import mirror_errors
 from cs2os_agent.sourcehost import blockcopy
@@ -97,31 +95,7 @@ class JobSet:
         if require_ready and not (status.ready and status.cur == status.end):
             raise self._fail("cutover refused: not every job is ready (%d "
                              "of %d bytes)" % (status.cur, status.end))
-        t0 = time.monotonic()
-        paused_here = False
-        try:
-            if self.dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
-                self.dom.suspend()
-                paused_here = True
-        except libvirt.libvirtError as exc:
-            raise self._fail("could not suspend the source: %s"
-                             % exc.get_error_message()) from None
-        t1 = time.monotonic()
-        try:
-            # The last check of every job, with the guest frozen: a write
-            # that failed on any target before the suspend is seen here.
-            for job in self.jobs:
-                one = job.check()
-                if require_ready and not one.ready:
-                    raise job._fail("the job left READY before the cutover")
-                if require_ready:
-                    job._wait_copied(one)
-            for job in self.jobs:
-                job._end_job()
-        except BaseException:
-            if paused_here:
-                self.jobs[0]._resume()
-            raise
-        t2 = time.monotonic()
-        return {"suspend": t1 - t0, "abort": t2 - t1, "total": t2 - t0,
-                "jobs": self.count}
+        timings = blockcopy.suspend_and_end(self.dom, self.jobs, self._fail,
+                                            require_ready)
+        timings["jobs"] = self.count
+        return timings

@@ -174,8 +174,9 @@ def test_a_vm_without_data_disks_plans_nothing_and_asks_nothing(db, fake,
     assert fake.calls == [] and files.read == []
 
 
-def test_a_warm_migration_with_data_disks_is_refused_until_enabled(
-        db, fake, files):
+def test_a_warm_migration_with_data_disks_is_refused_when_switched_off(
+        db, fake, files, monkeypatch):
+    monkeypatch.setattr(datadisks, "WARM_ENABLED", False)
     ctx = ctx_for(db, mode="warm")
     with pytest.raises(exception.Invalid) as info:
         datadisks.plan(ctx, vm(data_disk(1), data_disk(2)))

@@ -1,14 +1,4 @@
-"""WORK IN PROGRESS, not collected (no test_ prefix): datadisks.py refuses
-warm migrations with data disks (WARM_ENABLED) until this passes; rename it
-test_warm_data_disks.py and set WARM_ENABLED once it does.  Last runs:
-volumes made and attached, all three block copies running into T and the
-two RBD volumes, then the conductor segfaulted in libvirt.so (dmesg) mid-
-mirror or in validate.  With PYTHONFAULTHANDLER=1 the conductor's stderr
-shows where, every time: libvirt.py blockJobInfo, called by
-BlockCopy.status for a hot-plugged data disk's target in warmdisks.locate
-(libvirt 9.0's client library; the root disk's call works).
-
-Warm migration of a VM with data disks, end to end: every disk, root
+"""Warm migration of a VM with data disks, end to end: every disk, root
 and data, is mirrored while the guest writes to all of them, and one
 cutover switches them over together.
 
@@ -19,6 +9,11 @@ from Nova's libvirt secret) straight into the RBD image of the Cinder
 volume Nova attached to the stopped server.  The CloudStack VM's data
 disks are hot-plugged into its running domain, as CloudStack attaches a
 volume to a running VM.
+
+The conductor reaches the KVM host over qemu+ssh (tools/testbed/kvm_ssh.py
+says why not qemu+libssh: libvirt 9.0's libssh transport stalls every
+reply over 4 KiB, and a keepalive ending the stall crashed the conductor
+in libvirt.so on its next call; this domain's XML is 5 KiB).
 """
 
 import os
@@ -31,7 +26,10 @@ from xml.sax import saxutils
 import libvirt
 import libvirt_qemu
 import oslo_messaging as messaging
+import pytest
 
+from cs2os_agent.common import context as cs2os_context
+from tests.e2e.conftest import delete_migrated_servers
 from tests.e2e.conftest import new_vm
 from tests.e2e.test_data_disks import OBJECT
 from tests.e2e.test_data_disks import STANDALONE
@@ -41,19 +39,23 @@ from tests.e2e.test_data_disks import _ours
 from tests.e2e.test_data_disks import _rbd_used
 from tests.e2e.test_data_disks import delete_volumes  # noqa: F401
 from tests.e2e.test_data_disks import rbd
+from tests.e2e.test_warm_migration import MIRROR_MBPS
+from tests.e2e.test_warm_migration import RUN_ID
 from tests.e2e.test_warm_migration import agent  # noqa: F401
 from tests.e2e.test_warm_migration import assert_migrated
 from tests.e2e.test_warm_migration import assert_target_cleaned
-from tests.e2e.test_warm_migration import conductor  # noqa: F401
 from tests.e2e.test_warm_migration import held_migration
 from tests.e2e.test_warm_migration import kvm_conn  # noqa: F401
 from tests.e2e.test_warm_migration import mirror_run_dir  # noqa: F401
 from tests.e2e.test_warm_migration import wait_until
 from tools.testbed import datadisks
+from tools.testbed import harness as ft
 from tools.testbed import images
+from tools.testbed import kvm_ssh
 from tools.testbed import warm_chain
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
+from tools.testbed.minicloud import admin_auth
 
 MiB = images.MiB
 WARM_STEPS = ["validate", "image", "ports", "boot", "mirror", "ready",
@@ -62,7 +64,24 @@ WARM_STEPS = ["validate", "image", "ports", "boot", "mirror", "ready",
 DEVS = ("vdb", "vdc")
 
 
-def _hotplug(cloud, dom, disk, dev, serial):
+@pytest.fixture(scope="module")
+def conductor(request, workdir, services, cloud, minicloud, agent,  # noqa: F811
+              conductor_api, cloudstack_root, kvm_sshd):
+    """test_warm_migration's conductor, on qemu+ssh to the KVM host."""
+    name = "%s-%s" % (RUN_ID, request.module.__name__.rsplit(".", 1)[-1])
+    proc = warm_chain.make_conductor(
+        workdir, name, ft.TRANSPORT_URL, services["exchange"], cloud,
+        admin_auth(minicloud), cloudstack_root, kvm_sshd,
+        mirror_max_bandwidth_mbps=MIRROR_MBPS)
+    kvm_ssh.use_ssh_transport(proc, kvm_sshd)
+    proc.manage("db", "sync")
+    proc.start(conductor_api, cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()
+    delete_migrated_servers(minicloud)
+
+
+def hotplug(cloud, dom, disk, dev, serial):
     """Attach ``disk`` to the running domain (its chain explicit, as the
     stand-in's KVM does for the root)."""
     xml = ("<disk type='file' device='disk'><driver name='qemu' "
@@ -84,7 +103,7 @@ def _vm_with_running_data_disks(cloud, cloudstack_root, conn):
     for n, (disk, dev) in enumerate(zip(vm.data_disks, DEVS, strict=True)):
         volume = datadisks.attach(cloud, vm, disk,
                                   name="DATA-%d-%s" % (n, vm.name))
-        _hotplug(cloud, dom, disk, dev, volume.id)
+        hotplug(cloud, dom, disk, dev, volume.id)
     vm.templates = {disk.template: images.sha256(disk.template)
                     for disk in vm.data_disks if disk.template}
     return vm, dom
