@@ -4,7 +4,7 @@
 Runs the whole warm chain on this machine, as the end-to-end tests do: the
 CloudStack API stand-in whose VM is a running transient KVM domain on
 CloudStack's layout, a private sshd on 127.0.0.1 playing the KVM host's
-(the agent's tunnel and the conductor's qemu+libssh connection log in to
+(the agent's tunnel and the conductor's qemu+ssh connection log in to
 it), cs2os-agent and cs2os-conductor as their own processes on a RabbitMQ
 vhost of their own, and the minicloud's real Keystone, Glance, Placement
 and Nova.  Each run migrates a fresh VM (same template; an overlay of

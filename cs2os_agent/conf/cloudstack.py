@@ -119,20 +119,20 @@ cloudstack_opts = [
     ),
     cfg.StrOpt(
         "kvm_libvirt_uri",
-        default="qemu+libssh://root@{host}/system?"
+        default="qemu+ssh://root@{host}/system?"
         "keyfile=/etc/cs2os/ssh/id_ed25519&"
-        "known_hosts=/etc/cs2os/ssh/known_hosts&known_hosts_verify=normal&"
-        "sshauth=privkey",
+        "known_hosts=/etc/cs2os/ssh/known_hosts",
         help="libvirt URI of a CloudStack KVM host, for warm migrations: "
         "the conductor runs the source's block copy there. '{host}' is "
         "replaced with the host's address as CloudStack lists it. The "
-        "host key must be verified: with qemu+libssh:// or "
-        "qemu+libssh2:// give known_hosts (add a host with 'ssh-keyscan "
-        "HOST >> FILE' once its fingerprint is checked out of band) and "
-        "known_hosts_verify=normal (an unknown or changed key is refused); "
-        "qemu+ssh:// uses the conductor user's OpenSSH known_hosts in "
-        "batch mode. known_hosts_verify=auto|ignore and no_verify=1 are "
-        "refused.",
+        "host key must be verified: with known_hosts=FILE the conductor "
+        "has libvirt run OpenSSH trusting that file alone: an unknown or "
+        "changed key is refused (add a host with "
+        "'ssh-keyscan HOST >> FILE' once its fingerprint is checked out of "
+        "band); without it, OpenSSH uses the conductor user's known_hosts "
+        "and cannot prompt. no_verify=1 is refused, and so are "
+        "qemu+libssh:// and qemu+libssh2:// (libvirt 9.0's libssh "
+        "transport stalls large replies and can crash the conductor).",
     ),
     cfg.PortOpt(
         "kvm_ssh_port",

@@ -10,10 +10,10 @@ volume Nova attached to the stopped server.  The CloudStack VM's data
 disks are hot-plugged into its running domain, as CloudStack attaches a
 volume to a running VM.
 
-The conductor reaches the KVM host over qemu+ssh (tools/testbed/kvm_ssh.py
-says why not qemu+libssh: libvirt 9.0's libssh transport stalls every
-reply over 4 KiB, and a keepalive ending the stall crashed the conductor
-in libvirt.so on its next call; this domain's XML is 5 KiB).
+The conductor reaches the KVM host over qemu+ssh (sourcehost/kvmhost.py
+says why qemu+libssh is refused: libvirt 9.0's libssh transport stalls
+every reply over 4 KiB, and a keepalive ending the stall crashed the
+conductor in libvirt.so on its next call; this domain's XML is 5 KiB).
 """
 
 import os
@@ -51,7 +51,6 @@ from tests.e2e.test_warm_migration import wait_until
 from tools.testbed import datadisks
 from tools.testbed import harness as ft
 from tools.testbed import images
-from tools.testbed import kvm_ssh
 from tools.testbed import warm_chain
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
@@ -73,7 +72,6 @@ def conductor(request, workdir, services, cloud, minicloud, agent,  # noqa: F811
         workdir, name, ft.TRANSPORT_URL, services["exchange"], cloud,
         admin_auth(minicloud), cloudstack_root, kvm_sshd,
         mirror_max_bandwidth_mbps=MIRROR_MBPS)
-    kvm_ssh.use_ssh_transport(proc, kvm_sshd)
     proc.manage("db", "sync")
     proc.start(conductor_api, cs2os_context.get_admin_context())
     yield proc

@@ -5,7 +5,7 @@ frozen (force).
 
 The whole chain for real: the CloudStack API stand-in whose VM is a running
 transient KVM domain on CloudStack's NFS layout; cs2os-conductor, which
-drives libvirt's block copy on the "KVM host" through qemu+libssh (host
+drives libvirt's block copy on the "KVM host" through qemu+ssh (host
 key checked) and CloudStack's API; cs2os-agent, whose qemu-storage-daemon
 exports the target over NBD through an ``ssh -R`` tunnel into the KVM
 host's sshd (a private sshd on 127.0.0.1 allowing remote forwarding);

@@ -18,7 +18,7 @@ successor finds the JobSet whole and goes on, or mirrors again) and
 successor finishes every volume).  They run in the full suite (tox -e
 faults) only: under CS2OS_FAULTS=ci the module defines no test.
 
-The conductor reaches the KVM host over qemu+ssh (tools/testbed/kvm_ssh.py
+The conductor reaches the KVM host over qemu+ssh (sourcehost/kvmhost.py
 says why: libvirt 9.0's libssh transport crashed it on this domain).
 """
 
@@ -39,7 +39,6 @@ from tests.faults import report
 from tools.testbed import datadisks
 from tools.testbed import harness as ft
 from tools.testbed import images
-from tools.testbed import kvm_ssh
 
 DEVS = ("vdb", "vdc")
 CASES = cases.warm_data_disk_selected()
@@ -52,7 +51,6 @@ def conductor(request, workdir, services, cloud, minicloud,  # noqa: F811
     proc = faults_conftest.make_conductor(
         request, workdir, services, cloud, minicloud, conductor_api,
         cloudstack_root, kvm_sshd)
-    kvm_ssh.use_ssh_transport(proc, kvm_sshd)
     proc.manage("db", "sync")
     proc.launch()
     proc.wait_ready(proc.probe)

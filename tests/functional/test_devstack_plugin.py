@@ -130,9 +130,9 @@ def test_controller_config(controller):
         "network_map": "guest-net:private,dmz:public",
         "project_map": "ROOT/webshop:webshop,*:migrated",
         "kvm_libvirt_uri": (
-            "qemu+libssh://root@{host}/system?keyfile=%(dir)s/id_ed25519&"
-            "known_hosts=%(dir)s/known_hosts&known_hosts_verify=normal&"
-            "sshauth=privkey" % {"dir": controller.conf_path.parent / "ssh"}),
+            "qemu+ssh://root@{host}/system?keyfile=%(dir)s/id_ed25519&"
+            "known_hosts=%(dir)s/known_hosts"
+            % {"dir": controller.conf_path.parent / "ssh"}),
         "kvm_ssh_port": "22"}
     openstack = conf["openstack"]
     assert openstack["auth_type"] == "password"

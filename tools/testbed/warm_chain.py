@@ -4,7 +4,8 @@
   (127.0.0.1), so a private sshd on 127.0.0.1 that allows remote
   forwarding (sshd.ForwardingServer) plays its sshd.  The agent's mirror
   tunnel logs in to it, and so does the conductor's libvirt connection
-  (qemu+libssh, host key checked against the sshd's known_hosts), which
+  (qemu+ssh through cs2os-kvm-ssh, host key checked against the sshd's
+  known_hosts), which
   reaches this machine's libvirtd: the one running the stand-in's VMs.
 - The agent's config: that sshd's client key and known_hosts, a [mirror]
   run_dir, and a socket directory on the "KVM host" the source QEMU
@@ -49,8 +50,7 @@ def make_remote_dir(run_id):
 
 def libvirt_uri(sshd):
     """[cloudstack] kvm_libvirt_uri for the stand-in's KVM host."""
-    return ("qemu+libssh://root@{host}:%d/system?keyfile=%s&known_hosts=%s&"
-            "known_hosts_verify=normal&sshauth=privkey"
+    return ("qemu+ssh://root@{host}:%d/system?keyfile=%s&known_hosts=%s"
             % (sshd.port, sshd.client_key, sshd.known_hosts))
 
 

@@ -29,9 +29,6 @@ from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import sources
 
 GiB = 1024 ** 3
-# Warm migrations of VMs with data disks (warmdisks.py); the switch stays
-# so an operator-facing refusal can be restored in one line.
-WARM_ENABLED = True
 
 
 def plan(ctx, vm):
@@ -40,11 +37,6 @@ def plan(ctx, vm):
     disks = vm.get("datadisks") or []
     if not disks:
         return []
-    if ctx.migration["mode"] == states.WARM and not WARM_ENABLED:
-        raise exception.Invalid(
-            reason="CloudStack VM %s has %d data disk(s); mirroring data "
-            "disks in a warm migration is not enabled yet in this build: "
-            "use mode cold" % (vm["name"], len(disks)))
     planned = [_plan_disk(ctx, vm, disk) for disk in disks]
     if ctx.migration["mode"] == states.WARM:
         # The preflight says so too, before anything is created.

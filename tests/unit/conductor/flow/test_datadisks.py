@@ -174,18 +174,6 @@ def test_a_vm_without_data_disks_plans_nothing_and_asks_nothing(db, fake,
     assert fake.calls == [] and files.read == []
 
 
-def test_a_warm_migration_with_data_disks_is_refused_when_switched_off(
-        db, fake, files, monkeypatch):
-    monkeypatch.setattr(datadisks, "WARM_ENABLED", False)
-    ctx = ctx_for(db, mode="warm")
-    with pytest.raises(exception.Invalid) as info:
-        datadisks.plan(ctx, vm(data_disk(1), data_disk(2)))
-    assert ("CloudStack VM web-1 has 2 data disk(s); mirroring data disks "
-            "in a warm migration is not enabled yet") in str(info.value)
-    assert "use mode cold" in str(info.value)
-    assert fake.calls == [] and files.read == []
-
-
 def test_plan_reads_each_disks_chain_in_its_own_pool(db, fake, files):
     files.made.update({
         "/pools/%s/d1" % POOL: (None, 3 * GiB + 1),

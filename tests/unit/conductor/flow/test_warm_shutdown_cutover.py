@@ -324,7 +324,7 @@ def test_shutdown_cutover_fails_if_the_domain_never_ends(db, monkeypatch):
     done = w.run()
     assert time.monotonic() - started < 10
     assert "CloudStack stopped VM web-1, but its domain did not end on " \
-        "qemu+libssh://root@10.0.0.5/system" in done["error"]
+        "qemu+ssh://root@10.0.0.5/system" in done["error"]
     # Asked until it succeeded, not after; then the rollback's wait.
     assert w.cloudstack.polls == ["stop-job-1"] * 3
     assert_rolled_back_after_the_stop(w, done, started=True)
@@ -337,7 +337,7 @@ def test_shutdown_cutover_fails_if_the_stop_job_never_ends(db, monkeypatch):
     w.cloudstack.job_timeout = 0.1
     done = w.run()
     assert "CloudStack did not stop VM web-1, but its domain did not end " \
-        "on qemu+libssh://root@10.0.0.5/system" in done["error"]
+        "on qemu+ssh://root@10.0.0.5/system" in done["error"]
     # The rollback's wait timed out too: CloudStack says it runs.
     assert_rolled_back_after_the_stop(w, done, started=False)
 

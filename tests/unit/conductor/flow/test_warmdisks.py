@@ -199,9 +199,8 @@ def test_no_target_is_removed_after_the_commit():
     assert agent.calls == []
 
 
-def test_once_enabled_a_warm_migration_plans_its_data_disks_as_a_cold_one(
-        db, fake, files, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(dd.datadisks, "WARM_ENABLED", True)
+def test_a_warm_migration_plans_its_data_disks_as_a_cold_one(
+        db, fake, files):  # noqa: F811
     files.made.update({"/pools/%s/d1" % dd.POOL: (None, dd.GiB)})
     ctx = dd.ctx_for(db, mode="warm")
     assert dd.datadisks.plan(ctx, dd.vm(dd.data_disk(1))) == [

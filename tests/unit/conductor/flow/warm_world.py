@@ -211,8 +211,7 @@ def make_conf(**conductor):
     return types.SimpleNamespace(
         cloudstack=types.SimpleNamespace(
             kvm_ssh_port=2222, kvm_ssh_user=None, unmanage_source=True,
-            kvm_libvirt_uri="qemu+libssh://root@{host}/system?"
-            "known_hosts=/k&keyfile=/id"),
+            kvm_libvirt_uri="qemu+ssh://root@{host}/system?keyfile=/id"),
         conductor=types.SimpleNamespace(**values))
 
 
