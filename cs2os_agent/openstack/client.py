@@ -12,6 +12,7 @@ from keystoneauth1 import loading as ks_loading
 from openstack import exceptions as sdk_exc
 from oslo_log import log as logging
 
+from cs2os_agent.common import backoff
 from cs2os_agent.common import exception
 from cs2os_agent.conf import openstack as openstack_conf
 
@@ -350,6 +351,7 @@ class OpenStackClient:
     def wait_server(self, server_id, status):
         """Wait for ``status``; ERROR or a deadline is a clear failure."""
         deadline = time.monotonic() + self.wait_timeout
+        delays = backoff.delays(self.poll_interval)
         while True:
             server = self.conn.compute.get_server(server_id)
             if server.status == status and not server.task_state:
@@ -364,7 +366,7 @@ class OpenStackClient:
                     operation="server %s to become %s" % (server_id, status),
                     reason="still %s after %d s" % (server.status,
                                                     self.wait_timeout))
-            time.sleep(self.poll_interval)
+            time.sleep(next(delays))
 
     def stop_server(self, server_id):
         try:

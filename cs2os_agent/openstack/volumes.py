@@ -11,6 +11,7 @@ import time
 
 from openstack import exceptions as sdk_exc
 
+from cs2os_agent.common import backoff
 from cs2os_agent.common import exception
 from cs2os_agent.openstack import client as os_client
 
@@ -101,6 +102,7 @@ class VolumeClient:
         wanted = (status,) if isinstance(status, str) else tuple(status)
         status = " or ".join(wanted)
         deadline = time.monotonic() + self.wait_timeout
+        delays = backoff.delays(self.poll_interval)
         while True:
             volume = self.get_volume(volume_id)
             if volume is None:
@@ -118,7 +120,7 @@ class VolumeClient:
                     operation="volume %s to become %s" % (volume_id, status),
                     reason="still %s after %d s" % (volume.status,
                                                     self.wait_timeout))
-            time.sleep(self.poll_interval)
+            time.sleep(next(delays))
 
     def attached_volumes(self, server_id):
         """The ids of the volumes Nova has attached to the server, in the
@@ -161,10 +163,11 @@ class VolumeClient:
 
     def _wait_gone(self, volume_id):
         deadline = time.monotonic() + self.wait_timeout
+        delays = backoff.delays(self.poll_interval)
         while self.get_volume(volume_id) is not None:
             if time.monotonic() > deadline:
                 raise exception.OpenStackError(
                     operation="delete volume %s" % volume_id,
                     reason="still there after %d s" % self.wait_timeout)
-            time.sleep(self.poll_interval)
+            time.sleep(next(delays))
         return True
