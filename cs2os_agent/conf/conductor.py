@@ -11,8 +11,14 @@ conductor_opts = [
         "workers",
         default=4,
         min=1,
-        help="Migrations one conductor runs at the same time; more wait "
-        "in state 'queued'.",
+        help="Migrations one conductor runs at the same time, those "
+        "waiting for a slot (max_*) or a cutover window included: each "
+        "holds a worker. More stay in state 'queued', unclaimed, and any "
+        "conductor on the database with a free worker takes the next one "
+        "(every few seconds, at once when one of its own ends). So the "
+        "migrations in flight are at most the sum of the conductors' "
+        "workers: a conductor whose workers are below a max_* limit says "
+        "so in a warning at start.",
     ),
     cfg.IntOpt(
         "max_in_flight",

@@ -239,29 +239,36 @@ class Database:
         return True
 
     def claimable(self, conductor, now, states):
-        """Ids in ``states`` this conductor may run: its own, or any whose
-        claim has expired (the conductor that had it is gone)."""
-        query = sa.select(models.Migration.id).where(
-            models.Migration.state.in_(states),
-            sa.or_(models.Migration.conductor == conductor,
-                   models.Migration.conductor.is_(None),
-                   models.Migration.lease_until < now),
-        ).order_by(models.Migration.created_at)
+        """Ids in ``states`` this conductor may run: its own, unclaimed
+        ones, or any whose claim has expired (its conductor is gone)."""
+        return [row["id"] for row in
+                self.claim_candidates(conductor, now, states)]
+
+    def claim_candidates(self, conductor, now, states):
+        """What claimable() finds, as {id, state, options, created_at},
+        oldest first: enough to order them and to skip those waiting for
+        their start time without reading each."""
+        m = models.Migration
+        query = sa.select(m.id, m.state, m.options, m.created_at).where(
+            m.state.in_(states), _claimable(m, conductor, now),
+        ).order_by(m.created_at)
         with self._reader() as session:
-            return list(session.scalars(query))
+            return [row._asdict() for row in session.execute(query)]
 
     @_retry_on_deadlock
     def claim(self, migration_id, conductor, now, lease_until):
-        """Take a migration if it is unclaimed, ours, or its lease expired.
+        """Take an active migration if it is unclaimed, ours, released,
+        or its lease expired.
 
         Returns the claim's epoch (one more than the last claim's: whoever
         held it before is fenced from now on), or None if it is taken.
         """
         m = models.Migration
         query = sa.update(m).where(
-            m.id == migration_id,
-            sa.or_(m.conductor == conductor, m.conductor.is_(None),
-                   m.lease_until < now),
+            # Active only: a migration another conductor ended (and
+            # released) since the caller listed it is not run again.
+            m.id == migration_id, m.state.in_(states.ACTIVE),
+            _claimable(m, conductor, now),
         ).values(conductor=conductor, lease_until=lease_until,
                  lease_epoch=m.lease_epoch + 1)
         with self._writer() as session:
@@ -297,14 +304,16 @@ class Database:
         nothing more), else the resource that has no free slot.  Two
         conductors counting at once cannot both take the last slot: the
         second one's insert breaks the primary key, and it is told the
-        resource is full.
+        resource is full (a SlotRace).
         """
         slot = models.Slot
+        trying = None  # (resource, limit) being inserted
         try:
             with self._writer() as session:
                 held = set(session.scalars(sa.select(slot.resource).where(
                     slot.migration_id == migration_id)))
                 for resource, limit in sorted(limits.items()):
+                    trying = (resource, limit)
                     if resource in held:
                         continue
                     taken = set(session.scalars(sa.select(slot.number).where(
@@ -320,7 +329,7 @@ class Database:
         except sa.exc.IntegrityError:
             # Another conductor took that slot between our read and our
             # insert: as full as it gets, for now.
-            return "a slot another conductor took at the same time"
+            return SlotRace(*trying)
         return None
 
     def slot_holders(self, resource):
@@ -336,6 +345,23 @@ class _Full(Exception):
     def __init__(self, resource):
         super().__init__(resource)
         self.resource = resource
+
+
+def _claimable(m, conductor, now):
+    """Ours, never claimed, released (its run ended: a retry made it
+    queued again), or its claim expired."""
+    return sa.or_(m.conductor == conductor, m.conductor.is_(None),
+                  m.lease_until.is_(None), m.lease_until < now)
+
+
+class SlotRace(str):
+    """A resource (the string) whose free slot another conductor took
+    between this one's count and its insert; ``limit``: its limit."""
+
+    def __new__(cls, resource, limit):
+        race = super().__new__(cls, resource)
+        race.limit = limit
+        return race
 
 
 def _update_where(migration_id, expect):

@@ -10,11 +10,21 @@ compute host, 3 per KVM host, 7 per pool.  Every kind of limit made some
 migration wait (their events say so); from the recorded intervals, no
 limit is passed at any instant; every VM ends (the injected failures
 failed, with their rollback, the rest succeeded) and no slot stays taken.
-It prints the scheduler's overhead per migration (README, "Plans").
+It prints the scheduler's overhead per migration (operator guide, "Plans").
 
-A migration waiting for a slot looks again every admission.POLL_SECONDS
-(5 s as shipped); the test polls every second, CS2OS_SIM_POLL=5 runs the
-shipped value.  CS2OS_SIM_VMS sets another fleet size.
+The conductors share the work: each claims queued migrations of any plan
+while it has a free worker (conductor/engine.py); the test checks each
+ran a share, other plans' too, every migration claimed once (no
+takeover) and run by one conductor.
+
+A migration waiting for a slot looks again at once when a migration of
+its own conductor ends, else every admission.POLL_SECONDS (3 s as
+shipped); the test polls every second, CS2OS_SIM_POLL=3 runs the shipped
+value.  CS2OS_SIM_VMS sets another fleet size (default 500).  At 120
+VMs the last check does not hold on a loaded 2-vCPU machine: the "all"
+limit peaked at 13 of 24 and no waiter named a KVM host or pool (a
+waiter's event names the first full resource in name order), so a
+smaller CI run needs limits scaled to the fleet first.
 """
 
 import json
@@ -126,16 +136,24 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
         plan = plan_view.view(main_db, plan_db.get(main_db,
                                                    report["plan_id"]))
         assert plan["state"] == "done", plan["counts"]
-    # Each migration was run by one conductor at a time: any of them may
-    # claim a queued migration, and a second one runs it only after
-    # taking it over (a lease that lapsed on this loaded machine: the new
-    # epoch fences the first, tests/faults).
-    taken_over = {row["id"] for row in rows if row["lease_epoch"] > 1}
+    # The work is shared: whichever conductor has a free worker claims
+    # the next queued migration, so each ran a share of the fleet, of
+    # other conductors' plans too; each migration was claimed once (no
+    # takeover: epoch 1) and run by exactly one conductor.
+    assert [r["id"] for r in rows if r["lease_epoch"] != 1] == []
+    plan_of = {r["id"]: r["plan_id"] for r in rows}
     recorder = plan_sim.Recorder()
     for report in reports:
         ran = set(report["recorded"]["validating"])
-        assert not (ran & set(recorder.validating)) - taken_over, \
-            "run twice without a takeover"
+        assert not ran & set(recorder.validating), "run twice"
+        assert {row["conductor"] for row in rows if row["id"] in ran} == \
+            {report["conductor"]}
+        others = [m for m in ran if plan_of[m] != report["plan_id"]]
+        assert len(ran) >= VMS // (CONDUCTORS * 4), (report["conductor"],
+                                                     len(ran))
+        assert others, "%s ran only its own plan" % report["conductor"]
+        print("\n  %s ran %d migrations, %d of other conductors' plans"
+              % (report["conductor"], len(ran), len(others)))
         recorder.merge(report["recorded"])
     assert sorted(recorder.vm_of.values()) == sorted(by_vm)
     # No slot stays taken.
@@ -166,8 +184,7 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
 
 def _waited_for(db, rows):
     """The kinds of resource ("all", "compute", ...) migrations waited
-    for, from their "waiting for a slot: <resource> ..." events (and
-    "a" of "a slot another conductor took at the same time")."""
+    for, from their "waiting for a slot: <resource> ..." events."""
     prefix = "waiting for a slot: "
     kinds = set()
     for row in rows:

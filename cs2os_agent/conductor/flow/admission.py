@@ -17,14 +17,41 @@ the whole cloud, not lift it.  Within a plan, waiters go in plan order: a
 migration does not take a slot of a resource an earlier VM of its plan
 waits for (migrations.waiting_for), so queued plan work starts in order
 as slots free up.
+
+A waiter looks again as soon as a migration of its own conductor ends
+(slots_freed(), from the engine: same process), and every POLL_SECONDS
+for slots another conductor's migrations freed.
 """
 
 import hashlib
+import threading
 import time
 
+from cs2os_agent.db import api as db_api
 from cs2os_agent.db import plans as plan_db
 
-POLL_SECONDS = 5
+POLL_SECONDS = 3
+_freed = threading.Condition()
+_generation = 0  # migrations of this process that ended (their slots)
+
+
+def slots_freed():
+    """Wake this process's waiters: one of its migrations ended."""
+    global _generation
+    with _freed:
+        _generation += 1
+        _freed.notify_all()
+
+
+def _generation_now():
+    with _freed:
+        return _generation
+
+
+def _pause(seconds, seen):
+    """Sleep ``seconds`` or until a migration ends after ``seen``."""
+    with _freed:
+        _freed.wait_for(lambda: _generation != seen, timeout=seconds)
 LIMIT_NAMES = ("max_in_flight", "max_per_compute_host", "max_per_kvm_host",
                "max_per_pool")
 _RESOURCE_LENGTH = 300  # slots.resource
@@ -90,6 +117,8 @@ def admit(ctx, vm, poll=None):
     said = None
     while True:
         ctx.guard()
+        # Before looking: a migration ending after this wakes the pause.
+        seen = _generation_now()
         ahead = _earlier_waiter(ctx, wanted)
         full = ahead[1] if ahead else ctx.db.acquire_slots(ctx.id, wanted)
         if full is None:
@@ -102,11 +131,10 @@ def admit(ctx, vm, poll=None):
             waited = time.monotonic()
         if said != full:
             said = full
-            # (A lost race names no resource: nothing to queue behind.)
-            ctx.save(waiting_for=full if full in wanted else None)
+            ctx.save(waiting_for=str(full))
             ctx.event("validate", _waiting(ctx, full, wanted, ahead))
         ctx.check_cancelled("validate")
-        time.sleep(POLL_SECONDS if poll is None else poll)
+        _pause(POLL_SECONDS if poll is None else poll, seen)
 
 
 def _earlier_waiter(ctx, wanted):
@@ -128,8 +156,10 @@ def _waiting(ctx, full, wanted, ahead=None):
     if ahead:
         return ("waiting for a slot: %s, after migration %s (earlier in "
                 "the plan)" % (full, ahead[0]))
-    if full not in wanted:  # another conductor's insert won the race
-        return "waiting for a slot: %s" % full
+    if isinstance(full, db_api.SlotRace):
+        return ("waiting for a slot: %s (limit %d): another conductor "
+                "took the free slot at the same moment; looking again"
+                % (full, full.limit))
     return ("waiting for a slot: %s is at its limit of %d migrations in "
             "flight (%s)" % (full, wanted[full],
                              ", ".join(ctx.db.slot_holders(full))))

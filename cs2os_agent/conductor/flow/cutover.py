@@ -20,6 +20,7 @@ from cs2os_agent.common import states
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor.flow import mirroring
 from cs2os_agent.conductor.flow import source
+from cs2os_agent.conductor.flow import window
 from cs2os_agent.sourcehost import kvmhost
 from cs2os_agent.sourcehost import sourceend
 
@@ -47,6 +48,10 @@ def cutover(ctx):
             domain=res["source_domain"], disk=res["source_disk"],
             reason="the conductor stopped during a clean cutover: the QEMU "
             "events that prove the target complete went with it")
+    if not res.get("cutover_started"):
+        # Not begun yet: the window may have ended since the ready step
+        # (a conductor that took over): fail with the source untouched.
+        window.recheck(ctx)
     with kvmhost.connect(ctx.conf, res["kvm_host"]) as kvm:
         dom = kvm.domain(res["source_domain"])
         job = mirroring.job_of(ctx, dom)

@@ -16,7 +16,10 @@ cutover may begin.  The mirror starts at once (or at ``start_at``); the
   was never stopped and keeps running on its own disk.
 
 A cutover that began inside the window finishes even if it runs past
-the end: stopping it half way would be the worse outage.
+the end: stopping it half way would be the worse outage.  The cutover
+step checks the window again before it begins (recheck()): a conductor
+that took over a migration READY before its conductor stopped would
+otherwise cut over after the window ended.
 """
 
 from cs2os_agent.common import exception
@@ -64,3 +67,16 @@ def hold(ctx, job):
 def _check_open(ends, span, why):
     if schedule.now() >= ends:
         raise CutoverWindowMissed(why=why, **span)
+
+
+def recheck(ctx):
+    """CutoverWindowMissed if the migration's window has ended: called
+    by the cutover step before it touches the source (it may run long
+    after hold() let it through, on another conductor)."""
+    window = schedule.window(ctx.migration)
+    if window is None:
+        return
+    opens, ends = window
+    span = {"start": schedule.iso(opens), "end": schedule.iso(ends)}
+    _check_open(ends, span, "before the cutover began (the mirror was "
+                "READY inside it, but the cutover did not start in time)")
