@@ -226,6 +226,10 @@ def bench(args):
                       row["sampled_peak"], LIMIT), flush=True)
             print("  sequential: %s" % seq_load.summary(cpus))
             print("  plan:       %s" % plan_load.summary(cpus))
+            print("  cs2os CPU per migration (conductor, agent, their "
+                  "Python): sequential %.2f s, plan %.2f s" % (
+                      seq_load.per_item("cs2os", args.vms),
+                      plan_load.per_item("cs2os", args.vms)))
             print("  plan bound: %s" % plan_load.bound(cpus), flush=True)
         if deleter.errors:
             print("server deletes failed: %s" % "; ".join(deleter.errors))
