@@ -1,0 +1,14 @@
+"""Live mode's foundation: a running guest moved into Nova's domain.
+
+The guest's RAM and CPU state move from the CloudStack domain A into
+Nova's domain B (Nova's name and instance UUID) on the Nova compute host,
+without a reboot.  libvirt cannot change a domain's UUID in a migration,
+so B is restored from a stream: a libvirt save-image header carrying B's
+live XML (:mod:`.header`), followed by A's live QEMU migration stream,
+written into a FIFO that ``virDomainRestore`` reads (:mod:`.move`).  B's
+live XML is A's guest ABI with Nova's identity (:mod:`.abi`); what the
+move depends on is checked before anything changes (:mod:`.preflight`).
+
+Not wired into the conductor, the REST API or the CLI yet: a request's
+``"mode": "live"`` is still refused.
+"""
