@@ -26,10 +26,7 @@ from xml.sax import saxutils
 import libvirt
 import libvirt_qemu
 import oslo_messaging as messaging
-import pytest
 
-from cs2os_agent.common import context as cs2os_context
-from tests.e2e.conftest import delete_migrated_servers
 from tests.e2e.conftest import new_vm
 from tests.e2e.test_data_disks import OBJECT
 from tests.e2e.test_data_disks import STANDALONE
@@ -39,44 +36,25 @@ from tests.e2e.test_data_disks import _ours
 from tests.e2e.test_data_disks import _rbd_used
 from tests.e2e.test_data_disks import delete_volumes  # noqa: F401
 from tests.e2e.test_data_disks import rbd
-from tests.e2e.test_warm_migration import MIRROR_MBPS
-from tests.e2e.test_warm_migration import RUN_ID
 from tests.e2e.test_warm_migration import agent  # noqa: F401
 from tests.e2e.test_warm_migration import assert_migrated
 from tests.e2e.test_warm_migration import assert_target_cleaned
+from tests.e2e.test_warm_migration import conductor  # noqa: F401
 from tests.e2e.test_warm_migration import held_migration
 from tests.e2e.test_warm_migration import kvm_conn  # noqa: F401
 from tests.e2e.test_warm_migration import mirror_run_dir  # noqa: F401
 from tests.e2e.test_warm_migration import wait_until
 from tools.testbed import datadisks
-from tools.testbed import harness as ft
 from tools.testbed import images
 from tools.testbed import warm_chain
 from tools.testbed.harness import wait_console
 from tools.testbed.harness import wait_state
-from tools.testbed.minicloud import admin_auth
 
 MiB = images.MiB
 WARM_STEPS = ["validate", "image", "ports", "boot", "mirror", "ready",
               "cutover", "finish", "swap", "start", "stop_source", "cleanup",
               "retire_source"]
 DEVS = ("vdb", "vdc")
-
-
-@pytest.fixture(scope="module")
-def conductor(request, workdir, services, cloud, minicloud, agent,  # noqa: F811
-              conductor_api, cloudstack_root, kvm_sshd):
-    """test_warm_migration's conductor, on qemu+ssh to the KVM host."""
-    name = "%s-%s" % (RUN_ID, request.module.__name__.rsplit(".", 1)[-1])
-    proc = warm_chain.make_conductor(
-        workdir, name, ft.TRANSPORT_URL, services["exchange"], cloud,
-        admin_auth(minicloud), cloudstack_root, kvm_sshd,
-        mirror_max_bandwidth_mbps=MIRROR_MBPS)
-    proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
-    delete_migrated_servers(minicloud)
 
 
 def hotplug(cloud, dom, disk, dev, serial):

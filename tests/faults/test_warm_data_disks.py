@@ -27,12 +27,10 @@ import time
 import libvirt
 import pytest
 
-from tests.e2e.conftest import delete_migrated_servers
 from tests.e2e.conftest import new_vm
 from tests.e2e.test_warm_data_disks import hotplug
 from tests.faults import cases
 from tests.faults import chaos
-from tests.faults import conftest as faults_conftest
 from tests.faults import datadisks as fault_datadisks
 from tests.faults import invariants
 from tests.faults import report
@@ -42,21 +40,6 @@ from tools.testbed import images
 
 DEVS = ("vdb", "vdc")
 CASES = cases.warm_data_disk_selected()
-
-
-@pytest.fixture(scope="module")
-def conductor(request, workdir, services, cloud, minicloud,  # noqa: F811
-              agent, conductor_api, cloudstack_root, kvm_sshd):
-    """The fault suite's conductor, on qemu+ssh to the KVM host."""
-    proc = faults_conftest.make_conductor(
-        request, workdir, services, cloud, minicloud, conductor_api,
-        cloudstack_root, kvm_sshd)
-    proc.manage("db", "sync")
-    proc.launch()
-    proc.wait_ready(proc.probe)
-    yield proc
-    proc.stop()
-    delete_migrated_servers(minicloud)
 
 
 def add_running_data_disks(cloud, vm):
