@@ -173,6 +173,15 @@ def test_conductor_killed_mid_copy_resumes(conductor, conductor_api, ctxt,
                 writes=((0x5A, 4 * MiB, 60 * MiB),))
     created = conductor_api.create_migration(ctxt, {"source": vm.name})
     wait_step(conductor_api, ctxt, created["id"], "sync")
+
+    def copying():
+        # The agent's first progress report: its copy has begun.  (The
+        # step alone is not enough: a kill right as sync begins can come
+        # before the agent got the call, and nothing is left to reuse.)
+        m = conductor_api.get_migration(ctxt, created["id"])
+        return m["progress_step"] == "sync" and m["bytes_done"] > 0
+
+    ft.wait_for(copying, 120, "the agent to start copying", interval=0.2)
     conductor.kill()  # SIGKILL mid-copy: no cleanup, no rollback
     conductor.start(conductor_api, cs2os_context.get_admin_context())
     done = wait_state(conductor_api, ctxt, created["id"],
