@@ -2,7 +2,11 @@
 
 import pytest
 
+from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import cloudstack_api
+from tools.testbed import conductor_process
+from tools.testbed import harness
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +18,17 @@ def cloud():
     api.endpoint = api.serve()
     yield api
     api.shutdown()
+
+
+@pytest.fixture(scope="module")
+def conductor(request, workdir, services, cloud):
+    """A cs2os-conductor process in front of ``cloud``, on a SQLite file
+    of its own named after the module (modules that need another kind of
+    conductor define their own ``conductor``)."""
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    proc = conductor_process.start_for_cloud(
+        workdir, "cs2os-%s-%s" % (module, harness.RUN_ID),
+        harness.TRANSPORT_URL, services["exchange"], cloud,
+        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
+    yield proc
+    proc.stop()

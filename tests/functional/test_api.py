@@ -15,26 +15,13 @@ import sys
 import pytest
 import requests
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
-from tools.testbed import conductor_process
 from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
 # Requests using fields added after API 1.0 (test_api_microversions.py
 # covers the versions themselves).
 LATEST = {"OpenStack-API-Version": "cs2os latest"}
-
-
-@pytest.fixture(scope="module")
-def conductor(workdir, services, cloud):
-    proc = conductor_process.start_for_cloud(
-        workdir, "cs2os-api-test-%s" % RUN_ID, harness.TRANSPORT_URL,
-        services["exchange"], cloud,
-        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,8 @@ import sys
 import pytest
 import requests
 
-from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import microversions
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
-from tools.testbed import conductor_process
 from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
@@ -30,16 +27,6 @@ OPENSTACK = os.path.join(os.path.dirname(sys.executable), "openstack")
 
 class OlderApi(api_process.ApiProcess):
     module = "tests.functional.older_api"
-
-
-@pytest.fixture(scope="module")
-def conductor(workdir, services, cloud):
-    proc = conductor_process.start_for_cloud(
-        workdir, "cs2os-mv-%s" % RUN_ID, harness.TRANSPORT_URL,
-        services["exchange"], cloud,
-        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,7 @@ import time
 import pytest
 import requests
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
-from tools.testbed import conductor_process
 from tools.testbed import harness
 from tools.testbed import process
 
@@ -101,16 +98,6 @@ class UwsgiApi(process.Child):
             return ""
         with open(self.log_file, errors="replace") as f:
             return f.read()
-
-
-@pytest.fixture(scope="module")
-def conductor(workdir, services, cloud):
-    proc = conductor_process.start_for_cloud(
-        workdir, "cs2os-uwsgi-cond-%s" % RUN_ID, harness.TRANSPORT_URL,
-        services["exchange"], cloud,
-        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from cs2os_agent.conductor import notify
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
 from cs2os_agent.db import migration as db_migration
-from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
 from tools.testbed import harness
 from tools.testbed.harness import wait_state
@@ -121,15 +120,6 @@ def raw_notifications(services):
     tap = RawNotifications(services["exchange"])
     yield tap
     tap.close()
-
-
-@pytest.fixture(scope="module")
-def cloud():
-    api = cloudstack_api.FakeCloudStack()  # no VM here needs to run
-    api.admin = api.add_account("admin")
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
 
 
 @pytest.fixture(scope="module")

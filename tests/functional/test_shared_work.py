@@ -26,21 +26,11 @@ from cs2os_agent.db import api as db_api
 
 # The PostgreSQL the database tests start (a fixture, taken by name).
 from tests.functional.test_database import pg_cluster  # noqa: F401
-from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
 from tools.testbed import harness
 
 RUN_ID = harness.RUN_ID
 QUEUED = 16
-
-
-@pytest.fixture(scope="module")
-def cloud():
-    api = cloudstack_api.FakeCloudStack()  # no VM here needs to run
-    api.admin = api.add_account("admin")
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
 
 
 @pytest.fixture(scope="module")
