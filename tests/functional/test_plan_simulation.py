@@ -7,8 +7,9 @@ they ran).
 500 VMs over 20 compute hosts, 10 KVM hosts and 4 pools, in three plans
 started at once, one on each conductor; limits 24 in flight in all, 3 per
 compute host, 3 per KVM host, 7 per pool.  Every kind of limit made some
-migration wait (their events say so); from the recorded intervals, no
-limit is passed at any instant; every VM ends (the injected failures
+migration wait (their events say so) or was reached by migrations working
+at the same instant; from the recorded intervals, no limit is passed at
+any instant; every VM ends (the injected failures
 failed, with their rollback, the rest succeeded) and no slot stays taken.
 It prints the scheduler's overhead per migration (operator guide, "Plans").
 
@@ -177,9 +178,19 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
     for name, value in plan_sim.peaks(working).items():
         limit = LIMITS[KINDS[name.split(":")[0]]]
         assert value <= limit, (name, value, limit)
-    # The test can tell: every kind of limit bound, making some migration
-    # wait for one of its slots.
-    assert set(KINDS) <= _waited_for(main_db, rows)
+    # The test can tell: every kind of limit bound.  Either a migration
+    # waited for a slot of that kind (its event names the first full
+    # resource in name order, so a full KVM host hides behind a full
+    # compute host), or as many migrations as its limit worked on one such
+    # resource at the same instant: the limit was reached and, above, not
+    # passed.  Which of the two shows depends on the machine's speed.
+    reached = {kind for kind, value in worked.items()
+               if value == LIMITS[KINDS[kind]]}
+    waited = _waited_for(main_db, rows)
+    print("  limits that made a migration wait: %s; reached while "
+          "working: %s" % (", ".join(sorted(waited)),
+                           ", ".join(sorted(reached))))
+    assert set(KINDS) <= waited | reached, (waited, reached)
 
 
 def _waited_for(db, rows):
