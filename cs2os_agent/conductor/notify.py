@@ -152,6 +152,8 @@ class NotificationSerializer(rpc.RequestContextSerializer):
 class MigrationNotifier:
     def __init__(self, conf, host, transport=None):
         transport = transport or messaging.get_notification_transport(conf)
+        # Shared with the plans' notifier (conductor/plan_notify.py).
+        self.transport = transport
         self._notifier = messaging.Notifier(
             transport,
             publisher_id="cs2os-conductor.%s" % host,
