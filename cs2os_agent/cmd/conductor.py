@@ -13,7 +13,10 @@ from cs2os_agent.common import service
 from cs2os_agent.conductor import clients as conductor_clients
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor import manager
+from cs2os_agent.conductor import metrics
 from cs2os_agent.conductor import notify
+from cs2os_agent.conductor import plan_events
+from cs2os_agent.conductor import plan_notify
 from cs2os_agent.conductor import preflight
 from cs2os_agent.conductor import rpcapi
 from cs2os_agent.conductor.flow import context as flow_context
@@ -52,6 +55,9 @@ def main():
         return 1
     rpc.init(CONF)
     notifier = notify.MigrationNotifier(CONF, CONF.host)
+    # Every event of a plan's log goes out as cs2os.plan.<kind> too.
+    plan_events.set_notifier(plan_notify.PlanNotifier(
+        CONF, CONF.host, transport=notifier.transport))
     clients = conductor_clients.Clients(CONF)
 
     def make_context(migration, owner):
@@ -68,10 +74,43 @@ def main():
     rpc_service = service.RPCService(rpcapi.TOPIC, CONF.host, [endpoint])
     rpc_service.on_start = engine.start
     rpc_service.on_stop = engine.stop
+    metrics_server = _start_metrics(db, engine)
+    if metrics_server is False:
+        return 1
+    if metrics_server is not None:
+        # Stopped with the service: the port closes before the process
+        # ends, for a conductor restarted at once on the same address.
+        rpc_service.on_stop = _chain(engine.stop, metrics_server.stop)
     service.run(rpc_service)
     if owned is not None:
         owned.close()
     return 0
+
+
+def _start_metrics(db, engine):
+    """The metrics endpoint, serving; None when [conductor]
+    metrics_listen is empty; False (said in the log) when it is not
+    address:port or cannot be bound.  Bound before the service starts:
+    a conductor asked for metrics it cannot serve claims nothing."""
+    try:
+        server = metrics.server(CONF, db, engine)
+        if server is not None:
+            server.start()
+        return server
+    except ValueError as exc:
+        # (oslo.config's refusal of the value is a ValueError too.)
+        LOG.error("[conductor] metrics_listen: %s", exc)
+    except OSError as exc:
+        LOG.error("Cannot serve metrics on [conductor] metrics_listen = "
+                  "%s: %s", CONF.conductor.metrics_listen, exc)
+    return False
+
+
+def _chain(*calls):
+    def run():
+        for call in calls:
+            call()
+    return run
 
 
 if __name__ == "__main__":

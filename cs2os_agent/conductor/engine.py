@@ -113,6 +113,12 @@ class Engine:
         holds the lock."""
         return self.workers - len(self._running)
 
+    def busy(self):
+        """Workers taken now (for the metrics endpoint).  Without the
+        lock: submit() holds it across a database claim, and a scrape
+        must not wait for one; len() of a dict is one atomic read."""
+        return len(self._running)
+
     def submit(self, migration_id, record=None):
         """Claim and run ``migration_id`` if a worker is free (True).
 

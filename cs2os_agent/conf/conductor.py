@@ -139,6 +139,21 @@ conductor_opts = [
         "rolls back (every guest write is synchronous meanwhile). 0 waits "
         "for ever.",
     ),
+    cfg.StrOpt(
+        "metrics_listen",
+        default="",
+        # address:port, an IPv6 address in brackets: refused at start
+        # rather than bound somewhere the operator did not mean.
+        regex=r"^$|^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
+        help="Where this conductor serves Prometheus metrics over HTTP "
+        "(GET /metrics), as address:port, e.g. 127.0.0.1:9797 or "
+        "[::1]:9797; empty: no metrics endpoint. The figures of "
+        "migrations, plans and slots come from the database at each "
+        "scrape, so every conductor on the database reports the same "
+        "ones; the workers figures are this conductor's. Plain HTTP "
+        "without authentication: listen on an address only the "
+        "monitoring system reaches.",
+    ),
 ]
 
 
