@@ -70,6 +70,9 @@ def view(record, with_events=True, details=True, hidden=()):
     body["keep_snapshots"] = bool(options.get("keep_snapshots"))
     body["volume_type"] = options.get("volume_type")
     body["start_at"] = options.get("start_at")
+    if details:
+        # Where the hosts are, as target_host: host details only.
+        body["aggregate"] = options.get("aggregate")
     if record.get("mode") == states.WARM:
         body["cutover"] = options.get("cutover") or states.DEFAULT_CUTOVER
         # The operator's cutover action may override the request's.

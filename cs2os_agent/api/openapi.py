@@ -166,6 +166,11 @@ def _migration(with_events):
         "start_at": {"type": "string", "nullable": True,
                      "description": "the requested start time (UTC): "
                                     "queued until then"},
+        "aggregate": {"type": "string", "nullable": True,
+                      "description": "the Nova host aggregate the "
+                                     "request named (target_host: the "
+                                     "host chosen from it at admission); "
+                                     "shown with the host details only"},
         "cutover_window": {"type": "object", "nullable": True,
                            "description": "warm migrations only: the "
                                           "window (start, end, UTC) the "

@@ -86,6 +86,20 @@ _CUTOVER_WINDOW = {
                    "the migration fails and the CloudStack VM keeps "
                    "running (refused: an end before the start, or past)"}
 
+_AGGREGATE = {"anyOf": [_NAME, {"type": "null"}],
+              "description": "a Nova host aggregate (id, uuid or name): "
+                             "the conductor picks the compute host among "
+                             "its usable hosts when the migration is "
+                             "admitted (the one with a free slot and the "
+                             "fewest migrations in flight); excludes "
+                             "host"}
+# Both say where the server goes; the conductor refuses both too.
+_HOST_OR_AGGREGATE = {
+    "description": "host or aggregate, not both",
+    "not": {"properties": {"host": _NAME, "aggregate": _NAME},
+            "required": ["host", "aggregate"]},
+}
+
 CREATE_MIGRATION = {
     "type": "object",
     "properties": {
@@ -94,6 +108,7 @@ CREATE_MIGRATION = {
             "properties": {
                 "source": _NAME,
                 "host": _OPTIONAL_NAME,
+                "aggregate": _AGGREGATE,
                 "flavor": _OPTIONAL_NAME,
                 "mode": {"type": "string", "enum": list(states.MODES)},
                 "cutover": {"type": "string",
@@ -138,7 +153,8 @@ CREATE_MIGRATION = {
             },
             "required": ["source"],
             "additionalProperties": False,
-            "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY],
+            "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY,
+                      _HOST_OR_AGGREGATE],
         },
     },
     "required": ["migration"],
@@ -194,7 +210,7 @@ _PLAN_FIELDS = {
         "migration"]["properties"].items()
         if k not in ("source", "dry_run")},
     "additionalProperties": False,
-    "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY],
+    "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY, _HOST_OR_AGGREGATE],
 }
 _TAG = {"allOf": [_NAME, {"pattern": "=",
                           "description": "key=value"}]}

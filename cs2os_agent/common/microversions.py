@@ -97,6 +97,9 @@ HISTORY = (
       "view.migration.start_at", "view.migration.cutover_window",
       "plan.start_at", "plan.limits", "view.plan.limits",
       "view.plan.events")),
+    ("1.13", "Host aggregates: aggregate (a Nova host aggregate the "
+             "conductor picks the host from, instead of host)",
+     ("migration.aggregate", "view.migration.aggregate")),
 )
 
 

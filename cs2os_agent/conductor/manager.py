@@ -89,7 +89,7 @@ class ConductorManager:
             if req.get(name):
                 options[name] = True
         for name in ("cutover", "cutover_method", "project", "volume_type",
-                     "start_at", "cutover_window"):
+                     "start_at", "cutover_window", "aggregate"):
             if req.get(name) is not None:
                 options[name] = req[name]
         if position is not None:
@@ -142,9 +142,13 @@ class ConductorManager:
         asked = {"source_ref": req["source"], "mode": req["mode"],
                  "target_host": req["host"], "flavor": req["flavor"],
                  "delete_source": req["delete_source"]}
+        if req.get("aggregate"):
+            # Admission recorded the host it chose from the aggregate.
+            asked["target_host"] = first["target_host"]
         differ = sorted(f for f in _REPLAY_FIELDS if first[f] != asked[f])
-        if (first["options"] or {}).get("project") != req.get("project"):
-            differ.append("project")
+        for name in ("project", "aggregate"):
+            if (first["options"] or {}).get(name) != req.get(name):
+                differ.append(name)
         if differ:
             raise exception.IdempotencyKeyReused(
                 key=key, migration_id=first["id"],

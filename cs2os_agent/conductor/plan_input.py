@@ -11,7 +11,7 @@ from cs2os_agent.conductor.flow import admission
 
 # What defaults and per-VM overrides may set: a request's fields but the
 # VM itself, dry_run and the idempotency key.
-FIELDS = ("host", "flavor", "mode", "cutover", "cutover_method",
+FIELDS = ("host", "aggregate", "flavor", "mode", "cutover", "cutover_method",
           "delete_source", "networks", "drop_unmapped_nics", "config_drive",
           "keep_snapshots", "project", "volume_type", "start_at",
           "cutover_window")
@@ -38,6 +38,22 @@ def name(value, what):
     return value.strip()
 
 
+# Each says where the server goes: a VM's override of one replaces the
+# plan's default of the other.
+PLACES = ("host", "aggregate")
+
+
+def merge(defaults, overrides):
+    """A VM's request fields: the plan's ``defaults`` with its
+    ``overrides`` over them."""
+    merged = dict(defaults or {})
+    if any(overrides.get(k) is not None for k in PLACES):
+        for key in PLACES:
+            merged.pop(key, None)
+    merged.update(overrides)
+    return merged
+
+
 def fields(values, where, defaults=None):
     """``values`` (defaults or overrides) checked as a request would be,
     over ``defaults``; raises Invalid naming ``where``."""
@@ -48,7 +64,7 @@ def fields(values, where, defaults=None):
         raise invalid("%s: unknown field(s) %s; known: %s" % (
             where, ", ".join(map(str, unknown)), ", ".join(FIELDS)))
     try:
-        checked = request_schema.validate(dict(defaults or {}, **values,
+        checked = request_schema.validate(dict(merge(defaults, values),
                                                source="x"))
     except exception.Invalid as exc:
         raise invalid("%s: %s" % (where, exc.kwargs.get("reason"))) \

@@ -170,8 +170,8 @@ def list_plans(mgr, filters=None):
 
 def request_for(plan, item, **extra):
     """The create_migration request of one of the plan's VMs."""
-    request = dict(plan["defaults"] or {})
-    request.update(item.get("overrides") or {})
+    request = plan_input.merge(plan["defaults"],
+                               item.get("overrides") or {})
     request.update(extra, source=item.get("vm_id") or item["vm"])
     return request
 

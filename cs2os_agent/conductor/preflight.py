@@ -29,6 +29,7 @@ from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
+from cs2os_agent.conductor.flow import placement
 from cs2os_agent.conductor.flow import prepare
 from cs2os_agent.conductor.flow import rootdisk
 from cs2os_agent.conductor.flow import sources
@@ -62,7 +63,7 @@ class DryRun:
             "flavor": request["flavor"], "target_host": request["host"],
             "options": {k: request[k] for k in (
                 "networks", "drop_unmapped_nics", "project",
-                "keep_snapshots", "config_drive", "volume_type")
+                "keep_snapshots", "config_drive", "volume_type", "aggregate")
                 if request.get(k)},
             "target_project_id": None,
         }
@@ -164,7 +165,11 @@ def _checks(ctx, out, db):
     flavor = out.check("flavor", _flavor, ctx, out, vm, disk.header,
                        stop=False)
     host = ctx.migration["target_host"]
-    if host:
+    aggregate = placement.requested(ctx.migration)
+    if aggregate:
+        out.check("host", _aggregate, ctx, out, db, vm, aggregate,
+                  stop=False)
+    elif host:
         # No agent is asked for on a host that is not Nova's (its answer
         # would only be a time-out, seconds later).
         if out.check("host", _compute_host, ctx, host, stop=False):
@@ -187,6 +192,34 @@ def _disk(ctx, vm):
     disk = rootdisk.read(ctx, vm)
     prepare.snapshots_outcome(ctx, vm, disk.header, disk.layers)
     return disk
+
+
+def _aggregate(ctx, out, db, vm, ref):
+    """The aggregate's hosts as admission would see them: critical when
+    none can take the migration, a warning naming those that cannot, and
+    one when every usable host is at its limit."""
+    found = placement.require(placement.survey(ctx, ref))
+    out.plan(host="chosen at admission among the %d usable hosts of host "
+             "aggregate %s: %s" % (len(found.usable), found.name,
+                                   ", ".join(found.usable)))
+    if found.unusable:
+        out.finding("host", WARNING, "host aggregate %s: %d of %d hosts "
+                    "cannot take it: %s" % (
+                        found.name, len(found.unusable), len(found.hosts),
+                        placement.describe_unusable(found)))
+    full = {}
+    for host in found.usable:
+        for resource, limit in admission.limits(
+                ctx.conf, dict(ctx.migration, target_host=host),
+                vm).items():
+            if resource.startswith("compute:") and \
+                    len(db.slot_holders(resource)) >= limit:
+                full[host] = limit
+    if full and len(full) == len(found.usable):
+        out.finding("limits", WARNING, "would wait for a slot: every usable "
+                    "host of host aggregate %s is at its limit of %s "
+                    "migrations in flight" % (found.name, "/".join(
+                        map(str, sorted(set(full.values()))))))
 
 
 def _compute_host(ctx, host):

@@ -14,6 +14,9 @@ MAX_PROJECT = 255
 _FIELDS = {
     "source": str,
     "host": str,
+    # A Nova host aggregate (name, id or uuid) instead of a host: admission
+    # picks one of its hosts (conductor/flow/placement.py).
+    "aggregate": str,
     "flavor": str,
     "mode": str,
     "delete_source": bool,
@@ -103,6 +106,8 @@ def validate(request):
         "drop_unmapped_nics": bool(request.get("drop_unmapped_nics", False)),
         "source": source,
         "host": request.get("host") or None,
+        "aggregate": clean_name(request.get("aggregate"), "aggregate (the "
+                                "Nova host aggregate id or name)"),
         "flavor": request.get("flavor") or None,
         "mode": mode,
         "delete_source": bool(request.get("delete_source", False)),
@@ -114,6 +119,10 @@ def validate(request):
                                   "(the Cinder volume type of the data "
                                   "disks' volumes)"),
     }
+    if validated["host"] and validated["aggregate"]:
+        raise exception.Invalid(
+            reason="host and aggregate exclude each other: name the compute "
+            "host, or the host aggregate to choose one from")
     key = request.get("idempotency_key")
     if key is not None:
         if not 0 < len(key) <= 255 or not key.isprintable() \

@@ -27,6 +27,9 @@ API version history:
           until then) and "cutover_window": {"start", "end"} (warm: the
           cutover happens inside it); create_plan takes "limits" and
           "start_at"; get_plan answers the plan's "events".
+    1.8 - Host aggregates: create_migration, and create_plan's defaults
+          and overrides, take "aggregate" (a Nova host aggregate id or
+          name, instead of "host").
 """
 
 import oslo_messaging as messaging
@@ -34,7 +37,7 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.7"
+RPC_API_VERSION = "1.8"
 
 
 class ConductorAPI:
@@ -62,7 +65,8 @@ class ConductorAPI:
         bool (1.4), "dry_run": bool (1.4: the preflight report instead of
         a record; nothing is recorded or created), "volume_type": Cinder
         volume type id or name (1.6), "start_at": ISO 8601 time (1.7),
-        "cutover_window": {"start", "end"} (warm only, 1.7)}.
+        "cutover_window": {"start", "end"} (warm only, 1.7), "aggregate":
+        Nova host aggregate id or name, instead of "host" (1.8)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -78,6 +82,8 @@ class ConductorAPI:
             version = "1.6"
         if {"start_at", "cutover_window"} & set(request):
             version = "1.7"
+        if "aggregate" in request:
+            version = "1.8"
         return self._call(context, "create_migration", version=version,
                           request=request)
 
@@ -120,8 +126,10 @@ class ConductorAPI:
         {account, domain, project, zone, tag, host, pool}, "limits"
         (1.7): {max_in_flight, max_per_compute_host, max_per_kvm_host,
         max_per_pool}, "start_at" (1.7)}; the plan's view (state draft)."""
-        version = "1.7" if {"limits", "start_at"} & set(plan or {}) \
-            else "1.5"
+        plan = plan or {}
+        version = "1.7" if {"limits", "start_at"} & set(plan) else "1.5"
+        if _plan_names_aggregate(plan):
+            version = "1.8"
         return self._call(context, "create_plan", version=version,
                           plan=plan)
 
@@ -161,3 +169,11 @@ class ConductorAPI:
             migration_id=migration_id,
             progress=progress,
         )
+
+
+def _plan_names_aggregate(plan):
+    """A plan whose defaults or a VM's overrides say "aggregate" (1.8)."""
+    vms = plan.get("vms") if isinstance(plan.get("vms"), list) else []
+    requests = [plan.get("defaults")] + [
+        vm.get("overrides") for vm in vms if isinstance(vm, dict)]
+    return any(isinstance(r, dict) and "aggregate" in r for r in requests)

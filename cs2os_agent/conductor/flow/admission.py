@@ -23,11 +23,14 @@ A waiter looks again as soon as a migration of its own conductor ends
 for slots another conductor's migrations freed.
 """
 
+import functools
 import hashlib
 import threading
 import time
 
+from cs2os_agent.conductor.flow import placement as host_placement
 from cs2os_agent.db import api as db_api
+from cs2os_agent.db import placement as placement_db
 from cs2os_agent.db import plans as plan_db
 
 POLL_SECONDS = 3
@@ -108,19 +111,36 @@ def _plan_limits(ctx):
         return None  # deleted: its caps went with it
 
 
-def admit(ctx, vm, poll=None):
-    """Wait until the migration holds a slot of each resource it needs."""
-    wanted = limits(ctx.conf, ctx.migration, vm, _plan_limits(ctx))
-    if not wanted:
-        return
+def admit(ctx, vm, poll=None, placement=None):
+    """Wait until the migration holds a slot of each resource it needs;
+    with ``placement`` (flow/placement.py: a request for a host
+    aggregate) on one of its usable hosts, which becomes the migration's
+    target_host with its slots."""
+    plan_limits = _plan_limits(ctx)
+    if placement is not None:
+        take, keys = _on_aggregate(ctx, vm, placement, plan_limits)
+    else:
+        wanted = limits(ctx.conf, ctx.migration, vm, plan_limits)
+        if not wanted:
+            return
+        keys = wanted
+
+        def take():
+            full = ctx.db.acquire_slots(ctx.id, wanted)
+            return full, lambda: _waiting(ctx, full, wanted)
     waited = None
     said = None
     while True:
         ctx.guard()
         # Before looking: a migration ending after this wakes the pause.
         seen = _generation_now()
-        ahead = _earlier_waiter(ctx, wanted)
-        full = ahead[1] if ahead else ctx.db.acquire_slots(ctx.id, wanted)
+        ahead = _earlier_waiter(ctx, keys)
+        if ahead:
+            full, message = ahead[1], functools.partial(
+                _waiting, ctx, ahead[1], {}, ahead)
+        else:
+            # message: said only when what it waits for changes.
+            full, message = take()
         if full is None:
             if waited is not None:
                 ctx.save(waiting_for=None)
@@ -132,9 +152,62 @@ def admit(ctx, vm, poll=None):
         if said != full:
             said = full
             ctx.save(waiting_for=str(full))
-            ctx.event("validate", _waiting(ctx, full, wanted, ahead))
+            ctx.event("validate", message())
         ctx.check_cancelled("validate")
         _pause(POLL_SECONDS if poll is None else poll, seen)
+
+
+def _on_aggregate(ctx, vm, placement, plan_limits):
+    """(take, the resources a later VM of the plan waits behind) of a
+    migration placed on ``placement``'s hosts."""
+    def limits_for(host):
+        return limits(ctx.conf, dict(ctx.migration, target_host=host), vm,
+                      plan_limits)
+    shared = limits_for(None)
+    key = host_placement.waiting_key(placement)
+
+    def take():
+        try:
+            host = placement_db.acquire(ctx.db, ctx.id, placement.usable,
+                                        limits_for, expect=_claim(ctx))
+        except placement_db.Fenced:
+            ctx.fence()
+            ctx.guard()  # raises LeaseLost
+            raise
+        except placement_db.AllFull as full:
+            return _aggregate_full(ctx, placement, full.blocked, shared,
+                                   limits_for, key)
+        if isinstance(host, db_api.SlotRace):
+            return host, lambda: _waiting(ctx, host, {})
+        if ctx.migration.get("target_host") != host:
+            ctx.migration["target_host"] = host
+            ctx.event("validate", "placed on host %s of host aggregate %s"
+                      % (host, placement.name))
+        return None, None
+    return take, dict(shared, **{key: 0})
+
+
+def _claim(ctx):
+    """The claim a write must still match ({conductor, lease_epoch}), as
+    ctx.save() checks it; None outside an engine's claim."""
+    expect = getattr(ctx, "_expect", None)
+    return expect() if expect else None
+
+
+def _aggregate_full(ctx, placement, blocked, shared, limits_for, key):
+    """(waiting_for, event) when no host of the aggregate has room: the
+    aggregate when each host's own cap binds, else the shared resource
+    (max_in_flight, a KVM host, a pool) that does."""
+    common = [r for r in blocked.values() if r in shared]
+    if common:
+        return common[0], lambda: _waiting(ctx, common[0], shared)
+    caps = sorted({limits_for(h)[r] for h, r in blocked.items()})
+    return key, lambda: (
+        "waiting for a slot: every usable host of host aggregate %s is at "
+        "its limit of %s migrations in flight (%s)" % (
+            placement.name, "/".join(map(str, caps)), "; ".join(
+                "%s: %s" % (h, ", ".join(ctx.db.slot_holders(r)) or "-")
+                for h, r in sorted(blocked.items()))))
 
 
 def _earlier_waiter(ctx, wanted):

@@ -20,6 +20,7 @@ from cs2os_agent.conductor.flow import image
 from cs2os_agent.conductor.flow import keypair
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
+from cs2os_agent.conductor.flow import placement
 from cs2os_agent.conductor.flow import rootdisk
 from cs2os_agent.conductor.flow import secgroups
 
@@ -45,7 +46,12 @@ def validate(ctx):
     owner.check_access(ctx, project)
     flavor, chosen_by = choose_flavor(ctx, vm, header.virtual_size)
     host = ctx.migration["target_host"]
-    if host:
+    aggregate = placement.requested(ctx.migration)
+    hosts = None
+    if aggregate:
+        # The host is chosen at admission, among those usable now.
+        hosts = placement.check(ctx, aggregate)
+    elif host:
         ctx.clients.openstack.check_compute_host(host)
         require_agent(ctx, host)
     owner.record(ctx, project, project_chosen_by)
@@ -81,7 +87,7 @@ def validate(ctx):
         data_disks=data_disks,
     )
     # Last: a migration that would fail validate never waits for a slot.
-    admission.admit(ctx, vm)
+    admission.admit(ctx, vm, placement=hosts)
 
 
 def snapshots_outcome(ctx, vm, header, layers):

@@ -20,7 +20,7 @@ LOG = logging.getLogger(__name__)
 SHOW_FIELDS = (
     "id", "state", "step", "mode", "cutover", "cutover_method",
     "source_ref", "source_vm_id",
-    "source_vm_name", "target_host", "compute_host", "flavor",
+    "source_vm_name", "target_host", "aggregate", "compute_host", "flavor",
     "delete_source", "networks", "drop_unmapped_nics", "config_drive",
     "keep_snapshots", "volume_type", "start_at", "cutover_window",
     "nics",
@@ -92,7 +92,7 @@ def show_record(record):
     # schedule fields.
     fields = [f for f in SHOW_FIELDS
               if f not in ("cutover", "cutover_method", "start_at",
-                           "cutover_window") or f in record]
+                           "cutover_window", "aggregate") or f in record]
     fields += sorted(k for k in record
                      if k not in SHOW_FIELDS and k != "events")
     if "events" in record:
@@ -218,6 +218,10 @@ class ImportMigration(_Watching, command.ShowOne):
             "(default: the scheduler chooses)",
         )
         parser.add_argument(
+            "--aggregate", metavar="<aggregate>",
+            help="Nova host aggregate (ID or name) instead of --host: the "
+            "usable host with a free slot and the fewest migrations")
+        parser.add_argument(
             "--flavor", metavar="<flavor>",
             help="Nova flavor (name or ID) for the server "
             "(default: chosen from the VM's offering)",
@@ -293,6 +297,7 @@ class ImportMigration(_Watching, command.ShowOne):
     def take_action(self, parsed_args):
         record = self.app.client_manager.cs2os.create_migration(
             parsed_args.source, host=parsed_args.host,
+            aggregate=parsed_args.aggregate,
             flavor=parsed_args.flavor, mode=parsed_args.mode,
             delete_source=parsed_args.delete_source,
             networks=dict(parsed_args.networks) if parsed_args.networks

@@ -137,6 +137,9 @@ class CreatePlan(command.ShowOne):
                       }.get(option, "VMs in this %s" % key))
         group = parser.add_argument_group("Defaults of every migration")
         group.add_argument("--host", metavar="<compute-host>")
+        group.add_argument("--aggregate", metavar="<aggregate>",
+                           help="Nova host aggregate (ID or name) to "
+                           "spread the servers over, instead of --host")
         group.add_argument("--flavor", metavar="<flavor>")
         group.add_argument("--mode", choices=states.MODES)
         group.add_argument("--cutover", choices=states.CUTOVERS)
@@ -167,7 +170,9 @@ class CreatePlan(command.ShowOne):
         body = _load(parsed_args.file) if parsed_args.file else {}
         body["name"] = parsed_args.name
         defaults = dict(body.get("defaults") or {})
-        given = {"host": parsed_args.host, "flavor": parsed_args.flavor,
+        given = {"host": parsed_args.host,
+                 "aggregate": parsed_args.aggregate,
+                 "flavor": parsed_args.flavor,
                  "mode": parsed_args.mode, "cutover": parsed_args.cutover,
                  "cutover_method": parsed_args.cutover_method,
                  "project": parsed_args.target_project,
@@ -183,6 +188,10 @@ class CreatePlan(command.ShowOne):
         if timing.pop("start_at"):
             body["start_at"] = parsed_args.start_at
         given.update(timing)
+        if parsed_args.host or parsed_args.aggregate:
+            # Either says where the servers go: it replaces the file's.
+            defaults.pop("host", None)
+            defaults.pop("aggregate", None)
         defaults.update({k: v for k, v in given.items() if v is not None})
         if defaults:
             body["defaults"] = defaults

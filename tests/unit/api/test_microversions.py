@@ -121,6 +121,8 @@ def test_answers_carry_the_version_and_vary(app):
 @pytest.mark.parametrize("body, needed, what", [
     ({"migration": {"source": "a", "volume_type": "ssd"}}, "1.11",
      "field volume_type"),
+    ({"migration": {"source": "a", "aggregate": "wave-3"}}, "1.13",
+     "field aggregate"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "manual",
                     "cutover_method": "force"}}, "1.3",
      "field cutover_method"),

@@ -21,7 +21,7 @@ from tests.unit.api.harness import error
     ({"migration": {"source": "a", "config_drive": None}},
      "body/migration/config_drive: None is not of type 'boolean'"),
     ({"migration": {"source": "a", "colour": "red"}},
-     "('colour' was unexpected); allowed: config_drive, cutover, "
+     "('colour' was unexpected); allowed: aggregate, config_drive, cutover, "
      "cutover_method, cutover_window, delete_source, drop_unmapped_nics, "
      "dry_run, flavor, host, "
      "keep_snapshots, mode, networks, project, source, start_at"),
@@ -55,6 +55,10 @@ from tests.unit.api.harness import error
      "body/migration/networks: key 'g\\n' must be a non-blank string"),
     ({"migration": {"source": "a", "project": ""}},
      "body/migration/project"),
+    ({"migration": {"source": "a", "host": "c1", "aggregate": "wave-3"}},
+     "must be host or aggregate, not both"),
+    ({"migration": {"source": "a", "aggregate": ""}},
+     "body/migration/aggregate"),
     ({"migration": {"source": "a", "project": " \t"}},
      "body/migration/project"),
     ({"migration": {"source": "a", "project": "p" * 256}},

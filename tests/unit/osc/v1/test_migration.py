@@ -262,7 +262,8 @@ def test_import_posts_and_shows_the_record(mock, app):
     # schedule the schedule fields.
     assert list(shown) == [f for f in migration.SHOW_FIELDS
                            if f not in ("cutover", "cutover_method",
-                                        "start_at", "cutover_window")]
+                                        "start_at", "cutover_window",
+                                        "aggregate")]
     assert len(mock.request_history) == 1
 
 
