@@ -39,17 +39,6 @@ class AllFull(Exception):
         self.blocked = blocked
 
 
-def held_host(db, migration_id):
-    """The host of the compute slot ``migration_id`` holds, else None."""
-    slot = models.Slot
-    query = sa.select(slot.resource).where(
-        slot.migration_id == migration_id,
-        slot.resource.startswith(COMPUTE, autoescape=True))
-    with db._session() as session:
-        resource = session.scalars(query).first()
-    return resource[len(COMPUTE):] if resource else None
-
-
 def in_flight(session, hosts, migration_id):
     """{host: active migrations targeting it} but ``migration_id``."""
     m = models.Migration

@@ -188,10 +188,10 @@ def _on_aggregate(ctx, vm, placement, plan_limits):
 
 
 def _claim(ctx):
-    """The claim a write must still match ({conductor, lease_epoch}), as
-    ctx.save() checks it; None outside an engine's claim."""
-    expect = getattr(ctx, "_expect", None)
-    return expect() if expect else None
+    """The claim a write must still match, as ctx.save() checks it (a
+    stand-in context without claims: None)."""
+    claim = getattr(ctx, "claim", None)
+    return claim() if claim else None
 
 
 def _aggregate_full(ctx, placement, blocked, shared, limits_for, key):

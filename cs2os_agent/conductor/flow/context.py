@@ -81,6 +81,11 @@ class FlowContext:
 
     # -- fencing -------------------------------------------------------------
 
+    def claim(self):
+        """What a write must still match ({conductor, lease_epoch}) to be
+        this flow's, None outside an engine's claim."""
+        return self._expect()
+
     def _expect(self):
         if self.owner is None:
             return None
