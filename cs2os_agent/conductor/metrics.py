@@ -78,8 +78,10 @@ class Collector:
             "state", states.ALL, figures["migrations"])
         yield core.CounterMetricFamily(
             "cs2os_migration_bytes_moved",
-            "Sum of the bytes_done of the succeeded migrations: the bytes "
-            "of the last copy each recorded (see the operator guide).",
+            "Bytes moved across clouds by every migration in the "
+            "database, whatever its state (a failed or cancelled one's "
+            "copies crossed the wire too): template upload, root disk, "
+            "each data disk and the warm mirror.",
             value=figures["bytes_moved"])
         yield _by_label(
             "cs2os_plans", "Plans in the database, by state.", "state",

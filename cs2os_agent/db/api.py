@@ -23,6 +23,7 @@ from sqlalchemy import event
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
 from cs2os_agent.db import models
+from cs2os_agent.db import moved
 
 _COLUMNS = [c.name for c in models.Migration.__table__.columns]
 _FILTERS = ("state", "source_vm_id", "source_vm_name", "target_host",
@@ -43,6 +44,14 @@ def _to_dict(row, events=True):
             for e in row.events
         ]
     return data
+
+
+def _with_bytes_moved(values):
+    """``values`` with bytes_moved computed from the ``result`` they
+    write (db/moved.py), in the same UPDATE: never out of step with it."""
+    if values.get("result") is None:
+        return values
+    return dict(values, bytes_moved=moved.bytes_moved(values["result"]))
 
 
 def _filter(key, value):
@@ -114,6 +123,7 @@ class Database:
         a repeated ``idempotency_key`` of the same project returns the
         migration it created first (with ``replayed`` set).
         """
+        values = _with_bytes_moved(values)
         try:
             with self._writer() as session:
                 row = models.Migration(**values)
@@ -198,7 +208,7 @@ class Database:
         MigrationConflict if another active migration holds it.
         """
         query = _update_where(migration_id, expect)
-        values = dict(values, updated_at=models.utcnow())
+        values = dict(_with_bytes_moved(values), updated_at=models.utcnow())
         final = values.get("state") in states.FINAL
         if final:
             values["active_source"] = None

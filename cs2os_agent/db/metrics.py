@@ -8,7 +8,6 @@ them in one read transaction, so the figures of one scrape agree.
 
 import sqlalchemy as sa
 
-from cs2os_agent.common import states
 from cs2os_agent.db import models
 
 # The kinds of slot resource (flow/admission.py): "all", "compute:<host>",
@@ -34,18 +33,18 @@ def figures(db):
     """{"migrations": {state: count}, "bytes_moved": int,
     "plans": {state: count}, "slots": {kind: count}}.
 
-    ``bytes_moved``: the sum of ``bytes_done`` over the succeeded
-    migrations (what the record keeps of its last copy; the operator
-    guide says which copy that is).  States absent from the database are
-    not in the dicts; the caller fills in the zeros.
+    ``bytes_moved``: the sum of ``migrations.bytes_moved`` over every
+    migration, whatever its state (db/moved.py: each copy's bytes crossed
+    the wire, a failed or cancelled migration's too; NULL rows add
+    nothing).  States absent from the database are not in the dicts; the
+    caller fills in the zeros.
     """
     m, plan = models.Migration, models.Plan
     with db._session() as session:
         migrations = dict(session.execute(
             sa.select(m.state, sa.func.count()).group_by(m.state)).all())
         moved = session.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(m.bytes_done), 0))
-            .where(m.state == states.SUCCEEDED))
+            sa.select(sa.func.coalesce(sa.func.sum(m.bytes_moved), 0)))
         plans = dict(session.execute(
             sa.select(plan.state, sa.func.count())
             .group_by(plan.state)).all())

@@ -57,6 +57,11 @@ class Migration(Base):
     # The step whose copy bytes_done/bytes_total/rate_bps count: the
     # current step's own progress only while they are the same.
     progress_step = sa.Column(sa.String(32))
+    # Every byte the migration moved across clouds (template upload, each
+    # disk copy, the warm mirror): computed from ``result`` at each of its
+    # writes (db/moved.py), right for a failed migration too.  NULL only
+    # on a row an older conductor wrote.
+    bytes_moved = sa.Column(sa.BigInteger)
 
     # Which conductor runs it, until when its claim holds, and the claim's
     # generation: every write of a flow names the epoch it claimed with.

@@ -177,6 +177,15 @@ def test_data_disks_become_attached_cinder_volumes_with_the_same_bytes(
         writes = spec["writes"] + spec.get("template_writes", [])
         assert _rbd_used(info, volume) <= len(_objects(writes)) * OBJECT
     assert {d.path: images.sha256(d.path) for d in vm.data_disks} == vm.sums
+    # bytes_moved: every copy that crossed the wire, as the result names
+    # them (the template upload, the root overlay's sync, each data
+    # disk); bytes_done is only the last copy's progress.
+    copies = [done["result"]["template_bytes_moved"],
+              done["result"]["sync"]["bytes_copied"]] + [
+        r["bytes_copied"] for r in results]
+    assert all(isinstance(c, int) for c in copies), copies
+    assert done["bytes_moved"] == sum(copies)
+    assert done["bytes_moved"] > done["bytes_done"] > 0
     assert done["options"]["volume_type"] == volume_type.name
     again = _nova_can_detach_snapshot_and_reattach(
         conn, server, results[1]["volume_id"])

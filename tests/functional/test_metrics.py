@@ -105,15 +105,15 @@ def labelled(samples, name, label):
             if sample == name}
 
 
-def _insert(db, state, n, bytes_done=0):
+def _insert(db, state, n, bytes_done=0, result=None):
     """A migration row in ``state`` that another (live) conductor holds, so
-    this one leaves it where it is."""
+    this one leaves it where it is; ``result`` names its copies."""
     mid = "%s-%02d-%s" % (state, n, RUN_ID)
     now = models.utcnow()
     db.create_migration({
         "id": mid, "source_ref": "vm-%s" % mid, "state": state,
         "step": "validate", "options": {}, "source": {}, "resources": {},
-        "result": {}, "conductor": "another-conductor",
+        "result": result or {}, "conductor": "another-conductor",
         "lease_until": now + datetime.timedelta(days=1),
         "bytes_done": bytes_done})
     return mid
@@ -127,8 +127,7 @@ def _group_by(db):
         plans = dict(conn.execute(sa.text(
             "SELECT state, count(*) FROM plans GROUP BY state")).all())
         moved = conn.execute(sa.text(
-            "SELECT sum(bytes_done) FROM migrations "
-            "WHERE state = 'succeeded'")).scalar()
+            "SELECT sum(bytes_moved) FROM migrations")).scalar()
         resources = conn.execute(sa.text(
             "SELECT resource FROM slots")).scalars().all()
     kinds = [r.split(":")[0] for r in resources if not r.startswith("plan:")]
@@ -140,12 +139,29 @@ def test_the_scrape_is_the_databases_group_by(conductor, conductor_api,
                                               ctxt, db, port):
     # Rows in several states (one is the conductor's own doing: a
     # migration of a VM CloudStack does not have ends failed), two plans,
-    # slots held by a running migration.
-    for n, size in enumerate((10 * 2**30, 3 * 2**30 + 17)):
-        _insert(db, states.SUCCEEDED, n, size)
+    # slots held by a running migration.  Their copies as the flow
+    # records them: a cold migration's template upload, root copy and two
+    # data disks; a warm one's mirror (its sync staged what the mirror
+    # moved: not again); a running one's template; a cancelled one's
+    # template and root copy.  bytes_done (the last copy's progress)
+    # counts for nothing.
+    cold = {"template_bytes_moved": 10 * 2**30,
+            "sync": {"bytes_copied": 3 * 2**30 + 17},
+            "data_disks": [{"bytes_copied": 2**30}, {"bytes_copied": 5}]}
+    warm = {"template_bytes_moved": 0, "mirror": {"bytes": 7 * 2**30},
+            "sync": {"bytes_copied": 6 * 2**30,
+                     "source": {"transport": "mirror"}}}
+    cancelled = {"template_bytes_moved": 100, "sync": {"bytes_copied": 2**20}}
+    _insert(db, states.SUCCEEDED, 0, bytes_done=5, result=cold)
+    _insert(db, states.SUCCEEDED, 1, bytes_done=7 * 2**30, result=warm)
     _insert(db, states.QUEUED, 0)
-    running = _insert(db, states.RUNNING, 0, bytes_done=999)
-    _insert(db, states.CANCELLED, 0, bytes_done=5)
+    running = _insert(db, states.RUNNING, 0, bytes_done=999,
+                      result={"template_bytes_moved": 999})
+    _insert(db, states.CANCELLED, 0, bytes_done=5, result=cancelled)
+    expected = (10 * 2**30 + 3 * 2**30 + 17 + 2**30 + 5  # cold
+                + 7 * 2**30  # warm
+                + 999  # running
+                + 100 + 2**20)  # cancelled
     assert db.acquire_slots(running, {"all": 4, "compute:c1": 2,
                                       "kvm:k1": 2, "pool:p1": 2,
                                       "plan:p/all": 1}) is None
@@ -168,7 +184,7 @@ def test_the_scrape_is_the_databases_group_by(conductor, conductor_api,
         state: plans.get(state, 0)
         for state in ("draft", "running", "done", "cancelled")}
     assert samples[("cs2os_migration_bytes_moved_total", ())] == moved == \
-        13 * 2**30 + 17
+        expected
     assert labelled(samples, "cs2os_slots_held", "kind") == slots == {
         "all": 1, "compute": 1, "kvm": 1, "pool": 1}
     name = (("conductor", conductor.host),)
@@ -176,12 +192,17 @@ def test_the_scrape_is_the_databases_group_by(conductor, conductor_api,
     # Its one migration has ended: no worker is taken.
     assert samples[("cs2os_conductor_workers_busy", name)] == 0
 
-    # Read at scrape time: a change in the database shows at the next.
-    db.update_migration(running, {"state": states.SUCCEEDED})
+    # Read at scrape time: a change in the database shows at the next
+    # (the running one's root copy recorded as it ends).
+    db.update_migration(running, {
+        "state": states.SUCCEEDED,
+        "result": {"template_bytes_moved": 999,
+                   "sync": {"bytes_copied": 1000}}})
     _status, again = scrape(port)
     assert labelled(again, "cs2os_migrations", "state")["running"] == 0
     assert labelled(again, "cs2os_migrations", "state")["succeeded"] == 3
-    assert again[("cs2os_migration_bytes_moved_total", ())] == moved + 999
+    assert again[("cs2os_migration_bytes_moved_total", ())] == \
+        expected + 1000
     # A final state frees its slots (db.api.update_migration).
     assert set(labelled(again, "cs2os_slots_held", "kind").values()) == {0}
 
@@ -237,13 +258,16 @@ def test_the_port_closes_when_the_conductor_stops(conductor, port):
 def test_the_aggregates_on_every_backend(database):  # noqa: F811
     # SQLite, PostgreSQL and MariaDB each type a SUM their own way
     # (MySQL: DECIMAL); the figures are plain ints on all three.
-    _insert(database, states.SUCCEEDED, 0, 2**40 + 1)
-    _insert(database, states.SUCCEEDED, 1, 2**33)
+    _insert(database, states.SUCCEEDED, 0, result={
+        "template_bytes_moved": 2**40, "sync": {"bytes_copied": 1}})
+    _insert(database, states.FAILED, 1, result={
+        "data_disks": [{"bytes_copied": 2**32}, {"bytes_copied": 2**32}]})
     running = _insert(database, states.RUNNING, 0)
     assert database.acquire_slots(running, {
         "all": 1, "compute:c": 1, "pool:p": 1, "plan:x/all": 1}) is None
     got = db_metrics.figures(database)
-    assert got == {"migrations": {"succeeded": 2, "running": 1},
+    assert got == {"migrations": {"succeeded": 1, "failed": 1,
+                                  "running": 1},
                    "bytes_moved": 2**40 + 2**33 + 1, "plans": {},
                    "slots": {"all": 1, "compute": 1, "kvm": 0, "pool": 1}}
     assert {type(v) for part in ("migrations", "slots")

@@ -7,12 +7,14 @@ import logging
 
 import prometheus_client
 import pytest
+import sqlalchemy as sa
 from prometheus_client import parser
 
 from cs2os_agent.common import states
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor import metrics
 from cs2os_agent.db import metrics as db_metrics
+from cs2os_agent.db import models
 from cs2os_agent.db import plans as plan_db
 
 NOW = datetime.datetime(2026, 12, 7, 5, 0, 0)
@@ -109,20 +111,34 @@ def test_a_database_error_fails_the_scrape_with_one_log_line(
 
 # -- the aggregate queries, on the real SQLite database ---------------------
 
-def _migration(db, n, state, bytes_done=0):
+def _migration(db, n, state, moved=0, bytes_done=0):
+    """A row whose result names ``moved`` bytes: a template upload and a
+    root copy, or (a list) one data disk per figure."""
+    if isinstance(moved, list):
+        result = {"data_disks": [{"bytes_copied": b} for b in moved]}
+    else:
+        result = {"template_bytes_moved": moved // 2,
+                  "sync": {"bytes_copied": moved - moved // 2}}
     db.create_migration({
         "id": "m-%02d" % n, "source_ref": "vm-%d" % n, "state": state,
         "step": "validate", "options": {}, "source": {}, "resources": {},
-        "result": {}, "created_at": NOW + datetime.timedelta(seconds=n)})
+        "result": result, "created_at": NOW + datetime.timedelta(seconds=n)})
+    # bytes_done (the last copy's progress) counts for nothing.
     db.update_migration("m-%02d" % n, {"bytes_done": bytes_done})
 
 
-def test_figures_count_by_state_and_sum_only_succeeded_bytes(db):
-    _migration(db, 1, states.SUCCEEDED, 1000)
-    _migration(db, 2, states.SUCCEEDED, 24)
+def test_figures_count_by_state_and_sum_bytes_of_every_migration(db):
+    _migration(db, 1, states.SUCCEEDED, 1000, bytes_done=3)
+    _migration(db, 2, states.SUCCEEDED, [20, 4], bytes_done=4)
+    # A failed or a running migration's copies crossed the wire too.
     _migration(db, 3, states.FAILED, 500)
     _migration(db, 4, states.RUNNING, 7)
     _migration(db, 5, states.QUEUED)
+    # A row an older conductor wrote: NULL, adds nothing.
+    db.update_migration("m-05", {"bytes_done": 9})
+    with db.engine.begin() as connection:
+        connection.execute(sa.update(models.Migration).where(
+            models.Migration.id == "m-05").values(bytes_moved=None))
     plan_db.create(db, {"id": "p1", "name": "w1", "state": "draft",
                         "defaults": {}, "items": []})
     plan_db.create(db, {"id": "p2", "name": "w2", "state": "draft",
@@ -137,7 +153,7 @@ def test_figures_count_by_state_and_sum_only_succeeded_bytes(db):
     assert got == {
         "migrations": {"succeeded": 2, "failed": 1, "running": 1,
                        "queued": 1},
-        "bytes_moved": 1024,
+        "bytes_moved": 1000 + 24 + 500 + 7,
         "plans": {"draft": 2},
         # The plan's own cap is not a kind: the same migration again.
         "slots": {"all": 2, "compute": 2, "kvm": 1, "pool": 1}}
@@ -150,7 +166,7 @@ def test_figures_of_an_empty_database_are_zeros(db):
 
 
 def test_the_collector_on_the_real_database(db):
-    _migration(db, 1, states.SUCCEEDED, 2048)
+    _migration(db, 1, states.SUCCEEDED, 2048, bytes_done=48)
     out = scrape(metrics.Collector(db, FakeEngine(1), "cond-x"))
     assert by(out, "gauge", "cs2os_migrations", "state") == dict(
         {s: 0.0 for s in states.ALL}, succeeded=1.0)
