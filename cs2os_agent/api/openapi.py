@@ -106,8 +106,9 @@ def _migration(with_events):
         "created the migration")
     props["target_project_id"] = dict(
         _NULLABLE_STRING, description="the Keystone project id the "
-        "server lands in (the request's project, else the one "
-        "[cloudstack] project_map gives the VM's CloudStack owner); null "
+        "server lands in (the request's project, else the one its "
+        "project_map, then [cloudstack] project_map, gives the VM's "
+        "CloudStack owner); null "
         "until the first step resolved it. Its readers may list and show "
         "the migration")
     props.update({

@@ -41,7 +41,8 @@ _RULES = [
     policy.DocumentedRuleDefault(
         "cs2os:migration:create", "rule:admin_api",
         "Start migrating a CloudStack VM into this cloud; its optional "
-        "project field chooses the Keystone project the server lands in.",
+        "project (or project_map) field chooses the Keystone project the "
+        "server lands in.",
         [{"method": "POST", "path": MIGRATIONS}],
         scope_types=["project"]),
     policy.DocumentedRuleDefault(

@@ -100,6 +100,31 @@ _HOST_OR_AGGREGATE = {
             "required": ["host", "aggregate"]},
 }
 
+
+def _map(what, option, wins):
+    """A request's own map: the keys and values of [cloudstack] ``option``
+    (conductor/maps.py checks them again, and that they are printable)."""
+    return {"type": "object", "maxProperties": 1000,
+            "propertyNames": _NAME, "additionalProperties": _NAME,
+            "description": "%s, looked up before [cloudstack] %s; a key "
+                           "it does not have falls through to that "
+                           "option (at most 1000 entries). The request's "
+                           "%s wins over both" % (what, option, wins)}
+
+
+_MAPS = {
+    "project_map": _map(
+        "CloudStack owner (project id or name, <domain path or name>/"
+        "<account>, or '*' for every other owner) -> Keystone project id "
+        "or name", "project_map", "project"),
+    "flavor_map": _map(
+        "CloudStack service offering id or name -> Nova flavor id or "
+        "name", "flavor_map", "flavor"),
+    "volume_type_map": _map(
+        "CloudStack disk offering or primary storage pool id or name -> "
+        "Cinder volume type id or name", "volume_type_map", "volume_type"),
+}
+
 CREATE_MIGRATION = {
     "type": "object",
     "properties": {
@@ -150,6 +175,7 @@ CREATE_MIGRATION = {
                 "project": _PROJECT,
                 "start_at": _START_AT,
                 "cutover_window": _CUTOVER_WINDOW,
+                **_MAPS,
             },
             "required": ["source"],
             "additionalProperties": False,
@@ -324,6 +350,11 @@ def _text(error):
         # unexpected)"; add what is allowed.
         return "%s; allowed: %s" % (error.message, ", ".join(
             sorted(error.schema.get("properties", {}))))
+    if error.validator == "maxProperties" and \
+            "properties" not in error.schema:
+        # A map: not jsonschema's message, which quotes all of it.
+        return "%d entries; at most %d" % (len(error.instance),
+                                           error.schema["maxProperties"])
     if error.validator in ("minProperties", "maxProperties"):
         return "exactly one action is expected, one of: %s" % ", ".join(
             sorted(error.schema["properties"]))

@@ -100,6 +100,11 @@ HISTORY = (
     ("1.13", "Host aggregates: aggregate (a Nova host aggregate the "
              "conductor picks the host from, instead of host)",
      ("migration.aggregate", "view.migration.aggregate")),
+    ("1.14", "Maps in the request: project_map, flavor_map and "
+             "volume_type_map (looked up before the [cloudstack] options "
+             "of the same names)",
+     ("migration.project_map", "migration.flavor_map",
+      "migration.volume_type_map")),
 )
 
 

@@ -12,6 +12,7 @@ from oslo_utils import uuidutils
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor import plans
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor import rpcapi
@@ -89,7 +90,8 @@ class ConductorManager:
             if req.get(name):
                 options[name] = True
         for name in ("cutover", "cutover_method", "project", "volume_type",
-                     "start_at", "cutover_window", "aggregate"):
+                     "start_at", "cutover_window", "aggregate",
+                     "project_map", "flavor_map", "volume_type_map"):
             if req.get(name) is not None:
                 options[name] = req[name]
         if position is not None:
@@ -146,7 +148,7 @@ class ConductorManager:
             # Admission recorded the host it chose from the aggregate.
             asked["target_host"] = first["target_host"]
         differ = sorted(f for f in _REPLAY_FIELDS if first[f] != asked[f])
-        for name in ("project", "aggregate"):
+        for name in ("project", "aggregate") + maps.FIELDS:
             if (first["options"] or {}).get(name) != req.get(name):
                 differ.append(name)
         if differ:

@@ -6,6 +6,7 @@ Invalid that names where it is."""
 import re
 
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor import request as request_schema
 from cs2os_agent.conductor.flow import admission
 
@@ -14,7 +15,7 @@ from cs2os_agent.conductor.flow import admission
 FIELDS = ("host", "aggregate", "flavor", "mode", "cutover", "cutover_method",
           "delete_source", "networks", "drop_unmapped_nics", "config_drive",
           "keep_snapshots", "project", "volume_type", "start_at",
-          "cutover_window")
+          "cutover_window", "project_map", "flavor_map", "volume_type_map")
 PLAN_KEYS = ("name", "defaults", "vms", "selector", "limits", "start_at")
 # Caps on the plan's own migrations in flight (flow/admission.py).
 LIMIT_NAMES = admission.LIMIT_NAMES
@@ -51,6 +52,12 @@ def merge(defaults, overrides):
         for key in PLACES:
             merged.pop(key, None)
     merged.update(overrides)
+    for key in maps.FIELDS:
+        if isinstance(overrides.get(key), dict) and \
+                isinstance((defaults or {}).get(key), dict):
+            # A VM's map adds to and overrides the plan's entries (a plan's
+            # and a VM's maps, key by key); it drops none of them.
+            merged[key] = {**defaults[key], **overrides[key]}
     return merged
 
 

@@ -63,7 +63,8 @@ class DryRun:
             "flavor": request["flavor"], "target_host": request["host"],
             "options": {k: request[k] for k in (
                 "networks", "drop_unmapped_nics", "project",
-                "keep_snapshots", "config_drive", "volume_type", "aggregate")
+                "keep_snapshots", "config_drive", "volume_type", "aggregate",
+                "project_map", "flavor_map", "volume_type_map")
                 if request.get(k)},
             "target_project_id": None,
         }
@@ -278,7 +279,9 @@ def _data_disks(ctx, out, vm):
         shown.append({"name": disk["name"], "cloudstack_id":
                       disk["cloudstack_id"], "volume_size_gib":
                       disk["size_gib"], "volume_type": disk["volume_type"]
-                      or "Cinder's default", "files": len(disk["chain"]),
+                      or "Cinder's default", "volume_type_chosen_by":
+                      disk.get("volume_type_chosen_by"),
+                      "files": len(disk["chain"]),
                       "bytes": size})
     if shown:
         out.plan(data_disks=shown)

@@ -6,6 +6,7 @@ defaults are common/states.py's, which the API and the CLI read too.
 
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor import schedule
 
 # As the API's schema allows for a name (Keystone's own limit is 64).
@@ -40,6 +41,11 @@ _FIELDS = {
     # The Cinder volume type (id or name) of every data disk's volume,
     # instead of the one [cloudstack] volume_type_map gives it.
     "volume_type": str,
+    # The request's (or plan's) own maps, looked up before the
+    # [cloudstack] options of the same names (conductor/maps.py).
+    "project_map": dict,
+    "flavor_map": dict,
+    "volume_type_map": dict,
     # From the API's Idempotency-Key header: a retry returns the same
     # migration.
     "idempotency_key": str,
@@ -119,6 +125,9 @@ def validate(request):
                                   "(the Cinder volume type of the data "
                                   "disks' volumes)"),
     }
+    for name in maps.FIELDS:
+        if (mapping := maps.clean(request.get(name), name)) is not None:
+            validated[name] = mapping
     if validated["host"] and validated["aggregate"]:
         raise exception.Invalid(
             reason="host and aggregate exclude each other: name the compute "

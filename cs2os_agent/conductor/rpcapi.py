@@ -30,6 +30,10 @@ API version history:
     1.8 - Host aggregates: create_migration, and create_plan's defaults
           and overrides, take "aggregate" (a Nova host aggregate id or
           name, instead of "host").
+    1.9 - Maps: create_migration, and create_plan's defaults and
+          overrides, take "project_map", "flavor_map" and
+          "volume_type_map" (looked up before the [cloudstack] options
+          of the same names).
 """
 
 import oslo_messaging as messaging
@@ -37,7 +41,10 @@ import oslo_messaging as messaging
 from cs2os_agent.common import rpc
 
 TOPIC = "cs2os-conductor"
-RPC_API_VERSION = "1.8"
+# The request fields 1.9 added (conductor/maps.py FIELDS; not imported:
+# the API imports this module and needs nothing of the conductor's).
+MAPS = ("project_map", "flavor_map", "volume_type_map")
+RPC_API_VERSION = "1.9"
 
 
 class ConductorAPI:
@@ -66,7 +73,9 @@ class ConductorAPI:
         a record; nothing is recorded or created), "volume_type": Cinder
         volume type id or name (1.6), "start_at": ISO 8601 time (1.7),
         "cutover_window": {"start", "end"} (warm only, 1.7), "aggregate":
-        Nova host aggregate id or name, instead of "host" (1.8)}.
+        Nova host aggregate id or name, instead of "host" (1.8),
+        "project_map", "flavor_map", "volume_type_map": {key: value} as
+        the [cloudstack] options (1.9)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -84,6 +93,8 @@ class ConductorAPI:
             version = "1.7"
         if "aggregate" in request:
             version = "1.8"
+        if set(MAPS) & set(request):
+            version = "1.9"
         return self._call(context, "create_migration", version=version,
                           request=request)
 
@@ -128,8 +139,10 @@ class ConductorAPI:
         max_per_pool}, "start_at" (1.7)}; the plan's view (state draft)."""
         plan = plan or {}
         version = "1.7" if {"limits", "start_at"} & set(plan) else "1.5"
-        if _plan_names_aggregate(plan):
+        if _plan_names(plan, ("aggregate",)):
             version = "1.8"
+        if _plan_names(plan, MAPS):
+            version = "1.9"
         return self._call(context, "create_plan", version=version,
                           plan=plan)
 
@@ -171,9 +184,10 @@ class ConductorAPI:
         )
 
 
-def _plan_names_aggregate(plan):
-    """A plan whose defaults or a VM's overrides say "aggregate" (1.8)."""
+def _plan_names(plan, fields):
+    """A plan whose defaults or a VM's overrides set one of ``fields``."""
     vms = plan.get("vms") if isinstance(plan.get("vms"), list) else []
     requests = [plan.get("defaults")] + [
         vm.get("overrides") for vm in vms if isinstance(vm, dict)]
-    return any(isinstance(r, dict) and "aggregate" in r for r in requests)
+    return any(isinstance(r, dict) and set(fields) & set(r)
+               for r in requests)

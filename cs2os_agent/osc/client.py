@@ -172,7 +172,9 @@ class Client(PlanClient, versions.VersionedClient):
                          cutover_method=None, project=None,
                          config_drive=None, keep_snapshots=None,
                          dry_run=None, volume_type=None, start_at=None,
-                         cutover_window=None, aggregate=None):
+                         cutover_window=None, aggregate=None,
+                         project_map=None, flavor_map=None,
+                         volume_type_map=None):
         """POST a migration; only the given optional fields are sent.
         With ``dry_run``: {"dry_run": True, "preflight": report}, and
         nothing was recorded."""
@@ -186,7 +188,9 @@ class Client(PlanClient, versions.VersionedClient):
                     "cutover": cutover, "cutover_method": cutover_method,
                     "project": project, "volume_type": volume_type,
                     "start_at": start_at, "cutover_window": cutover_window,
-                    "aggregate": aggregate}
+                    "aggregate": aggregate, "project_map": project_map,
+                    "flavor_map": flavor_map,
+                    "volume_type_map": volume_type_map}
         request.update({k: v for k, v in optional.items() if v is not None})
         body = self._request("POST", MIGRATIONS, {"migration": request})
         if dry_run:

@@ -24,6 +24,7 @@ from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor.flow import agentcall
 from cs2os_agent.conductor.flow import chain
 from cs2os_agent.conductor.flow import sources
@@ -78,7 +79,7 @@ def _plan_disk(ctx, vm, disk):
         "chain": files,
         "virtual_size": header.virtual_size,
         "size_gib": max(1, math.ceil(size / GiB)),
-        "volume_type": volume_type(ctx, disk),
+        **typed(ctx, disk),
         "internal_snapshots": header.snapshots,
         "format": "qcow2",
     }
@@ -101,35 +102,53 @@ def _plan_rbd_disk(ctx, disk):
         "chain": [sources.rbd_source(disk["storage"], disk["path"])],
         "virtual_size": size,
         "size_gib": max(1, math.ceil(size / GiB)),
-        "volume_type": volume_type(ctx, disk),
+        **typed(ctx, disk),
         "internal_snapshots": 0,
         "format": "raw",
     }
 
 
 def volume_type(ctx, disk):
-    """The request's ``volume_type``; else [cloudstack] volume_type_map's
-    entry for the disk offering (id, then name) or the storage pool (id,
-    then name); else None: Cinder's default type."""
+    """The Cinder volume type of ``disk``'s volume; None: Cinder's
+    default."""
+    return typed(ctx, disk)["volume_type"]
+
+
+def typed(ctx, disk):
+    """{volume_type, volume_type_chosen_by}: the request's
+    ``volume_type``; else the request's volume_type_map, then
+    [cloudstack] volume_type_map's entry for the disk offering (id, then
+    name) or the storage pool (id, then name); else None: Cinder's
+    default type."""
     options = ctx.migration["options"] or {}
     if options.get("volume_type"):
-        return options["volume_type"]
-    mapping = ctx.conf.cloudstack.volume_type_map
+        return {"volume_type": options["volume_type"],
+                "volume_type_chosen_by": "request"}
     pool = disk.get("storage") or {}
-    for key in (disk.get("diskofferingid"), disk.get("diskofferingname"),
-                pool.get("id"), pool.get("name")):
-        if key and key in mapping:
-            return mapping[key]
-    return None
+    found = maps.choose(ctx, "volume_type_map", (
+        disk.get("diskofferingid"), disk.get("diskofferingname"),
+        pool.get("id"), pool.get("name")))
+    if found is None:
+        return {"volume_type": None,
+                "volume_type_chosen_by": "Cinder's default"}
+    name, key, where = found
+    return {"volume_type": name,
+            "volume_type_chosen_by": "%s (%s)" % (where, key)}
 
 
 def _check_types(ctx, planned):
-    for name in sorted({d["volume_type"] for d in planned
-                        if d["volume_type"]}):
+    checked = set()
+    for disk in planned:
+        name = disk["volume_type"]
+        if not name or name in checked:
+            continue
+        checked.add(name)
         if not ctx.volumes.volume_type_exists(name):
+            by = disk.get("volume_type_chosen_by")
             raise exception.Invalid(
-                reason="Cinder has no volume type %s (named by the request's "
-                "volume_type or [cloudstack] volume_type_map)" % name)
+                reason="Cinder has no volume type %s (named by the %s)"
+                % (name, "request's volume_type" if by == "request"
+                   else by))
 
 
 def _check_quota(ctx, vm, planned):
@@ -215,6 +234,7 @@ def sync(ctx):
             "cloudstack_id": disk["cloudstack_id"], "name": disk["name"],
             "volume_id": volume_id, "volume_size_gib": disk["size_gib"],
             "volume_type": disk["volume_type"],
+            "volume_type_chosen_by": disk.get("volume_type_chosen_by"),
             "target_dev": answer.get("target_dev"),
             "files": answer.get("files"),
             "bytes_copied": answer.get("bytes_copied"),

@@ -2,12 +2,14 @@
 
 A CloudStack VM belongs to an account of a domain, or to a CloudStack
 project (then CloudStack names the project, not an account).  The request's
-``project`` wins; else ``[cloudstack] project_map`` maps the owner.  An
+``project`` wins; else the request's ``project_map``, then ``[cloudstack]
+project_map`` maps the owner (conductor/maps.py).  An
 owner with no entry stops the migration naming the owner and the option:
 nothing lands in cs2os's own project unless the operator mapped it there.
 """
 
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import maps
 
 CATCH_ALL = "*"
 
@@ -37,22 +39,22 @@ def describe(vm):
 
 
 def target_project(ctx, vm):
-    """(Keystone project, how it was chosen) for the migration of ``vm``."""
+    """(Keystone project, how it was chosen) for the migration of ``vm``:
+    the request's project; else the request's project_map, else
+    [cloudstack] project_map (each: the owner's keys, then '*')."""
     options = ctx.migration.get("options") or {}
     ref, chosen_by = options.get("project"), "request"
     if not ref:
-        mapping = ctx.conf.cloudstack.project_map
-        key = next((k for k in map_keys(vm) + [CATCH_ALL] if k in mapping),
-                   None)
-        if key is None:
+        found = maps.choose(ctx, "project_map", map_keys(vm) + [CATCH_ALL])
+        if found is None:
             raise exception.Invalid(
-                reason="%s owns VM %s and [cloudstack] project_map has no "
-                "entry for it: add one of %s (or %s for every owner) mapped "
-                "to a Keystone project, or name the project in the request"
-                % (describe(vm), vm.get("name"),
+                reason="%s owns VM %s and %s: add one "
+                "of %s (or %s for every owner) mapped to a Keystone "
+                "project, or name the project in the request"
+                % (describe(vm), vm.get("name"), _maps_read(options),
                    ", ".join(map_keys(vm)) or "its owner", CATCH_ALL))
-        ref = mapping[key]
-        chosen_by = "[cloudstack] project_map (%s)" % key
+        ref, key, where = found
+        chosen_by = "%s (%s)" % (where, key)
     try:
         project = ctx.clients.openstack.find_project(ref)
     except exception.Invalid as exc:
@@ -60,6 +62,14 @@ def target_project(ctx, vm):
             reason="%s, named by the %s" % (exc.kwargs.get("reason"),
                                             chosen_by)) from None
     return project, chosen_by
+
+
+def _maps_read(options):
+    """Which maps had no entry, as the error names them."""
+    if options.get("project_map"):
+        return "neither the request's project_map nor [cloudstack] " \
+            "project_map has an entry for it"
+    return "[cloudstack] project_map has no entry for it"
 
 
 def check_access(ctx, project):

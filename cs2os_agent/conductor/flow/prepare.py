@@ -13,6 +13,7 @@ from cs2os_agent.cloudstack import discovery
 from cs2os_agent.cloudstack import errors as cloudstack_errors
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import identity
@@ -119,22 +120,22 @@ def snapshots_outcome(ctx, vm, header, layers):
 
 
 def choose_flavor(ctx, vm, overlay_size):
-    """(flavor, how it was chosen): the request's; else the one
-    [cloudstack] flavor_map gives the VM's service offering (by id, then
-    name); else the smallest that fits the VM."""
+    """(flavor, how it was chosen): the request's; else the one the
+    request's flavor_map, then [cloudstack] flavor_map, gives the VM's
+    service offering (by id, then name); else the smallest that fits the
+    VM."""
     openstack = ctx.clients.openstack
     ref, chosen_by = ctx.migration["flavor"], "request"
     if not ref:
         offering = vm.get("serviceoffering") or {}
-        mapping = ctx.conf.cloudstack.flavor_map
-        key = next((k for k in (offering.get("id"), offering.get("name"))
-                    if k and k in mapping), None)
-        if key is None:
+        found = maps.choose(ctx, "flavor_map",
+                            (offering.get("id"), offering.get("name")))
+        if found is None:
             return openstack.smallest_flavor(
                 vm["cpunumber"], vm["memory"],
                 math.ceil(overlay_size / GiB)), "smallest fitting"
-        ref = mapping[key]
-        chosen_by = "[cloudstack] flavor_map (service offering %s)" % key
+        ref, key, where = found
+        chosen_by = "%s (service offering %s)" % (where, key)
     try:
         flavor = openstack.get_flavor(ref)
     except exception.Invalid as exc:

@@ -9,6 +9,7 @@ from osc_lib.cli import format_columns
 from osc_lib.command import command
 
 from cs2os_agent.common import states
+from cs2os_agent.osc.v1 import maps
 from cs2os_agent.osc.v1 import preflight
 from cs2os_agent.osc.v1 import progress
 from cs2os_agent.osc.v1 import schedule
@@ -276,16 +277,17 @@ class ImportMigration(_Watching, command.ShowOne):
         parser.add_argument(
             "--project", metavar="<project>",
             help="Keystone project (ID or name) the server lands in "
-            "(default: the project [cloudstack] project_map gives the "
-            "VM's CloudStack owner)",
+            "(default: the one --project-map, else [cloudstack] "
+            "project_map, gives the VM's CloudStack owner)",
         )
         parser.add_argument(
             "--volume-type", metavar="<volume-type>",
             help="Cinder volume type (ID or name) of the volumes the VM's "
-            "data disks become (default: [cloudstack] volume_type_map, "
-            "else Cinder's default type)",
+            "data disks become (default: --volume-type-map, then "
+            "[cloudstack] volume_type_map, else Cinder's default type)",
         )
         schedule.add_arguments(parser)
+        maps.add_arguments(parser)
         parser.add_argument(
             "--dry-run", action="store_true", default=None,
             help="Show what the migration would do and what would stop it "
@@ -310,8 +312,7 @@ class ImportMigration(_Watching, command.ShowOne):
             project=parsed_args.project,
             volume_type=parsed_args.volume_type,
             dry_run=parsed_args.dry_run,
-            **{k: v for k, v in schedule.fields(parsed_args).items()
-               if v is not None},
+            **maps.given(parsed_args, schedule.fields(parsed_args)),
         )
         if record.get("dry_run"):
             return preflight.columns_and_data(record["preflight"])

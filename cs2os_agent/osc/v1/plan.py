@@ -9,6 +9,7 @@ from osc_lib.cli import format_columns
 from osc_lib.command import command
 
 from cs2os_agent.common import states
+from cs2os_agent.osc.v1 import maps
 from cs2os_agent.osc.v1 import migration
 from cs2os_agent.osc.v1 import progress
 from cs2os_agent.osc.v1 import schedule
@@ -158,6 +159,7 @@ class CreatePlan(command.ShowOne):
             group.add_argument("--" + flag, action="store_true",
                                default=None)
         schedule.add_arguments(group)
+        maps.add_arguments(group)
         group = parser.add_argument_group(
             "The plan's own limits on its migrations in flight (besides "
             "the [conductor] max_* ones on everyone's)")
@@ -193,6 +195,9 @@ class CreatePlan(command.ShowOne):
             defaults.pop("host", None)
             defaults.pop("aggregate", None)
         defaults.update({k: v for k, v in given.items() if v is not None})
+        for field, entries in maps.given(parsed_args).items():
+            # Entries over the file's map of the same name, key by key.
+            defaults[field] = dict(defaults.get(field) or {}, **entries)
         if defaults:
             body["defaults"] = defaults
         limits = dict(body.get("limits") or {})

@@ -123,6 +123,8 @@ def test_answers_carry_the_version_and_vary(app):
      "field volume_type"),
     ({"migration": {"source": "a", "aggregate": "wave-3"}}, "1.13",
      "field aggregate"),
+    ({"migration": {"source": "a", "flavor_map": {"S": "m1.small"}}},
+     "1.14", "field flavor_map"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "manual",
                     "cutover_method": "force"}}, "1.3",
      "field cutover_method"),

@@ -23,8 +23,9 @@ from tests.unit.api.harness import error
     ({"migration": {"source": "a", "colour": "red"}},
      "('colour' was unexpected); allowed: aggregate, config_drive, cutover, "
      "cutover_method, cutover_window, delete_source, drop_unmapped_nics, "
-     "dry_run, flavor, host, "
-     "keep_snapshots, mode, networks, project, source, start_at"),
+     "dry_run, flavor, flavor_map, host, "
+     "keep_snapshots, mode, networks, project, project_map, source, "
+     "start_at, volume_type, volume_type_map"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
     ({"migration": {"source": "a", "mode": "warm",
@@ -59,6 +60,15 @@ from tests.unit.api.harness import error
      "must be host or aggregate, not both"),
     ({"migration": {"source": "a", "aggregate": ""}},
      "body/migration/aggregate"),
+    ({"migration": {"source": "a", "flavor_map": {"Small": ""}}},
+     "body/migration/flavor_map/Small"),
+    ({"migration": {"source": "a", "project_map": {"": "acme"}}},
+     "body/migration/project_map: key"),
+    ({"migration": {"source": "a", "volume_type_map": ["ssd"]}},
+     "body/migration/volume_type_map: ['ssd'] is not of type 'object'"),
+    ({"migration": {"source": "a", "flavor_map": {
+        "o%d" % n: "m1.small" for n in range(1001)}}},
+     "body/migration/flavor_map: 1001 entries; at most 1000"),
     ({"migration": {"source": "a", "project": " \t"}},
      "body/migration/project"),
     ({"migration": {"source": "a", "project": "p" * 256}},

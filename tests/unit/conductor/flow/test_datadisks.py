@@ -188,10 +188,11 @@ def test_plan_reads_each_disks_chain_in_its_own_pool(db, fake, files):
         {"cloudstack_id": "cs-d1", "name": "data-1", "deviceid": 1,
          "chain": [src(POOL, "d1")], "virtual_size": 3 * GiB + 1,
          "size_gib": 4, "volume_type": None, "internal_snapshots": 0,
-         "format": "qcow2"},
+         "volume_type_chosen_by": "Cinder's default", "format": "qcow2"},
         {"cloudstack_id": "cs-d2", "name": "data-2", "deviceid": 2,
          "chain": [src(POOL2, "d2"), src(POOL2, "l1"), src(POOL2, "tmpl")],
          "virtual_size": 64 * MiB, "size_gib": 6, "volume_type": None,
+         "volume_type_chosen_by": "Cinder's default",
          "internal_snapshots": 0, "format": "qcow2"},
     ]
     assert fake.calls == [("headroom",)]
@@ -245,8 +246,8 @@ def test_an_unknown_volume_type_is_refused_before_quota(db, fake, files):
     with pytest.raises(exception.Invalid) as info:
         datadisks.plan(ctx, vm(data_disk(1, diskofferingname="Premium"),
                                data_disk(2, diskofferingid="off-2")))
-    assert ("Cinder has no volume type gold (named by the request's "
-            "volume_type or [cloudstack] volume_type_map)") in str(info.value)
+    assert ("Cinder has no volume type gold (named by the [cloudstack] "
+            "volume_type_map (Premium))") in str(info.value)
     assert fake.calls == [("type", "gold")]
 
 

@@ -207,4 +207,4 @@ def test_a_warm_migration_plans_its_data_disks_as_a_cold_one(
         {"cloudstack_id": "cs-d1", "name": "data-1", "deviceid": 1,
          "chain": [dd.src(dd.POOL, "d1")], "virtual_size": dd.GiB,
          "size_gib": 1, "volume_type": None, "internal_snapshots": 0,
-         "format": "qcow2"}]
+         "volume_type_chosen_by": "Cinder's default", "format": "qcow2"}]
