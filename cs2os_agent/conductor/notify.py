@@ -5,10 +5,10 @@ versioned notifications::
 
     {"cs2os_object.name": "MigrationPayload",
      "cs2os_object.namespace": "cs2os",
-     "cs2os_object.version": "1.1",
+     "cs2os_object.version": "1.2",
      "cs2os_object.data": {<exactly the fields below>}}
 
-MigrationPayload 1.1, every field always present (None when unknown):
+MigrationPayload 1.2, every field always present (None when unknown):
 
 ==================  =====================================================
 id                  the migration's id
@@ -43,6 +43,10 @@ committed           (1.1) True once the migrated disk is the guest's (no
                     rollback from there)
 warnings            (1.1) what a successful migration left for a look
                     (the result's warnings, their messages)
+aggregate           (1.2) the Nova host aggregate asked for instead of a
+                    host (target_host: the host chosen from it), or None
+bytes_moved         (1.2) every byte moved across clouds so far: the
+                    template upload and each finished copy (db/moved.py)
 ==================  =====================================================
 
 Left out on purpose: the lease (``conductor``, ``lease_until``), the
@@ -63,8 +67,9 @@ from cs2os_agent.common import rpc
 
 NAMESPACE = "cs2os"
 PAYLOAD_NAME = "MigrationPayload"
-# 1.1: target_project_id, committed, warnings.
-PAYLOAD_VERSION = "1.1"
+# 1.1: target_project_id, committed, warnings; 1.2: aggregate,
+# bytes_moved.
+PAYLOAD_VERSION = "1.2"
 
 # The record's own columns, copied as they are.
 RECORD_FIELDS = (
@@ -73,11 +78,11 @@ RECORD_FIELDS = (
     "delete_source", "bytes_done", "bytes_total", "error",
     "user_id", "project_id", "request_id",
     "created_at", "updated_at", "started_at", "finished_at",
-    "target_project_id", "committed",
+    "target_project_id", "committed", "bytes_moved",
 )
 # The summary of what was made and done.
 SUMMARY_FIELDS = ("server_id", "image_id", "source_deleted", "rolled_back",
-                  "warnings")
+                  "warnings", "aggregate")
 FIELDS = RECORD_FIELDS + SUMMARY_FIELDS
 
 # What the notification's context carries, all of it.
@@ -97,6 +102,7 @@ def migration_payload(migration):
         rolled_back=[str(m) for m in result.get("rolled_back") or []],
         warnings=[str(w.get("message")) for w in result.get("warnings") or []
                   if isinstance(w, dict)],
+        aggregate=(migration.get("options") or {}).get("aggregate"),
     )
     return {
         "cs2os_object.name": PAYLOAD_NAME,

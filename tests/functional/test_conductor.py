@@ -195,7 +195,7 @@ def test_notifications_carry_no_token_and_no_internals(
         "cs2os.migration.error"})
     for event_type, payload, context in notifications.of(created["id"]):
         assert payload["cs2os_object.name"] == "MigrationPayload"
-        assert payload["cs2os_object.version"] == "1.1"
+        assert payload["cs2os_object.version"] == "1.2"
         data = payload["cs2os_object.data"]
         assert set(data) == set(notify.FIELDS), event_type
         assert (data["user_id"], data["project_id"]) == (

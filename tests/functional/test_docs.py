@@ -228,7 +228,7 @@ def test_rpc_and_notification_pages_come_from_the_modules(site):
             if not name.startswith("_"):
                 assert name in page, name
     assert "API version history" in page
-    assert "MigrationPayload 1.1" in _page(site, "notifications")
+    assert "MigrationPayload 1.2" in _page(site, "notifications")
 
 
 def test_release_notes_show_every_note(site, tree):

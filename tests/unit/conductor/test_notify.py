@@ -25,7 +25,7 @@ RECORD = {
     "started_at": "2024-05-01T10:00:01", "finished_at": None,
     "source_ref": "web-1", "mode": "warm", "target_host": "compute-1",
     "flavor": "m1.small", "delete_source": True,
-    "options": {"networks": {"guest": "private"},
+    "options": {"networks": {"guest": "private"}, "aggregate": "wave-3",
                 "cutover_requested": {"by": "alice", "at": "..."}},
     "user_id": "alice", "project_id": "p-1", "request_id": "req-create",
     "source_vm_id": "cs-vm-1", "source_vm_name": "web-1",
@@ -41,7 +41,7 @@ RECORD = {
     "rate_bps": 5, "conductor": "lease-holder-9",
     "lease_until": "2024-05-01T10:06:00", "lease_epoch": 7,
     "active_source": "cs-vm-1", "idempotency_key": "client-key-1",
-    "committed": False,
+    "committed": False, "bytes_moved": 1234,
     "events": [{"created_at": "...", "step": "sync", "kind": "error",
                 "message": "copy failed"}],
 }
@@ -111,9 +111,10 @@ def test_payload_holds_exactly_the_declared_fields():
         "cs2os_object.version", "cs2os_object.data"}
     assert payload["cs2os_object.name"] == "MigrationPayload"
     assert payload["cs2os_object.namespace"] == "cs2os"
-    assert payload["cs2os_object.version"] == "1.1"
+    assert payload["cs2os_object.version"] == "1.2"
     data = payload["cs2os_object.data"]
     assert list(data) == list(notify.FIELDS)
+    assert (data["aggregate"], data["bytes_moved"]) == ("wave-3", 1234)
     assert data["id"] == RECORD["id"]
     assert (data["state"], data["step"], data["mode"]) == ("failed", "sync",
                                                            "warm")
@@ -135,6 +136,7 @@ def test_fields_of_a_new_record_are_all_there():
         "cs2os_object.data"]
     assert list(data) == list(notify.FIELDS)
     assert data["server_id"] is None and data["rolled_back"] == []
+    assert data["aggregate"] is None and data["bytes_moved"] is None
 
 
 def test_the_message_on_the_wire_carries_no_credentials(notifier, topic):
