@@ -322,20 +322,14 @@ class Database:
             with self._writer() as session:
                 held = set(session.scalars(sa.select(slot.resource).where(
                     slot.migration_id == migration_id)))
-                for resource, limit in sorted(limits.items()):
-                    trying = (resource, limit)
-                    if resource in held:
-                        continue
-                    taken = set(session.scalars(sa.select(slot.number).where(
-                        slot.resource == resource)))
-                    free = [n for n in range(limit) if n not in taken]
-                    if not free:
-                        raise _Full(resource)
-                    session.add(slot(resource=resource, number=free[0],
+                free, full = free_slots(session, limits, held)
+                if full is not None:
+                    return full
+                for resource, number in free:
+                    trying = (resource, limits[resource])
+                    session.add(slot(resource=resource, number=number,
                                      migration_id=migration_id))
                     session.flush()
-        except _Full as full:
-            return full.resource
         except sa.exc.IntegrityError:
             # Another conductor took that slot between our read and our
             # insert: as full as it gets, for now.
@@ -351,10 +345,22 @@ class Database:
             return list(session.scalars(query))
 
 
-class _Full(Exception):
-    def __init__(self, resource):
-        super().__init__(resource)
-        self.resource = resource
+def free_slots(session, limits, held):
+    """([(resource, its lowest free slot number)] for ``limits``
+    ({resource: limit}) but the resources in ``held``, None), or (None,
+    the first resource in name order without a free slot)."""
+    slot = models.Slot
+    free = []
+    for resource, limit in sorted(limits.items()):
+        if resource in held:
+            continue
+        taken = set(session.scalars(sa.select(slot.number).where(
+            slot.resource == resource)))
+        numbers = [n for n in range(limit) if n not in taken]
+        if not numbers:
+            return None, resource
+        free.append((resource, numbers[0]))
+    return free, None
 
 
 def _claimable(m, conductor, now):

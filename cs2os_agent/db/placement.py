@@ -87,7 +87,7 @@ def _acquire(db, migration_id, hosts, limits_for, expect):
         blocked = {}
         for host in tried:
             wanted = limits_for(host)
-            free, full = _free_slots(session, wanted, held)
+            free, full = db_api.free_slots(session, wanted, held)
             if full is not None:
                 blocked[host] = full
                 continue
@@ -104,23 +104,6 @@ def _acquire(db, migration_id, hosts, limits_for, expect):
             _set_host(session, migration_id, host, expect)
             return host
         raise AllFull(blocked)
-
-
-def _free_slots(session, wanted, held):
-    """([(resource, free slot number)] to insert for ``wanted`` but what
-    is ``held``, None) or (None, the first resource without one)."""
-    slot = models.Slot
-    free = []
-    for resource, limit in sorted(wanted.items()):
-        if resource in held:
-            continue
-        taken = set(session.scalars(sa.select(slot.number).where(
-            slot.resource == resource)))
-        numbers = [n for n in range(limit) if n not in taken]
-        if not numbers:
-            return None, resource
-        free.append((resource, numbers[0]))
-    return free, None
 
 
 def _set_host(session, migration_id, host, expect):
