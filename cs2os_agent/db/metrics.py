@@ -1,9 +1,9 @@
 """The figures of the conductor's metrics endpoint (conductor/metrics.py).
 
 Aggregates only: each query is a COUNT or a SUM the database computes
-(GROUP BY state, an indexed column), so a scrape costs the same with ten
-migrations or a hundred thousand and no row leaves the database.  All of
-them in one read transaction, so the figures of one scrape agree.
+(GROUP BY state, an indexed column; the SUM of bytes_moved reads the
+table), so no row leaves the database.  All of them in one read
+transaction, so the figures of one scrape agree.
 """
 
 import sqlalchemy as sa
