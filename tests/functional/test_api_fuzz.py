@@ -25,6 +25,7 @@ import requests
 from cs2os_agent.api import openapi
 from cs2os_agent.api import schemas
 from cs2os_agent.common import exception
+from cs2os_agent.conductor import maps
 from cs2os_agent.conductor import request as request_schema
 from tests.functional import checks
 from tools.testbed import api_process
@@ -116,7 +117,7 @@ def _network_key_is_valid():
 
 
 def _valid_name(name):
-    # The conductor wants a project or volume type printable
+    # The conductor wants a project, volume type or aggregate printable
     # (str.isprintable()), which JSON Schema cannot say: the document says
     # it in words, and a body the fuzzer would call valid is a 400 naming
     # the field.
@@ -124,6 +125,20 @@ def _valid_name(name):
         return True
     try:
         request_schema.clean_name(name, "a name")
+    except exception.Invalid:
+        return False
+    return True
+
+
+def _valid_map(value, field):
+    # A request's project/flavor/volume type map: its keys follow
+    # propertyNames (x-propertyNames in the document, which schemathesis
+    # does not read) and both keys and values must be printable, as for
+    # names above: the conductor's own check decides.
+    if not isinstance(value, dict):
+        return True
+    try:
+        maps.clean(value, field)
     except exception.Invalid:
         return False
     return True
@@ -169,6 +184,8 @@ else:
                 or all(_VALID_KEY(k) for k in networks)) \
             and _valid_name(request.get("project")) \
             and _valid_name(request.get("volume_type")) \
+            and _valid_name(request.get("aggregate")) \
+            and all(_valid_map(request.get(f), f) for f in maps.FIELDS) \
             and _valid_times(request)
 
     def _valid_times(request):
