@@ -7,6 +7,7 @@ And one assertion several test modules make: an agent call that must fail
 changes nothing on disk.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -74,3 +75,21 @@ def sync_expecting(agent, agent_api, ctxt, inst, source, exc_type):
                                inst.uuid, source)
     assert images.dir_state(inst.instance_dir) == before
     return str(err.value)
+
+
+@contextlib.contextmanager
+def notification_listener(endpoint, topic):
+    """``endpoint`` receives the notifications on ``topic`` of the
+    session's bus (conf.CONF's notification transport) meanwhile."""
+    import oslo_messaging as messaging
+
+    from cs2os_agent import conf
+    listener = messaging.get_notification_listener(
+        messaging.get_notification_transport(conf.CONF),
+        [messaging.Target(topic=topic)], [endpoint], executor="threading")
+    listener.start()
+    try:
+        yield endpoint
+    finally:
+        listener.stop()
+        listener.wait()

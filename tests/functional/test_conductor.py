@@ -15,16 +15,15 @@ import threading
 import time
 
 import kombu
-import oslo_messaging as messaging
 import pytest
 
-from cs2os_agent import conf
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.common import exception
 from cs2os_agent.conductor import notify
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
 from cs2os_agent.db import migration as db_migration
+from tests.functional import checks
 from tools.testbed import conductor_process
 from tools.testbed import harness
 from tools.testbed.harness import wait_state
@@ -105,14 +104,8 @@ class RawNotifications:
 
 @pytest.fixture(scope="module")
 def notifications(services):
-    endpoint = Notifications()
-    listener = messaging.get_notification_listener(
-        messaging.get_notification_transport(conf.CONF),
-        [messaging.Target(topic=TOPIC)], [endpoint], executor="threading")
-    listener.start()
-    yield endpoint
-    listener.stop()
-    listener.wait()
+    with checks.notification_listener(Notifications(), TOPIC) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

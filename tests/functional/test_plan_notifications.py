@@ -17,7 +17,6 @@ import json
 import os
 import threading
 
-import oslo_messaging as messaging
 import pytest
 
 from cs2os_agent import conf
@@ -29,6 +28,7 @@ from cs2os_agent.conductor import plan_view
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.db import api as db_api
 from cs2os_agent.db import plans as plan_db
+from tests.functional import checks
 from tools.testbed import conductor_process
 from tools.testbed import harness
 from tools.testbed.harness import wait_for
@@ -77,14 +77,8 @@ class Received:
 
 @pytest.fixture(scope="module")
 def received(services):
-    endpoint = Received()
-    listener = messaging.get_notification_listener(
-        messaging.get_notification_transport(conf.CONF),
-        [messaging.Target(topic=TOPIC)], [endpoint], executor="threading")
-    listener.start()
-    yield endpoint
-    listener.stop()
-    listener.wait()
+    with checks.notification_listener(Received(), TOPIC) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
