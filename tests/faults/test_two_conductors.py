@@ -22,6 +22,7 @@ import oslo_messaging as messaging
 import pytest
 
 from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tests.e2e.conftest import conductor_sections
 from tests.e2e.conftest import new_vm
 from tests.faults import chaos
@@ -134,6 +135,7 @@ def test_paused_conductor_is_fenced_after_takeover(
     created = conductor_api.create_migration(
         ctxt, {"source": vm.name, "host": minicloud.compute_host})
     mid = created["id"]
+    quick_api = conductor_rpcapi.ConductorAPI(timeout=3)
     held, outcome, note = False, "?", ""
     monitor = invariants.LiveCopyMonitor(db_path, mid, vm.instancename,
                                          minicloud.instances_path)
@@ -148,15 +150,6 @@ def test_paused_conductor_is_fenced_after_takeover(
             os.kill(stale.proc.pid, signal.SIGSTOP)
             paused_at = time.monotonic()
             try:
-                # Reads while one conductor is paused: an RPC call the
-                # broker hands to the paused one times out.
-                reads = collections.Counter()
-                for _ in range(6):
-                    try:
-                        conductor_api.get_migration(ctxt, mid)
-                        reads["answered"] += 1
-                    except messaging.MessagingTimeout:
-                        reads["timed out"] += 1
                 taken = invariants.wait_record(
                     db_path, mid, lambda r: r["conductor"] == winner.host,
                     "the takeover", timeout=LEASE * 4)
@@ -164,6 +157,18 @@ def test_paused_conductor_is_fenced_after_takeover(
                 assert taken["lease_epoch"] > first["lease_epoch"]
                 assert taken["step"] in ("sync", "swap", "start"), \
                     taken["step"]
+                # Reads while one conductor is still paused: an RPC call
+                # the broker hands to the paused one times out.  After the
+                # takeover check: with the fixture's 30 s timeout, reads
+                # before it once outlasted the rest of the copy, and the
+                # record was first seen taken over at step "done".
+                reads = collections.Counter()
+                for _ in range(6):
+                    try:
+                        quick_api.get_migration(ctxt, mid)
+                        reads["answered"] += 1
+                    except messaging.MessagingTimeout:
+                        reads["timed out"] += 1
                 final = invariants.wait_final(db_path, mid)
                 outcome = final["state"]
                 assert final["state"] == "succeeded", (

@@ -6,10 +6,10 @@ they ran).
 
 500 VMs over 20 compute hosts, 10 KVM hosts and 4 pools, in three plans
 started at once, one on each conductor; limits 24 in flight in all, 3 per
-compute host, 3 per KVM host, 7 per pool.  Every kind of limit made some
-migration wait (their events say so) or was reached by migrations working
-at the same instant; from the recorded intervals, no limit is passed at
-any instant; every VM ends (the injected failures
+compute host, 3 per KVM host, 7 per pool.  The limits made some
+migrations wait (their events say so; which kinds bind depends on the
+machine's speed, test_slots.py shows each kind binding); from the
+recorded intervals, no limit is passed at any instant; every VM ends (the injected failures
 failed, with their rollback, the rest succeeded) and no slot stays taken.
 It prints the scheduler's overhead per migration (operator guide, "Plans").
 
@@ -22,10 +22,9 @@ A migration waiting for a slot looks again at once when a migration of
 its own conductor ends, else every admission.POLL_SECONDS (3 s as
 shipped); the test polls every second, CS2OS_SIM_POLL=3 runs the shipped
 value.  CS2OS_SIM_VMS sets another fleet size (default 500).  At 120
-VMs the last check does not hold on a loaded 2-vCPU machine: the "all"
-limit peaked at 13 of 24 and no waiter named a KVM host or pool (a
-waiter's event names the first full resource in name order), so a
-smaller CI run needs limits scaled to the fleet first.
+VMs on a loaded 2-vCPU machine the "all" limit peaked at 13 of 24 and no
+waiter named a KVM host or pool (a waiter's event names the first full
+resource in name order): a smaller run binds fewer kinds.
 """
 
 import json
@@ -178,19 +177,19 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
     for name, value in plan_sim.peaks(working).items():
         limit = LIMITS[KINDS[name.split(":")[0]]]
         assert value <= limit, (name, value, limit)
-    # The test can tell: every kind of limit bound.  Either a migration
-    # waited for a slot of that kind (its event names the first full
-    # resource in name order, so a full KVM host hides behind a full
-    # compute host), or as many migrations as its limit worked on one such
-    # resource at the same instant: the limit was reached and, above, not
-    # passed.  Which of the two shows depends on the machine's speed.
+    # The test can tell: the limits paced the fleet (some migration waited
+    # for a slot), so "never passed" above is not vacuous.  Which kinds
+    # bind depends on the machine's speed: the pool limit (7, 6 per pool
+    # on average at 24 in flight) bound on some runs and not on others,
+    # so each kind binding and naming itself is test_slots.py's
+    # test_each_kind_of_limit_binds_and_names_itself, deterministically.
     reached = {kind for kind, value in worked.items()
                if value == LIMITS[KINDS[kind]]}
     waited = _waited_for(main_db, rows)
     print("  limits that made a migration wait: %s; reached while "
-          "working: %s" % (", ".join(sorted(waited)),
-                           ", ".join(sorted(reached))))
-    assert set(KINDS) <= waited | reached, (waited, reached)
+          "working: %s" % (", ".join(sorted(waited)) or "none",
+                           ", ".join(sorted(reached)) or "none"))
+    assert waited, "no migration waited for a slot: the limits never bound"
 
 
 def _waited_for(db, rows):

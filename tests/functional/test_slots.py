@@ -6,9 +6,11 @@ several conductors may share (a SQLite file has one: db/sqlite_owner.py)."""
 import random
 import threading
 import time
+import types
 
 import pytest
 
+from cs2os_agent.conductor.flow import admission
 from cs2os_agent.db import api
 from cs2os_agent.db import migration
 
@@ -54,6 +56,33 @@ def test_a_full_resource_names_itself_and_an_end_frees_it(database):  # noqa: F8
     # A state that is not final keeps them.
     db.update_migration("m2", {"state": "rolling_back"})
     assert "m2" in db.slot_holders("kvm:h1")
+
+
+@pytest.mark.parametrize("option,kind", [
+    ("max_in_flight", "all"), ("max_per_compute_host", "compute"),
+    ("max_per_kvm_host", "kvm"), ("max_per_pool", "pool")])
+def test_each_kind_of_limit_binds_and_names_itself(database, option, kind):  # noqa: F811
+    """Every [conductor] max_* option, set to 2 while the others allow
+    plenty: the third migration on the same resources is refused and told
+    the resource of that kind (the slots admission.limits asks for), and
+    the end of one lets it in."""
+    db = database
+    options = dict.fromkeys(admission.LIMIT_NAMES, 50)
+    options[option] = 2
+    conf = types.SimpleNamespace(conductor=types.SimpleNamespace(**options))
+    vm = {"host": {"id": "kvm-1"}, "root_volume": {"storage": {"id": "p1"}}}
+    wanted = admission.limits(conf, {"target_host": "cmp-1"}, vm)
+    assert len(wanted) == 4, wanted
+    for mid in ("m1", "m2", "m3"):
+        _new(db, mid)
+    assert db.acquire_slots("m1", wanted) is None
+    assert db.acquire_slots("m2", wanted) is None
+    full = db.acquire_slots("m3", wanted)
+    assert full is not None and full.split(":")[0] == kind, full
+    assert db.slot_holders(full) == ["m1", "m2"]
+    db.update_migration("m2", {"state": "succeeded"})
+    assert db.acquire_slots("m3", wanted) is None
+    assert db.slot_holders(full) == ["m1", "m3"]
 
 
 def test_conductors_at_once_never_exceed_a_limit(shared_database):
