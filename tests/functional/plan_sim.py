@@ -212,3 +212,24 @@ def handover_gaps(admitted, freed, limit):
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def wait_all_final(db, count, timeout, interval=1.0):
+    """The rows of ``db``'s migrations once there are ``count`` and all
+    are final; an AssertionError naming those that are not after
+    ``timeout`` s.  ``interval``: listing them all costs the conductors'
+    CPU in a large fleet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = db.list_migrations()
+        if len(rows) == count and all(r["state"] in states.FINAL
+                                      for r in rows):
+            return rows
+        if time.monotonic() >= deadline:
+            raise AssertionError("%d of %d migrations exist, not final "
+                                 "after %d s: %s" % (
+                                     len(rows), count, timeout,
+                                     [(r["id"], r["state"], r["step"])
+                                      for r in rows
+                                      if r["state"] not in states.FINAL][:20]))
+        time.sleep(interval)

@@ -27,7 +27,6 @@ import pytest
 import sqlalchemy as sa
 
 from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.common import states
 from cs2os_agent.conductor import engine as conductor_engine
 from cs2os_agent.conductor import manager
 from cs2os_agent.conductor.flow import admission
@@ -211,7 +210,8 @@ def test_a_plan_on_an_aggregate_through_two_conductors(url, monkeypatch):
             "name": "wave-3", "defaults": {"aggregate": "wave-3"},
             "vms": sorted(vms)})
         mgr.start_plan(ctxt, plan["id"])
-        rows = _wait_final(dbs[0], len(vms))
+        rows = plan_sim.wait_all_final(dbs[0], len(vms), timeout=120,
+                                         interval=0.2)
     finally:
         for engine in engines:
             engine.stop()
@@ -254,15 +254,3 @@ def _runs(db, host):
 
 def _t(iso):
     return datetime.datetime.fromisoformat(iso).timestamp()
-
-
-def _wait_final(db, count, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = db.list_migrations()
-        if len(rows) == count and all(r["state"] in states.FINAL
-                                      for r in rows):
-            return rows
-        time.sleep(0.2)
-    raise AssertionError("not final: %s" % [
-        (r["id"], r["state"], r["step"]) for r in db.list_migrations()])

@@ -9,8 +9,9 @@ started at once, one on each conductor; limits 24 in flight in all, 3 per
 compute host, 3 per KVM host, 7 per pool.  The limits made some
 migrations wait (their events say so; which kinds bind depends on the
 machine's speed, test_slots.py shows each kind binding); from the
-recorded intervals, no limit is passed at any instant; every VM ends (the injected failures
-failed, with their rollback, the rest succeeded) and no slot stays taken.
+recorded intervals, no limit is passed at any instant; every VM ends
+(the injected failures failed, with their rollback, the rest succeeded)
+and no slot stays taken.
 It prints the scheduler's overhead per migration (operator guide, "Plans").
 
 The conductors share the work: each claims queued migrations of any plan
@@ -33,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 
 from cs2os_agent.common import states
@@ -96,18 +96,6 @@ def _stop_conductors(procs):
     return reports
 
 
-def _wait_all_final(db, count, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = db.list_migrations()
-        if len(rows) == count and all(r["state"] in states.FINAL
-                                      for r in rows):
-            return rows
-        time.sleep(1)  # listing them all costs the conductors' CPU
-    raise AssertionError("%d migrations not final after %d s" % (
-        sum(r["state"] not in states.FINAL for r in rows), timeout))
-
-
 def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
                                                  workdir):
     url = pg_cluster.create_database("sim_%s" % uuid.uuid4().hex[:10])
@@ -116,7 +104,7 @@ def test_500_vms_never_pass_a_limit_and_all_end(pg_cluster,  # noqa: F811
     fleet = plan_sim.Fleet(VMS, COMPUTES, KVMS, POOLS)
     procs = _start_conductors(url, workdir)
     try:
-        rows = _wait_all_final(main_db, VMS, timeout=90 + VMS * POLL)
+        rows = plan_sim.wait_all_final(main_db, VMS, timeout=90 + VMS * POLL)
     finally:
         reports = _stop_conductors(procs)
 
