@@ -147,19 +147,47 @@ def root_disk(dom, pool_id, volume_path):
     the match is on that tail, the part that names the volume.
     """
     tail = "/%s/%s" % (pool_id, volume_path.lstrip("/"))
+
+    def matches(disk, source):
+        path = source.get("file") or source.get("dev") or ""
+        return path.endswith(tail)
+
+    return _only_target(dom, matches, "disks on ...%s" % tail)
+
+
+def rbd_disk(dom, ceph_pool, image):
+    """The target (``vdb``...) of the network disk that is RBD image
+    ``image`` of Ceph pool ``ceph_pool``.
+
+    CloudStack's KVM agent writes a volume on RBD primary storage as
+    ``<disk type='network'><source protocol='rbd' name='<pool>/<image>'>``
+    (LibvirtVMDef.DiskDef.defNetworkBasedDisk): the pool is the storage
+    pool's ``path``, the image the volume's ``path``.  The whole name must
+    match: a tail would also match an image of another pool.
+    """
+    name = "%s/%s" % (ceph_pool, image)
+
+    def matches(disk, source):
+        return (disk.get("type") == "network"
+                and source.get("protocol") == "rbd"
+                and source.get("name") == name)
+
+    return _only_target(dom, matches, "RBD disks %s" % name)
+
+
+def _only_target(dom, matches, what):
     found = []
     for disk in virt.domain_xml(dom).findall("./devices/disk[@device='disk']"):
         source = disk.find("source")
         target = disk.find("target")
         if source is None or target is None:
             continue
-        path = source.get("file") or source.get("dev") or ""
-        if path.endswith(tail):
+        if matches(disk, source):
             found.append(target.get("dev"))
     if len(found) != 1:
         raise exception.Invalid(
-            reason="domain %s has %d disks on ...%s; expected exactly one"
-            % (dom.name(), len(found), tail))
+            reason="domain %s has %d %s; expected exactly one"
+            % (dom.name(), len(found), what))
     return found[0]
 
 

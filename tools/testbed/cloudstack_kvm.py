@@ -9,6 +9,11 @@ header names /mnt/<pool>/<template>, which does not exist on this machine:
 the backing chain is read from the headers and handed to libvirt as an
 explicit <backingStore>, so nothing opens the header's path.
 
+A data disk on RBD primary storage is a network disk, as the KVM agent
+writes one: ``rbd`` <Ceph pool>/<image>, QEMU's librbd logging in as the
+pool's cephx user with the key of a libvirt secret (attach_rbd_disk,
+hot-plugged into the running domain as CloudStack attaches a volume).
+
 ``MemoryKVM`` keeps a running flag only, for unit tests (no process).
 """
 
@@ -92,6 +97,33 @@ _DOMAIN_XML = """<domain type='kvm'>
 """
 
 
+_RBD_DISK_XML = """<disk type='network' device='disk'>
+  <driver name='qemu' type='raw' cache='none'/>
+  <source protocol='rbd' name=%(name)s>
+    <host name=%(host)s port=%(port)s/>
+  </source>
+  <auth username=%(user)s>
+    <secret type='ceph' uuid=%(secret)s/>
+  </auth>
+  <target dev=%(dev)s bus='virtio'/>
+  <serial>%(serial)s</serial>
+</disk>
+"""
+
+
+def rbd_disk_xml(pool, image, host, port, user, secret_uuid, dev, serial):
+    """A volume on RBD primary storage as CloudStack's KVM agent defines
+    it (LibvirtVMDef.DiskDef, a network disk): raw, cache none, one
+    monitor, the cephx ``user`` whose key is libvirt secret
+    ``secret_uuid`` (CloudStack's is named after the pool; any existing
+    secret of usage type ceph does)."""
+    q = saxutils.quoteattr
+    return _RBD_DISK_XML % {
+        "name": q("%s/%s" % (pool, image)), "host": q(host),
+        "port": q(str(port)), "user": q(user), "secret": q(secret_uuid),
+        "dev": q(dev), "serial": saxutils.escape(serial)}
+
+
 class LibvirtKVM:
     def __init__(self, root, uri="qemu:///system", stop_grace=2.0):
         self.root = root
@@ -155,6 +187,19 @@ class LibvirtKVM:
         except libvirt.libvirtError as exc:
             raise PowerError(str(exc)) from exc
         self._created[spec.name] = spec.uuid
+
+    def attach_rbd_disk(self, name, disk_xml):
+        """Hot-plug a data disk (rbd_disk_xml) into the running domain
+        ``name``, as CloudStack attaches a volume to a running VM.  Live
+        only: the domain is transient, and a restart by the stand-in
+        starts the root disk alone."""
+        dom = self._domain(name)
+        if dom is None or name not in self._created:
+            raise PowerError("no running domain %s of ours" % name)
+        try:
+            dom.attachDeviceFlags(disk_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise PowerError(str(exc)) from exc
 
     def _domain(self, name):
         try:

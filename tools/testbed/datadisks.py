@@ -1,4 +1,6 @@
-"""CloudStack data disks on a pool laid out as images.py lays out volumes.
+"""CloudStack data disks on a pool laid out as images.py lays out volumes,
+or on RBD primary storage (make_rbd_data_disk; attach_rbd hot-plugs one
+into a running VM's domain).
 
 A data disk is a qcow2 file in /mnt/<pool uuid>/: standalone (a blank
 disk offering), or an overlay on a data-disk template in the same pool,
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import uuid
 
+from tools.testbed import cloudstack_kvm
 from tools.testbed import images
 
 MiB = images.MiB
@@ -142,3 +145,21 @@ def make_rbd_data_disk(info, workdir, name, size, template_writes, writes,
         images.write_bytes(reference, offset, data, spec=local)
         images.write_bytes(reference + ".clone", offset, data, spec=clone)
     return disk
+
+
+def attach_rbd(cloud, vm, disk, info, dev, name=None):
+    """List ``disk`` (make_rbd_data_disk) as a DATADISK of the running
+    ``vm``, on a CloudStack RBD pool of its own (path: the Ceph pool,
+    ipaddress: the monitor), and hot-plug it into the VM's domain as the
+    KVM agent does: a network disk logging in as the minicloud's cephx
+    user with the minicloud's libvirt secret (info["ceph"]; reused, never
+    defined or removed here).  Returns the CloudStack volume."""
+    ceph = info["ceph"]
+    host, _, port = ceph["mon_host"].partition(":")
+    pool = cloud.add_storage_pool(vm.zone, "ceph-" + disk.image, type="RBD",
+                                  path=disk.pool, ipaddress=host)
+    volume = cloud.add_data_disk(vm, pool, disk.image, disk.size, name=name)
+    cloud.kvm.attach_rbd_disk(vm.instancename, cloudstack_kvm.rbd_disk_xml(
+        disk.pool, disk.image, host, port or 6789, ceph["user"],
+        ceph["libvirt_secret_uuid"], dev, volume.id))
+    return volume

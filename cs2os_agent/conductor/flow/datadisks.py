@@ -15,6 +15,9 @@ sync_volumes  sync      the agent writes each disk into its volume and
 rollback      undo      after the server is deleted (which detaches them),
                         the volumes are deleted; CloudStack's data disks
                         are only ever read
+
+A warm migration plans the same disks (files on NFS, or images on RBD)
+and fills the volumes with its mirrors instead of sync (warmdisks.py).
 """
 
 import math
@@ -23,7 +26,6 @@ from cs2os_agent import qcow2
 from cs2os_agent import transfer
 from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
-from cs2os_agent.common import states
 from cs2os_agent.conductor import maps
 from cs2os_agent.conductor.flow import agentcall
 from cs2os_agent.conductor.flow import chain
@@ -39,24 +41,9 @@ def plan(ctx, vm):
     if not disks:
         return []
     planned = [_plan_disk(ctx, vm, disk) for disk in disks]
-    if ctx.migration["mode"] == states.WARM:
-        # The preflight says so too, before anything is created.
-        warmdisks_refusal(vm, planned)
     _check_types(ctx, planned)
     _check_quota(ctx, vm, planned)
     return planned
-
-
-def warmdisks_refusal(vm, planned):
-    """A warm migration mirrors data disks on file primary storage only
-    (warmdisks.py): one on RBD is refused, as an RBD root volume is."""
-    for disk in planned:
-        if disk.get("format") == "raw":
-            raise exception.Invalid(
-                reason="data disk %s of CloudStack VM %s lives on RBD "
-                "primary storage; a warm migration mirrors data disks on "
-                "file primary storage only: use mode cold"
-                % (disk["name"], vm["name"]))
 
 
 def _plan_disk(ctx, vm, disk):
@@ -88,8 +75,9 @@ def _plan_disk(ctx, vm, disk):
 def _plan_rbd_disk(ctx, disk):
     """A disk on RBD primary storage: a raw image (a clone of its
     template's snapshot), read whole as the guest sees it by the agent's
-    rbd transport; its size is CloudStack's (only agents need Ceph
-    credentials, not the conductor)."""
+    rbd transport (cold), or mirrored whole from the running domain's
+    network disk (warm: warmdisks.py); its size is CloudStack's (only
+    agents need Ceph credentials, not the conductor)."""
     size = int(disk.get("size") or 0)
     if size <= 0:
         raise exception.Invalid(

@@ -3,9 +3,13 @@
 Without data disks none of this runs and a warm migration is what it
 was.  With them, every step of the warm flow takes all disks at once:
 
-validate  locate    each data disk's target in the source domain (vdb...),
-                    no one else's job on it; a disk on RBD primary storage
-                    is refused (use mode cold), as is an RBD root disk
+validate  locate    each data disk's target in the source domain (vdb...):
+                    a file /mnt/<pool>/<path>, or on RBD primary storage
+                    the network disk rbd <Ceph pool>/<image> (QEMU reads
+                    either; the copy is of the guest view, so a raw RBD
+                    clone arrives whole, its template's data with it);
+                    no one else's job on it.  (An RBD root volume is still
+                    refused for warm: rootdisk.py.)
 mirror    (first)   the volumes (datadisks.volumes: created, attached
                     through Nova to the stopped server, device order),
           prepare   then one agent target per volume (it writes straight
@@ -23,6 +27,9 @@ rollback  undo      every job ended (cutover.undo_job), every target
 
 import time
 
+import libvirt
+
+from cs2os_agent.cloudstack import discovery
 from cs2os_agent.common import exception
 from cs2os_agent.common import nbd
 from cs2os_agent.conductor.flow import datadisks
@@ -41,15 +48,13 @@ def locate(ctx, dom, vm):
     ours = {export(ctx, v) for v in _volume_ids(ctx).values()}
     by_id = {d["id"]: d for d in vm.get("datadisks") or []}
     found = []
-    datadisks.warmdisks_refusal(vm, planned)
     for disk in planned:
         source = by_id.get(disk["cloudstack_id"])
         if source is None:
             raise exception.Invalid(
                 reason="CloudStack no longer lists data disk %s of VM %s"
                 % (disk["name"], vm["name"]))
-        dev = kvmhost.root_disk(dom, source["storage"]["id"],
-                                source["path"])
+        dev = _target(dom, source)
         if blockcopy.BlockCopy(dom, dev).status().active and \
                 kvmhost.mirror_export(dom, dev) not in ours:
             raise exception.Invalid(
@@ -57,8 +62,37 @@ def locate(ctx, dom, vm):
                 % (dev, dom.name()))
         found.append({"cloudstack_id": disk["cloudstack_id"],
                       "name": disk["name"], "dev": dev,
-                      "virtual_size": disk["virtual_size"]})
+                      "virtual_size": _size(dom, dev, disk)})
     return found
+
+
+def _target(dom, source):
+    pool = source["storage"]
+    if pool.get("type") == discovery.RBD:
+        return kvmhost.rbd_disk(dom, pool["path"], source["path"])
+    return kvmhost.root_disk(dom, pool["id"], source["path"])
+
+
+def _size(dom, dev, disk):
+    """The size the volume's export must have: QEMU's mirror refuses a
+    target of another size than the source disk.  A qcow2 file's is its
+    header's (read at plan); an RBD disk's is CloudStack's, so the
+    running domain's own capacity is taken, if the volume holds it."""
+    if disk.get("format") != "raw":
+        return disk["virtual_size"]
+    try:
+        capacity = dom.blockInfo(dev, 0)[0]
+    except libvirt.libvirtError as exc:
+        raise exception.Invalid(
+            reason="domain %s does not give the size of disk %s: %s"
+            % (dom.name(), dev, exc.get_error_message())) from None
+    if capacity > disk["size_gib"] * datadisks.GiB:
+        raise exception.Invalid(
+            reason="data disk %s is %d bytes in domain %s, more than its "
+            "%d GiB volume (CloudStack says %d bytes)"
+            % (disk["name"], capacity, dom.name(), disk["size_gib"],
+               disk["virtual_size"]))
+    return capacity
 
 
 def export(ctx, volume_id):

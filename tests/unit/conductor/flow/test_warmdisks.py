@@ -19,6 +19,7 @@ from tests.unit.conductor.flow.test_datadisks import files  # noqa: F401,F811
 POOL = "6a1c5e0e-0000-4000-8000-000000000001"
 V1 = "0b7e6f4c-2d51-4c7e-9a3b-6a1f0e2d9c11"
 V2 = "0b7e6f4c-2d51-4c7e-9a3b-6a1f0e2d9c12"
+GIB = 1024 ** 3
 
 XML = """<domain><name>i-2-7-VM</name><devices>
 <disk type='file' device='disk'><source file='/mnt/%(p)s/root'/>
@@ -117,13 +118,65 @@ def test_each_data_disk_is_found_in_the_source_domain_by_its_file():
          "virtual_size": 10}]
 
 
-def test_a_data_disk_on_rbd_primary_storage_is_refused_for_warm():
-    ctx = Ctx(data_disks=[planned(1, fmt="raw")])
+RBD_XML = """<domain><name>i-2-7-VM</name><devices>
+<disk type='file' device='disk'><source file='/mnt/%s/root'/>
+<target dev='vda'/></disk>
+<disk type='network' device='disk'><driver name='qemu' type='raw'/>
+<source protocol='rbd' name='cloudstack/vol-r'><host name='10.0.0.5'
+port='6789'/></source><auth username='admin'><secret type='ceph'
+uuid='%s'/></auth><target dev='vdb' bus='virtio'/></disk>
+</devices></domain>""" % (POOL, POOL)
+
+
+class RbdDom(Dom):
+    """A running domain with a data disk on RBD, as CloudStack's KVM agent
+    writes one; ``capacity``: the size QEMU gives it."""
+
+    def __init__(self, capacity):
+        super().__init__()
+        self.capacity = capacity
+
+    def XMLDesc(self, flags=0):  # noqa: N802 - libvirt's name
+        return RBD_XML
+
+    def blockInfo(self, disk, flags=0):  # noqa: N802
+        assert disk == "vdb"
+        return [self.capacity, self.capacity, self.capacity]
+
+
+RBD_VM = {"name": "web-1", "datadisks": [
+    {"id": "cs-d1", "path": "vol-r", "storage": {
+        "id": "pool-rbd", "type": "RBD", "path": "cloudstack",
+        "ipaddress": "10.0.0.5"}}]}
+
+
+def test_a_data_disk_on_rbd_primary_storage_is_mirrored_from_its_rbd_disk():
+    """No refusal for warm any more: the network disk rbd <Ceph pool>/
+    <image> is the one the full copy reads, at the size QEMU sees."""
+    disk = dict(planned(1, fmt="raw"), virtual_size=GIB + 512, size_gib=2)
+    ctx = Ctx(data_disks=[disk])
+    assert warmdisks.locate(ctx, RbdDom(GIB + 512), RBD_VM) == [
+        {"cloudstack_id": "cs-d1", "name": "data-1", "dev": "vdb",
+         "virtual_size": GIB + 512}]
+    # CloudStack's size is not what the target must match: QEMU's is.
+    assert warmdisks.locate(ctx, RbdDom(GIB), RBD_VM)[0][
+        "virtual_size"] == GIB
+    # One that outgrew its volume is refused before anything is made.
     with pytest.raises(exception.Invalid) as err:
-        warmdisks.locate(ctx, Dom(), VM)
-    assert "data disk data-1 of CloudStack VM web-1 lives on RBD" in str(
-        err.value)
-    assert "use mode cold" in str(err.value)
+        warmdisks.locate(ctx, RbdDom(2 * GIB + 1), RBD_VM)
+    assert "data disk data-1 is %d bytes in domain i-2-7-VM, more than " \
+        "its 2 GiB volume" % (2 * GIB + 1) in str(err.value)
+    # A file disk's pool and path name no RBD disk of the domain.
+    with pytest.raises(exception.Invalid) as err:
+        warmdisks.locate(ctx, RbdDom(GIB), VM)
+    assert "has 0 disks on .../%s/d1" % POOL in str(err.value)
+    # Nor does another Ceph pool's image.
+    other = {"name": "web-1", "datadisks": [dict(
+        RBD_VM["datadisks"][0], storage=dict(
+            RBD_VM["datadisks"][0]["storage"], path="rbd"))]}
+    with pytest.raises(exception.Invalid) as err:
+        warmdisks.locate(ctx, RbdDom(GIB), other)
+    assert "has 0 RBD disks rbd/vol-r" in str(err.value)
 
 
 def test_someone_elses_job_on_a_data_disk_is_refused_ours_is_not():
