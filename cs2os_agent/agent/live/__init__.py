@@ -9,6 +9,11 @@ written into a FIFO that ``virDomainRestore`` reads (:mod:`.move`).  B's
 live XML is A's guest ABI with Nova's identity (:mod:`.abi`); what the
 move depends on is checked before anything changes (:mod:`.preflight`).
 
+Across hosts a first hop comes before (:mod:`.hop`): libvirt's own live
+migration of A to the Nova compute host under a temporary name, A's UUID
+kept, its disks copied onto Nova's instance paths (flags and params:
+:mod:`.hop_spec`); :func:`.hop.hop_back` is its undo.
+
 Not wired into the conductor, the REST API or the CLI yet: a request's
 ``"mode": "live"`` is still refused.
 """

@@ -28,3 +28,27 @@ class LiveMoveIncomplete(exception.Cs2osException):
 
     msg_fmt = ("live move of %(source)s into %(target)s needs an operator: "
                "%(reason)s")
+
+
+class HopRefused(LiveMoveRefused):
+    """The first hop (libvirt's migration onto the Nova host) did not
+    start, or libvirt refused it before the guest moved: A runs on the
+    source, unchanged."""
+
+    msg_fmt = ("hop of %(source)s to %(dest)s refused (%(source)s still "
+               "runs on the source): %(reason)s")
+
+
+class HopFailed(exception.Cs2osException):
+    """libvirt's migration failed after it began; libvirt resumed A on the
+    source (checked: A runs, no copy runs on the destination)."""
+
+    msg_fmt = ("hop of %(source)s to %(dest)s failed (%(source)s runs on "
+               "the source again): %(reason)s")
+
+
+class HopIncomplete(exception.Cs2osException):
+    """The hop ended in a state this code does not undo by itself: a
+    person must look.  The message says where the guest is."""
+
+    msg_fmt = "hop of %(source)s to %(dest)s needs an operator: %(reason)s"
