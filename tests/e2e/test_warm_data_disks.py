@@ -55,6 +55,13 @@ WARM_STEPS = ["validate", "image", "ports", "boot", "mirror", "ready",
               "cutover", "finish", "swap", "start", "stop_source", "cleanup",
               "retire_source"]
 DEVS = ("vdb", "vdc")
+# The conductor's mirror cap here (test_warm_migration's conductor fixture
+# reads it): the shipped default, unlimited.  A data disk's FULL mirror
+# counts its empty part against a cap (libvirt gives the copy's target the
+# source disk's discard setting, and this virtio disk has none, as
+# CloudStack's): at 10 MB/s the 1 GiB standalone disk took 108 s to READY
+# (operator guide, "Known limit").
+MIRROR_MBPS = 0
 
 
 def hotplug(cloud, dom, disk, dev, serial):
@@ -154,7 +161,7 @@ def test_warm_migration_mirrors_every_disk_and_cuts_over_once(
 
     wait_until(conductor_api, ctxt, mid, "every mirror started",
                lambda m: m["resources"].get("mirror_started"))
-    # While the bulk copies run (the root's capped to 10 MB/s).
+    # Right after the mirrors started (uncapped: maybe already READY).
     write("vda", 0x11, 8 * MiB, MiB)
     write("vdb", 0x12, 44 * MiB, 256 * 1024)  # template-only: copy on write
     write("vdc", 0x13, 512 * MiB, MiB)  # unallocated until now

@@ -72,12 +72,14 @@ def agent(workdir, services, agent_api, minicloud, cloudstack_root,
 def conductor(request, workdir, services, cloud, minicloud, agent,
               conductor_api, cloudstack_root, kvm_sshd):
     """conftest's conductor, plus the KVM host's libvirt URI and sshd
-    port (overrides it in this module)."""
+    port (overrides it in this module).  A module that imports it may
+    set its own MIRROR_MBPS (0: unlimited, the option's default)."""
     name = "%s-%s" % (RUN_ID, request.module.__name__.rsplit(".", 1)[-1])
     proc = warm_chain.make_conductor(
         workdir, name, ft.TRANSPORT_URL, services["exchange"], cloud,
         admin_auth(minicloud), cloudstack_root, kvm_sshd,
-        mirror_max_bandwidth_mbps=MIRROR_MBPS)
+        mirror_max_bandwidth_mbps=getattr(request.module, "MIRROR_MBPS",
+                                          MIRROR_MBPS))
     proc.manage("db", "sync")
     proc.start(conductor_api, cs2os_context.get_admin_context())
     yield proc
