@@ -98,13 +98,7 @@ def pair(conn, workdir):
     for entry in made:
         entry["watch"].stop()
         for dom in entry["doms"]:
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-            except libvirt.libvirtError:
-                pass  # a transient domain that ended is gone
+            live_guest.remove_domain(dom)
         shutil.rmtree(entry["dir"], ignore_errors=True)
 
 

@@ -57,13 +57,7 @@ def one_run(conn, root):
     finally:
         watch.stop()
         for dom in doms:
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-            except libvirt.libvirtError:
-                pass
+            live_guest.remove_domain(dom)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -228,3 +228,16 @@ class SerialWatch(threading.Thread):
         raise AssertionError("%s: no counter >= %d in %d s (last lines %r)"
                              % (path, at_least, timeout,
                                 self.lines[path][-3:]))
+
+
+def remove_domain(dom):
+    """Destroy ``dom`` if it runs and undefine it if defined: a test's own
+    domain, at cleanup.  A transient domain that ended meanwhile is gone
+    already."""
+    try:
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            dom.undefine()
+    except libvirt.libvirtError:
+        pass
