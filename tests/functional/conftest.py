@@ -1,9 +1,11 @@
 """Fixtures several functional test modules share."""
 
+import libvirt
 import pytest
 
 from cs2os_agent.common import context as cs2os_context
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from tests.functional import checks
 from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
 from tools.testbed import harness
@@ -32,3 +34,14 @@ def conductor(request, workdir, services, cloud):
         conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def conn():
+    """This machine's libvirtd (the live mode tests' A and B run there);
+    a missing one fails, never skips."""
+    checks.require_binaries()
+    checks.require_libvirt()
+    c = libvirt.open(harness.LIBVIRT_URI)
+    yield c
+    c.close()

@@ -30,22 +30,12 @@ from cs2os_agent import virt
 from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import hop
 from cs2os_agent.agent.live import move
-from tests.functional import checks
 from tools.testbed import harness
 from tools.testbed import libvirtd_ns
 from tools.testbed import live_guest
 from tools.testbed import process
 
 LOCAL = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def conn():
-    checks.require_binaries()
-    checks.require_libvirt()
-    c = libvirt.open(harness.LIBVIRT_URI)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

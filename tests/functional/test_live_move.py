@@ -29,18 +29,8 @@ from cs2os_agent.agent.live import abi
 from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import move
 from cs2os_agent.agent.live import preflight
-from tests.functional import checks
 from tools.testbed import harness
 from tools.testbed import live_guest
-
-
-@pytest.fixture(scope="module")
-def conn():
-    checks.require_binaries()
-    checks.require_libvirt()
-    c = libvirt.open(harness.LIBVIRT_URI)
-    yield c
-    c.close()
 
 
 @dataclasses.dataclass

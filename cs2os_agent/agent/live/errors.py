@@ -52,3 +52,8 @@ class HopIncomplete(exception.Cs2osException):
     person must look.  The message says where the guest is."""
 
     msg_fmt = "hop of %(source)s to %(dest)s needs an operator: %(reason)s"
+
+
+def libvirt_message(exc):
+    """A libvirtError's own message (its str() may be empty)."""
+    return exc.get_error_message() or str(exc)

@@ -28,6 +28,8 @@ from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import hop_spec
 from cs2os_agent.agent.live import preflight
 
+_message = errors.libvirt_message
+
 LOG = logging.getLogger(__name__)
 
 _SECURE = libvirt.VIR_DOMAIN_XML_SECURE
@@ -48,10 +50,6 @@ class HopResult:
 
 def _host_uuid(conn):
     return virt.parse_xml(conn.getCapabilities()).findtext("host/uuid")
-
-
-def _message(exc):
-    return exc.get_error_message() or str(exc)
 
 
 class _Hop:

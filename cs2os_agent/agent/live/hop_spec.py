@@ -36,12 +36,11 @@ from xml.etree import ElementTree
 import libvirt
 
 from cs2os_agent import virt
+from cs2os_agent.agent.live import errors
+
+_message = errors.libvirt_message
 
 _CHAR_DEVICES = ("serial", "console", "channel", "parallel")
-
-
-def _message(exc):
-    return exc.get_error_message() or str(exc)
 
 
 def migrate_flags(incremental=False, auto_converge=False):

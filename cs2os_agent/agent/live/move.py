@@ -51,6 +51,8 @@ from cs2os_agent.agent.live import header
 from cs2os_agent.agent.live import preflight
 from cs2os_agent.agent.live import relay as relay_mod
 
+_message = errors.libvirt_message
+
 LOG = logging.getLogger(__name__)
 
 POLL = 0.01
@@ -74,10 +76,6 @@ class MoveResult:
 
 class _Failed(Exception):
     pass
-
-
-def _message(exc):
-    return exc.get_error_message() or str(exc)
 
 
 def qmp(dom, command, **arguments):
