@@ -173,7 +173,7 @@ class Chain:
             minicloud.admin_auth(self.minicloud), self.cs_root, self.sshd,
             mirror_poll_interval=0.1)
         self.conductor.manage("db", "sync")
-        self.conductor.start(self.api, self.ctxt)
+        self.conductor.start()
         self.started.append(self.conductor.stop)
 
     def stop(self):

@@ -171,7 +171,7 @@ def module_conductor(request, workdir, services, cloud, minicloud,
         "sqlite:///%s" % os.path.join(workdir, "e2e-%s.sqlite" % name),
         "notifications-e2e-%s" % name, sections=sections)
     proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc.start()
     return proc
 
 
@@ -302,8 +302,8 @@ def conductor_sections(cloud, minicloud, cloudstack_root, spool,
 
 def delete_migrated_servers(minicloud):
     """The servers this run's migrations made: the minicloud has room for
-    8 small servers (2 vCPUs at allocation ratio 4), and every module
-    migrates a few."""
+    32 small servers (2 vCPUs at allocation ratio 16), shared by every
+    run on the machine, and every module migrates a few."""
     conn = minicloud.conn
     ours = [s for s in conn.compute.servers(all_projects=True)
             if s.name.startswith("e2e-%s-" % RUN_ID)

@@ -16,7 +16,6 @@ import subprocess
 import time
 
 from cs2os_agent import qemu_img
-from cs2os_agent.common import context as cs2os_context
 from tests.e2e.conftest import new_vm
 from tools.testbed import cloudstack_handlers
 from tools.testbed import harness as ft
@@ -183,7 +182,7 @@ def test_conductor_killed_mid_copy_resumes(conductor, conductor_api, ctxt,
 
     ft.wait_for(copying, 120, "the agent to start copying", interval=0.2)
     conductor.kill()  # SIGKILL mid-copy: no cleanup, no rollback
-    conductor.start(conductor_api, cs2os_context.get_admin_context())
+    conductor.start()
     done = wait_state(conductor_api, ctxt, created["id"],
                       ("succeeded", "failed", "cancelled"))
     assert done["state"] == "succeeded", (done["error"], done["events"])

@@ -81,7 +81,7 @@ def conductor(request, workdir, services, cloud, minicloud, agent,
         mirror_max_bandwidth_mbps=getattr(request.module, "MIRROR_MBPS",
                                           MIRROR_MBPS))
     proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc.start()
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)

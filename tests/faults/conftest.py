@@ -62,11 +62,10 @@ def agent(workdir, services, agent_api, minicloud,  # noqa: F811
 
 
 def make_conductor(request, workdir, services, cloud,  # noqa: F811
-                   minicloud, conductor_api,  # noqa: F811
-                   cloudstack_root, kvm_sshd, suffix="",  # noqa: F811
-                   **conductor_options):
+                   minicloud, cloudstack_root, kvm_sshd,  # noqa: F811
+                   suffix="", **conductor_options):
     """A ConductorProcess (not started) on its own sqlite database, with
-    ``db_path`` and ``probe`` (an RPC call that answers once it is up)."""
+    ``db_path``."""
     name = "%s-faults-%s%s" % (RUN_ID,
                                request.module.__name__.rsplit(".", 1)[-1],
                                suffix)
@@ -75,19 +74,16 @@ def make_conductor(request, workdir, services, cloud,  # noqa: F811
         admin_auth(minicloud), cloudstack_root, kvm_sshd,
         **conductor_options)
     proc.db_path = os.path.join(workdir, "e2e-%s.sqlite" % name)
-    proc.probe = lambda: conductor_api.list_migrations(
-        cs2os_context.get_admin_context(), limit=1)
     return proc
 
 
 @pytest.fixture(scope="module")
 def conductor(request, workdir, services, cloud, minicloud,  # noqa: F811
-              agent, conductor_api, cloudstack_root, kvm_sshd):  # noqa: F811
+              agent, cloudstack_root, kvm_sshd):  # noqa: F811
     proc = make_conductor(request, workdir, services, cloud, minicloud,
-                          conductor_api, cloudstack_root, kvm_sshd)
+                          cloudstack_root, kvm_sshd)
     proc.manage("db", "sync")
-    proc.launch()
-    proc.wait_ready(proc.probe)
+    proc.start()
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)

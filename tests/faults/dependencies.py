@@ -79,7 +79,7 @@ def _set_option(conf_file, section, name, value):
 
 @pytest.fixture(scope="module", name="conductor")
 def conductor_fixture(request, workdir, services, cloud, minicloud, agent,
-                      conductor_api, cloudstack_root, kvm_sshd, proxies):
+                      cloudstack_root, kvm_sshd, proxies):
     auth = admin_auth(minicloud)
     auth["auth_url"] = auth["auth_url"].replace(KEYSTONE,
                                                 proxies.keystone.url)
@@ -92,11 +92,8 @@ def conductor_fixture(request, workdir, services, cloud, minicloud, agent,
         cloudstack_root, kvm_sshd)
     _set_option(proc.conf_file, "cloudstack", "timeout", CS_TIMEOUT)
     proc.db_path = os.path.join(workdir, "e2e-%s.sqlite" % name)
-    proc.probe = lambda: conductor_api.list_migrations(
-        _admin(), limit=1)
     proc.manage("db", "sync")
-    proc.launch()
-    proc.wait_ready(proc.probe, timeout=120)
+    proc.start(timeout=120)
     yield proc
     proc.stop()
     delete_migrated_servers(minicloud)

@@ -83,7 +83,7 @@ def chain(workdir, services, broker, private_apis, cloud, minicloud,
                                     spool))
     conductor.db_path = db_path
     conductor.manage("db", "sync")
-    conductor.start(conductor_api, admin)
+    conductor.start(conductor_api)  # on the private broker
     yield {"agent": agent, "conductor": conductor,
            "conductor_api": conductor_api}
     conductor.stop()

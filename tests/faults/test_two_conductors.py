@@ -83,7 +83,7 @@ def conductors(workdir, services, cloud, minicloud, agent,  # noqa: F811
         procs.append(proc)
     procs[0].manage("db", "sync")
     for proc in procs:
-        proc.start(conductor_api, cs2os_context.get_admin_context())
+        proc.start()
     yield {p.host: p for p in procs}
     for proc in procs:
         if proc.proc is not None and proc.proc.poll() is None:

@@ -3,8 +3,6 @@
 import libvirt
 import pytest
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tests.functional import checks
 from tools.testbed import cloudstack_api
 from tools.testbed import conductor_process
@@ -30,8 +28,7 @@ def conductor(request, workdir, services, cloud):
     module = request.module.__name__.rsplit(".", 1)[-1]
     proc = conductor_process.start_for_cloud(
         workdir, "cs2os-%s-%s" % (module, harness.RUN_ID),
-        harness.TRANSPORT_URL, services["exchange"], cloud,
-        conductor_rpcapi.ConductorAPI(), cs2os_context.get_admin_context())
+        harness.TRANSPORT_URL, services["exchange"], cloud)
     yield proc
     proc.stop()
 

@@ -11,8 +11,6 @@ import os
 import pytest
 import requests
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
 from tools.testbed import conductor_process
 from tools.testbed import harness
@@ -38,8 +36,7 @@ def api(workdir, services, cluster):
         services["exchange"], cluster.create_database("dbdown"),
         "notifications-%s" % NAME)
     conductor.manage("db", "sync")
-    conductor.start(conductor_rpcapi.ConductorAPI(),
-                    cs2os_context.get_admin_context())
+    conductor.start()
     proc = api_process.ApiProcess(workdir, "%s-api" % NAME,
                                   harness.TRANSPORT_URL, services["exchange"])
     proc.start()

@@ -18,8 +18,6 @@ import time
 import pytest
 import requests
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import api_process
 from tools.testbed import conductor_process
 from tools.testbed import harness
@@ -107,8 +105,7 @@ def api(workdir, services, cloud):
         workdir, "cs2os-cli-install-%s-api" % harness.RUN_ID,
         harness.TRANSPORT_URL, services["exchange"])
     try:
-        conductor.start(conductor_rpcapi.ConductorAPI(),
-                        cs2os_context.get_admin_context())
+        conductor.start()
         proc.start()
         yield proc
     finally:

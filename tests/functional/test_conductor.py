@@ -136,7 +136,7 @@ def conductor(workdir, services, cloud, conductor_api, db_url,
                                  "secret_key": cloud.admin.secretkey,
                                  "job_poll_interval": 0.2}})
     proc.synced = proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc.start()
     yield proc
     proc.stop()
 
@@ -279,7 +279,7 @@ def test_restarted_conductor_resumes_its_work(conductor, conductor_api,
         "id": "while-down-%s" % RUN_ID, "source_ref": "later-vm",
         "state": "queued", "step": "validate", "options": {},
         "source": {}, "resources": {}, "result": {}})
-    conductor.start(conductor_api, cs2os_context.get_admin_context())
+    conductor.start()
     done = wait_state(conductor_api, ctxt, queued["id"], ("failed",))
     assert "later-vm" in done["error"]
 

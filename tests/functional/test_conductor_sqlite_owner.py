@@ -51,7 +51,7 @@ def test_a_second_conductor_on_one_sqlite_file_refuses_to_start(
     first = make("a", "sqlite:///%s" % path)
     second = make("b", "sqlite:///%s" % path)
     first.manage("db", "sync")
-    first.start(conductor_api, ctxt)
+    first.start()
 
     second.launch()
     assert second.proc.wait(60) == 1
@@ -68,7 +68,7 @@ def test_a_second_conductor_on_one_sqlite_file_refuses_to_start(
 
     # The kernel lets go of the lock with the process, however it ends.
     first.kill()
-    second.start(conductor_api, ctxt)
+    second.start()
     assert second.proc.poll() is None
     with open(path + ".conductor-lock") as f:
         assert f.read() == "%d\n" % second.proc.pid

@@ -66,7 +66,7 @@ def _conductor(workdir, services, cloud, db_url, name, port):
 def conductor(workdir, services, cloud, conductor_api, db_url, port):
     proc = _conductor(workdir, services, cloud, db_url, "conductor", port)
     proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc.start()
     yield proc
     proc.stop()
 

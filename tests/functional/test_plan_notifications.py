@@ -104,8 +104,7 @@ def conductor(workdir, services, cloud, db_url, received):
     proc.manage("db", "sync")
     # The session's short RPC timeout: a probe sent before the conductor
     # listens is lost, and waited for.
-    proc.start(conductor_rpcapi.ConductorAPI(),
-               cs2os_context.get_admin_context())
+    proc.start()
     yield proc
     proc.stop()
 

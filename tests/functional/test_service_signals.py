@@ -50,7 +50,7 @@ def conductor(workdir, services, cloud, conductor_api):
                                  "secret_key": cloud.admin.secretkey}})
     _set_debug(proc, False)
     proc.manage("db", "sync")
-    proc.start(conductor_api, cs2os_context.get_admin_context())
+    proc.start()
     yield proc
     proc.stop()
 

@@ -19,8 +19,6 @@ import uuid
 
 import pytest
 
-from cs2os_agent.common import context as cs2os_context
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.conductor import schedule
 from cs2os_agent.db import api as db_api
 
@@ -40,7 +38,6 @@ def db_url(pg_cluster):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def conductors(workdir, services, cloud, db_url):
-    api = conductor_rpcapi.ConductorAPI()
     procs = []
     for letter in ("a", "b"):
         procs.append(conductor_process.ConductorProcess(
@@ -54,7 +51,7 @@ def conductors(workdir, services, cloud, db_url):
     procs[0].manage("db", "sync")
     try:
         for proc in procs:
-            proc.start(api, cs2os_context.get_admin_context())
+            proc.start()
         yield procs
     finally:
         for proc in procs:

@@ -118,6 +118,11 @@ manager_shutdown_timeout = 2
 # sectors that ignore ACPI, and cs2os stops every server it boots.  Set
 # CS2OS_MINICLOUD_SHUTDOWN_TIMEOUT for guests that do shut down cleanly.
 shutdown_timeout = $MC_SHUTDOWN_TIMEOUT
+# Room for the tiny servers of two test runs at once (tox -e ci runs two
+# workers; other engineers' runs share the cloud): Nova's default of 4
+# vCPUs per core gave 8 on a 2-core machine, and a third server waiting
+# on a migration of the other worker failed to schedule (No valid host).
+cpu_allocation_ratio = 16.0
 [api]
 auth_strategy = keystone
 [api_database]

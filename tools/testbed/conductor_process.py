@@ -1,9 +1,12 @@
 """cs2os-conductor as a real process with its own database."""
 
+import copy
 import os
 import subprocess
 import sys
 
+from cs2os_agent.common import context as cs2os_context
+from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from tools.testbed import service
 
 CONF_TEMPLATE = service.DEFAULT_SECTION + """
@@ -44,15 +47,27 @@ class ConductorProcess(service.ServiceProcess):
              "--config-file", self.conf_file, *args],
             check=True, capture_output=True, text=True).stdout
 
-    def start(self, conductor_api, context, timeout=60):
+    # How long one readiness probe waits for its answer.  A call made
+    # before the conductor consumes its queue is lost and waits out its
+    # whole timeout: probing with the tests' own clients (30 s and more in
+    # the end-to-end tests) made every start about 30 s longer than needed.
+    probe_timeout = 2
+
+    def probe(self, conductor_api=None):
+        """One RPC call, answered once a conductor on the topic is up;
+        ``conductor_api``: a client on the broker this conductor uses
+        (default: the process's own), called with the short timeout."""
+        api = copy.copy(conductor_api or conductor_rpcapi.ConductorAPI())
+        api.timeout = self.probe_timeout
+        return api.list_migrations(cs2os_context.get_admin_context(),
+                                   limit=1)
+
+    def start(self, conductor_api=None, timeout=60):
         self.launch()
-        return self.wait_ready(
-            lambda: conductor_api.list_migrations(context, limit=1),
-            timeout)
+        return self.wait_ready(lambda: self.probe(conductor_api), timeout)
 
 
-def start_for_cloud(workdir, name, transport_url, exchange, cloud, rpc_api,
-                    admin_context):
+def start_for_cloud(workdir, name, transport_url, exchange, cloud):
     """A conductor on its own SQLite database (``<name>.sqlite``) in front
     of the CloudStack stand-in ``cloud``, synced and started; the caller
     stops it."""
@@ -64,5 +79,5 @@ def start_for_cloud(workdir, name, transport_url, exchange, cloud, rpc_api,
                                  "api_key": cloud.admin.apikey,
                                  "secret_key": cloud.admin.secretkey}})
     proc.manage("db", "sync")
-    proc.start(rpc_api, admin_context)
+    proc.start()
     return proc
