@@ -21,6 +21,7 @@ from cs2os_agent import transfer
 from cs2os_agent.agent import domain
 from cs2os_agent.agent import layers as chain_layers
 from cs2os_agent.agent import layout
+from cs2os_agent.agent import live_rpc
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent import rpcapi
 from cs2os_agent.agent import swap
@@ -38,7 +39,8 @@ from cs2os_agent.transfer import monitor as transfer_monitor
 LOG = logging.getLogger(__name__)
 
 
-class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints):
+class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints,
+                   live_rpc.LiveEndpoints):
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, conf, libvirt_host=None, progress_sink=None):
@@ -60,6 +62,7 @@ class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints):
         self._mirrors = {}
         # (migration id, volume id) -> a data disk's target (1.5).
         self._volume_mirrors = {}
+        self._live_moves = {}  # migration id -> a live move (1.6)
 
     # -- helpers -----------------------------------------------------------
 

@@ -19,6 +19,8 @@ API version history:
           volume_mirror_status, finish_volume_mirror, abort_volume_mirror
           (a data disk mirrored into the Cinder volume attached to the
           instance).
+    1.6 - Live mode: prepare_live_target, live_hop, live_hop_back,
+          begin_live_move, finish_live_move, abort_live_move.
 """
 
 import oslo_messaging as messaging
@@ -29,7 +31,7 @@ from cs2os_agent.common import rpc
 CONF = conf.CONF
 
 TOPIC = "cs2os-agent"
-RPC_API_VERSION = "1.5"
+RPC_API_VERSION = "1.6"
 
 
 class AgentAPI:
@@ -199,3 +201,39 @@ class AgentAPI:
         return self._prepare(host, version="1.5").call(
             context, "abort_volume_mirror", migration_id=migration_id,
             instance_uuid=instance_uuid, volume_id=volume_id)
+
+    # -- 1.6: live mode ------------------------------------------------------
+
+    def prepare_live_target(self, context, host, migration_id, instance_uuid,
+                            base_proof):
+        # Long: proving D == B may hash or compare the whole base.
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "prepare_live_target", migration_id=migration_id,
+            instance_uuid=instance_uuid, base_proof=base_proof)
+
+    def live_hop(self, context, host, migration_id, instance_uuid, source):
+        """``source``: {"host": the KVM host's address, "domain": A's
+        libvirt name}."""
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "live_hop", migration_id=migration_id,
+            instance_uuid=instance_uuid, source=source)
+
+    def live_hop_back(self, context, host, migration_id, instance_uuid,
+                      source):
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "live_hop_back", migration_id=migration_id,
+            instance_uuid=instance_uuid, source=source)
+
+    def begin_live_move(self, context, host, migration_id, instance_uuid,
+                        wait_seconds):
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "begin_live_move", migration_id=migration_id,
+            instance_uuid=instance_uuid, wait_seconds=wait_seconds)
+
+    def finish_live_move(self, context, host, migration_id):
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "finish_live_move", migration_id=migration_id)
+
+    def abort_live_move(self, context, host, migration_id):
+        return self._prepare(host, long_running=True, version="1.6").call(
+            context, "abort_live_move", migration_id=migration_id)

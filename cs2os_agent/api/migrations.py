@@ -68,6 +68,9 @@ def view(record, with_events=True, details=True, hidden=()):
     body["drop_unmapped_nics"] = bool(options.get("drop_unmapped_nics"))
     body["config_drive"] = bool(options.get("config_drive"))
     body["keep_snapshots"] = bool(options.get("keep_snapshots"))
+    # Kept after a fallback switched the mode to warm (result.live_fallback
+    # says why).
+    body["live_fallback"] = bool(options.get("live_fallback"))
     body["volume_type"] = options.get("volume_type")
     body["start_at"] = options.get("start_at")
     if details:

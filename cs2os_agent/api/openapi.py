@@ -150,6 +150,12 @@ def _migration(with_events):
         "keep_snapshots": {"type": "boolean",
                            "description": "the root volume's internal "
                                           "snapshots were asked to be kept"},
+        "live_fallback": {"type": "boolean",
+                          "description": "live migrations: a refusal of "
+                                         "live mode was allowed to fall "
+                                         "back to warm mode (the mode then "
+                                         "says warm, result.live_fallback "
+                                         "why)"},
         "volume_type": {"type": "string", "nullable": True,
                         "description": "the Cinder volume type the request "
                                        "named for the data disks"},

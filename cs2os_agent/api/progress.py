@@ -13,7 +13,8 @@ from cs2os_agent.common import states
 
 
 def steps_of(mode):
-    return states.WARM_STEPS if mode == states.WARM else states.COLD_STEPS
+    return {states.WARM: states.WARM_STEPS,
+            states.LIVE: states.LIVE_STEPS}.get(mode, states.COLD_STEPS)
 
 
 def view(record):

@@ -38,14 +38,21 @@ _PROJECT = {"anyOf": [_NAME, {"type": "null"}],
 # refuses them otherwise too); said here so that the published schema
 # describes exactly the bodies that are accepted.
 _WARM_ONLY = {
-    "description": "cutover and cutover_method apply to warm migrations "
-                   "only",
+    "description": "cutover and cutover_method apply to warm (and live) "
+                   "migrations only",
     "anyOf": [
         {"not": {"anyOf": [{"required": ["cutover"]},
                            {"required": ["cutover_method"]}]}},
-        {"properties": {"mode": {"enum": [states.WARM]}},
+        {"properties": {"mode": {"enum": [states.WARM, states.LIVE]}},
          "required": ["mode"]},
     ],
+}
+
+_LIVE_ONLY = {
+    "description": "live_fallback applies to live migrations only",
+    "anyOf": [{"not": {"required": ["live_fallback"]}},
+              {"properties": {"mode": {"enum": [states.LIVE]}},
+               "required": ["mode"]}],
 }
 
 _WINDOW_WARM_ONLY = {
@@ -64,7 +71,8 @@ _COLD_ONLY = {
     "anyOf": [
         {"not": {"properties": {"keep_snapshots": {"enum": [True]}},
                  "required": ["keep_snapshots"]}},
-        {"not": {"properties": {"mode": {"enum": [states.WARM]}},
+        {"not": {"properties": {"mode": {"enum": [states.WARM,
+                                                  states.LIVE]}},
                  "required": ["mode"]}},
     ],
 }
@@ -140,6 +148,11 @@ CREATE_MIGRATION = {
                             "enum": list(states.CUTOVERS)},
                 "cutover_method": {"type": "string",
                                    "enum": list(states.CUTOVER_METHODS)},
+                "live_fallback": {
+                    "type": "boolean",
+                    "description": "live only: a refusal of live mode "
+                                   "switches the migration to warm mode "
+                                   "instead of failing it (default false)"},
                 "delete_source": {"type": "boolean"},
                 "networks": {
                     "type": "object",
@@ -180,7 +193,7 @@ CREATE_MIGRATION = {
             "required": ["source"],
             "additionalProperties": False,
             "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY,
-                      _HOST_OR_AGGREGATE],
+                      _LIVE_ONLY, _HOST_OR_AGGREGATE],
         },
     },
     "required": ["migration"],
@@ -236,7 +249,8 @@ _PLAN_FIELDS = {
         "migration"]["properties"].items()
         if k not in ("source", "dry_run")},
     "additionalProperties": False,
-    "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY, _HOST_OR_AGGREGATE],
+    "allOf": [_WARM_ONLY, _WINDOW_WARM_ONLY, _COLD_ONLY, _LIVE_ONLY,
+              _HOST_OR_AGGREGATE],
 }
 _TAG = {"allOf": [_NAME, {"pattern": "=",
                           "description": "key=value"}]}
@@ -310,7 +324,7 @@ _MAX_DIGITS = 18
 
 
 # The rules between fields that name the mode they were broken under.
-_CROSS_FIELD = (_WARM_ONLY, _WINDOW_WARM_ONLY)
+_CROSS_FIELD = (_WARM_ONLY, _WINDOW_WARM_ONLY, _LIVE_ONLY)
 
 
 def _first_error(schema, instance):
@@ -318,7 +332,8 @@ def _first_error(schema, instance):
         schema, format_checker=jsonschema.FormatChecker())
     found = list(validator.iter_errors(instance))
     # A cross-field rule is reported only when each field is fine alone:
-    # "'hot' is not one of ['cold', 'warm']" says more than the rule.
+    # "'hot' is not one of ['cold', 'warm', 'live']" says more than the
+    # rule.
     plain = [e for e in found if e.schema not in _CROSS_FIELD]
     if plain or not found:
         return jsonschema.exceptions.best_match(plain)

@@ -324,6 +324,14 @@ class CloudStackClient:
     def get_host(self, host_id):
         return self._one("listHosts", "host", "host", host_id)
 
+    def set_vm_ha(self, vm_id, enabled):
+        """updateVirtualMachine haenable= (synchronous): with HA on,
+        CloudStack would start the VM again once its domain leaves the
+        host (a live migration's hop); its new entry."""
+        answer = self.call("updateVirtualMachine", id=vm_id,
+                           haenable="true" if enabled else "false")
+        return answer.get("virtualmachine", answer)
+
     # -- asynchronous VM actions -----------------------------------------
 
     def stop_vm(self, vm_id, forced=False):

@@ -431,3 +431,16 @@ class VolumeNotWritable(Cs2osException):
     msg_fmt = ("cs2os cannot write Cinder volume %(volume_id)s of instance "
                "%(instance_uuid)s: %(reason)s")
     code = 409
+
+
+class LiveRefused(Invalid):
+    """Live mode: refused before anything changed."""
+    msg_fmt = "live migration refused: %(reason)s"
+
+
+class LiveFailed(Cs2osException):
+    msg_fmt = "live migration failed and was undone: %(reason)s"
+
+
+class LiveIncomplete(Cs2osException):
+    msg_fmt = "live migration needs an operator: %(reason)s"

@@ -15,6 +15,8 @@ Feature keys:
 
     migration.<field>            POST /v1/migrations {"migration": {...}},
                                  and a plan's defaults and VM overrides
+    migration.<field>=<value>    the same, with that (string) value: a
+                                 value added later to a field's choices
     migration_action.<name>      POST /v1/migrations/{id}/action {name: {}}
     migration_action.<name>.<arg>
     plan.<field>                 POST /v1/plans {"plan": {...}}
@@ -105,6 +107,11 @@ HISTORY = (
              "of the same names)",
      ("migration.project_map", "migration.flavor_map",
       "migration.volume_type_map")),
+    ("1.15", "Live mode: mode live (the running guest moves into Nova's "
+             "domain) and live_fallback (a live refusal falls back to "
+             "warm mode)",
+     ("migration.mode=live", "migration.live_fallback",
+      "view.migration.live_fallback")),
 )
 
 
@@ -197,8 +204,10 @@ def too_new(version, keys):
 def describe(key):
     """A feature key as a person reads it: "field volume_type"."""
     kind, _, name = key.partition(".")
+    field, _, value = name.partition("=")
     return {
-        "migration": "field %s" % name,
+        "migration": ("field %s" % name if not value
+                      else "%s %s" % (field, value)),
         "plan": "plan field %s" % name,
         "migration_action": "action %s" % name.replace(".", " argument "),
         "plan_action": "plan action %s" % name,
@@ -210,6 +219,20 @@ def describe(key):
 
 def _keys(value):
     return list(value) if isinstance(value, dict) else []
+
+
+def _fields(kind, request):
+    """The feature keys of a request's fields, and of the values of them
+    that a later version added (``<kind>.<field>=<value>``)."""
+    if not isinstance(request, dict):
+        return []
+    found = []
+    for name, value in request.items():
+        found.append("%s.%s" % (kind, name))
+        if isinstance(value, str) and \
+                "%s.%s=%s" % (kind, name, value) in FEATURES:
+            found.append("%s.%s=%s" % (kind, name, value))
+    return found
 
 
 def body_features(kind, body):
@@ -225,7 +248,7 @@ def body_features(kind, body):
             found += ["%s.%s.%s" % (kind, name, a) for a in _keys(args)]
         return found
     inner = body.get(kind)
-    found = ["%s.%s" % (kind, k) for k in _keys(inner)]
+    found = _fields(kind, inner)
     if kind == "plan" and isinstance(inner, dict):
         # A plan's defaults and overrides are migration fields.
         vms = inner.get("vms")
@@ -233,7 +256,7 @@ def body_features(kind, body):
             vm.get("overrides") for vm in
             (vms if isinstance(vms, list) else []) if isinstance(vm, dict)]
         for request in requests:
-            found += ["migration.%s" % k for k in _keys(request)]
+            found += _fields("migration", request)
     return found
 
 

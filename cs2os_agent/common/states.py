@@ -31,7 +31,8 @@ ALL = ACTIVE + FINAL
 
 COLD = "cold"    # the source stops, then its overlay is copied
 WARM = "warm"    # the overlay is mirrored while the source runs
-MODES = (COLD, WARM)
+LIVE = "live"    # mirrored too, then the running guest moves into Nova
+MODES = (COLD, WARM, LIVE)
 DEFAULT_MODE = COLD
 
 # When a warm migration cuts over: as soon as the mirror is ready, or when
@@ -49,8 +50,9 @@ CUTOVER_METHODS = (SHUTDOWN, FORCE)
 DEFAULT_CUTOVER_METHOD = SHUTDOWN
 
 # -- the steps of each flow, by name ------------------------------------------
-# The conductor's flows (conductor/flow/cold.py, warm.py) run exactly these,
-# in this order; the API, the CLI and the manager read them from here.
+# The conductor's flows (conductor/flow/cold.py, warm.py, live.py) run
+# exactly these, in this order; the API, the CLI and the manager read them
+# from here.
 
 COLD_STEPS = ("validate", "image", "ports", "boot", "volumes",
               "stop_source", "sync", "sync_volumes", "swap", "start",
@@ -58,13 +60,16 @@ COLD_STEPS = ("validate", "image", "ports", "boot", "volumes",
 WARM_STEPS = ("validate", "image", "ports", "boot", "mirror", "ready",
               "cutover", "finish", "swap", "start", "stop_source", "cleanup",
               "retire_source")
+LIVE_STEPS = ("validate", "image", "ports", "boot", "target", "hop", "move",
+              "stop_source", "cleanup", "retire_source")
 # The step a migration records when its flow is done.
 DONE = "done"
 # A warm migration's steps from the cutover on: too late to ask for one.
 AFTER_CUTOVER = WARM_STEPS[WARM_STEPS.index("cutover"):] + (DONE,)
 # Steps after the commit that only tidy up: a failure leaves a warning and
 # the migration still succeeds (the guest runs in Nova).  A warm flow's
-# stop_source runs after its commit (it stops the frozen source).
+# stop_source runs after its commit (it stops the frozen source); a live
+# flow's after the move (CloudStack catches up with a domain that left).
 TIDY_STEPS = frozenset(("stop_source", "cleanup", "retire_source"))
 
 # Where both flows start, and where a retry that is not committed starts

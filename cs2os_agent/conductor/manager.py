@@ -86,7 +86,7 @@ class ConductorManager:
                 return self._replay(first, req, key)
         options = {"networks": req["networks"],
                    "drop_unmapped_nics": req["drop_unmapped_nics"]}
-        for name in ("config_drive", "keep_snapshots"):
+        for name in ("config_drive", "keep_snapshots", "live_fallback"):
             if req.get(name):
                 options[name] = True
         for name in ("cutover", "cutover_method", "project", "volume_type",
@@ -147,6 +147,10 @@ class ConductorManager:
         if req.get("aggregate"):
             # Admission recorded the host it chose from the aggregate.
             asked["target_host"] = first["target_host"]
+        if (first.get("result") or {}).get("live_fallback") and \
+                req["mode"] == states.LIVE:
+            # The first request's live mode fell back to warm since.
+            asked["mode"] = first["mode"]
         differ = sorted(f for f in _REPLAY_FIELDS if first[f] != asked[f])
         for name in ("project", "aggregate") + maps.FIELDS:
             if (first["options"] or {}).get(name) != req.get(name):

@@ -15,7 +15,8 @@ from cs2os_agent.conductor.flow import admission
 FIELDS = ("host", "aggregate", "flavor", "mode", "cutover", "cutover_method",
           "delete_source", "networks", "drop_unmapped_nics", "config_drive",
           "keep_snapshots", "project", "volume_type", "start_at",
-          "cutover_window", "project_map", "flavor_map", "volume_type_map")
+          "cutover_window", "project_map", "flavor_map", "volume_type_map",
+          "live_fallback")
 PLAN_KEYS = ("name", "defaults", "vms", "selector", "limits", "start_at")
 # Caps on the plan's own migrations in flight (flow/admission.py).
 LIMIT_NAMES = admission.LIMIT_NAMES

@@ -27,6 +27,7 @@ from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import datadisks
 from cs2os_agent.conductor.flow import image
+from cs2os_agent.conductor.flow import livesteps
 from cs2os_agent.conductor.flow import nics
 from cs2os_agent.conductor.flow import owner
 from cs2os_agent.conductor.flow import placement
@@ -64,7 +65,8 @@ class DryRun:
             "options": {k: request[k] for k in (
                 "networks", "drop_unmapped_nics", "project",
                 "keep_snapshots", "config_drive", "volume_type", "aggregate",
-                "project_map", "flavor_map", "volume_type_map")
+                "project_map", "flavor_map", "volume_type_map", "cutover",
+                "live_fallback")
                 if request.get(k)},
             "target_project_id": None,
         }
@@ -158,6 +160,8 @@ def _checks(ctx, out, db):
                         "%d of %d migrations in flight" % (
                             resource, len(holders), limit))
     disk = out.check("disk", _disk, ctx, vm)
+    if ctx.migration["mode"] == states.LIVE:
+        _live(ctx, out, vm, disk)
     project, chosen_by = out.check("project", owner.target_project, ctx, vm)
     ctx.migration["target_project_id"] = project.id
     out.plan(project={"id": project.id, "name": project.name,
@@ -186,6 +190,18 @@ def _checks(ctx, out, db):
     template_bytes = out.check("image", _template, ctx, out, vm,
                                disk.template_path, stop=False)
     _bytes_and_time(ctx, out, db, disk, template_bytes, data_disk_bytes)
+
+
+def _live(ctx, out, vm, disk):
+    """Live mode's refusals (flow/livesteps.py): critical, or with
+    live_fallback a warning that the migration would go warm."""
+    options = ctx.migration["options"]
+    fallback = options.get("live_fallback")
+    for reason in livesteps.reasons(vm, vm.get("datadisks") or [],
+                                    disk.layers, options):
+        out.finding("live", WARNING if fallback else CRITICAL, reason + (
+            "; it would fall back to warm mode (live_fallback)"
+            if fallback else ""))
 
 
 def _disk(ctx, vm):

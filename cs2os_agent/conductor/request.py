@@ -35,6 +35,9 @@ _FIELDS = {
     "dry_run": bool,
     "cutover": str,
     "cutover_method": str,
+    # Live only: a refusal of live mode at validate (conductor/flow/
+    # live.py) switches the migration to warm instead of failing it.
+    "live_fallback": bool,
     # The Keystone project (id or name) the server lands in, instead of
     # the one [cloudstack] project_map gives the VM's CloudStack owner.
     "project": str,
@@ -82,20 +85,26 @@ def validate(request):
         raise exception.Invalid(
             reason="mode %s is not supported; supported: %s"
             % (mode, ", ".join(states.MODES)))
+    mirrored = mode in (states.WARM, states.LIVE)
     cutover = request.get("cutover")
-    if cutover is not None and mode != states.WARM:
+    if cutover is not None and not mirrored:
         raise exception.Invalid(
-            reason="cutover applies to warm migrations only (mode is %s)"
-            % mode)
+            reason="cutover applies to warm (and live) migrations only "
+            "(mode is %s)" % mode)
     cutover = cutover or states.DEFAULT_CUTOVER
     if cutover not in states.CUTOVERS:
         raise exception.Invalid(
             reason="cutover %s is not supported; supported: %s"
             % (cutover, ", ".join(states.CUTOVERS)))
     method = request.get("cutover_method")
-    if method is not None and mode != states.WARM:
+    if method is not None and not mirrored:
         raise exception.Invalid(
-            reason="cutover_method applies to warm migrations only (mode is "
+            reason="cutover_method applies to warm (and live) migrations "
+            "only (mode is %s)" % mode)
+    live_fallback = request.get("live_fallback")
+    if live_fallback is not None and mode != states.LIVE:
+        raise exception.Invalid(
+            reason="live_fallback applies to live migrations only (mode is "
             "%s)" % mode)
     method = method or states.DEFAULT_CUTOVER_METHOD
     check_cutover_method(method)
@@ -140,13 +149,17 @@ def validate(request):
                 reason="idempotency_key must be 1 to 255 printable ASCII "
                 "characters")
         validated["idempotency_key"] = key
-    if validated["keep_snapshots"] and mode == states.WARM:
+    if validated["keep_snapshots"] and mirrored:
         raise exception.Invalid(
-            reason="keep_snapshots applies to cold migrations only: a warm "
-            "migration mirrors the volume's current state")
-    if mode == states.WARM:
+            reason="keep_snapshots applies to cold migrations only: a %s "
+            "migration mirrors the volume's current state" % mode)
+    if mirrored:
+        # Live: they apply once a live refusal fell back to warm (and
+        # cutover "manual" is such a refusal).
         validated["cutover"] = cutover
         validated["cutover_method"] = method
+    if mode == states.LIVE:
+        validated["live_fallback"] = bool(live_fallback)
     check_schedule(request, validated, mode)
     return validated
 
@@ -162,9 +175,12 @@ def check_schedule(request, validated, mode):
     if window is None:
         return
     if mode != states.WARM:
+        why = ("a live migration has no cutover window yet" if mode ==
+               states.LIVE else "a cold migration stops the VM before it "
+               "copies")
         raise exception.Invalid(
             reason="cutover_window applies to warm migrations only (mode is "
-            "%s): a cold migration stops the VM before it copies" % mode)
+            "%s): %s" % (mode, why))
     opens, ends = schedule.parse_window(window)
     if start_at is not None and \
             schedule.parse_time(start_at, "start_at") >= ends:

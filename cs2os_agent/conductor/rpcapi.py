@@ -34,6 +34,8 @@ API version history:
           overrides, take "project_map", "flavor_map" and
           "volume_type_map" (looked up before the [cloudstack] options
           of the same names).
+    1.10 - Live mode: create_migration, and create_plan's defaults and
+           overrides, take "mode": "live" and "live_fallback": bool.
 """
 
 import oslo_messaging as messaging
@@ -44,7 +46,9 @@ TOPIC = "cs2os-conductor"
 # The request fields 1.9 added (conductor/maps.py FIELDS; not imported:
 # the API imports this module and needs nothing of the conductor's).
 MAPS = ("project_map", "flavor_map", "volume_type_map")
-RPC_API_VERSION = "1.9"
+# What 1.10 added: the live mode (common/states.py LIVE) and its field.
+LIVE = "live"
+RPC_API_VERSION = "1.10"
 
 
 class ConductorAPI:
@@ -75,7 +79,8 @@ class ConductorAPI:
         "cutover_window": {"start", "end"} (warm only, 1.7), "aggregate":
         Nova host aggregate id or name, instead of "host" (1.8),
         "project_map", "flavor_map", "volume_type_map": {key: value} as
-        the [cloudstack] options (1.9)}.
+        the [cloudstack] options (1.9), "mode": "live" and
+        "live_fallback": bool (1.10)}.
         """
         # An older conductor would refuse a newer field as unknown: say so
         # by the version, as oslo.messaging does.
@@ -95,6 +100,8 @@ class ConductorAPI:
             version = "1.8"
         if set(MAPS) & set(request):
             version = "1.9"
+        if _live(request):
+            version = "1.10"
         return self._call(context, "create_migration", version=version,
                           request=request)
 
@@ -143,6 +150,8 @@ class ConductorAPI:
             version = "1.8"
         if _plan_names(plan, MAPS):
             version = "1.9"
+        if any(_live(r) for r in _plan_requests(plan)):
+            version = "1.10"
         return self._call(context, "create_plan", version=version,
                           plan=plan)
 
@@ -184,10 +193,19 @@ class ConductorAPI:
         )
 
 
-def _plan_names(plan, fields):
-    """A plan whose defaults or a VM's overrides set one of ``fields``."""
+def _plan_requests(plan):
+    """A plan's defaults and VM overrides that are dicts."""
     vms = plan.get("vms") if isinstance(plan.get("vms"), list) else []
     requests = [plan.get("defaults")] + [
         vm.get("overrides") for vm in vms if isinstance(vm, dict)]
-    return any(isinstance(r, dict) and set(fields) & set(r)
-               for r in requests)
+    return [r for r in requests if isinstance(r, dict)]
+
+
+def _plan_names(plan, fields):
+    """A plan whose defaults or a VM's overrides set one of ``fields``."""
+    return any(set(fields) & set(r) for r in _plan_requests(plan))
+
+
+def _live(request):
+    """A request (or a plan's defaults or overrides) of 1.10."""
+    return request.get("mode") == LIVE or "live_fallback" in request

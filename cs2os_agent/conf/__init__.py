@@ -14,6 +14,7 @@ from cs2os_agent.conf import conductor
 from cs2os_agent.conf import database
 from cs2os_agent.conf import default
 from cs2os_agent.conf import libvirt
+from cs2os_agent.conf import live
 from cs2os_agent.conf import mirror
 from cs2os_agent.conf import openstack
 from cs2os_agent.conf import transfer
@@ -27,6 +28,7 @@ ALL_MODULES = (
     libvirt,
     transfer,
     mirror,
+    live,
     conductor,
     api,
     database,

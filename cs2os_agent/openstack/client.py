@@ -400,6 +400,17 @@ class OpenStackClient:
             raise kind(operation="start server %s" % server_id,
                        reason=exc) from None
 
+    def reset_state(self, server_id, state="active"):
+        """os-resetState: Nova's record of the server says ``state`` (a
+        live move: ACTIVE while its domain is loading the guest, so that
+        Nova's power-state sync leaves it alone)."""
+        try:
+            self.conn.compute.reset_server_state(server_id, state)
+        except sdk_exc.HttpException as exc:
+            raise exception.OpenStackError(
+                operation="reset the state of server %s to %s"
+                % (server_id, state), reason=exc) from None
+
     def delete_server(self, server_id):
         try:
             self.conn.compute.delete_server(server_id)

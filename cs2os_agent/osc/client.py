@@ -174,7 +174,7 @@ class Client(PlanClient, versions.VersionedClient):
                          dry_run=None, volume_type=None, start_at=None,
                          cutover_window=None, aggregate=None,
                          project_map=None, flavor_map=None,
-                         volume_type_map=None):
+                         volume_type_map=None, live_fallback=None):
         """POST a migration; only the given optional fields are sent.
         With ``dry_run``: {"dry_run": True, "preflight": report}, and
         nothing was recorded."""
@@ -190,7 +190,8 @@ class Client(PlanClient, versions.VersionedClient):
                     "start_at": start_at, "cutover_window": cutover_window,
                     "aggregate": aggregate, "project_map": project_map,
                     "flavor_map": flavor_map,
-                    "volume_type_map": volume_type_map}
+                    "volume_type_map": volume_type_map,
+                    "live_fallback": live_fallback}
         request.update({k: v for k, v in optional.items() if v is not None})
         body = self._request("POST", MIGRATIONS, {"migration": request})
         if dry_run:

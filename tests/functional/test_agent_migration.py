@@ -37,7 +37,7 @@ def console(inst):
 def test_agent_info(agent, agent_api, ctxt):
     info = agent_api.get_agent_info(ctxt, agent.host)
     assert info["host"] == agent.host
-    assert info["rpc_api_version"] == "1.5"
+    assert info["rpc_api_version"] == "1.6"
     assert "path" in info["transports"]
     assert info["libvirt_version"] >= 9000000
 

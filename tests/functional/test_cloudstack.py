@@ -178,3 +178,18 @@ def test_destroy_with_expunge(client, cloud, cloudstack_root, libvirt_conn):
     assert os.path.exists(volume.template)
     with pytest.raises(cloudstack_errors.CloudStackVMNotFound):
         client.find_vm(vm.id)
+
+
+def test_ha_turned_off_and_on_again(client, cloud, running_vm):
+    # updateVirtualMachine haenable= (a live migration's hop): the VM's
+    # entry says it, over signed HTTP, and the guest runs on.
+    assert client.find_vm(running_vm.id)["haenable"] is False
+    assert client.set_vm_ha(running_vm.id, True)["haenable"] is True
+    assert client.find_vm(running_vm.id)["haenable"] is True
+    entry = client.set_vm_ha(running_vm.id, False)
+    assert (entry["id"], entry["haenable"]) == (running_vm.id, False)
+    assert client.find_vm(running_vm.id)["haenable"] is False
+    assert client.find_vm(running_vm.id)["state"] == "Running"
+    with pytest.raises(cloudstack_errors.CloudStackError) as info:
+        client.set_vm_ha("00000000-0000-4000-8000-%s0000" % RUN_ID, False)
+    assert "431" in str(info.value) or "invalid" in str(info.value).lower()

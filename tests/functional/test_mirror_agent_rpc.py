@@ -61,7 +61,7 @@ def mirror_source(server, src, proof=None):
 def test_agent_rpc_warm_migration_end_to_end(
         mirror_agent, agent_api, ctxt, server, source, cloudstack_volume,
         nova_instance, workdir):
-    assert mirror_agent.info["rpc_api_version"] == "1.5"
+    assert mirror_agent.info["rpc_api_version"] == "1.6"
     vol = cloudstack_volume()
     inst = nova_instance(vol.template, 128 * MiB)
     src = source(vol=vol)

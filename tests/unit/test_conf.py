@@ -10,7 +10,7 @@ def test_every_group_is_listed_for_the_generator():
         for g, _ in opts.list_opts()
     }
     assert groups == {"DEFAULT", "agent", "libvirt", "transfer", "mirror",
-                      "conductor", "api", "database", "openstack",
+                      "live", "conductor", "api", "database", "openstack",
                       "cloudstack"}
 
 
@@ -20,6 +20,8 @@ def test_defaults_operators_rely_on():
     assert c.agent.allowed_source_roots == []
     assert c.libvirt.connection_uri == "qemu:///system"
     assert c.transfer.max_bandwidth_mbps == 0
+    assert c.live.kvm_libvirt_uri == "qemu+ssh://{host}/system"
+    assert (c.live.move_wait_seconds, c.live.hop_timeout) == (60, 600)
     assert c.host
 
 

@@ -238,6 +238,18 @@ def list_hosts(cloud, caller, params, name):
     return _list("host", [model.render_host(h) for h in hosts], params, name)
 
 
+@command("updateVirtualMachine", required=("id",))
+def update_vm(cloud, caller, params, name):
+    """UpdateVMCmd (synchronous); of its parameters only haenable (what
+    a live migration turns off while the guest leaves the host)."""
+    vm = _own_vm(cloud, caller, params, name)
+    if "haenable" in params:
+        with cloud.lock:
+            vm.haenable = _true(params, "haenable")
+    return {"virtualmachine": model.render_vm(vm, cloud.vm_state(vm),
+                                              caller.admin)}
+
+
 # -- asynchronous VM commands --------------------------------------------
 
 

@@ -159,6 +159,7 @@ class Vm:
     keypairs: list = dataclasses.field(default_factory=list)
     userdata: str = None  # base64, as CloudStack stores it
     securitygroups: list = dataclasses.field(default_factory=list)
+    haenable: bool = False  # updateVirtualMachine haenable=
 
 
 @dataclasses.dataclass(eq=False)
@@ -218,7 +219,7 @@ def render_vm(vm, state, admin, userdata=False):
         **owner,
         "created": vm.created,
         "state": state,
-        "haenable": False,
+        "haenable": vm.haenable,
         "zoneid": vm.zone.id,
         "zonename": vm.zone.name,
         "hostid": host.id if full and running else None,

@@ -14,6 +14,7 @@ migration of A to the Nova compute host under a temporary name, A's UUID
 kept, its disks copied onto Nova's instance paths (flags and params:
 :mod:`.hop_spec`); :func:`.hop.hop_back` is its undo.
 
-Not wired into the conductor, the REST API or the CLI yet: a request's
-``"mode": "live"`` is still refused.
+The agent's RPC API 1.6 drives them (``agent/live_rpc.py``; the look-ups
+in :mod:`.livehost`, the begin/finish handshake in :mod:`.handshake`, the
+record a restarted agent reads in :mod:`.state`).
 """

@@ -57,3 +57,16 @@ class HopIncomplete(exception.Cs2osException):
 def libvirt_message(exc):
     """A libvirtError's own message (its str() may be empty)."""
     return exc.get_error_message() or str(exc)
+
+
+def for_rpc(exc):
+    """The error as the one the conductor tells apart across RPC
+    (``exception.LiveRefused`` / ``LiveFailed`` / ``LiveIncomplete``);
+    anything else unchanged."""
+    if isinstance(exc, (HopIncomplete, LiveMoveIncomplete)):
+        return exception.LiveIncomplete(reason=str(exc))
+    if isinstance(exc, (HopFailed, LiveMoveFailed)):
+        return exception.LiveFailed(reason=str(exc))
+    if isinstance(exc, LiveMoveRefused):  # HopRefused too
+        return exception.LiveRefused(reason=str(exc))
+    return exc

@@ -6,7 +6,8 @@ migrates live to the Nova host under a temporary name, UUID unchanged
 then the same-host move (:mod:`.move`) carries it into Nova's domain B on
 the shared file.  :func:`hop` is the first; :func:`hop_back` its undo.
 
-The flags and params, and why: :mod:`.hop_spec`.
+The flags and params, and why: :mod:`.hop_spec`.  The migration is
+client-managed: the caller holds a connection to each libvirtd.
 
 Never two running copies: libvirt pauses A only for the switch-over and
 resumes the destination only once A's QEMU completed.  After any error
@@ -52,12 +53,19 @@ def _host_uuid(conn):
     return virt.parse_xml(conn.getCapabilities()).findtext("host/uuid")
 
 
+def _uri(conn):
+    try:
+        return conn.getURI()
+    except libvirt.libvirtError:
+        return "the destination"
+
+
 class _Hop:
-    def __init__(self, source_conn, source, dest_uri, dest_conn):
+    def __init__(self, source_conn, source, dest_conn):
         self.source_conn, self.source = source_conn, source
-        self.dest_uri, self.dest_conn = dest_uri, dest_conn
+        self.dest_conn = dest_conn
         self.uuid = source.UUIDString()
-        self.names = {"source": source.name(), "dest": dest_uri}
+        self.names = {"source": source.name(), "dest": _uri(dest_conn)}
         self.timed_out = False
 
     def refused(self, reason):
@@ -147,27 +155,24 @@ class _Hop:
             % (reason, a_state, their_state), **self.names)
 
 
-def hop(source_conn, source, dest_uri, dest_disks, temp_name, dest_conn=None,
-        formats=None, files=None, migrate_address=None, bandwidth_mib=None,
+def hop(source_conn, source, dest_conn, dest_disks, temp_name, formats=None,
+        files=None, migrate_address=None, bandwidth_mib=None,
         incremental=False, auto_converge=False, timeout=600):
-    """Migrate running ``source`` (A) live to ``dest_uri`` as ``temp_name``.
+    """Migrate running ``source`` (A) live to ``dest_conn`` as ``temp_name``.
 
-    ``dest_uri``: the destination libvirtd as A's libvirtd reaches it;
-    ``dest_conn``: this process's connection to it (default: opened from
-    ``dest_uri``).  ``dest_disks``: target dev -> destination path, each
-    file created by the caller as Nova lays it out, of A's virtual size.
-    Returns a :class:`HopResult` whose ``domain`` runs with A's UUID.
-    Raises :class:`errors.HopRefused` / :class:`errors.HopFailed` with A
-    running on the source, or :class:`errors.HopIncomplete`.
+    Client-managed (not peer-to-peer): this process holds both
+    connections and drives libvirt's migration protocol between them, so
+    A's libvirtd never logs in to the destination's (it needs no
+    credentials for it); only the destination's QEMU is reached by A's,
+    at ``migrate_address``.  ``dest_disks``: target dev -> destination
+    path, each file created by the caller as Nova lays it out, of A's
+    virtual size.  Returns a :class:`HopResult` whose ``domain`` runs
+    with A's UUID.  Raises :class:`errors.HopRefused` /
+    :class:`errors.HopFailed` with A running on the source, or
+    :class:`errors.HopIncomplete`.
     """
-    names = {"source": source.name(), "dest": dest_uri}
-    if dest_conn is None:
-        try:
-            dest_conn = virt.open(dest_uri)
-        except libvirt.libvirtError as exc:
-            raise errors.HopRefused(reason="destination unreachable: %s"
-                                    % _message(exc), **names) from None
-    run = _Hop(source_conn, source, dest_uri, dest_conn)
+    run = _Hop(source_conn, source, dest_conn)
+    names = run.names
     try:
         a_live = source.XMLDesc(_SECURE)
         a_xml = source.XMLDesc(_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
@@ -187,14 +192,14 @@ def hop(source_conn, source, dest_uri, dest_disks, temp_name, dest_conn=None,
     params = hop_spec.migrate_params(xml, temp_name, dest_disks,
                                      migrate_address, bandwidth_mib)
     flags = hop_spec.migrate_flags(incremental, auto_converge)
-    LOG.info("Hop of %s to %s as %s (flags %#x)", names["source"], dest_uri,
-             temp_name, flags)
+    LOG.info("Hop of %s to %s as %s (flags %#x)", names["source"],
+             names["dest"], temp_name, flags)
     watchdog = threading.Timer(timeout, run.abort)
     watchdog.daemon = True
     started = time.monotonic()
     watchdog.start()
     try:
-        source.migrateToURI3(dest_uri, params, flags)
+        source.migrate3(dest_conn, params, flags)
         dom = dest_conn.lookupByName(temp_name)
     except libvirt.libvirtError as exc:
         dom = run.after_failure(exc, "%slibvirt: %s" % (
@@ -222,14 +227,15 @@ def hop(source_conn, source, dest_uri, dest_disks, temp_name, dest_conn=None,
         memory_bytes=stats.get("memory_total"), seconds=seconds)
 
 
-def hop_back(result, source_uri, source_conn, **kwargs):
+def hop_back(result, source_conn, **kwargs):
     """The undo: the temporary domain back to the source under A's name,
     onto A's own disk files (a full copy: the guest wrote to the
-    destination's since).  ``source_uri``: the source libvirtd as the
-    destination's reaches it; ``kwargs`` as for :func:`hop`.  A persistent
-    A's definition (shut off) takes the guest back."""
+    destination's since).  ``source_conn``: the source's libvirtd;
+    ``kwargs`` as for :func:`hop` (``migrate_address``: the source host's
+    address, where its QEMU listens now).  A persistent A's definition
+    (shut off) takes the guest back."""
     dom = result.domain
     kwargs.setdefault("files", dict(result.source_files))
-    return hop(dom.connect(), dom, source_uri, result.source_disks,
-               result.source_name, dest_conn=source_conn,
-               formats=dict(result.source_formats), **kwargs)
+    return hop(dom.connect(), dom, source_conn, result.source_disks,
+               result.source_name, formats=dict(result.source_formats),
+               **kwargs)

@@ -3,10 +3,14 @@
 The flags (:func:`migrate_flags`), and why:
 
 - ``LIVE``: the guest runs on while its RAM is copied;
-- ``PEER2PEER``: A's libvirtd runs the whole protocol with the Nova
-  host's (as Nova's own live migration does), so an agent dying midway
-  cannot leave the guest paused on both hosts: libvirt finishes or
-  aborts it and resumes A;
+- no ``PEER2PEER``: the agent holds both connections (A's libvirtd,
+  remote; the Nova host's, local) and drives the protocol between them
+  (``virDomainMigrate3``), so A's libvirtd never needs credentials for
+  the Nova host's.  An agent dying midway is not left to chance: each
+  libvirtd cleans up a migration whose client connection closed between
+  the phases (the source cancels it and resumes A, the destination kills
+  its incoming QEMU), and the hop checks who holds the guest after any
+  error;
 - ``NON_SHARED_DISK``: every guest-visible block is mirrored (NBD) into
   the caller's pre-created file, whatever that file's backing holds; Nova
   may already have booted the file once.  ``NON_SHARED_INC``
@@ -44,8 +48,7 @@ _CHAR_DEVICES = ("serial", "console", "channel", "parallel")
 
 
 def migrate_flags(incremental=False, auto_converge=False):
-    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
-             | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+    flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
     flags |= (libvirt.VIR_MIGRATE_NON_SHARED_INC if incremental
               else libvirt.VIR_MIGRATE_NON_SHARED_DISK)
     if auto_converge:

@@ -104,8 +104,6 @@ def finish(running, migration_id, target, files, reference):
         running.pop(migration_id, None)
         raise
     allocated = qemu_img.allocated_bytes(path, "qcow2")
-    os.rename(path, files.staged)
-    fileutils.fsync_dir(files.instance_dir)
     result = {
         "migration_id": migration_id,
         "staged_path": files.staged,
@@ -123,10 +121,55 @@ def finish(running, migration_id, target, files, reference):
                    "export": target.export,
                    "prepared_at": target.prepared_at},
     }
-    overlay.write_meta(files, result)
+    publish(files, path, result)
     running.pop(migration_id, None)
     LOG.info("Migration %s: mirror target staged as %s",
              migration_id, files.staged)
+    return dict(result, reused=False)
+
+
+def publish(files, path, result):
+    """T (verified) becomes ``staged`` with its sidecar ``result``, the
+    way ``swap_disk`` takes it: the warm and the live mode's last step."""
+    os.rename(path, files.staged)
+    fileutils.fsync_dir(files.instance_dir)
+    overlay.write_meta(files, result)
+
+
+def stage_fresh(running, migration_id, instance_uuid, files, reference,
+                base_proof):
+    """The live mode's target: D == B proven as for a mirror, then a fresh
+    T on D of Nova's size, staged at once (libvirt's migration fills it
+    while the guest runs on it).  Returns the prepare_live_target result.
+    """
+    refuse_busy(running, instance_uuid, migration_id)
+    proof = baseproof.prove(
+        reference.base_path, reference.base_format, base_proof
+    )
+    path = files.mirror
+    fileutils.remove_if_exists(path)  # an earlier attempt's, never used
+    qemu_img.create(path, "qcow2", size=reference.virtual_size,
+                    backing_file=reference.base_path,
+                    backing_fmt=reference.base_format)
+    try:
+        checked = overlay.verify(path, reference)
+    except exception.Cs2osException:
+        fileutils.remove_if_exists(path)
+        raise
+    result = {
+        "migration_id": migration_id,
+        "staged": files.staged,
+        "staged_path": files.staged,
+        "virtual_size": checked["virtual-size"],
+        "backing_file": reference.base_path,
+        "backing_format": reference.base_format,
+        "full_copy": False,
+        "base_proof": proof,
+        "source": {"transport": "live"},
+    }
+    publish(files, path, result)
+    LOG.info("Migration %s: live target staged as %s", migration_id,
+             files.staged)
     return dict(result, reused=False)
 
 

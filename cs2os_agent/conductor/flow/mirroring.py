@@ -38,6 +38,14 @@ def validate(ctx):
     runs on the KVM host, its root disk and QEMU's DAC owner are known,
     and no one else's block job runs on that disk."""
     prepare.validate(ctx)
+    check_source(ctx)
+
+
+def check_source(ctx):
+    """What a mirror needs of the source (after prepare.validate): the VM
+    runs, its domain runs on the KVM host, its root disk and QEMU's DAC
+    owner are known, and no one else's block job runs on that disk; the
+    live flow (live.py) checks its own refusals in between."""
     vm = ctx.migration["source"]
     if vm["state"] != "Running":
         raise exception.Invalid(

@@ -74,6 +74,16 @@ KEYS = {
     "cutover_started": ("cutover", "when the cutover began; None if not"),
     "cutover_method": ("cutover", "shutdown or force"),
     "cutover_done": ("cutover", "the target is complete"),
+    # the live flow (live.py)
+    "ha_enabled_before": ("hop (live)", "CloudStack's haenable of the VM "
+                          "before cs2os turned it off"),
+    "ha_disabled": ("hop (live)", "cs2os turned the VM's HA off: a "
+                    "rollback before the commit turns it on again if it "
+                    "was on"),
+    "hop_started": ("hop (live)", "the guest may have hopped to the Nova "
+                    "host: a rollback hops it back"),
+    "move_begun": ("move (live)", "the agent may hold B waiting for the "
+                   "stream: a rollback aborts the move"),
     # the commit
     "committed": ("start", "kept in step with the record's committed "
                   "column, for records read as a whole"),

@@ -25,6 +25,7 @@ from cs2os_agent.common import exception
 from cs2os_agent.common import faultpoints
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import cold
+from cs2os_agent.conductor.flow import live
 from cs2os_agent.conductor.flow import warm
 
 LOG = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def flow(migration):
     """(steps, rollback) of the migration's mode; read at call time."""
     if migration.get("mode") == states.WARM:
         return warm.STEPS, warm.ROLLBACK
+    if migration.get("mode") == states.LIVE:
+        return live.STEPS, live.ROLLBACK
     return cold.STEPS, cold.ROLLBACK
 
 
@@ -62,8 +65,10 @@ def _run(ctx):
         ctx.save(started_at=timeutils.utcnow())
     _notify(ctx, "start")
     step = names[start]
+    index = start
     try:
-        for step, function in step_list[start:]:
+        while index < len(step_list):
+            step, function = step_list[index]
             if ctx.stop_requested:
                 LOG.info("Migration %s: pausing before %s for shutdown",
                          ctx.id, step)
@@ -75,13 +80,17 @@ def _run(ctx):
             _run_step(ctx, step, function)
             faultpoints.reached("%s:after" % step)
             ctx.event(step, "done")
+            # A live migration's validate may fall back to warm mode: the
+            # steps (and the rollback) of the mode the record says now.
+            step_list = flow(ctx.migration)[0]
+            index = [name for name, _ in step_list].index(step) + 1
     except exception.LeaseLost:
         raise
     except exception.MigrationCancelled:
         ctx.event(step, "cancelled", kind="error")
         _begin_rollback(ctx, states.CANCELLED,
                         "cancelled by request during %s" % step)
-        _rollback_and_finish(ctx, rollback)
+        _rollback_and_finish(ctx, flow(ctx.migration)[1])
         return
     except Exception as exc:
         LOG.exception("Migration %s failed in %s", ctx.id, step)
@@ -91,7 +100,7 @@ def _run(ctx):
             _fail_committed(ctx, step, message)
             return
         _begin_rollback(ctx, states.FAILED, message)
-        _rollback_and_finish(ctx, rollback)
+        _rollback_and_finish(ctx, flow(ctx.migration)[1])
         return
     ctx.save(step=states.DONE)
     _finish(ctx, states.SUCCEEDED)

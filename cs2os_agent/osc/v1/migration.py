@@ -9,6 +9,7 @@ from osc_lib.cli import format_columns
 from osc_lib.command import command
 
 from cs2os_agent.common import states
+from cs2os_agent.osc.v1 import live
 from cs2os_agent.osc.v1 import maps
 from cs2os_agent.osc.v1 import preflight
 from cs2os_agent.osc.v1 import progress
@@ -225,27 +226,24 @@ class ImportMigration(_Watching, command.ShowOne):
         parser.add_argument(
             "--flavor", metavar="<flavor>",
             help="Nova flavor (name or ID) for the server "
-            "(default: chosen from the VM's offering)",
-        )
+            "(default: chosen from the VM's offering)")
         parser.add_argument(
             "--mode", choices=states.MODES,
             help="cold: stop the VM, then copy; warm: mirror its disk while "
-            "it runs, then freeze it and start the server in seconds (API "
-            "default: cold)",
-        )
+            "it runs, then stop it and start the server in seconds; live: "
+            "move the running guest into Nova, no reboot (API default: "
+            "cold)")
         parser.add_argument(
             "--cutover", choices=states.CUTOVERS,
             help="With --mode warm: cut over as soon as the mirror is READY "
             "(auto, the default) or hold it READY until 'openstack cs2os "
-            "migration cutover' (manual)",
-        )
+            "migration cutover' (manual)")
         parser.add_argument(
             "--cutover-method", choices=states.CUTOVER_METHODS,
             help="With --mode warm: how the CloudStack VM stops at the "
             "cutover. shutdown (default): CloudStack shuts the guest down "
             "cleanly while the mirror keeps every write; force: freeze it "
-            "at once, crash-consistent, for guests that will not shut down",
-        )
+            "at once, crash-consistent, for guests that will not shut down")
         parser.add_argument(
             "--delete-source", action="store_true", default=None,
             help="Delete the CloudStack VM after a successful migration",
@@ -288,6 +286,7 @@ class ImportMigration(_Watching, command.ShowOne):
         )
         schedule.add_arguments(parser)
         maps.add_arguments(parser)
+        live.add_arguments(parser)
         parser.add_argument(
             "--dry-run", action="store_true", default=None,
             help="Show what the migration would do and what would stop it "
@@ -312,7 +311,8 @@ class ImportMigration(_Watching, command.ShowOne):
             project=parsed_args.project,
             volume_type=parsed_args.volume_type,
             dry_run=parsed_args.dry_run,
-            **maps.given(parsed_args, schedule.fields(parsed_args)),
+            **maps.given(parsed_args, schedule.fields(parsed_args),
+                         live.fields(parsed_args)),
         )
         if record.get("dry_run"):
             return preflight.columns_and_data(record["preflight"])

@@ -9,6 +9,7 @@ from osc_lib.cli import format_columns
 from osc_lib.command import command
 
 from cs2os_agent.common import states
+from cs2os_agent.osc.v1 import live
 from cs2os_agent.osc.v1 import maps
 from cs2os_agent.osc.v1 import migration
 from cs2os_agent.osc.v1 import progress
@@ -160,6 +161,7 @@ class CreatePlan(command.ShowOne):
                                default=None)
         schedule.add_arguments(group)
         maps.add_arguments(group)
+        live.add_arguments(group)
         group = parser.add_argument_group(
             "The plan's own limits on its migrations in flight (besides "
             "the [conductor] max_* ones on everyone's)")
@@ -189,7 +191,7 @@ class CreatePlan(command.ShowOne):
         # The plan's start time is the plan's own field: its VMs' default.
         if timing.pop("start_at"):
             body["start_at"] = parsed_args.start_at
-        given.update(timing)
+        given.update(timing, **live.fields(parsed_args))
         if parsed_args.host or parsed_args.aggregate:
             # Either says where the servers go: it replaces the file's.
             defaults.pop("host", None)

@@ -283,8 +283,8 @@ def test_rpc_sends_layers_only_with_1_2(monkeypatch):
                      ("1.2", dict(plain, layers=[layer])), ("1.0", plain),
                      ("1.3", dict(plain, layers=[layer],
                                   keep_snapshots=True))]
-    assert rpcapi.RPC_API_VERSION == "1.5"
-    assert manager.AgentManager.target.version == "1.5"
+    assert rpcapi.RPC_API_VERSION == "1.6"
+    assert manager.AgentManager.target.version == "1.6"
 
 
 def test_the_safe_rebase_runs_under_data_limits(run):

@@ -13,7 +13,7 @@ from tests.unit.api.harness import error
     ({"migration": {}}, "body/migration: 'source' is a required property"),
     ({"migration": {"source": "  "}}, "body/migration/source"),
     ({"migration": {"source": "a", "mode": "hot"}},
-     "body/migration/mode: 'hot' is not one of ['cold', 'warm']"),
+     "body/migration/mode: 'hot' is not one of ['cold', 'warm', 'live']"),
     ({"migration": {"source": "a", "delete_source": "yes"}},
      "body/migration/delete_source: 'yes' is not of type 'boolean'"),
     ({"migration": {"source": "a", "config_drive": "true"}},
@@ -24,7 +24,8 @@ from tests.unit.api.harness import error
      "('colour' was unexpected); allowed: aggregate, config_drive, cutover, "
      "cutover_method, cutover_window, delete_source, drop_unmapped_nics, "
      "dry_run, flavor, flavor_map, host, "
-     "keep_snapshots, mode, networks, project, project_map, source, "
+     "keep_snapshots, live_fallback, mode, networks, project, project_map, "
+     "source, "
      "start_at, volume_type, volume_type_map"),
     ({"migration": {"source": "a", "mode": "warm", "cutover": "later"}},
      "body/migration/cutover: 'later' is not one of ['auto', 'manual']"),
@@ -40,13 +41,13 @@ from tests.unit.api.harness import error
      "body/migration/networks: ['guest'] is not of type 'object'"),
     ([], "body: [] is not of type 'object'"),
     ({"migration": {"source": "a", "cutover": "manual"}},
-     "body/migration: cutover and cutover_method apply to warm migrations "
-     "only (mode is cold)"),
+     "body/migration: cutover and cutover_method apply to warm (and live) "
+     "migrations only (mode is cold)"),
     ({"migration": {"source": "a", "mode": "cold", "cutover_method": "force"}},
      "(mode is cold)"),
     # A field's own mistake is named before the cross-field rule.
     ({"migration": {"source": "a", "mode": "hot", "cutover": "manual"}},
-     "body/migration/mode: 'hot' is not one of ['cold', 'warm']"),
+     "body/migration/mode: 'hot' is not one of ['cold', 'warm', 'live']"),
     ({"migration": {"source": "web\x001"}},
      "body/migration/source: 'web\\x001' must be a non-blank string of at "
      "most 255 characters without control characters"),

@@ -47,8 +47,8 @@ def test_rpc_cutover_sends_1_1_without_a_method_and_1_2_with_one(
                                       "cutover_method": "force"}),
         ("1.2", "cutover_migration", {"migration_id": "m-1",
                                       "cutover_method": "shutdown"})]
-    assert rpcapi.RPC_API_VERSION == "1.9"
-    assert manager.ConductorManager.target.version == "1.9"
+    assert rpcapi.RPC_API_VERSION == "1.10"
+    assert manager.ConductorManager.target.version == "1.10"
 
 
 def test_rpc_create_names_the_version_its_fields_need(recording_api):
@@ -69,7 +69,9 @@ def test_rpc_create_names_the_version_its_fields_need(recording_api):
                     {"source": "a", "aggregate": "wave-3",
                      "start_at": "2030-01-01T00:00:00Z"},
                     {"source": "a", "aggregate": "wave-3",
-                     "flavor_map": {"Small": "m1.small"}}):
+                     "flavor_map": {"Small": "m1.small"}},
+                    {"source": "a", "mode": "live", "flavor_map": {}},
+                    {"source": "a", "mode": "warm", "live_fallback": True}):
         recording_api.create_migration(CTXT, request)
     recording_api.create_plan(CTXT, {"name": "p", "vms": ["a"]})
     recording_api.create_plan(CTXT, {"name": "p", "vms": ["a"],
@@ -83,9 +85,14 @@ def test_rpc_create_names_the_version_its_fields_need(recording_api):
                                      "defaults": {"project_map": {}}})
     recording_api.create_plan(CTXT, {"name": "p", "vms": [
         {"vm": "b", "overrides": {"volume_type_map": {"p": "ssd"}}}]})
+    recording_api.create_plan(CTXT, {"name": "p", "vms": ["a"],
+                                     "defaults": {"mode": "live"}})
+    recording_api.create_plan(CTXT, {"name": "p", "vms": [
+        {"vm": "b", "overrides": {"live_fallback": False}}]})
     assert [c[0] for c in recording_api.client.calls] == [
         "1.0", "1.2", "1.3", "1.3", "1.4", "1.6", "1.7", "1.7", "1.8",
-        "1.9", "1.5", "1.7", "1.8", "1.8", "1.9", "1.9"]
+        "1.9", "1.10", "1.10", "1.5", "1.7", "1.8", "1.8", "1.9", "1.9",
+        "1.10", "1.10"]
 
 
 @pytest.fixture

@@ -105,11 +105,14 @@ def test_a_destination_for_no_disk_of_a_is_refused():
         hop_spec.dest_xml(A_XML, {"vda": NOVA, "vdz": "/x"})
 
 
-def test_flags_full_copy_peer_to_peer_never_persist_or_undefine():
+def test_flags_full_copy_client_managed_never_persist_or_undefine():
     flags = hop_spec.migrate_flags()
-    for wanted in ("LIVE", "PEER2PEER", "NON_SHARED_DISK", "ABORT_ON_ERROR"):
+    for wanted in ("LIVE", "NON_SHARED_DISK", "ABORT_ON_ERROR"):
         assert flags & getattr(libvirt, "VIR_MIGRATE_" + wanted), wanted
-    for never in ("PERSIST_DEST", "UNDEFINE_SOURCE", "NON_SHARED_INC",
+    # Not peer-to-peer: the agent drives it, A's libvirtd never logs in
+    # to the Nova host's.
+    for never in ("PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE",
+                  "NON_SHARED_INC",
                   "AUTO_CONVERGE", "POSTCOPY", "TUNNELLED", "OFFLINE",
                   "PAUSED"):
         assert not flags & getattr(libvirt, "VIR_MIGRATE_" + never), never
@@ -194,6 +197,9 @@ class Conn:
     def __init__(self, *doms):
         self.doms = list(doms)
 
+    def getURI(self):  # noqa: N802
+        return "qemu+tls://nova/system"
+
     def listAllDomains(self, flags):  # noqa: N802
         return self.doms
 
@@ -205,7 +211,7 @@ class Conn:
 
 
 def _run(a, *dest_doms):
-    return hop._Hop(Conn(a), a, "qemu+tls://nova/system", Conn(*dest_doms))
+    return hop._Hop(Conn(a), a, Conn(*dest_doms))
 
 
 def test_a_left_paused_with_no_copy_elsewhere_is_resumed():
@@ -286,18 +292,46 @@ def test_the_timeout_aborts_as_job_on_a_connection_of_its_own(monkeypatch):
         ["abortJob"], ["qemu:///system", "closed"], True)
 
 
-def test_an_unreachable_destination_is_refused_before_anything(monkeypatch):
-    def fake_open(uri):
-        raise _error(libvirt.VIR_ERR_SYSTEM_ERROR, "Connection refused")
+class Migrating(Source):
+    """A whose migrate3 lands a running copy on ``dest`` (and A gone)."""
 
-    monkeypatch.setattr(virt, "open", fake_open)
-    a = Source("A", RUNNING)
-    with pytest.raises(errors.HopRefused,
-                       match="A still runs on the source.: destination "
-                       "unreachable: Connection refused"):
-        hop.hop(Conn(a), a, "qemu+tcp://127.0.0.1:1/system", {"vda": NOVA},
-                "tmp-A")
-    assert a.calls == []
+    def __init__(self, dest, *args):
+        super().__init__(*args)
+        self.dest = dest
+
+    def XMLDesc(self, flags):  # noqa: N802
+        return A_XML
+
+    def migrate3(self, dconn, params, flags):
+        self.calls.append(("migrate3", dconn, params, flags))
+        self.dest.doms.append(Landed("tmp-A", RUNNING))
+        self.code = None
+
+
+class Landed(Dom):
+    def jobStats(self, flags):  # noqa: N802
+        return {"downtime": 12, "time_elapsed": 900, "memory_total": 1 << 26}
+
+
+def test_the_hop_is_client_managed_on_the_callers_two_connections(
+        monkeypatch):
+    dest = Conn()
+    dest.lookupByName = lambda name: dest.doms[0]
+    monkeypatch.setattr(hop._Hop, "check", lambda self, name, xml: None)
+    a = Migrating(dest, "A", RUNNING)
+    result = hop.hop(Conn(a), a, dest, {"vda": NOVA}, "tmp-A",
+                     formats={"vda": "qcow2"}, migrate_address="10.0.0.5",
+                     incremental=True)
+    (call, dconn, params, flags), = a.calls
+    assert (call, dconn) == ("migrate3", dest)
+    assert not flags & libvirt.VIR_MIGRATE_PEER2PEER
+    assert flags & libvirt.VIR_MIGRATE_NON_SHARED_INC
+    assert params["migrate_uri"] == "tcp://10.0.0.5"
+    assert params["destination_name"] == "tmp-A"
+    assert result.domain is dest.doms[0]
+    assert (result.source_name, result.source_disks, result.source_formats,
+            result.downtime_ms) == ("A", {"vda": "/dev/vg0/vol-a"},
+                                    {"vda": "raw"}, 12)
 
 
 def test_an_incompatible_cpu_is_refused_naming_it(monkeypatch):
@@ -307,7 +341,7 @@ def test_an_incompatible_cpu_is_refused_naming_it(monkeypatch):
         libvirt.VIR_CPU_COMPARE_INCOMPATIBLE
     xml = A_XML.replace("</os>", "</os><cpu mode='custom' match='exact'>"
                         "<model>Icelake-Server</model></cpu>")
-    run = hop._Hop(Conn(), Source("A", RUNNING), "qemu+tls://n/system", dest)
+    run = hop._Hop(Conn(), Source("A", RUNNING), dest)
     with pytest.raises(hop_spec.Refused,
                        match="destination host: A's CPU .Icelake-Server. "
                        "is incompatible"):

@@ -69,7 +69,7 @@ def test_template_must_be_under_the_allowed_roots(conf, tmp_path):
 
 
 def test_api_version_and_options():
-    assert rpcapi.RPC_API_VERSION == "1.5"
+    assert rpcapi.RPC_API_VERSION == "1.6"
     for name in ("prepare_mirror", "mirror_status", "finish_mirror",
                  "abort_mirror"):
         assert callable(getattr(rpcapi.AgentAPI, name))
