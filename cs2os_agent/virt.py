@@ -104,6 +104,17 @@ def open(uri):  # noqa: A001 - libvirt's own name
     return libvirt.open(uri)
 
 
+def close_quietly(conn):
+    """Close a connection of ours, if any; returns None for the caller to
+    store.  A connection that died (the far libvirtd went away) fails to
+    close, and there is nothing left to release then."""
+    if conn is not None:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+
 def no_such_domain(exc):
     """Whether the libvirtError *exc* says the domain does not exist."""
     return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN

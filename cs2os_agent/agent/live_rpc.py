@@ -64,9 +64,10 @@ class LiveEndpoints:
         return state.ensure_dir(self.conf.live.run_dir)
 
     def prepare_live_target(self, context, migration_id, instance_uuid,
-                            base_proof):
+                            base_proof, virtual_size=None):
         """T on D, proven D == B, staged for swap_disk; after the swap a
-        call again returns the first result."""
+        call again returns the first result.  ``virtual_size``: A's, which
+        T must have for the hop's disk copy (default: Nova's)."""
         with self._exclusive(instance_uuid, migration_id):
             info, files = self._locate(instance_uuid)
             earlier = livehost.staged_target(files, migration_id)
@@ -77,7 +78,7 @@ class LiveEndpoints:
                 files, info.root_disk_format, instance_uuid)
             return staging.stage_fresh(self._mirrors, migration_id,
                                        instance_uuid, files, reference,
-                                       base_proof)
+                                       base_proof, virtual_size)
 
     def live_hop(self, context, migration_id, instance_uuid, source):
         """A onto this host as ``cs2os-live-<id>``, its root disk onto
@@ -183,8 +184,9 @@ class LiveEndpoints:
                 raise exception.LiveRefused(
                     reason="migration %s hopped no guest here for instance "
                     "%s: call live_hop first" % (migration_id, instance_uuid))
-            info, _files = self._locate(instance_uuid)
+            info, files = self._locate(instance_uuid)
             self._require_shutoff(info, instance_uuid)
+            nova_size = livehost.nova_root_size(info, files, instance_uuid)
             local = livehost.Local(self.conf).open()
             try:
                 temp = local.temp_domain(hop_rec)
@@ -199,9 +201,11 @@ class LiveEndpoints:
 
             def run_move(gate):
                 try:
-                    return move.move(local.conn, temp, target, run_dir,
-                                     timeout=wait + MOVE_SECONDS,
-                                     before_stream=gate)
+                    result = move.move(local.conn, temp, target, run_dir,
+                                       timeout=wait + MOVE_SECONDS,
+                                       before_stream=gate)
+                    livehost.grow_disk(target, files.disk, nova_size)
+                    return result
                 finally:
                     local.close()
 

@@ -306,7 +306,8 @@ class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints,
                 files, info.root_disk_format, instance_uuid
             )
             if os.path.exists(files.staged):
-                overlay.verify(files.staged, reference)
+                overlay.verify(files.staged, reference, virtual_size=(
+                    overlay.staged_size(files, migration_id)))
             faultpoints.reached("agent:swap_disk:before")
             result = swap.swap_in(files, instance_uuid)
             faultpoints.reached("agent:swap_disk:after")

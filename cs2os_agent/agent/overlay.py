@@ -106,13 +106,14 @@ def _check_and_info(path):
     return info
 
 
-def verify(path, reference, checked=False):
+def verify(path, reference, checked=False, virtual_size=None):
     """Prove ``path`` is a sound qcow2 Nova can boot as this root disk.
 
     Returns the ``qemu-img info`` dict.  A standalone image (no backing
     file) is accepted: CloudStack's FAT/SPARSE volumes have none.
     ``checked``: the caller ran ``qemu-img check`` on the file as it is
-    now, so it is not run twice.
+    now, so it is not run twice.  ``virtual_size``: the size it must have
+    when not the instance disk's (a live target, grown once B runs).
     """
     if checked:
         info = qemu_img.info(path, "qcow2")
@@ -138,10 +139,11 @@ def verify(path, reference, checked=False):
                 reference.base_format,
             )
         )
-    if info["virtual-size"] != reference.virtual_size:
+    expected = virtual_size or reference.virtual_size
+    if info["virtual-size"] != expected:
         problems.append(
-            "virtual size is %d, the instance disk's is %d"
-            % (info["virtual-size"], reference.virtual_size)
+            "virtual size is %d, expected %d (the instance disk's is %d)"
+            % (info["virtual-size"], expected, reference.virtual_size)
         )
     if problems:
         raise exception.StagedImageInvalid(
@@ -293,6 +295,15 @@ def _adopt(path, source_header, reference, merge=None, plan=None):
     # The only check of a copy that needs no resize (before, it was
     # checked twice, unchanged in between).
     return verify(path, reference)
+
+
+def staged_size(files, migration_id):
+    """The size a staged live target of this migration was made with (A's,
+    up to Nova's: the move grows it), or None for any other staged disk."""
+    meta = read_meta(files, migration_id) or {}
+    if (meta.get("source") or {}).get("transport") != "live":
+        return None
+    return meta.get("virtual_size")
 
 
 def read_meta(files, migration_id):

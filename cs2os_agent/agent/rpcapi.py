@@ -205,11 +205,14 @@ class AgentAPI:
     # -- 1.6: live mode ------------------------------------------------------
 
     def prepare_live_target(self, context, host, migration_id, instance_uuid,
-                            base_proof):
+                            base_proof, virtual_size=None):
+        """``virtual_size``: A's (T's for the hop; grown to Nova's after
+        the move)."""
         # Long: proving D == B may hash or compare the whole base.
         return self._prepare(host, long_running=True, version="1.6").call(
             context, "prepare_live_target", migration_id=migration_id,
-            instance_uuid=instance_uuid, base_proof=base_proof)
+            instance_uuid=instance_uuid, base_proof=base_proof,
+            virtual_size=virtual_size)
 
     def live_hop(self, context, host, migration_id, instance_uuid, source):
         """``source``: {"host": the KVM host's address, "domain": A's

@@ -111,12 +111,7 @@ class KvmHost:
                 LOG.warning("No keepalive on %s", self.name, exc_info=True)
 
     def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except libvirt.libvirtError:
-                pass
-            self.conn = None
+        self.conn = virt.close_quietly(self.conn)
 
     def domain(self, name):
         """The running or paused domain ``name``."""

@@ -99,18 +99,28 @@ RUN_ID = ft.RUN_ID
 
 @pytest.fixture(scope="module")
 def cloud(cloudstack_root, minicloud):  # noqa: F811
-    kvm = cloudstack_kvm.LibvirtKVM(cloudstack_root, ft.LIBVIRT_URI,
-                                    stop_grace=1.0)
+    with stand_in_cloudstack(cloudstack_kvm.LibvirtKVM(
+            cloudstack_root, ft.LIBVIRT_URI, stop_grace=1.0)) as api:
+        yield api
+
+
+@contextlib.contextmanager
+def stand_in_cloudstack(kvm):
+    """The CloudStack API stand-in, serving, whose VMs run on ``kvm`` (a
+    LibvirtKVM): an admin account, a zone with one KVM host at
+    127.0.0.1, a service offering like m1.tiny."""
     api = cloudstack_api.FakeCloudStack(kvm)
-    api.admin = api.add_account("admin")
-    api.kvm_host = api.add_host(api.add_zone("zone-%s" % RUN_ID),
-                                "kvm-%s" % RUN_ID, "127.0.0.1")
-    # 64 MiB like m1.tiny: the conductor must pick that flavor itself.
-    api.offering = api.add_service_offering("tiny-%s" % RUN_ID, cpunumber=1,
-                                            memory=64)
-    api.endpoint = api.serve()
-    yield api
-    api.shutdown()
+    try:
+        api.admin = api.add_account("admin")
+        api.kvm_host = api.add_host(api.add_zone("zone-%s" % RUN_ID),
+                                    "kvm-%s" % RUN_ID, "127.0.0.1")
+        # 64 MiB like m1.tiny: the conductor must pick that flavor itself.
+        api.offering = api.add_service_offering(
+            "tiny-%s" % RUN_ID, cpunumber=1, memory=64)
+        api.endpoint = api.serve()
+        yield api
+    finally:
+        api.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import time
 
 from cs2os_agent import qemu_img
 from tests.e2e.conftest import new_vm
+from tests.e2e.conftest import target_project
 from tools.testbed import cloudstack_handlers
 from tools.testbed import harness as ft
 from tools.testbed import images
@@ -317,35 +318,44 @@ def test_failure_after_the_swap_puts_nova_disk_back_and_rolls_back(
     """The last step fails: Nova's own policy refuses to start the server
     (a real 403 from nova-api) after the agent swapped the migrated disk
     in.  The rollback puts Nova's disk back, deletes the server and its
-    port, and starts the CloudStack VM again on its untouched disk."""
-    vm = new_vm(cloud, cloudstack_root)
-    digest = images.sha256(vm.volume.overlay)
-    with nova_policy({"os_compute_api:servers:start": "!"}):
-        created = conductor_api.create_migration(ctxt, {"source": vm.name})
-        done = wait_state(conductor_api, ctxt, created["id"],
-                          ("failed", "succeeded", "cancelled"))
-    assert (done["state"], done["step"]) == ("failed", "start"), \
-        (done["error"], done["events"])
-    assert "os_compute_api:servers:start" in done["error"] or \
-        "403" in done["error"], done["error"]
-    finished = [e["step"] for e in done["events"] if e["message"] == "done"]
-    assert finished[-3:] == ["sync", "sync_volumes", "swap"]
-    undone = done["result"]["rolled_back"]
-    server_id = done["resources"].get("server_id") or \
-        undone[0].split()[-1]
-    assert undone[0] == "put Nova's original disk back on server %s" \
-        % server_id, undone
-    assert undone[1] == "deleted server %s" % server_id, undone
-    assert undone[-1] == "started CloudStack VM %s again" % vm.name, undone
-    assert minicloud.conn.compute.find_server(server_id) is None
-    assert not os.path.exists(os.path.join(minicloud.instances_path,
-                                           server_id))
-    assert cloud.vm_state(vm) == "Running"
-    wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
-    assert images.sha256(vm.volume.overlay) == digest
+    port, and starts the CloudStack VM again on its untouched disk.
 
-    # Nova starts servers again: a retry goes all the way.
-    conductor_api.retry_migration(ctxt, created["id"])
-    again = wait_state(conductor_api, ctxt, created["id"],
-                       ("failed", "succeeded", "cancelled"))
-    assert again["state"] == "succeeded", (again["error"], again["events"])
+    The rule refuses starts in a project of this test's only: Nova's
+    policy is the whole minicloud's, and other runs' migrations (the other
+    xdist worker's) start servers meanwhile."""
+    with target_project(minicloud, "e2e-%s-nostart" % ft.RUN_ID) as project:
+        vm = new_vm(cloud, cloudstack_root)
+        digest = images.sha256(vm.volume.overlay)
+        refuse = ("rule:project_member_or_admin and not "
+                  "'%s':%%(project_id)s" % project.id)
+        with nova_policy({"os_compute_api:servers:start": refuse}):
+            created = conductor_api.create_migration(
+                ctxt, {"source": vm.name, "project": project.id})
+            done = wait_state(conductor_api, ctxt, created["id"],
+                              ("failed", "succeeded", "cancelled"))
+        assert (done["state"], done["step"]) == ("failed", "start"), \
+            (done["error"], done["events"])
+        assert "os_compute_api:servers:start" in done["error"] or \
+            "403" in done["error"], done["error"]
+        finished = [e["step"] for e in done["events"]
+                    if e["message"] == "done"]
+        assert finished[-3:] == ["sync", "sync_volumes", "swap"]
+        undone = done["result"]["rolled_back"]
+        server_id = done["resources"].get("server_id") or \
+            undone[0].split()[-1]
+        assert undone[0] == "put Nova's original disk back on server %s" \
+            % server_id, undone
+        assert undone[1] == "deleted server %s" % server_id, undone
+        assert undone[-1] == "started CloudStack VM %s again" % vm.name, undone
+        assert minicloud.conn.compute.find_server(server_id) is None
+        assert not os.path.exists(os.path.join(minicloud.instances_path,
+                                               server_id))
+        assert cloud.vm_state(vm) == "Running"
+        wait_console(cloud.kvm.console(vm.instancename), vm.volume.message)
+        assert images.sha256(vm.volume.overlay) == digest
+
+        # Nova starts servers again: a retry goes all the way.
+        conductor_api.retry_migration(ctxt, created["id"])
+        again = wait_state(conductor_api, ctxt, created["id"],
+                           ("failed", "succeeded", "cancelled"))
+        assert again["state"] == "succeeded", (again["error"], again["events"])

@@ -41,6 +41,7 @@ the namespace: the mounts, then the two daemons, until SIGTERM.
 """
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -62,6 +63,8 @@ DIRS = {  # our directory -> where it is mounted inside the namespace
 MAIN_CACHE = "/var/cache/libvirt"
 # The main libvirtd's sockets, reachable from inside under this name.
 MAIN_RUN = "main-run"
+# The caller's extra bind mounts, {source: target}, read inside.
+MOUNTS = "mounts.json"
 # Not the main libvirtd's default range (49152-49215): a migration back
 # then never waits for a port the other end holds.
 PORT_MIN, PORT_MAX = 49400, 49463
@@ -90,14 +93,19 @@ class SecondLibvirtd:
     """A libvirtd in a mount namespace of its own, with its own host UUID.
 
     ``name``: what its directory is called after (the tests pass
-    ``harness.RUN_ID``).  :meth:`start` returns once it answers.
+    ``harness.RUN_ID``).  ``mounts``: {directory: where it shows inside},
+    e.g. the CloudStack stand-in's <root>/mnt at /mnt, so that a disk
+    header naming /mnt/<pool>/<template> opens there as on a CloudStack
+    KVM host (a migration onto such a disk needs it).  :meth:`start`
+    returns once it answers.
     """
 
     stop_timeout = 30
 
-    def __init__(self, name, parent="/var/tmp"):
+    def __init__(self, name, parent="/var/tmp", mounts=None):
         self.name = name
         self.parent = parent
+        self.mounts = dict(mounts or {})
         self.host_uuid = str(uuid.uuid4())
         self.base = None
         self.proc = None
@@ -136,6 +144,8 @@ class SecondLibvirtd:
             f.write(qemu_conf())
         with open(self.path("etc", "virtlogd.conf"), "w") as f:
             f.write('log_outputs = "3:file:%s/virtlogd.log"\n' % DIRS["log"])
+        with open(self.path(MOUNTS), "w") as f:
+            json.dump(self.mounts, f)
 
     def start(self, timeout=60):
         self._prepare()
@@ -241,6 +251,9 @@ def _ns_main(base):
     _bind(DIRS["run"], os.path.join(base, MAIN_RUN))
     for sub, target in DIRS.items():
         _bind(os.path.join(base, sub), target)
+    with open(os.path.join(base, MOUNTS)) as f:
+        for source, target in json.load(f).items():
+            _bind(source, target)
     virtlogd = subprocess.Popen(
         ["virtlogd", "-f", "/etc/libvirt/virtlogd.conf",
          "-p", os.path.join(base, "virtlogd.pid")])

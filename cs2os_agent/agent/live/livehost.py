@@ -12,11 +12,15 @@ import os
 import re
 
 import libvirt
+from oslo_log import log as logging
 
 from cs2os_agent import virt
+from cs2os_agent.agent import overlay
 from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import hop
 from cs2os_agent.common import exception
+
+LOG = logging.getLogger(__name__)
 
 _CHAR_DEVICES = ("serial", "console", "channel", "parallel")
 
@@ -58,12 +62,7 @@ class _Conn:
                                       reason=message)
 
     def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except libvirt.libvirtError:
-                pass
-            self.conn = None
+        self.conn = virt.close_quietly(self.conn)
 
     def __enter__(self):
         return self.open()
@@ -233,3 +232,38 @@ def hop_result(dom, hop_rec):
         source_formats=hop_rec["source_formats"],
         source_files=hop_rec["source_files"], downtime_ms=None,
         elapsed_ms=None, memory_bytes=None, seconds=0.0)
+
+
+def nova_root_size(info, files, instance_uuid):
+    """The size Nova gave the instance's root disk (its original's, kept
+    as ``orig`` after the swap)."""
+    return overlay.reference_for(files, info.root_disk_format,
+                                 instance_uuid).virtual_size
+
+
+def grow_disk(dom, path, size):
+    """Grow running B's disk on ``path`` to Nova's ``size`` (the hop
+    needed T at A's size): online, as a volume extend, so the guest sees
+    the capacity change, not a new disk.  B runs the guest by then: a
+    failure here must not read as a failed move (that would roll back a
+    guest that already moved), so whatever goes wrong is logged, not
+    raised; the disk then keeps A's size, as the guest knew it."""
+    try:
+        for disk in virt.domain_xml(dom).findall("devices/disk"):
+            source = disk.find("source")
+            if source is None or source.get("file") != path:
+                continue
+            dev = disk.find("target").get("dev")
+            if dom.blockInfo(path)[0] < size:
+                dom.blockResize(dev, size,
+                                libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                LOG.info("Grew %s of %s to %d bytes (Nova's root disk)",
+                         dev, dom.name(), size)
+            return
+        LOG.warning("%s has no disk on %s to grow", dom.name(), path)
+    except libvirt.libvirtError as exc:
+        LOG.warning("Could not grow the disk %s of the moved guest to %d "
+                    "bytes: %s", path, size, errors.libvirt_message(exc))
+    except Exception:  # noqa: BLE001 - see above: never fail the move now
+        LOG.exception("Could not grow the disk %s of the moved guest to %d "
+                      "bytes", path, size)

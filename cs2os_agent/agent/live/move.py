@@ -133,10 +133,7 @@ class _Restore(threading.Thread):
         except libvirt.libvirtError as exc:
             self.error = _message(exc)
         finally:
-            try:
-                self.conn.close()
-            except libvirt.libvirtError:
-                pass
+            virt.close_quietly(self.conn)
 
 
 def move(conn, source, target, run_root, live_xml=None, timeout=120,

@@ -137,22 +137,29 @@ def publish(files, path, result):
 
 
 def stage_fresh(running, migration_id, instance_uuid, files, reference,
-                base_proof):
+                base_proof, virtual_size=None):
     """The live mode's target: D == B proven as for a mirror, then a fresh
-    T on D of Nova's size, staged at once (libvirt's migration fills it
-    while the guest runs on it).  Returns the prepare_live_target result.
+    T on D, staged at once (libvirt's migration fills it while the guest
+    runs on it).  T has A's ``virtual_size`` (libvirt's disk copy refuses
+    a target of another size: "Source and target image have different
+    sizes"); the move grows it to Nova's once B runs.  Returns the
+    prepare_live_target result.
     """
+    size = virtual_size or reference.virtual_size
+    if size > reference.virtual_size:
+        raise exception.OverlayTooLarge(overlay_size=size,
+                                        disk_size=reference.virtual_size)
     refuse_busy(running, instance_uuid, migration_id)
     proof = baseproof.prove(
         reference.base_path, reference.base_format, base_proof
     )
     path = files.mirror
     fileutils.remove_if_exists(path)  # an earlier attempt's, never used
-    qemu_img.create(path, "qcow2", size=reference.virtual_size,
+    qemu_img.create(path, "qcow2", size=size,
                     backing_file=reference.base_path,
                     backing_fmt=reference.base_format)
     try:
-        checked = overlay.verify(path, reference)
+        checked = overlay.verify(path, reference, virtual_size=size)
     except exception.Cs2osException:
         fileutils.remove_if_exists(path)
         raise
@@ -164,6 +171,7 @@ def stage_fresh(running, migration_id, instance_uuid, files, reference,
         "backing_file": reference.base_path,
         "backing_format": reference.base_format,
         "full_copy": False,
+        "grow_to": reference.virtual_size,
         "base_proof": proof,
         "source": {"transport": "live"},
     }

@@ -97,7 +97,8 @@ def target(ctx):
                        res["server_id"])
         ctx.resource(swapped=False)
     staged = agentcall.call(ctx, "target", "prepare_live_target", ctx.id,
-                            res["server_id"], res["base_proof"])
+                            res["server_id"], res["base_proof"],
+                            res["overlay_virtual_size"])
     # Recorded first: an agent that dies after swapping but before its
     # answer leaves the rollback something to restore.
     ctx.resource(swapped=True)

@@ -122,6 +122,7 @@ def agent(tmp_path, monkeypatch):
     monkeypatch.setattr(livehost, "Local", Local)
     monkeypatch.setattr(livehost, "Kvm", Kvm)
     monkeypatch.setattr(livehost, "root_dev", lambda dom: "vda")
+    monkeypatch.setattr(livehost, "nova_root_size", lambda *a: 1 << 30)
     monkeypatch.setattr(livehost, "console_files", lambda dom, files: {
         "/var/log/a.log": os.path.join(files.instance_dir, "c.log")})
     monkeypatch.setattr(Local, "temp", Dom(NAMES["source"]))

@@ -120,7 +120,8 @@ class World:
         new_migration(db, MID, mode="live", options=options or {},
                       source=dict(SOURCE), resources=dict(
                           {"kvm_host": "10.0.0.5", "source_domain": "i-2-7",
-                           "base_proof": {"digest": "d"}},
+                           "base_proof": {"digest": "d"},
+                           "overlay_virtual_size": 64 << 20},
                           **(resources or {})))
 
         def fake(name, **recorded):

@@ -59,7 +59,7 @@ def test_live_end_to_end(db, monkeypatch):
     assert w.agent_args["live_hop"] == (
         "nova-1", "m1", "srv-1", {"host": "10.0.0.5", "domain": "i-2-7"})
     assert w.agent_args["prepare_live_target"] == (
-        "nova-1", "m1", "srv-1", {"digest": "d"})
+        "nova-1", "m1", "srv-1", {"digest": "d"}, 64 << 20)
     assert w.agent_args["begin_live_move"] == (
         "nova-1", "m1", "srv-1", 60)
     assert w.agent_args["finish_live_move"] == ("nova-1", "m1")
