@@ -4,30 +4,20 @@ for the guest.  A SHUTOFF server becomes ACTIVE in Nova's record while
 its domain stays as it was; an unknown server is a clear OpenStackError.
 """
 
-import json
-import os
-
 import pytest
 
 from cs2os_agent.common import exception
 from cs2os_agent.openstack import client as openstack_client
+from tests.e2e.conftest import minicloud  # noqa: F401 - fixture
 from tools.testbed import harness
-from tools.testbed.minicloud import HINT
-from tools.testbed.minicloud import STATE_DIR
 from tools.testbed.minicloud import smoke
 
 RUN_ID = harness.RUN_ID
 
 
 @pytest.fixture(scope="module")
-def nova(workdir):
-    path = os.path.join(STATE_DIR, "minicloud.json")
-    if not os.path.exists(path):
-        pytest.fail("the minicloud is not up (no %s); %s" % (path, HINT),
-                    pytrace=False)
-    with open(path) as f:
-        info = json.load(f)
-    conn = smoke.connect(info)
+def nova(workdir, minicloud):  # noqa: F811
+    info, conn = minicloud.info, minicloud.conn
     image = smoke.upload_image(conn, str(workdir), "RESET-%s" % RUN_ID,
                                name="cs2os-reset-%s" % RUN_ID)
     server = smoke.boot(conn, info, image, name="cs2os-reset-%s" % RUN_ID)
@@ -35,7 +25,6 @@ def nova(workdir):
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, wait=120)
     conn.image.delete_image(image)
-    conn.close()
 
 
 def test_a_stopped_server_is_reset_to_active(nova):
