@@ -21,8 +21,9 @@ live_opts = [
         "the host's address as CloudStack lists it. Verify the host key: "
         "with known_hosts=FILE libvirt runs OpenSSH trusting that file "
         "alone (add a host with 'ssh-keyscan HOST >> FILE' once its "
-        "fingerprint is checked out of band). The KVM host's libvirtd "
-        "never needs credentials for this host's.",
+        "fingerprint is checked out of band); no_verify and "
+        "qemu+libssh are refused, as for [cloudstack] kvm_libvirt_uri. "
+        "The KVM host's libvirtd never needs credentials for this host's.",
     ),
     cfg.StrOpt(
         "migrate_address",

@@ -84,13 +84,17 @@ def _until_step(conductor_api, ctxt, mid, steps, timeout=300):
     return m
 
 
-def _watch_nova(consoles, minicloud, record):
-    """From the target step on, the guest may print into the instance
-    directory (the temporary domain's console, then B's console.log)."""
+def _started(conductor_api, ctxt, minicloud, vm, consoles):
+    """(migration id, server id) of a live migration of ``vm``, once at
+    the target or hop step: from then on the guest may print into the
+    instance directory (the temporary domain's console, then B's
+    console.log), which ``consoles`` follows too."""
+    mid = _start(conductor_api, ctxt, minicloud, vm)
+    record = _until_step(conductor_api, ctxt, mid, ("target", "hop"))
     server_id = record["resources"].get("server_id")
     assert server_id, record
     consoles.add_dir(os.path.join(minicloud.instances_path, server_id))
-    return server_id
+    return mid, server_id
 
 
 def _migrate(conductor_api, ctxt, minicloud, nova_conn, vm):
@@ -99,9 +103,8 @@ def _migrate(conductor_api, ctxt, minicloud, nova_conn, vm):
     consoles = Consoles(vm.console)
     consoles.start()
     try:
-        mid = _start(conductor_api, ctxt, minicloud, vm)
-        at = _until_step(conductor_api, ctxt, mid, ("target", "hop"))
-        server_id = _watch_nova(consoles, minicloud, at)
+        mid, server_id = _started(conductor_api, ctxt, minicloud, vm,
+                                  consoles)
         b = nova_conn.lookupByUUIDString(server_id)
         nova_xml = b.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         done = wait_state(conductor_api, ctxt, mid, ("succeeded", "failed"))
@@ -187,9 +190,8 @@ def test_failed_move_rolls_back_to_the_kvm_host(
         consoles = Consoles(vm.console)
         consoles.start()
         try:
-            mid = _start(conductor_api, ctxt, minicloud, vm)
-            at = _until_step(conductor_api, ctxt, mid, ("target", "hop"))
-            server_id = _watch_nova(consoles, minicloud, at)
+            mid, server_id = _started(conductor_api, ctxt, minicloud, vm,
+                                      consoles)
             done = wait_state(conductor_api, ctxt, mid,
                               ("succeeded", "failed", "rolled_back"))
             print("\nrolled back: %s %s; %s" % (

@@ -41,21 +41,22 @@ from cs2os_agent.common import exception
 from tools.testbed import agent_process
 from tools.testbed import harness
 from tools.testbed import images
-from tools.testbed import libvirtd_ns
 from tools.testbed import live_guest
+from tools.testbed import live_kvm
 
 LOCAL = "127.0.0.1"
 SIZE = 16 * live_guest.MiB
 
 
 @pytest.fixture(scope="module")
-def kvm_host():
-    """The second libvirtd (CloudStack's KVM host), and a connection."""
-    daemon = libvirtd_ns.SecondLibvirtd(harness.RUN_ID).start()
-    daemon.conn = libvirt.open(daemon.uri)
+def kvm_host(workdir):
+    """The second libvirtd (CloudStack's KVM host), and a connection;
+    its socket reached through a ``{host}`` URI (live_kvm.uri_template),
+    as the agent's [live] kvm_libvirt_uri must name the host."""
+    daemon = live_kvm.start_kvm_host(harness.RUN_ID + "-rpc",
+                                     os.path.join(workdir, "live-rpc-cs"))
     yield daemon
-    daemon.conn.close()
-    daemon.stop()
+    live_kvm.stop_kvm_host(daemon)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def live_agent(workdir, services, agent_api, instances_path, kvm_host):
         f.write("\n[mirror]\nrun_dir = %s\n"
                 % os.path.join(workdir, "agent-mirror"))
         f.write("\n[live]\nkvm_libvirt_uri = %s\nmigrate_address = %s\n"
-                "run_dir = %s\n" % (kvm_host.uri, LOCAL,
+                "run_dir = %s\n" % (live_kvm.uri_template(kvm_host), LOCAL,
                                     os.path.join(workdir, "lr")))
     agent.info = agent.start(agent_api, cs2os_context.get_admin_context())
     yield agent

@@ -14,6 +14,7 @@ import re
 import libvirt
 from oslo_log import log as logging
 
+from cs2os_agent import kvmuri
 from cs2os_agent import virt
 from cs2os_agent.agent import overlay
 from cs2os_agent.agent.live import errors
@@ -50,9 +51,12 @@ class _Conn:
     def __init__(self, uri):
         self.uri, self.conn = uri, None
 
+    def _connect(self):
+        return virt.open(self.uri)
+
     def open(self):
         try:
-            self.conn = virt.open(self.uri)
+            self.conn = self._connect()
         except libvirt.libvirtError as exc:
             raise self.unreachable(errors.libvirt_message(exc)) from None
         return self
@@ -72,11 +76,16 @@ class _Conn:
 
 
 class Kvm(_Conn):
-    """The CloudStack KVM host's libvirtd, where A runs."""
+    """The CloudStack KVM host's libvirtd, where A runs: the URI checked
+    (host key verified) and kept alive as the conductor's (kvmuri)."""
 
     def __init__(self, conf, host):
-        super().__init__(conf.live.kvm_libvirt_uri.replace("{host}", host))
+        super().__init__(kvmuri.uri_for(conf.live.kvm_libvirt_uri, host,
+                                        option="[live] kvm_libvirt_uri"))
         self.host = host
+
+    def _connect(self):
+        return kvmuri.open_host(self.uri)
 
     def unreachable(self, message):
         return _refused("cannot open the KVM host %s's libvirtd: %s"

@@ -10,6 +10,7 @@ import urllib.parse
 
 import pytest
 
+from cs2os_agent import kvmuri
 from cs2os_agent.common import exception
 from cs2os_agent.common import nbd
 from cs2os_agent.sourcehost import kvmhost
@@ -20,16 +21,16 @@ from tools.testbed import cloudstack_kvm
 
 def test_uri_for_fills_in_the_host():
     template = "qemu+ssh://root@{host}:2222/system?keyfile=/id"
-    assert kvmhost.uri_for(template, "10.0.0.5") == template.replace(
+    assert kvmuri.uri_for(template, "10.0.0.5") == template.replace(
         "{host}", "10.0.0.5")
-    assert "root@[fd00::5]:2222" in kvmhost.uri_for(template, "fd00::5")
-    assert kvmhost.redact(kvmhost.uri_for(template, "h")) == \
+    assert "root@[fd00::5]:2222" in kvmuri.uri_for(template, "fd00::5")
+    assert kvmuri.redact(kvmuri.uri_for(template, "h")) == \
         "qemu+ssh://root@h:2222/system"
-    assert kvmhost.uri_for("qemu:///system?x={host}", "h")
+    assert kvmuri.uri_for("qemu:///system?x={host}", "h")
 
 
 def test_known_hosts_becomes_an_ssh_that_trusts_that_file_alone():
-    uri = kvmhost.uri_for("qemu+ssh://root@{host}/system?keyfile=/k/id&"
+    uri = kvmuri.uri_for("qemu+ssh://root@{host}/system?keyfile=/k/id&"
                           "known_hosts=/k/known hosts", "h")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
     assert "known_hosts" not in query and query["keyfile"] == ["/k/id"]
@@ -43,7 +44,7 @@ def test_known_hosts_becomes_an_ssh_that_trusts_that_file_alone():
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "$@"]
     # One wrapper per file, reused.
-    assert kvmhost.uri_for("qemu+ssh://root@{host}/system?"
+    assert kvmuri.uri_for("qemu+ssh://root@{host}/system?"
                            "known_hosts=/k/known hosts", "h2").endswith(
         urllib.parse.urlencode({"command": command}, safe="/"))
 
@@ -60,14 +61,14 @@ def test_known_hosts_becomes_an_ssh_that_trusts_that_file_alone():
 ])
 def test_uri_for_refuses_unverified_host_keys_and_libssh(template, words):
     with pytest.raises(exception.Invalid) as err:
-        kvmhost.uri_for(template, "10.0.0.5")
+        kvmuri.uri_for(template, "10.0.0.5")
     assert words in str(err.value)
 
 
 @pytest.mark.parametrize("host", ["", None, "a/b", "u@h", "h?x"])
 def test_uri_for_refuses_odd_host_addresses(host):
     with pytest.raises(exception.Invalid):
-        kvmhost.uri_for("qemu+ssh://{host}/system", host)
+        kvmuri.uri_for("qemu+ssh://{host}/system", host)
 
 
 def test_root_disk_and_mirror_export_from_the_live_xml():
