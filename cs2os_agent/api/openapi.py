@@ -160,7 +160,7 @@ def _migration(with_events):
                         "description": "the Cinder volume type the request "
                                        "named for the data disks"},
         "cutover": {"type": "string", "enum": list(states.CUTOVERS),
-                    "description": "warm migrations only"},
+                    "description": "warm and live migrations only"},
         "cutover_method": {
             "type": "string", "enum": list(states.CUTOVER_METHODS),
             "description": "warm migrations only: the method the cutover "

@@ -38,7 +38,7 @@ _PROJECT = {"anyOf": [_NAME, {"type": "null"}],
 # refuses them otherwise too); said here so that the published schema
 # describes exactly the bodies that are accepted.
 _WARM_ONLY = {
-    "description": "cutover and cutover_method apply to warm (and live) "
+    "description": "cutover and cutover_method apply to warm and live "
                    "migrations only",
     "anyOf": [
         {"not": {"anyOf": [{"required": ["cutover"]},

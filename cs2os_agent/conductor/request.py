@@ -89,7 +89,7 @@ def validate(request):
     cutover = request.get("cutover")
     if cutover is not None and not mirrored:
         raise exception.Invalid(
-            reason="cutover applies to warm (and live) migrations only "
+            reason="cutover applies to warm and live migrations only "
             "(mode is %s)" % mode)
     cutover = cutover or states.DEFAULT_CUTOVER
     if cutover not in states.CUTOVERS:
@@ -99,7 +99,7 @@ def validate(request):
     method = request.get("cutover_method")
     if method is not None and not mirrored:
         raise exception.Invalid(
-            reason="cutover_method applies to warm (and live) migrations "
+            reason="cutover_method applies to warm and live migrations "
             "only (mode is %s)" % mode)
     live_fallback = request.get("live_fallback")
     if live_fallback is not None and mode != states.LIVE:

@@ -143,7 +143,7 @@ def test_client_mistakes_are_4xx_with_the_reason(api):
                          timeout=30)
     assert resp.status_code == 400
     assert resp.json()["errors"][0]["detail"] == \
-        "body/migration/mode: 'hot' is not one of ['cold', 'warm']"
+        "body/migration/mode: 'hot' is not one of ['cold', 'warm', 'live']"
     resp = requests.post(api.url + "/v1/migrations",
                          json={"migration": {"source": "x",
                                              "cutover": "manual"}},
@@ -152,8 +152,8 @@ def test_client_mistakes_are_4xx_with_the_reason(api):
     # migration has no cutover.
     assert resp.status_code == 400
     assert resp.json()["errors"][0]["detail"] == (
-        "body/migration: cutover and cutover_method apply to warm "
-        "migrations only (mode is cold)")
+        "body/migration: cutover and cutover_method apply to warm and "
+        "live migrations only (mode is cold)")
     resp = requests.get(api.url + "/v1/migrations/"
                         "9d3c7c84-0a57-4f38-a0fb-1a5bb0f0e5a1", timeout=30)
     assert resp.status_code == 404

@@ -233,7 +233,8 @@ def test_list_filters_retry_and_cancel_rules(conductor, conductor_api, ctxt):
 
 def test_bad_requests_are_refused_with_their_type(conductor, conductor_api,
                                                  ctxt):
-    with pytest.raises(exception.Invalid, match="warm migrations only"):
+    with pytest.raises(exception.Invalid,
+                       match="warm and live migrations only"):
         conductor_api.create_migration(ctxt, {"source": "vm",
                                               "cutover": "manual"})
     with pytest.raises(exception.MigrationNotFound):

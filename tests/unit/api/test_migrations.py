@@ -222,8 +222,8 @@ def test_a_cold_migration_has_no_cutover_method(manager_app, request_):
     assert resp.status_int == 400
     assert error(data)["code"] == "cs2os.InvalidRequest"
     assert error(data)["detail"] == (
-        "body/migration: cutover and cutover_method apply to warm (and "
-        "live) migrations only (mode is cold)")
+        "body/migration: cutover and cutover_method apply to warm and "
+        "live migrations only (mode is cold)")
     assert mgr.db.list_migrations() == []
 
 

@@ -87,7 +87,7 @@ def test_create_validate_start_show_list_and_delete(plan_app):
     ({"plan": {"name": "p"}}, "body/plan: {'name': 'p'} is not valid"),
     ({"plan": {"name": "p", "vms": ["a"], "defaults": {
         "cutover": "manual"}}}, "body/plan/defaults: cutover and "
-     "cutover_method apply to warm (and live) migrations only (mode is "
+     "cutover_method apply to warm and live migrations only (mode is "
      "cold)"),
     ({"plan": {"name": "p", "vms": [{"vm": "a", "overrides": {
         "cutover": "manual"}}], "defaults": {"mode": "warm"}}},

@@ -41,7 +41,7 @@ from tests.unit.api.harness import error
      "body/migration/networks: ['guest'] is not of type 'object'"),
     ([], "body: [] is not of type 'object'"),
     ({"migration": {"source": "a", "cutover": "manual"}},
-     "body/migration: cutover and cutover_method apply to warm (and live) "
+     "body/migration: cutover and cutover_method apply to warm and live "
      "migrations only (mode is cold)"),
     ({"migration": {"source": "a", "mode": "cold", "cutover_method": "force"}},
      "(mode is cold)"),

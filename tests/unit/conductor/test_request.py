@@ -12,14 +12,14 @@ from cs2os_agent.conductor import request
     ({"source": "vm", "mode": "warm", "cutover": "later"},
      "cutover later is not supported"),
     ({"source": "vm", "cutover": "manual"},
-     "warm (and live) migrations only"),
+     "warm and live migrations only"),
     ({"source": "vm", "mode": "warm", "cutover_method": "reboot"},
      "cutover method reboot is not supported; supported: shutdown, force"),
     ({"source": "vm", "cutover_method": "force"},
-     "cutover_method applies to warm (and live) migrations only (mode is "
+     "cutover_method applies to warm and live migrations only (mode is "
      "cold)"),
     ({"source": "vm", "mode": "cold", "cutover_method": "shutdown"},
-     "cutover_method applies to warm (and live) migrations only (mode is "
+     "cutover_method applies to warm and live migrations only (mode is "
      "cold)"),
     ({"source": "vm", "mode": "warm", "cutover_method": True},
      "cutover_method must be a str"),
