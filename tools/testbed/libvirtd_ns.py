@@ -35,9 +35,14 @@ and ``migrate_uri`` params), and the destination's QEMU then listens on
 ports are a range of their own.  Stopping ends the namespace's helper by
 its PID (it ends libvirtd, then virtlogd, its own children); the
 directories are removed.  Domains it still runs are destroyed first.
+:meth:`SecondLibvirtd.restart` restarts the libvirtd alone, in place (the
+live mode's failure tests): the helper stops its libvirtd (SIGTERM, or
+SIGKILL for a crash) and starts the next one in the same namespace, on
+the same state; QEMU processes run on and it reconnects to them.
 
 Run as a script (``libvirtd_ns.py ns BASE``) it is that helper, inside
-the namespace: the mounts, then the two daemons, until SIGTERM.
+the namespace: the mounts, then the two daemons, until SIGTERM (SIGUSR1 /
+SIGUSR2: restart libvirtd, stopped by SIGTERM / SIGKILL).
 """
 
 import ctypes
@@ -68,6 +73,17 @@ MOUNTS = "mounts.json"
 # Not the main libvirtd's default range (49152-49215): a migration back
 # then never waits for a port the other end holds.
 PORT_MIN, PORT_MAX = 49400, 49463
+# restart(): the helper's signal -> the one it sends its libvirtd (a
+# stop as ``systemctl restart`` makes it, or a crash).
+RESTART_SIGNALS = {signal.SIGUSR1: signal.SIGTERM,
+                   signal.SIGUSR2: signal.SIGKILL}
+# "<generation> <libvirtd pid>", rewritten by the helper at each start.
+GENERATION = "libvirtd.generation"
+# Seconds the daemon stays down in a restart, read by the helper.
+RESTART_HOLD = "restart-hold"
+# A daemon told to stop (SIGTERM) is killed after this long, as systemd
+# does (libvirtd waits for its jobs: an incoming migration's may not end).
+STOP_GRACE = 15
 
 
 def libvirtd_conf(host_uuid, log_dir):
@@ -185,6 +201,35 @@ class SecondLibvirtd:
         raise RuntimeError("the second libvirtd did not answer in %d s (%s): "
                            "%s" % (timeout, last, self.log_tail()))
 
+    def daemon_pid(self):
+        """(generation, PID) of the libvirtd running now (0: the first)."""
+        with open(self.path(GENERATION)) as f:
+            generation, pid = f.read().split()
+        return int(generation), int(pid)
+
+    def restart(self, crash=False, hold=0.0, timeout=90):
+        """Restart the daemon in place, as ``systemctl restart libvirtd``
+        (SIGTERM) or a crash (``crash``: SIGKILL) and a new start would:
+        only the libvirtd PID the helper started is signalled, by the
+        helper (it alone is in the namespace and can start the next one
+        there); the QEMU processes run on and the next libvirtd
+        reconnects to them (one that does not stop in STOP_GRACE seconds
+        is killed, as systemd would).  ``hold``: seconds it stays down.
+        Returns once the new one answers (its PID)."""
+        generation, old_pid = self.daemon_pid()
+        with open(self.path(RESTART_HOLD), "w") as f:
+            f.write(repr(float(hold)))
+        self.proc.send_signal(signal.SIGUSR2 if crash else signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while self.daemon_pid()[0] == generation:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the second libvirtd (PID %d) was not "
+                                   "restarted: %s" % (old_pid,
+                                                      self.log_tail()))
+            time.sleep(0.05)
+        self._wait(max(1.0, deadline - time.monotonic()))
+        return self.daemon_pid()[1]
+
     def log_tail(self, lines=20):
         out = []
         for name in ("helper.log", "log/libvirtd.log"):
@@ -246,6 +291,18 @@ def _die_with_parent():
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _start_libvirtd(base, generation):
+    proc = subprocess.Popen(
+        ["libvirtd", "-f", "/etc/libvirt/libvirtd.conf",
+         "-p", os.path.join(base, "libvirtd.pid")])
+    # Written after the start: restart() waits for the next generation.
+    tmp = os.path.join(base, GENERATION + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("%d %d\n" % (generation, proc.pid))
+    os.replace(tmp, os.path.join(base, GENERATION))
+    return proc
+
+
 def _ns_main(base):
     # The main libvirtd's sockets first, before /run/libvirt is covered.
     _bind(DIRS["run"], os.path.join(base, MAIN_RUN))
@@ -257,19 +314,49 @@ def _ns_main(base):
     virtlogd = subprocess.Popen(
         ["virtlogd", "-f", "/etc/libvirt/virtlogd.conf",
          "-p", os.path.join(base, "virtlogd.pid")])
-    libvirtd = subprocess.Popen(
-        ["libvirtd", "-f", "/etc/libvirt/libvirtd.conf",
-         "-p", os.path.join(base, "libvirtd.pid")])
-    stopping = []
+    daemon = {"proc": _start_libvirtd(base, 0), "generation": 0}
+    stopping, restarts = [], []
 
     def on_term(_signum, _frame):
         stopping.append(True)
-        if libvirtd.poll() is None:
-            libvirtd.terminate()
+        if daemon["proc"].poll() is None:
+            daemon["proc"].terminate()
+
+    def on_restart(signum, _frame):
+        # Only the daemon: QEMU processes live on (a session of their
+        # own) and the next libvirtd reconnects to them.
+        restarts.append(signum)
+        daemon["kill_at"] = time.monotonic() + STOP_GRACE
+        if daemon["proc"].poll() is None:
+            daemon["proc"].send_signal(RESTART_SIGNALS[signum])
 
     signal.signal(signal.SIGTERM, on_term)
+    for signum in RESTART_SIGNALS:
+        signal.signal(signum, on_restart)
     _die_with_parent()
-    code = libvirtd.wait()
+    while True:
+        try:
+            code = daemon["proc"].wait(0.2)
+        except subprocess.TimeoutExpired:
+            if restarts and time.monotonic() > daemon["kill_at"]:
+                print("libvirtd did not stop in %d s: killed" % STOP_GRACE,
+                      flush=True)
+                daemon["proc"].kill()
+            continue
+        print("libvirtd (PID %d) ended: %s" % (daemon["proc"].pid, code),
+              flush=True)
+        if stopping or not restarts:
+            break
+        restarts.clear()
+        try:
+            with open(os.path.join(base, RESTART_HOLD)) as f:
+                time.sleep(float(f.read() or 0))
+        except (OSError, ValueError):
+            pass
+        if stopping:
+            break
+        daemon["generation"] += 1
+        daemon["proc"] = _start_libvirtd(base, daemon["generation"])
     virtlogd.terminate()
     virtlogd.wait()
     return 0 if stopping else (code or 1)

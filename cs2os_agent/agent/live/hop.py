@@ -15,6 +15,13 @@ A's state is checked: libvirt resumes it on a failed migration; if it is
 paused and nothing with its UUID is active on the destination, it is
 resumed here.  A copy active on the destination, or A nowhere, is
 :class:`errors.HopIncomplete`: not undone.
+
+A libvirtd restarted on either side during the hop kills this process's
+connection to it; the check after an error first reopens it and looks
+A up again by UUID (:mod:`.reconnect`).  The restarted libvirtd itself
+kills an incoming copy that had not started (destination) or cancels
+the outgoing migration and resumes A (source): the hop then ends as
+:class:`errors.HopFailed`, A running on the source.
 """
 
 import dataclasses
@@ -28,6 +35,7 @@ from cs2os_agent import virt
 from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import hop_spec
 from cs2os_agent.agent.live import preflight
+from cs2os_agent.agent.live import reconnect
 
 _message = errors.libvirt_message
 
@@ -53,11 +61,11 @@ def _host_uuid(conn):
     return virt.parse_xml(conn.getCapabilities()).findtext("host/uuid")
 
 
-def _uri(conn):
+def _uri(conn, default="the destination"):
     try:
         return conn.getURI()
     except libvirt.libvirtError:
-        return "the destination"
+        return default
 
 
 class _Hop:
@@ -66,6 +74,9 @@ class _Hop:
         self.dest_conn = dest_conn
         self.uuid = source.UUIDString()
         self.names = {"source": source.name(), "dest": _uri(dest_conn)}
+        # Where to reconnect after a libvirtd restart (None: never).
+        self.uris = {"source": _uri(source_conn, None),
+                     "dest": _uri(dest_conn, None)}
         self.timed_out = False
 
     def refused(self, reason):
@@ -127,9 +138,33 @@ class _Hop:
         except libvirt.libvirtError as exc:
             LOG.warning("Cannot abort the hop: %s", _message(exc))
 
+    def reattach(self, reason):
+        """Each side's connection working again after a libvirtd restart
+        (:mod:`.reconnect`), A looked up again on the source's."""
+        for side in ("source", "dest"):
+            if self.uris[side] is None:
+                continue
+            try:
+                conn, doms, reopened = reconnect.reattach(
+                    getattr(self, side + "_conn"), self.uris[side],
+                    [self.uuid])
+            except libvirt.libvirtError as exc:
+                raise errors.HopIncomplete(
+                    reason="%s; the %s's libvirtd does not answer since it "
+                    "went away (%s): nothing was undone, look for the guest "
+                    "(UUID %s) on both hosts" % (
+                        reason, "source" if side == "source" else
+                        "destination", _message(exc), self.uuid),
+                    **self.names) from None
+            if reopened:
+                setattr(self, side + "_conn", conn)
+                if side == "source" and doms[0] is not None:
+                    self.source = doms[0]
+
     def after_failure(self, exc, reason):
         """A running, nothing active on the destination: raise refused or
         failed.  Returns the destination domain if the hop did finish."""
+        self.reattach(reason)
         a_state, theirs = virt.state(self.source), self.dest_copy()
         their_state = virt.state(theirs) if theirs else virt.GONE
         active = their_state not in (virt.GONE, virt.SHUT_OFF)
@@ -200,7 +235,7 @@ def hop(source_conn, source, dest_conn, dest_disks, temp_name, formats=None,
     watchdog.start()
     try:
         source.migrate3(dest_conn, params, flags)
-        dom = dest_conn.lookupByName(temp_name)
+        dom = run.dest_conn.lookupByName(temp_name)
     except libvirt.libvirtError as exc:
         dom = run.after_failure(exc, "%slibvirt: %s" % (
             "timed out after %d s, " % timeout if run.timed_out else "",
@@ -209,11 +244,12 @@ def hop(source_conn, source, dest_conn, dest_disks, temp_name, formats=None,
         watchdog.cancel()
     seconds = time.monotonic() - started
     if dom.UUIDString() != run.uuid or virt.state(dom) != virt.RUNNING or \
-            virt.state(source) == virt.RUNNING:
+            virt.state(run.source) == virt.RUNNING:
         dom = run.after_failure(None, "after the migration %s is %s with "
                                 "UUID %s, A is %s" % (
                                     temp_name, virt.state(dom),
-                                    dom.UUIDString(), virt.state(source)))
+                                    dom.UUIDString(),
+                                    virt.state(run.source)))
     try:
         stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     except libvirt.libvirtError:

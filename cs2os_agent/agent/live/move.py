@@ -22,10 +22,16 @@ Never two live copies, and never a guest resumed behind the other's back:
 - B failed to load (A's QEMU reports ``completed`` even then): A never
   stopped being the guest; it is resumed, B is destroyed if libvirt left
   it up, and the move raises :class:`errors.LiveMoveFailed`;
-- B loaded (the restore returned success): B has run guest code on the
-  shared disk, so A is never resumed again; if B is not running or A
-  cannot be destroyed, :class:`errors.LiveMoveIncomplete` says which
-  domain holds the guest.
+- B loaded (the restore returned success, or B runs although it did
+  not say so): B has run guest code on the shared disk, so A is never
+  resumed again; if B is not running or A cannot be destroyed,
+  :class:`errors.LiveMoveIncomplete` says which domain holds the guest.
+
+libvirtd restarted meanwhile (:mod:`.reconnect`): the agent's
+connection is dead, so the undo and the finish first reopen it and look
+A and B up again by UUID.  The new libvirtd has killed B if it still
+waited for its stream (B never ran), and A's stream, cut with it, fails
+on A, which QEMU resumes: the undo ends as above, A runs, B shut off.
 
 The QMP commands go through libvirt (``qemuMonitorCommand``): libvirt
 marks A tainted (custom-monitor); A is destroyed right after, or resumed
@@ -49,6 +55,7 @@ from cs2os_agent.agent.live import abi
 from cs2os_agent.agent.live import errors
 from cs2os_agent.agent.live import header
 from cs2os_agent.agent.live import preflight
+from cs2os_agent.agent.live import reconnect
 from cs2os_agent.agent.live import relay as relay_mod
 
 _message = errors.libvirt_message
@@ -137,12 +144,13 @@ class _Restore(threading.Thread):
 
 
 def move(conn, source, target, run_root, live_xml=None, timeout=120,
-         before_stream=None, stream_limit=None):
+         before_stream=None, stream_limit=None, stream_rate=None):
     """Move running ``source`` (A) into shut-off ``target`` (B).
 
     ``live_xml``: B's live XML; by default built from A's migratable XML
-    and B's persistent one.  ``stream_limit``: fault injection for tests
-    (:class:`.relay.Relay`).  Returns a :class:`MoveResult`.
+    and B's persistent one.  ``stream_limit``, ``stream_rate``: fault
+    injection for tests (:class:`.relay.Relay`).  Returns a
+    :class:`MoveResult`.
     """
     try:
         a_live = source.XMLDesc(_SECURE)
@@ -165,7 +173,7 @@ def move(conn, source, target, run_root, live_xml=None, timeout=120,
                                      a_migratable, live_xml, cookie, run_dir)
             hdr = header.SaveHeader(xml=live_xml, cookie=cookie).to_bytes()
             moving = _Move(conn, source, target, run_dir, hdr, timeout,
-                           before_stream, stream_limit)
+                           before_stream, (stream_limit, stream_rate))
         except libvirt.libvirtError as exc:
             # Nothing has changed yet.
             raise errors.LiveMoveRefused(
@@ -176,10 +184,15 @@ def move(conn, source, target, run_root, live_xml=None, timeout=120,
 
 
 class _Move:
+    # A bare _Move (unit tests) has no connection to reattach.
+    uri = reopened = None
+
     def __init__(self, conn, source, target, run_dir, hdr, timeout,
-                 before_stream, stream_limit):
+                 before_stream, faults):
         self.conn, self.source, self.target = conn, source, target
         self.names = {"source": source.name(), "target": target.name()}
+        self.uri = conn.getURI()
+        self.uuids = (source.UUIDString(), target.UUIDString())
         self.deadline = time.monotonic() + timeout
         self.before_stream = before_stream
         self.fifo = os.path.join(run_dir, "restore.fifo")
@@ -187,10 +200,17 @@ class _Move:
         os.mkfifo(self.fifo, 0o600)
         self.relay = relay_mod.Relay(self.fifo, self.sock, hdr,
                                      qemu_owner(source), self.deadline,
-                                     stream_limit)
+                                     *faults)
         self.restore = _Restore(conn.getURI(), self.fifo)
 
     def run(self, report):
+        try:
+            return self._run(report)
+        finally:
+            # The connection the undo reopened after a libvirtd restart.
+            self.reopened = virt.close_quietly(self.reopened)
+
+    def _run(self, report):
         self.relay.start()
         self.restore.start()
         started, stats = time.monotonic(), {}
@@ -249,8 +269,31 @@ class _Move:
             self._expired("A's migration")
             time.sleep(POLL)
 
+    def _reattach(self, reason):
+        """A connection that works again after a libvirtd restart, A and
+        B looked up on it by UUID (:mod:`.reconnect`).  One not found
+        keeps its dead handle, which reads as gone."""
+        if self.uri is None:
+            return
+        try:
+            conn, doms, reopened = reconnect.reattach(
+                self.conn, self.uri, self.uuids)
+        except libvirt.libvirtError as exc:
+            raise errors.LiveMoveIncomplete(
+                reason="%s; libvirtd does not answer since it went away (%s)"
+                ": nothing was undone, look at A and B there"
+                % (reason, _message(exc)), **self.names) from None
+        if not reopened:
+            return
+        virt.close_quietly(self.reopened)  # restarted twice
+        self.conn = self.reopened = conn
+        self.source = doms[0] or self.source
+        self.target = doms[1] or self.target
+
     def _finish(self):
         """B loaded A's state: A is never resumed from here on."""
+        self._reattach("B loaded A's state; A is left paused and not "
+                       "resumed, because B may have run guest code")
         state = virt.state(self.target)
         if state != virt.RUNNING:
             raise errors.LiveMoveIncomplete(
@@ -287,6 +330,7 @@ class _Move:
         LOG.warning("Live move of %s into %s failed, undoing: %s",
                     self.names["source"], self.names["target"], reason)
         self.relay.cancel()
+        self._reattach(reason)
         self._cancel_migration()
         self.relay.join(UNDO_WAIT)
         if self.relay.error not in (None, "cancelled") and \
@@ -301,6 +345,12 @@ class _Move:
             # B loaded the whole stream after all: it has run, so the move
             # goes forward (run() finishes it), never back to A.
             LOG.warning("B loaded A's state despite that: finishing")
+            return
+        if virt.state(self.target) == virt.RUNNING:
+            # libvirt resumed B but its answer was lost (libvirtd
+            # restarted): B has run guest code, never go back to A.
+            LOG.warning("B runs although the restore did not say so: "
+                        "finishing")
             return
         if virt.state(self.target) not in (virt.SHUT_OFF, virt.GONE):
             try:

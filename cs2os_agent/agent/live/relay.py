@@ -25,17 +25,21 @@ _WAIT = 0.2
 
 class Relay(threading.Thread):
     def __init__(self, fifo, sock_path, header_bytes, owner, deadline,
-                 stream_limit=None):
+                 stream_limit=None, stream_rate=None):
         """``owner``: (uid, gid) of A's QEMU, which connects to the socket.
 
-        ``stream_limit`` is fault injection for tests: the relay stops
-        after that many stream bytes, as a cut network would.
+        ``stream_limit`` and ``stream_rate`` are fault injection for
+        tests: the relay stops after that many stream bytes, as a cut
+        network would; it passes at most that many bytes a second, as a
+        slow one would (a stream that lasts long enough to be hit by
+        something, a libvirtd restart).
         """
         super().__init__(name="live-relay", daemon=True)
         self.fifo = fifo
         self.header = header_bytes
         self.deadline = deadline
         self.stream_limit = stream_limit
+        self.stream_rate = stream_rate
         self.stream_bytes = 0
         self.error = None  # why the relay ended early, or None
         self.done = False  # the whole stream reached the FIFO
@@ -97,10 +101,12 @@ class Relay(threading.Thread):
             self._fd = self._open_fifo()
             self._write(self.header)
             conn = self._accept()
+            started = time.monotonic()
             while True:
                 self._expired()
+                self._throttle(started)
                 try:
-                    data = conn.recv(CHUNK)
+                    data = conn.recv(self._chunk())
                 except TimeoutError:
                     continue
                 if not data:
@@ -122,6 +128,23 @@ class Relay(threading.Thread):
             self.listener.close()
             if self._fd is not None:
                 os.close(self._fd)
+
+    def _chunk(self):
+        if self.stream_rate is None:
+            return CHUNK
+        return max(1, min(CHUNK, int(self.stream_rate) // 10))
+
+    def _throttle(self, started):
+        """With ``stream_rate``: wait until the bytes so far are due."""
+        if self.stream_rate is None:
+            return
+        while True:
+            ahead = self.stream_bytes / self.stream_rate - (
+                time.monotonic() - started)
+            if ahead <= 0:
+                return
+            self._expired()
+            time.sleep(min(ahead, _WAIT))
 
     def unblock_reader(self):
         """After the thread ended: a restore that opened the FIFO but got

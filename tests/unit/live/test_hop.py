@@ -200,6 +200,9 @@ class Conn:
     def getURI(self):  # noqa: N802
         return "qemu+tls://nova/system"
 
+    def getLibVersion(self):  # noqa: N802 - a live connection
+        return 9000000
+
     def listAllDomains(self, flags):  # noqa: N802
         return self.doms
 
