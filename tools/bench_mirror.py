@@ -40,28 +40,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 
 from cs2os_agent import virt
-from cs2os_agent.agent import rpcapi as agent_rpcapi
-from cs2os_agent.common import context
-from cs2os_agent.common import rpc
 from cs2os_agent.common import states
-from cs2os_agent.conductor import rpcapi as conductor_rpcapi
 from cs2os_agent.transfer import sshcmd
 
 # The test bed comes from the checkout: tox sets PYTHONPATH, a plain
 # ``python tools/bench_mirror.py`` from the repository root does not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.testbed import cloudstack_api  # noqa: E402
-from tools.testbed import cloudstack_kvm  # noqa: E402
+from tools.testbed import bench_chain  # noqa: E402
 from tools.testbed import harness  # noqa: E402
 from tools.testbed import images  # noqa: E402
-from tools.testbed import minicloud  # noqa: E402
-from tools.testbed import service  # noqa: E402
-from tools.testbed import warm_chain  # noqa: E402
 
 MiB = images.MiB
 # The guest's boot sector and message live in the first sectors; the
@@ -108,125 +99,25 @@ def ssh_cat(sshd, path, dest):
     return moved, seconds
 
 
-class Chain:
-    """Everything a warm migration talks to, started and stopped here."""
+def new_vm(chain, args, template_of=None):
+    return images.make_cloudstack_volume(
+        chain.cs_root, template_size=args.virtual_mib * MiB,
+        writes=(), same_template_as=template_of)
 
-    def __init__(self, args, work, run_id):
-        self.args = args
-        self.work = work
-        self.run_id = run_id
-        self.started = []
 
-    def start(self):
-        with open(os.path.join(minicloud.STATE_DIR, "minicloud.json")) as f:
-            self.minicloud_info = json.load(f)
-        self.minicloud = minicloud.Minicloud(
-            info=self.minicloud_info,
-            conn=minicloud.smoke.connect(self.minicloud_info))
-        # A vhost of our own: queue names are global within one.
-        broker = self.args.broker_url.rstrip("/")
-        self.vhost = "cs2os-bench-%s" % self.run_id
-        user = urllib.parse.urlsplit(broker).username or "guest"
-        subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.vhost],
-                       check=True, capture_output=True)
-        self.started.append(lambda: subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", self.vhost],
-            check=False, capture_output=True))
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p",
-                        self.vhost, user, ".*", ".*", ".*"], check=True,
-                       capture_output=True)
-        url = broker + "/" + self.vhost
-        exchange = "cs2os-bench-%s" % self.run_id
-        # Short: a call sent before a server's queue exists is lost, and
-        # the start-up probes retry (as the tests' harness does).
-        service.init_rpc_client(self.work, url, exchange,
-                                harness.RPC_RESPONSE_TIMEOUT)
-        self.started.append(rpc.cleanup)
-        self.ctxt = context.get_admin_context()
-        self.cs_root = os.path.join(self.work, "cloudstack")
-        os.makedirs(self.cs_root, mode=0o755)
-        kvm = cloudstack_kvm.LibvirtKVM(self.cs_root, harness.LIBVIRT_URI,
-                                        stop_grace=1.0)
-        self.started.append(kvm.cleanup)
-        self.cloud = cloudstack_api.FakeCloudStack(kvm)
-        self.cloud.admin = self.cloud.add_account("admin")
-        self.cloud.kvm_host = self.cloud.add_host(
-            self.cloud.add_zone("zone-%s" % self.run_id),
-            "kvm-%s" % self.run_id, "127.0.0.1")
-        self.cloud.offering = self.cloud.add_service_offering(
-            "small-%s" % self.run_id, cpunumber=1, memory=128)
-        self.cloud.endpoint = self.cloud.serve()
-        self.started.append(self.cloud.shutdown)
-        self.sshd = warm_chain.start_kvm_sshd(self.work)
-        self.started.append(self.sshd.stop)
-        remote_dir = warm_chain.make_remote_dir(self.run_id)
-        self.started.append(lambda: warm_chain.remove_dir(remote_dir))
-        self.agent = warm_chain.make_agent(
-            self.work, self.minicloud.compute_host, url, exchange,
-            self.minicloud.instances_path, self.cs_root, self.sshd,
-            remote_dir, os.path.join(self.work, "mirror"))
-        self.agent.start(agent_rpcapi.AgentAPI(), self.ctxt)
-        self.started.append(self.agent.stop)
-        self.api = conductor_rpcapi.ConductorAPI()
-        self.conductor = warm_chain.make_conductor(
-            self.work, "bench-%s" % self.run_id, url, exchange, self.cloud,
-            minicloud.admin_auth(self.minicloud), self.cs_root, self.sshd,
-            mirror_poll_interval=0.1)
-        self.conductor.manage("db", "sync")
-        self.conductor.start()
-        self.started.append(self.conductor.stop)
-
-    def stop(self):
-        for undo in reversed(self.started):
-            try:
-                undo()
-            except Exception as exc:  # noqa: BLE001 - stop the rest too
-                print("cleanup: %s" % exc, file=sys.stderr)
-        if getattr(self, "minicloud", None) is not None:
-            self.minicloud.conn.close()
-
-    def new_vm(self, template_of=None):
-        volume = images.make_cloudstack_volume(
-            self.cs_root, template_size=self.args.virtual_mib * MiB,
-            writes=(), same_template_as=template_of)
-        return volume
-
-    def boot_vm(self, volume):
-        vm = self.cloud.add_kvm_vm(
-            "bench-%s-%s" % (self.run_id, uuid.uuid4().hex[:6]), volume,
-            self.cloud.admin, self.cloud.kvm_host,
-            offering=self.cloud.offering)
-        harness.wait_console(self.cloud.kvm.console(vm.instancename),
-                             volume.message)
-        return vm
-
-    def migrate(self, vm):
-        # As before ssh cat: no dirty page cache (the overlay was just
-        # written) left for the kernel to write back during the measure.
-        os.sync()
-        created = self.api.create_migration(self.ctxt, {
-            "source": vm.name, "host": self.minicloud.compute_host,
-            "mode": "warm", "cutover_method": self.args.cutover_method})
-        done = harness.wait_state(self.api, self.ctxt, created["id"],
-                                  ("succeeded", "failed", "cancelled"),
-                                  timeout=1800)
-        if done["state"] != "succeeded":
-            raise RuntimeError("migration %s %s: %s" % (
-                done["id"], done["state"], done["error"]))
-        return done
-
-    def delete_server(self, server_id):
-        conn = self.minicloud.conn
-        server = conn.compute.get_server(server_id)
-        conn.compute.delete_server(server)
-        conn.compute.wait_for_delete(server, wait=300)
+def migrate(chain, args, vm):
+    # As before ssh cat: no dirty page cache (the overlay was just
+    # written) left for the kernel to write back during the measure.
+    os.sync()
+    return chain.migrate(vm, mode="warm",
+                         cutover_method=args.cutover_method)
 
 
 def bench(args):
     run_id = uuid.uuid4().hex[:8]
     work = tempfile.mkdtemp(prefix="cs2os-bench-%s-" % run_id, dir="/var/tmp")
     os.chmod(work, 0o755)  # noqa: S103 - qemu runs as libvirt-qemu
-    chain = Chain(args, work, run_id)
+    chain = bench_chain.Chain(work, run_id, args.broker_url)
     rows = []
     try:
         chain.start()
@@ -238,7 +129,7 @@ def bench(args):
                                "cs2os-bench-%s.copy" % run_id)
         template_of = None
         for run in range(args.runs):
-            volume = chain.new_vm(template_of)
+            volume = new_vm(chain, args, template_of)
             template_of = template_of or volume
             write_random(volume, random_file, args.allocated_mib)
             read_once(volume.overlay)  # both read from the page cache
@@ -257,7 +148,7 @@ def bench(args):
             # better than it is (0.75 where it was 0.60).
             moved, cat_s = ssh_cat(chain.sshd, volume.overlay, scratch)
             time.sleep(SETTLE_SECONDS)
-            done = chain.migrate(vm)
+            done = migrate(chain, args, vm)
             result = done["result"]
             row = {
                 "mirror_bytes": result["mirror"]["bytes"],
@@ -268,10 +159,7 @@ def bench(args):
                 "cat_s": cat_s,
                 "cat_mbs": moved / cat_s / 1e6,
                 # shutdown: stop request -> proof; force: suspend + end.
-                "cutover_ms": result["cutover"].get(
-                    "total", result["cutover"].get("decided")) * 1000,
-                "finish_s": result["sync"]["seconds"],
-                "downtime_s": result["downtime_seconds"],
+                **bench_chain.warm_figures(result),
             }
             row["ratio"] = row["mirror_mbs"] / row["cat_mbs"]
             rows.append(row)
