@@ -10,6 +10,7 @@ import os
 
 from cs2os_agent.common import states
 from cs2os_agent.conductor.flow import cold
+from cs2os_agent.conductor.flow import live
 from cs2os_agent.conductor.flow import warm
 
 MODE = os.environ.get("CS2OS_FAULTS", "ci")
@@ -102,6 +103,13 @@ CI = [
     ("warm", "cutover:after"),
     ("warm", "rollback:undo_job:after"),
     ("cold", "agent:swap_disk:after"),
+    # Live mode (test_live_crash_points.py): the guest in the temporary
+    # domain, its successor moves it into Nova; the commit taken, its
+    # successor retires the CloudStack VM; a rollback after a failed move
+    # whose successor hops the guest back onto its KVM host.
+    ("live", "hop:after"),
+    ("live", "move:after"),
+    ("live", "rollback:undo_hop:before"),
 ]
 
 
@@ -126,6 +134,32 @@ def warm_data_disk_cases():
 
 def warm_data_disk_selected():
     cases = warm_data_disk_cases()
+    if MODE == "full":
+        return cases
+    return [c for c in cases if (c.flow, c.point) in CI]
+
+
+# Live migrations (tests/faults/test_live_crash_points.py, the KVM host on
+# a second libvirtd): every step's two sides (fault "crash": expected
+# succeeded), and every undo step's after a move that fails (fault
+# "failed-move": the agent's move socket out of QEMU's reach, as in the
+# e2e test; expected failed, rolled back to the KVM host).  The live RPC
+# has no agent points (faultpoints.reached) yet.
+LIVE_STEPS = [name for name, _ in live.STEPS]
+LIVE_UNDO = [name for name, _ in live.ROLLBACK]
+
+
+def live_cases():
+    cases = [Case("live", "%s:%s" % (step, when), "conductor", "crash")
+             for step in LIVE_STEPS for when in ("before", "after")]
+    cases += [Case("live", "rollback:%s:%s" % (undo, when), "conductor",
+                   "failed-move")
+              for undo in LIVE_UNDO for when in ("before", "after")]
+    return cases
+
+
+def live_selected():
+    cases = live_cases()
     if MODE == "full":
         return cases
     return [c for c in cases if (c.flow, c.point) in CI]
