@@ -29,6 +29,9 @@ def main():
     # Mirror daemons and tunnels run in sessions of their own: without
     # this they would outlive a stopped agent.
     rpc_service.on_stop = agent.stop_mirrors
+    # Now that every library registered its options (oslo.messaging's
+    # at rpc.init).
+    service.log_options(CONF)
     service.run(rpc_service)
 
 

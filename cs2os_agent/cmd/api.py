@@ -41,6 +41,9 @@ def main():
     gmr.setup(CONF, "cs2os-api")
     common_service.reload_on_sighup(CONF)
     app = service.make_application(CONF)
+    # Now that every library registered its options (oslo.messaging's
+    # with the conductor's client).
+    common_service.log_options(CONF)
     server = simple_server.make_server(
         CONF.api.bind_host, CONF.api.bind_port, app,
         server_class=_Server, handler_class=_Handler)

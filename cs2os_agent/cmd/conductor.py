@@ -81,6 +81,9 @@ def main():
         # Stopped with the service: the port closes before the process
         # ends, for a conductor restarted at once on the same address.
         rpc_service.on_stop = _chain(engine.stop, metrics_server.stop)
+    # Now that every library registered its options (oslo.messaging's
+    # at rpc.init).
+    service.log_options(CONF)
     service.run(rpc_service)
     if owned is not None:
         owned.close()

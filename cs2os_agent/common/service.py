@@ -112,6 +112,13 @@ class ConfigReloader:
         return changed
 
 
+def log_options(conf):
+    """Every option and where it came from, at DEBUG, secrets as ``****``:
+    the first thing asked for when a service misbehaves (oslo.service's
+    launcher logs it too; cs2os runs its own loop, see above)."""
+    conf.log_opt_values(LOG, logging.DEBUG)
+
+
 def reload_on_sighup(conf):
     """Make SIGHUP reload ``conf``'s mutable options instead of ending the
     process; from the main thread, once ``conf`` is parsed."""

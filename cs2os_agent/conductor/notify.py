@@ -15,7 +15,7 @@ id                  the migration's id
 state               queued, running, cancelling, succeeded, failed,
                     cancelled
 step                the step in progress (or done / the failed step)
-mode                cold or warm
+mode                cold, warm or live
 source_ref          the CloudStack VM as requested (id or name)
 source_vm_id        the CloudStack VM's id, once validated
 source_vm_name      the CloudStack VM's name, once validated

@@ -7,6 +7,11 @@ $CS2OS_CONFIG_FILES (comma-separated), since a web server passes no
 command-line arguments.  The application may be mounted at a path prefix
 (DevStack: /cs2os): it routes on PATH_INFO and builds its links from
 SCRIPT_NAME.
+
+Each worker arms its Guru Meditation Report as the standalone cs2os-api
+does (common/gmr.py).  Under uwsgi the signals are the master's, so
+``[oslo_reports] file_event_handler`` (a watched file) is the trigger
+that reaches the workers, as with Nova's WSGI applications.
 """
 
 import os
@@ -16,6 +21,8 @@ from oslo_log import log as logging
 from cs2os_agent import conf
 from cs2os_agent.api import service
 from cs2os_agent.common import config
+from cs2os_agent.common import gmr
+from cs2os_agent.common import service as common_service
 
 CONF = conf.CONF
 
@@ -25,7 +32,11 @@ def init_application():
              if f]
     config.parse_args([], default_config_files=files or None)
     logging.setup(CONF, "cs2os-api")
-    return service.make_application(CONF)
+    gmr.setup(CONF, "cs2os-api")
+    app = service.make_application(CONF)
+    # After the application: oslo.messaging registers its options there.
+    common_service.log_options(CONF)
+    return app
 
 
 application = None

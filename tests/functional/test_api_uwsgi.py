@@ -104,13 +104,21 @@ class UwsgiApi(process.Child):
 def api(workdir, services, conductor):
     # The config file a cs2os-api process would read; uwsgi reads it
     # through $CS2OS_CONFIG_FILES.
+    reports = os.path.join(workdir, "gmr-%s" % RUN_ID)
+    os.makedirs(reports)
+    trigger = os.path.join(reports, "trigger")
+    open(trigger, "w").close()  # watched from the start: it must exist
     conf = api_process.ApiProcess(
         workdir, "cs2os-uwsgi-api-%s" % RUN_ID, harness.TRANSPORT_URL,
         services["exchange"],
         sections={"healthcheck": {
             "backends": "disable_by_file",
-            "disable_by_file_path": os.path.join(workdir, "no-such-file")}})
+            "disable_by_file_path": os.path.join(workdir, "no-such-file")},
+            "oslo_reports": {"log_dir": reports,
+                             "file_event_handler": trigger,
+                             "file_event_handler_interval": "1"}})
     server = UwsgiApi(workdir, conf.conf_file)
+    server.reports, server.trigger = reports, trigger
     server.start()
     yield server
     server.stop()
@@ -179,3 +187,24 @@ def test_healthcheck_and_openapi_beneath_the_prefix(api):
     doc = requests.get(api.url + "/v1/openapi.json", timeout=10)
     assert doc.status_code == 200, doc.text
     assert "/v1/migrations" in doc.json()["paths"]
+
+
+def test_a_guru_meditation_report_of_a_uwsgi_worker(api):
+    # uwsgi's master owns the signals: the watched file reaches the
+    # workers.  Touched a second after they armed it (mtime granularity).
+    time.sleep(1.5)
+    os.utime(api.trigger)
+    found = []
+
+    def written():
+        found[:] = [n for n in os.listdir(api.reports)
+                    if n.startswith("cs2os-api_gurumeditation_")]
+        return found
+
+    harness.wait_for(written, 30, "a Guru Meditation Report", interval=0.3)
+    with open(os.path.join(api.reports, found[0]), errors="replace") as f:
+        report = f.read()
+    assert "Guru Meditation" in report
+    assert "cs2os (CloudStack KVM to OpenStack migrations)" in report
+    # It still serves.
+    assert requests.get(api.url + "/", timeout=10).status_code == 200

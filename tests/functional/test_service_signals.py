@@ -7,6 +7,7 @@ process ending, which is what SIGHUP did before.
 """
 
 import os
+import re
 import signal
 import uuid
 
@@ -206,3 +207,13 @@ def test_sighup_leaves_the_agent_running(agents, agent_api):
     assert agent.proc.poll() is None
     assert agent_api.get_agent_info(cs2os_context.get_admin_context(),
                                     agent.host, timeout=10)
+
+
+def test_the_api_logs_its_options_at_start_secrets_masked(api):
+    # debug = True (the harness's config): every option once at start,
+    # where it came from, and the broker's credentials never.
+    log = _read(api.log_file)
+    assert "Configuration options gathered from:" in log
+    assert "config files: ['%s']" % api.conf_file in log
+    assert re.search(r" transport_url +?= \*\*\*\*", log), log[-3000:]
+    assert harness.TRANSPORT_URL not in log

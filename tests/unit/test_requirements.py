@@ -39,10 +39,6 @@ MODULE_EXTRAS = {
 # Declared but imported by nobody, and why.
 NOT_IMPORTED = {
     "pymysql": "SQLAlchemy loads it for mysql+pymysql:// URLs",
-    # Declared for `cs2os-status upgrade check` and Guru Meditation
-    # Reports (issue 18), which are being written.
-    "oslo-upgradecheck": "cs2os-status upgrade check",
-    "oslo-reports": "Guru Meditation Reports",
 }
 
 

@@ -121,3 +121,15 @@ def test_check_and_gate_run_the_devstack_job():
         for job in names:
             # Ours are defined here; the others are OpenDev's.
             assert job in jobs or job.startswith("openstack-tox-"), job
+
+
+def test_check_and_gate_keep_the_lower_bounds_true():
+    jobs, project = _zuul()
+    envs = {name for name, job in jobs.items()
+            if job.get("vars", {}).get("tox_envlist") == "lower-constraints"}
+    assert envs, "no job runs tox -e lower-constraints"
+    assert "[testenv:lower-constraints]" in _read("tox.ini")
+    for pipeline in ("check", "gate"):
+        names = [j if isinstance(j, str) else next(iter(j))
+                 for j in project[pipeline]["jobs"]]
+        assert envs & set(names), pipeline
