@@ -63,6 +63,12 @@ class LiveEndpoints:
     def _live_dir(self):
         return state.ensure_dir(self.conf.live.run_dir)
 
+    def _forget_live(self, migration_id):
+        """The end of a migration (cleanup, restore_disk): its live record
+        goes, unless a temporary domain may still need a hop back."""
+        if state.forget(self.conf.live.run_dir, migration_id):
+            LOG.info("Migration %s: live record removed", migration_id)
+
     def prepare_live_target(self, context, migration_id, instance_uuid,
                             base_proof, virtual_size=None):
         """T on D, proven D == B, staged for swap_disk; after the swap a

@@ -323,6 +323,7 @@ class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints,
             info, files = self._locate(instance_uuid)
             self._require_shutoff(info, instance_uuid)
             faultpoints.reached("agent:restore_disk:before")
+            self._forget_live(migration_id)  # no hop left to undo
             return dict(
                 swap.restore(files, instance_uuid),
                 disk_path=files.disk,
@@ -333,6 +334,7 @@ class AgentManager(volume_mirror_rpc.VolumeMirrorEndpoints,
         with self._exclusive(instance_uuid, migration_id):
             _info, files = self._locate(instance_uuid)
             faultpoints.reached("agent:cleanup:before")
+            self._forget_live(migration_id)
             return dict(swap.cleanup(files), migration_id=migration_id)
 
     def cancel(self, context, migration_id):

@@ -122,6 +122,10 @@ def test_live_crash_point(case, conductor, agent, conductor_api, ctxt,
             dirs, state_file = live_chain.run_dir_left(agent.run_dir, mid)
             invariants.require(not dirs, 2, "the agent's run_dir %s keeps "
                                "%s" % (agent.run_dir, dirs))
+            # Removed by the agent's cleanup or restore_disk, once no hop
+            # is left to undo.
+            invariants.require(state_file is None, 2, "the agent keeps "
+                               "its live record %s" % state_file)
             held = True
         except AssertionError as exc:
             note = str(exc)

@@ -11,6 +11,8 @@ One JSON file per migration in ``[live] run_dir``, replaced atomically:
   ``expired``, ``failed``, ``incomplete``, ``refused``), its result or
   error, so that ``finish_live_move`` called again returns the same.
 
+:func:`forget` removes it at the migration's end.
+
 The directory is made 0711: QEMU reaches the move's socket directory
 inside it (:mod:`.move`); the files are the agent's alone (0600).
 """
@@ -66,3 +68,22 @@ def update(run_dir, migration_id, **sections):
         os.umask(old)
     fileutils.fsync_dir(run_dir)
     return record
+
+
+def forget(run_dir, migration_id):
+    """Remove the record once no call can need it: no hop to undo (never
+    made, or hopped back), or the guest runs in Nova's domain.  The
+    agent's cleanup (after the commit) and restore_disk (a rollback's,
+    after the hop back) call it.  Returns whether a record went."""
+    record = load(run_dir, migration_id)
+    if not record:
+        return False
+    moved = (record.get("move") or {}).get("outcome") == "running"
+    if record.get("hop") is not None and not moved:
+        return False  # the temporary domain may still hold the guest
+    try:
+        os.unlink(path(run_dir, migration_id))
+    except FileNotFoundError:
+        return False
+    fileutils.fsync_dir(run_dir)
+    return True
