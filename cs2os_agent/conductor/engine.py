@@ -28,6 +28,10 @@ when it is below a [conductor] max_* limit.
 A queued migration with a start time (conductor/schedule.py) is claimed
 by nobody before then: the claim poll skips it (its options are in the
 rows it reads) and a timer looks again at that time.
+
+When a plan's migration ends here, and every renewal period for every
+running plan, the engine brings the plan's state and event log up to
+date (conductor/plan_watch.py): a plan nobody looks at ends too.
 """
 
 import concurrent.futures
@@ -40,6 +44,7 @@ from oslo_utils import timeutils
 from cs2os_agent import conf
 from cs2os_agent.common import exception
 from cs2os_agent.common import states
+from cs2os_agent.conductor import plan_watch
 from cs2os_agent.conductor import schedule
 from cs2os_agent.conductor.flow import admission
 from cs2os_agent.conductor.flow import runner
@@ -247,6 +252,8 @@ class Engine:
                 # Its slots are free and so is a worker: this process's
                 # waiters look again now, and the poll takes more work.
                 admission.slots_freed()
+                # A plan nobody looks at ends too (plan_watch.py).
+                plan_watch.migration_ended(self.db, current)
             self._wake.set()
 
     def _renew_loop(self):
@@ -255,6 +262,8 @@ class Engine:
             try:
                 self._renew()
                 self.adopt()
+                # What ended without a run ending here (plan_watch.py).
+                plan_watch.sweep(self.db)
             except Exception:
                 LOG.exception("Renewing migration claims failed")
 

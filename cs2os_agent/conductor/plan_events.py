@@ -3,10 +3,12 @@
 The conductor records an event where it acts (created, validated,
 started, each VM's migration created, skipped or not started, cancelled,
 retried).  What happens inside a migration's own flow, its end, is
-recorded by whoever looks at the plan first after it (plan_view.py), at
-the time the migration finished and under a key unique in the plan, so
-two conductors looking at once record it once; the plan's ``done`` by
-the one whose view moved it there.
+recorded by catch_up(), run by the conductor that ended it
+(plan_watch.py), by every look at the plan (plan_view.py) and by every
+conductor's periodic sweep of running plans, at the time the migration
+finished and under a key unique in the plan, so two conductors catching
+up at once record it once; the plan's ``done`` by the one whose update
+moved it there.
 
 Every event recorded here, and only one actually added to the log, is
 also sent as a ``cs2os.plan.<kind>`` notification by the notifier the

@@ -239,15 +239,24 @@ def start(mgr, context, plan_id):
     if any(i.get("preflight") is None for i in plan["items"]):
         validate(mgr, context, plan_id)
         plan = get(mgr, plan_id)
+    # Each VM is "starting" until the loop below has been through it: a
+    # conductor ending one of the plan's migrations meanwhile
+    # (plan_watch.py) must not find the plan done before its last VMs are
+    # skipped or started.
+    items = [dict(i, starting=True) for i in plan["items"]]
     # Running from here on: a second start is refused, not run twice.
-    _save(mgr, plan, {"state": RUNNING}, DRAFT, "start")
+    _save(mgr, plan, {"state": RUNNING, "items": items}, DRAFT, "start")
     plan_events.record(mgr.db, plan_id, plan_events.STARTED,
                        "started by %s" % context.user_id)
-    items = [dict(i) for i in plan["items"]]
     for position, item in enumerate(items):
         _start_one(mgr, context, plan, item, position)
+        item.pop("starting")
         plan_db.update(mgr.db, plan_id, {"items": items})
     LOG.info("Plan %s started by %s", plan_id, context.user_id)
+    # The view catches the plan up: a plan whose VMs were all skipped or
+    # not started, or whose migrations ended during the loop (before
+    # their ids were saved, so their conductor's catch-up missed them),
+    # is done now, its ends and done recorded and notified.
     return plan_view.view(mgr.db, get(mgr, plan_id))
 
 

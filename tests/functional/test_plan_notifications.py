@@ -5,17 +5,23 @@ A plan of two VMs of the CloudStack API stand-in (no KVM host behind it,
 no OpenStack): validated by the conductor (both have a critical finding:
 the stand-in has no such VM), then the first VM's preflight is marked ok
 in the database, standing in for a VM the clouds could take (a passing
-preflight needs the minicloud: tests/e2e/test_plans.py), so that start
-creates its migration, which fails at validate, and skips the second.
-Looking at the plan records the migration's end and the plan's done; each
-event of the log is received once, with its payload.  A second conductor
-looking at the plan at the same moment (this process, with the real
-notifier on the same bus) records no second ``ended``, so sends none.
+preflight needs the minicloud: tests/e2e/test_plans.py), and the plan's
+start time set a few seconds ahead, so that start creates its migration
+(queued until then) and skips the second, and returns with the plan
+running.  Nobody reads the plan after that: the migration fails at
+validate on the conductor, which records its end and the plan's done
+itself (conductor/plan_watch.py), and each event of the log is received
+once, with its payload; the plan's row, read from the database, is done.
+A second conductor looking at the plan at the same moment (this process,
+with the real notifier on the same bus) records no second ``ended``, so
+sends none.  A plan whose VMs are all skipped is done when start returns.
 """
 
+import datetime
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -26,12 +32,12 @@ from cs2os_agent.conductor import plan_events
 from cs2os_agent.conductor import plan_notify
 from cs2os_agent.conductor import plan_view
 from cs2os_agent.conductor import rpcapi as conductor_rpcapi
+from cs2os_agent.conductor import schedule
 from cs2os_agent.db import api as db_api
 from cs2os_agent.db import plans as plan_db
 from tests.functional import checks
 from tools.testbed import conductor_process
 from tools.testbed import harness
-from tools.testbed.harness import wait_for
 
 RUN_ID = harness.RUN_ID
 TOPIC = "notifications-plans-%s" % RUN_ID
@@ -137,23 +143,33 @@ def test_a_plan_run_is_notified_event_by_event(conductor, plans_api,
     checked = plans_api.validate_plan(owner, plan["id"])
     assert [r["preflight"]["ok"] for r in checked["vms"]] == [False, False]
     db = db_api.Database(db_url)
-    items = plan_db.get(db, plan["id"])["items"]
+    record = plan_db.get(db, plan["id"])
+    items = record["items"]
     items[0]["preflight"] = {"ok": True, "summary": "0 critical, 0 warnings",
                              "findings": []}
-    assert plan_db.update(db, plan["id"], {"items": items},
-                          expect_state="draft")
+    # A start time a few seconds ahead: the migration cannot end before
+    # start_plan has answered (whose own look at the plan catches it up).
+    start_at = schedule.iso(schedule.now() + datetime.timedelta(seconds=5))
+    assert plan_db.update(db, plan["id"], {
+        "items": items,
+        "defaults": dict(record["defaults"], start_at=start_at)},
+        expect_state="draft")
     started = plans_api.start_plan(owner, plan["id"])
     migration_id = started["vms"][0]["migration_id"]
-    assert [r["state"] for r in started["vms"]][1] == "skipped"
+    assert [r["state"] for r in started["vms"]] == ["queued", "skipped"]
+    assert started["state"] == "running"
 
-    def done():
-        return plans_api.get_plan(owner, plan["id"])["state"] == "done"
-    wait_for(done, 60, "plan %s to be done" % plan["id"], interval=0.5)
-    plans_api.get_plan(owner, plan["id"])  # another look: nothing new
-
-    got = received.wait_for(plan["id"], len(KINDS))
+    # From here on nobody reads the plan (no get_plan, no list_plans)
+    # until its done has been received and its row read from the
+    # database: the conductor that ran the migration ends the plan.
+    got = received.wait_for(plan["id"], len(KINDS), timeout=90)
     assert [t for _p, t, _d, _c in got] == [
         "cs2os.plan.%s" % k for k in KINDS]
+    row = plan_db.get(db, plan["id"])
+    assert row["state"] == "done"
+    assert [e["kind"] for e in plan_db.events(db, plan["id"])] == KINDS
+    assert db.get_migration(migration_id)["state"] == "failed"
+    plans_api.get_plan(owner, plan["id"])  # a look now: nothing new
     for priority, event_type, payload, ctxt in got:
         print(event_type, priority, json.dumps(payload, indent=2))
         assert set(payload) == {"cs2os_object.name",
@@ -211,3 +227,29 @@ def test_a_plan_run_is_notified_event_by_event(conductor, plans_api,
             if t == "cs2os.plan.ended"]
     assert ends == [ended["message"], "control-%s" % RUN_ID]
     assert len(got) == len(KINDS) + 1
+
+
+def test_a_plan_whose_vms_are_all_skipped_is_done_at_start(conductor,
+                                                           plans_api,
+                                                           received,
+                                                           db_url):
+    owner = cs2os_context.RequestContext(user_id="planner-%s" % RUN_ID,
+                                         project_id="ops-%s" % RUN_ID)
+    vms = ["ghost-c-%s" % RUN_ID, "ghost-d-%s" % RUN_ID]
+    plan = plans_api.create_plan(owner, {"name": "skipped-%s" % RUN_ID,
+                                         "vms": vms})
+    # Not validated: start runs the preflight, which skips both.
+    started = plans_api.start_plan(owner, plan["id"])
+    assert [r["state"] for r in started["vms"]] == ["skipped", "skipped"]
+    assert started["state"] == "done"
+    got = received.wait_for(plan["id"], 6)
+    assert [t.rsplit(".", 1)[1] for _p, t, _d, _c in got] == [
+        "created", "validated", "started", "skipped", "skipped", "done"]
+    assert got[-1][2]["cs2os_object.data"]["counts"] == {
+        "succeeded": 0, "failed": 0, "cancelled": 0, "skipped": 2,
+        "not_started": 0}
+    db = db_api.Database(db_url)
+    assert plan_db.get(db, plan["id"])["state"] == "done"
+    # Nothing more comes: the done is sent once.
+    time.sleep(2)
+    assert len(received.of_plan(plan["id"])) == 6

@@ -121,8 +121,9 @@ class CreatePlan(command.ShowOne):
             "order they start")
         parser.add_argument(
             "--file", metavar="<plan.yaml>",
-            help="JSON plan document: defaults, vms (names, IDs or {vm, "
-            "overrides}), selector; options given here override it")
+            help="Plan document, YAML or JSON: name, defaults, vms (names, "
+            "IDs or {vm, overrides}), selector, limits, start_at; options "
+            "given here override it")
         group = parser.add_argument_group(
             "CloudStack selector (resolved now into the plan's VMs; IDs "
             "or names; every one given must match)")
@@ -343,7 +344,22 @@ class StartPlan(_PlanLister):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        migration._Watching.add_wait_arguments(parser)
+        # The migration's --wait, with words for a plan.
+        parser.add_argument(
+            "--wait", action="store_true",
+            help="Watch the plan until it is no longer running, a line per "
+            "VM change on stderr; exit non-zero if a VM's migration "
+            "failed, was cancelled or was not started. Ctrl-C stops "
+            "watching, not the plan.")
+        parser.add_argument(
+            "--poll-interval", type=migration._positive(float), default=2.0,
+            metavar="<seconds>",
+            help="Seconds between status checks with --wait (default 2)")
+        parser.add_argument(
+            "--timeout", type=migration._positive(float),
+            metavar="<seconds>",
+            help="With --wait, give up watching after this many seconds "
+            "(default: no limit); the plan goes on")
         return parser
 
     def take_action(self, parsed_args):
